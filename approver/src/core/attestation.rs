@@ -1,0 +1,234 @@
+//! What an agent attested about its node, and the index the decision reads it through.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// One interface of a node as its agent reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InterfaceFacts {
+    /// The kernel's name for the interface (`eth0`, `kube-ipvs0`, …).
+    pub name: String,
+    /// Addresses with prefix length, as configured on the interface.
+    pub addresses: Vec<IpNet>,
+}
+
+/// The facts one agent attested for its node, as the approver received them.
+///
+/// `node_name` comes from the agent's verified client certificate, never from
+/// the report; `peer_address` and `received_at` are what the approver saw.
+/// This is also one element of the attestation snapshot JSON of DESIGN.md.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Attestation {
+    /// Node name from the client certificate's `CN=system:node:<name>`.
+    pub node_name: String,
+    /// The node's kernel hostname.
+    pub hostname: String,
+    /// Every interface the agent reported, in name order.
+    pub interfaces: Vec<InterfaceFacts>,
+    /// TCP source address of the agent's connection, as the approver saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_address: Option<IpAddr>,
+    /// When the approver accepted the report (approver's clock).
+    pub received_at: Timestamp,
+    /// `/etc/machine-id`, when the agent could read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_id: Option<String>,
+    /// The kernel boot id, when the agent could read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// The agent's version, for operators only; never used in decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+}
+
+impl Attestation {
+    /// Every address on every interface, with the interface it is on.
+    pub fn addresses(&self) -> impl Iterator<Item = (&str, IpAddr)> + '_ {
+        self.interfaces.iter().flat_map(|iface| {
+            iface
+                .addresses
+                .iter()
+                .map(move |net| (iface.name.as_str(), canonical_ip(net.addr())))
+        })
+    }
+}
+
+/// The attestation snapshot document (`{"attestations": [...]}`) that the
+/// approver serves at its admin endpoint and `check --attestations` reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AttestationSnapshot {
+    /// One entry per node, in node-name order.
+    pub attestations: Vec<Attestation>,
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) become plain IPv4 so that
+/// both spellings of one address compare equal.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+/// Lower case, without one trailing dot: the form names are compared in.
+pub fn canonical_name(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+}
+
+/// How the decision reads attestations. Owned by the core so that the gRPC
+/// store and the offline `check` command can both feed `decide`.
+pub trait AttestationLookup {
+    /// The latest attestation held for `node`, fresh or not.
+    fn attestation(&self, node: &str) -> Option<Arc<Attestation>>;
+    /// Every held attestation (any node, any age) that reports `ip` on any
+    /// interface. `ip` is compared in canonical form.
+    fn claimants_of_ip(&self, ip: IpAddr) -> Vec<Arc<Attestation>>;
+    /// Every held attestation (any node, any age) whose node name or hostname
+    /// equals `name` in canonical form.
+    fn claimants_of_name(&self, name: &str) -> Vec<Arc<Attestation>>;
+}
+
+/// An indexed set of attestations, at most one per node.
+///
+/// Lookups by IP and by name are O(claimants), not O(nodes), so a bootstrap
+/// storm of N CSRs costs O(N) rather than O(N²).
+#[derive(Clone, Debug, Default)]
+pub struct AttestationSet {
+    by_node: BTreeMap<String, Arc<Attestation>>,
+    by_ip: HashMap<IpAddr, BTreeSet<String>>,
+    by_name: HashMap<String, BTreeSet<String>>,
+}
+
+// === impl AttestationSet ===
+
+impl AttestationSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the node's attestation (if any) with `attestation`; returns the old one.
+    pub fn insert(&mut self, attestation: Arc<Attestation>) -> Option<Arc<Attestation>> {
+        let node = attestation.node_name.clone();
+        let old = self.remove(&node);
+        for (_, ip) in attestation.addresses() {
+            self.by_ip.entry(ip).or_default().insert(node.clone());
+        }
+        for name in Self::names_of(&attestation) {
+            self.by_name.entry(name).or_default().insert(node.clone());
+        }
+        self.by_node.insert(node, attestation);
+        old
+    }
+
+    /// Removes and returns the node's attestation.
+    pub fn remove(&mut self, node: &str) -> Option<Arc<Attestation>> {
+        let old = self.by_node.remove(node)?;
+        for (_, ip) in old.addresses() {
+            if let Some(nodes) = self.by_ip.get_mut(&ip) {
+                nodes.remove(node);
+                if nodes.is_empty() {
+                    self.by_ip.remove(&ip);
+                }
+            }
+        }
+        for name in Self::names_of(&old) {
+            if let Some(nodes) = self.by_name.get_mut(&name) {
+                nodes.remove(node);
+                if nodes.is_empty() {
+                    self.by_name.remove(&name);
+                }
+            }
+        }
+        Some(old)
+    }
+
+    /// Removes every attestation received before `cutoff`; returns the nodes removed.
+    pub fn remove_received_before(&mut self, cutoff: Timestamp) -> Vec<String> {
+        let stale: Vec<String> = self
+            .by_node
+            .values()
+            .filter(|a| a.received_at < cutoff)
+            .map(|a| a.node_name.clone())
+            .collect();
+        for node in &stale {
+            self.remove(node);
+        }
+        stale
+    }
+
+    /// Number of nodes with an attestation.
+    pub fn len(&self) -> usize {
+        self.by_node.len()
+    }
+
+    /// True when no node has an attestation.
+    pub fn is_empty(&self) -> bool {
+        self.by_node.is_empty()
+    }
+
+    /// Attestations in node-name order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Attestation>> + '_ {
+        self.by_node.values()
+    }
+
+    /// The snapshot document for this set.
+    pub fn snapshot(&self) -> AttestationSnapshot {
+        AttestationSnapshot {
+            attestations: self.by_node.values().map(|a| (**a).clone()).collect(),
+        }
+    }
+
+    fn names_of(attestation: &Attestation) -> BTreeSet<String> {
+        [
+            canonical_name(&attestation.node_name),
+            canonical_name(&attestation.hostname),
+        ]
+        .into_iter()
+        .filter(|n| !n.is_empty())
+        .collect()
+    }
+
+    fn lookup(&self, nodes: Option<&BTreeSet<String>>) -> Vec<Arc<Attestation>> {
+        nodes
+            .into_iter()
+            .flatten()
+            .filter_map(|n| self.by_node.get(n).cloned())
+            .collect()
+    }
+}
+
+impl FromIterator<Attestation> for AttestationSet {
+    fn from_iter<I: IntoIterator<Item = Attestation>>(iter: I) -> Self {
+        let mut set = Self::new();
+        for a in iter {
+            set.insert(Arc::new(a));
+        }
+        set
+    }
+}
+
+impl From<AttestationSnapshot> for AttestationSet {
+    fn from(snapshot: AttestationSnapshot) -> Self {
+        snapshot.attestations.into_iter().collect()
+    }
+}
+
+impl AttestationLookup for AttestationSet {
+    fn attestation(&self, node: &str) -> Option<Arc<Attestation>> {
+        self.by_node.get(node).cloned()
+    }
+
+    fn claimants_of_ip(&self, ip: IpAddr) -> Vec<Arc<Attestation>> {
+        self.lookup(self.by_ip.get(&canonical_ip(ip)))
+    }
+
+    fn claimants_of_name(&self, name: &str) -> Vec<Arc<Attestation>> {
+        self.lookup(self.by_name.get(&canonical_name(name)))
+    }
+}

@@ -1,0 +1,1 @@
+//! Testbed for kubelet-rubber-stamp.
