@@ -120,7 +120,9 @@ impl NodeSet {
         node.addresses
             .iter()
             .map(|a| AddressKey::parse(&a.address))
-            .chain(std::iter::once(AddressKey::Name(canonical_name(&node.name))))
+            .chain(std::iter::once(AddressKey::Name(canonical_name(
+                &node.name,
+            ))))
             .collect()
     }
 }
