@@ -4,5 +4,7 @@
 //! # Layout
 //!
 //! - [`pki`]: test certificate authorities and leaf certificates (rcgen).
+//! - [`hosts`]: simulated hosts in network namespaces.
 
+pub mod hosts;
 pub mod pki;
