@@ -207,7 +207,7 @@ pub async fn request_certificate(
         .when(retryable)
         .notify(|e, retry_in| {
             report(Progress::CreateRetry {
-                error: e.to_string(),
+                error: chain(e),
                 retry_in,
             })
         });
@@ -244,7 +244,7 @@ pub async fn request_certificate(
             Some(Err(e)) => {
                 report(Progress::WatchError {
                     name: name.clone(),
-                    error: e.to_string(),
+                    error: chain(&e),
                 });
                 continue;
             }
@@ -286,6 +286,21 @@ pub async fn request_certificate(
             }
         }
     }
+}
+
+/// An error with its sources, `outer: inner: innermost`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// Whether creating may succeed if tried again: the server was unreachable,
