@@ -10,6 +10,16 @@ use std::time::{Duration, Instant};
 use rubber_stamp_testbed::hosts::{self, Network};
 
 const HELPER: &str = "helper_holds_a_network_until_killed";
+
+/// The tests here run one at a time: every `Network::new` sweeps dead runs'
+/// leftovers, so a test starting a network could sweep what another test's
+/// killed helper left before that test looks. (They also assume no other
+/// testbed process starts meanwhile, as under `cargo test`.)
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
 const HELPER_ENV: &str = "RS_HOSTS_SWEEP_HELPER";
 
 /// Not a test: the process the tests below interrupt. Does nothing unless
@@ -137,6 +147,7 @@ fn sweep_stale_removes_what_a_sigkilled_run_left_behind() {
     if !hosts::available_or_skip("sweep_stale_removes_what_a_sigkilled_run_left") {
         return;
     }
+    let _serial = serial();
     let (mut child, left) = start_helper("kill");
     child.kill().expect("SIGKILL the helper");
     child.wait().expect("reap helper");
@@ -159,6 +170,7 @@ fn sweep_stale_leaves_live_runs_alone() {
     if !hosts::available_or_skip("sweep_stale_leaves_live_runs_alone") {
         return;
     }
+    let _serial = serial();
     let (net, hosts) = Network::with_hosts(&["alive"]).expect("network");
     let report = hosts::sweep_stale().expect("sweep");
     assert!(!report.namespaces.contains(&hosts[0].netns().to_owned()));
@@ -172,6 +184,7 @@ fn cleanup_on_signal_removes_everything_on_sigint() {
     if !hosts::available_or_skip("cleanup_on_signal_removes_everything_on_sigint") {
         return;
     }
+    let _serial = serial();
     let (mut child, left) = start_helper("signal");
     let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
     rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT");

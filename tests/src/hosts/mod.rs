@@ -47,7 +47,14 @@ pub fn available_or_skip(test: &str) -> bool {
     match check_available() {
         Ok(()) => true,
         Err(u) if std::env::var(SKIP_ENV).is_ok_and(|v| v == "1") => {
-            eprintln!("SKIPPED {test}: {} ({SKIP_ENV}=1)", u.reason);
+            // Straight to the stderr handle: the test harness captures
+            // `eprintln!` of passing tests, and a skip must be seen.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: {} ({SKIP_ENV}=1)",
+                u.reason
+            );
             false
         }
         Err(u) => panic!(
