@@ -415,3 +415,30 @@ async fn dropping_a_process_kills_its_whole_group() {
         "the background child died too"
     );
 }
+
+#[tokio::test]
+async fn root_namespace_processes_are_captured_and_killed_on_drop() {
+    if !hosts::available_or_skip("root_namespace_processes_are_captured") {
+        return;
+    }
+    let net = Network::new().expect("network");
+    let mut p = net
+        .spawn_root(
+            "approver-like",
+            Command::new("sh").args(["-c", "echo up; echo oops >&2; exec sleep 600"]),
+        )
+        .expect("spawn");
+    p.wait_for_stdout("up", STEP)
+        .await
+        .expect("stdout captured");
+    assert!(p.stdout_path().starts_with(net.run_dir()));
+    let deadline = Instant::now() + STEP;
+    while !p.stderr().expect("stderr").contains("oops") {
+        assert!(Instant::now() < deadline, "stderr captured");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(p.try_wait().expect("try_wait"), None, "still running");
+    let pid = p.id();
+    drop(p);
+    assert!(process_gone_within(pid, STEP), "killed on drop");
+}

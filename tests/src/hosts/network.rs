@@ -312,8 +312,11 @@ impl Network {
     /// Starts a process in the root namespace with the same care as
     /// [`Host::spawn`] (own process group, output in [`run_dir`](Self::run_dir),
     /// killed on drop): for the approver and the API server.
-    pub fn spawn_root(&self, label: &str, cmd: Command) -> Result<HostProcess, HostsError> {
-        HostProcess::spawn(label, cmd, &self.shared.run_dir)
+    pub fn spawn_root(&self, label: &str, cmd: &Command) -> Result<HostProcess, HostsError> {
+        let mut copy = Command::new(cmd.get_program());
+        copy.args(cmd.get_args());
+        carry_over(cmd, &mut copy);
+        HostProcess::spawn(label, copy, &self.shared.run_dir)
     }
 
     /// Removes everything now and reports the first error (`Drop` does the
@@ -328,6 +331,19 @@ impl Drop for Network {
         if let Err(e) = self.shared.cleanup() {
             eprintln!("simulated hosts: cleanup failed: {e}");
         }
+    }
+}
+
+/// Copies environment changes and the working directory of `from` to `to`.
+fn carry_over(from: &Command, to: &mut Command) {
+    for (key, value) in from.get_envs() {
+        match value {
+            Some(v) => to.env(key, v),
+            None => to.env_remove(key),
+        };
+    }
+    if let Some(dir) = from.get_current_dir() {
+        to.current_dir(dir);
     }
 }
 
@@ -564,15 +580,7 @@ impl Host {
             .arg(&self.hostname)
             .arg(cmd.get_program())
             .args(cmd.get_args());
-        for (key, value) in cmd.get_envs() {
-            match value {
-                Some(v) => wrapped.env(key, v),
-                None => wrapped.env_remove(key),
-            };
-        }
-        if let Some(dir) = cmd.get_current_dir() {
-            wrapped.current_dir(dir);
-        }
+        carry_over(cmd, &mut wrapped);
         wrapped
     }
 
