@@ -4,5 +4,9 @@
 //! # Layout
 //!
 //! - [`pki`]: test certificate authorities and leaf certificates (rcgen).
+//! - [`hosts`]: simulated hosts in network namespaces.
+//! - [`kubelet`]: the kubelet simulator (serving CSR bootstrap, HTTPS).
 
+pub mod hosts;
+pub mod kubelet;
 pub mod pki;

@@ -1,0 +1,183 @@
+//! Names of the namespaces and links a run creates: `rs<pid>-…`, so that a
+//! later run can tell whose leftovers they are and whether that run is dead.
+//!
+//! - bridge: `rs<pid>-b<seq>`; root end of a host's veth: `rs<pid>-v<seq>`
+//!   (both within IFNAMSIZ: 15 bytes);
+//! - network namespace: `rs<pid>-<seq>-<hostname>` (a file name, no such limit).
+//!
+//! `<seq>` counts up per process, so parallel tests in one process never clash.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::error::HostsError;
+
+const PREFIX: &str = "rs";
+/// Linux's IFNAMSIZ (16) minus the terminating NUL.
+pub(crate) const MAX_IFNAME: usize = 15;
+/// A hostname here is one DNS label.
+const MAX_HOSTNAME: usize = 63;
+
+static SEQ: AtomicU32 = AtomicU32::new(1);
+
+/// The next per-process sequence number.
+pub(crate) fn next_seq() -> u32 {
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+/// What a link is for; its letter in the name.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum LinkKind {
+    Bridge,
+    Veth,
+}
+
+/// `rs<pid>-b<seq>` or `rs<pid>-v<seq>`, refused when longer than IFNAMSIZ.
+pub(crate) fn link_name(kind: LinkKind, pid: u32, seq: u32) -> Result<String, HostsError> {
+    let letter = match kind {
+        LinkKind::Bridge => 'b',
+        LinkKind::Veth => 'v',
+    };
+    let name = format!("{PREFIX}{pid}-{letter}{seq}");
+    if name.len() > MAX_IFNAME {
+        return Err(HostsError::Exhausted {
+            what: "interface names for this process (IFNAMSIZ)",
+        });
+    }
+    Ok(name)
+}
+
+/// `rs<pid>-<seq>-<hostname>`.
+pub(crate) fn netns_name(pid: u32, seq: u32, hostname: &str) -> String {
+    format!("{PREFIX}{pid}-{seq}-{hostname}")
+}
+
+/// The PID of the run that made a namespace or link, if the name is one of
+/// ours (exactly the shapes above); `None` for every other name.
+pub(crate) fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(PREFIX)?;
+    let (pid, rest) = rest.split_once('-')?;
+    let pid = digits(pid)?;
+    let ours = if let Some(seq) = rest.strip_prefix(['b', 'v']) {
+        digits(seq).is_some()
+    } else {
+        rest.split_once('-')
+            .is_some_and(|(seq, host)| digits(seq).is_some() && check_hostname(host).is_ok())
+    };
+    ours.then_some(pid)
+}
+
+fn digits(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// A hostname is one lower-case DNS label: 1–63 of `[a-z0-9-]`, not starting
+/// or ending with `-`. Strict, because it ends up in file and command names.
+pub(crate) fn check_hostname(name: &str) -> Result<(), HostsError> {
+    let bad = |reason| {
+        Err(HostsError::InvalidName {
+            what: "hostname",
+            value: name.to_owned(),
+            reason,
+        })
+    };
+    if name.is_empty() || name.len() > MAX_HOSTNAME {
+        return bad("must be 1 to 63 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return bad("only a-z, 0-9 and '-' are allowed");
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return bad("must not start or end with '-'");
+    }
+    Ok(())
+}
+
+/// An interface name the kernel accepts: 1–15 bytes, no `/`, `:`, whitespace,
+/// not `.` or `..`.
+pub(crate) fn check_ifname(name: &str) -> Result<(), HostsError> {
+    let bad = |reason| {
+        Err(HostsError::InvalidName {
+            what: "interface name",
+            value: name.to_owned(),
+            reason,
+        })
+    };
+    if name.is_empty() || name.len() > MAX_IFNAME {
+        return bad("must be 1 to 15 bytes (IFNAMSIZ)");
+    }
+    if name == "." || name == ".." {
+        return bad("reserved");
+    }
+    if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return bad("no '/', ':' or whitespace");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_to_their_owner() {
+        let pid = 4_194_304; // the largest pid_max
+        let bridge = link_name(LinkKind::Bridge, pid, 9999).expect("fits");
+        assert_eq!(bridge, "rs4194304-b9999");
+        assert!(bridge.len() <= MAX_IFNAME);
+        assert_eq!(owner_pid(&bridge), Some(pid));
+        let veth = link_name(LinkKind::Veth, 42, 7).expect("fits");
+        assert_eq!(owner_pid(&veth), Some(42));
+        assert_eq!(owner_pid(&netns_name(42, 3, "node-a")), Some(42));
+    }
+
+    #[test]
+    fn too_long_link_names_are_refused() {
+        assert!(link_name(LinkKind::Veth, 4_194_304, 10_000).is_err());
+    }
+
+    #[test]
+    fn foreign_names_are_not_ours() {
+        for name in [
+            "eth0",
+            "rs",
+            "rs-b1",
+            "rs12",
+            "rs12-",
+            "rs12-x1",
+            "rs12-b",
+            "rs12-bx",
+            "rsa-b1",
+            "rs12-3",
+            "rs12-3-",
+            "rs12-3-Node",
+            "rsync-b1",
+        ] {
+            assert_eq!(owner_pid(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn hostnames_are_single_lowercase_labels() {
+        assert!(check_hostname("node-1").is_ok());
+        for bad in ["", "-a", "a-", "A", "a.b", "a b", "a;b", &"x".repeat(64)] {
+            assert!(check_hostname(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn interface_names_follow_the_kernel_rules() {
+        assert!(check_ifname("dummy0").is_ok());
+        for bad in ["", ".", "..", "a/b", "a:b", "a b", "sixteen-chars-xx"] {
+            assert!(check_ifname(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Cleanup of interrupted runs: a run killed with SIGKILL leaves its hosts
+//! behind and `sweep_stale` (which every new `Network` runs) removes them;
+//! a run with `cleanup_on_signal` cleans up after itself on SIGINT.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rubber_stamp_testbed::hosts::{self, Network};
+
+const HELPER: &str = "helper_holds_a_network_until_killed";
+
+/// The tests here run one at a time: every `Network::new` sweeps dead runs'
+/// leftovers, so a test starting a network could sweep what another test's
+/// killed helper left before that test looks. (They also assume no other
+/// testbed process starts meanwhile, as under `cargo test`.)
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+const HELPER_ENV: &str = "RS_HOSTS_SWEEP_HELPER";
+
+/// Not a test: the process the tests below interrupt. Does nothing unless
+/// started by them (with `RS_HOSTS_SWEEP_HELPER` set).
+#[test]
+#[ignore = "helper process for the other tests in this file"]
+fn helper_holds_a_network_until_killed() {
+    let Ok(mode) = std::env::var(HELPER_ENV) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        if mode == "signal" {
+            hosts::cleanup_on_signal().expect("install handler");
+        }
+        let (net, hosts) = Network::with_hosts(&["orphan"]).expect("network");
+        let sleeper = hosts[0]
+            .spawn("sleeper", Command::new("sleep").arg("600"))
+            .expect("spawn");
+        println!(
+            "READY {} {} {} {} {}",
+            net.run_dir().display(),
+            net.bridge(),
+            hosts[0].bridge_port(),
+            hosts[0].netns(),
+            sleeper.id()
+        );
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        drop((sleeper, net));
+    });
+}
+
+/// What the helper made.
+#[derive(Debug)]
+struct Leftovers {
+    run_dir: std::path::PathBuf,
+    bridge: String,
+    port: String,
+    netns: String,
+    sleeper: u32,
+}
+
+fn start_helper(mode: &str) -> (Child, Leftovers) {
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            HELPER,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HELPER_ENV, mode)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start helper");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            // libtest prints "test NAME ... " on the same line first.
+            if let Some((_, rest)) = line.split_once("READY ") {
+                let _ = tx.send(rest.to_owned());
+                return;
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("helper reports READY");
+    let parts: Vec<&str> = line.split(' ').collect();
+    let [run_dir, bridge, port, netns, sleeper] = parts[..] else {
+        panic!("unexpected READY line {line:?}");
+    };
+    let leftovers = Leftovers {
+        run_dir: run_dir.into(),
+        bridge: bridge.to_owned(),
+        port: port.to_owned(),
+        netns: netns.to_owned(),
+        sleeper: sleeper.parse().expect("pid"),
+    };
+    (child, leftovers)
+}
+
+fn exists(kind: &str, name: &str) -> bool {
+    let out = match kind {
+        "netns" => Command::new("ip").args(["netns", "list"]).output(),
+        _ => Command::new("ip").args(["-o", "link", "show"]).output(),
+    }
+    .expect("ip");
+    String::from_utf8_lossy(&out.stdout)
+        .split(|c: char| c.is_whitespace() || c == ':' || c == '@')
+        .any(|w| w == name)
+}
+
+fn running(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Gone, or a zombie waiting for init to reap it.
+    !stat.is_empty()
+        && !stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, r)| r.starts_with('Z'))
+}
+
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn assert_all_gone(l: &Leftovers) {
+    assert!(!exists("netns", &l.netns), "namespace {} left", l.netns);
+    assert!(!exists("link", &l.bridge), "bridge {} left", l.bridge);
+    assert!(!exists("link", &l.port), "veth {} left", l.port);
+    eventually("the sleeper inside the host to die", || !running(l.sleeper));
+    // An interrupted run keeps its logs (a sweep removes them after a day);
+    // these interruptions were deliberate.
+    assert!(l.run_dir.is_dir(), "logs of the interrupted run are kept");
+    std::fs::remove_dir_all(&l.run_dir).expect("remove logs");
+}
+
+#[test]
+fn sweep_stale_removes_what_a_sigkilled_run_left_behind() {
+    if !hosts::available_or_skip("sweep_stale_removes_what_a_sigkilled_run_left") {
+        return;
+    }
+    let _serial = serial();
+    let (mut child, left) = start_helper("kill");
+    child.kill().expect("SIGKILL the helper");
+    child.wait().expect("reap helper");
+    // SIGKILL runs no destructor: everything is still there, and the process
+    // inside the host (its own process group) survived its parent.
+    assert!(exists("netns", &left.netns));
+    assert!(exists("link", &left.bridge));
+    assert!(exists("link", &left.port));
+    assert!(running(left.sleeper), "the orphan still runs");
+
+    let report = hosts::sweep_stale().expect("sweep");
+    assert!(report.namespaces.contains(&left.netns), "{report:?}");
+    assert!(report.links.contains(&left.bridge), "{report:?}");
+    assert!(report.processes_killed >= 1, "{report:?}");
+    assert_all_gone(&left);
+}
+
+#[test]
+fn sweep_stale_leaves_live_runs_alone() {
+    if !hosts::available_or_skip("sweep_stale_leaves_live_runs_alone") {
+        return;
+    }
+    let _serial = serial();
+    let (net, hosts) = Network::with_hosts(&["alive"]).expect("network");
+    let report = hosts::sweep_stale().expect("sweep");
+    assert!(!report.namespaces.contains(&hosts[0].netns().to_owned()));
+    assert!(!report.links.contains(&net.bridge().to_owned()));
+    assert!(exists("netns", hosts[0].netns()));
+    assert!(exists("link", net.bridge()));
+}
+
+#[test]
+fn cleanup_on_signal_removes_everything_on_sigint() {
+    if !hosts::available_or_skip("cleanup_on_signal_removes_everything_on_sigint") {
+        return;
+    }
+    let _serial = serial();
+    let (mut child, left) = start_helper("signal");
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT");
+    let status = child.wait().expect("reap helper");
+    assert_eq!(status.code(), Some(130), "exit code 128 + SIGINT");
+    // No sweep here: the helper cleaned up after itself.
+    assert_all_gone(&left);
+}
