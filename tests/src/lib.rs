@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //!
+//! - [`apiserver`]: the testbed cluster, an in-memory Kubernetes API server.
 //! - [`pki`]: test certificate authorities and leaf certificates (rcgen).
 
+pub mod apiserver;
 pub mod pki;
