@@ -90,10 +90,10 @@ fn set_at(v: &mut Value, path: &[String], value: Value) {
     };
     let mut cur = v;
     for k in parents {
-        if !cur.get(k.as_str()).is_some_and(Value::is_object) {
-            if let Some(m) = cur.as_object_mut() {
-                m.insert(k.clone(), Value::Object(Map::new()));
-            }
+        if !cur.get(k.as_str()).is_some_and(Value::is_object)
+            && let Some(m) = cur.as_object_mut()
+        {
+            m.insert(k.clone(), Value::Object(Map::new()));
         }
         match cur.get_mut(k.as_str()) {
             Some(next) => cur = next,

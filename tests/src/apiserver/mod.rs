@@ -11,6 +11,7 @@
 //! - [`patch`], [`managed`]: patches and server-side apply.
 //! - [`csr`], [`signer`]: CertificateSigningRequest rules and the signer.
 //! - [`discovery`], [`table`]: what kubectl needs to find and print things.
+//! - [`proto`]: protobuf request bodies of kubectl's typed clients.
 //! - [`faults`]: fault injection; [`kubeconfig`]: credentials and clients.
 //!
 //! ```no_run
@@ -30,6 +31,7 @@ pub mod faults;
 pub mod kubeconfig;
 pub mod managed;
 pub mod patch;
+pub mod proto;
 pub mod rbac;
 pub mod request;
 pub mod resources;

@@ -130,7 +130,7 @@ pub fn rule_allows(
             }
             match rule.resource_names.as_deref() {
                 None | Some([]) => true,
-                Some(names) => !attrs.name.is_empty() && names.iter().any(|n| *n == attrs.name),
+                Some(names) => !attrs.name.is_empty() && names.contains(&attrs.name),
             }
         }
         None => rule

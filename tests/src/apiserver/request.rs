@@ -228,6 +228,7 @@ pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, Api
         }),
         "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}"))),
+        super::proto::CONTENT_TYPE => super::proto::decode_object(body),
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }

@@ -333,7 +333,7 @@ fn node_restriction(user: &UserInfo, k: &ResourceKind, key: &ObjectKey) -> Resul
             Err(ApiError::forbidden(
                 k,
                 &key.name,
-                &format!("can only access node lease with the same name as the requesting node"),
+                "can only access node lease with the same name as the requesting node",
             ))
         }
         _ => Ok(()),

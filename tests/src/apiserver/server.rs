@@ -105,7 +105,7 @@ pub async fn handle(
     reply.into_response()
 }
 
-fn header<'a>(req: &'a http::request::Parts, name: http::header::HeaderName) -> Option<&'a str> {
+fn header(req: &http::request::Parts, name: http::header::HeaderName) -> Option<&str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
