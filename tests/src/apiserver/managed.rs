@@ -66,6 +66,8 @@ fn leaf_paths(v: &Value, prefix: &mut Path, out: &mut BTreeSet<Path>) {
                 prefix.pop();
             }
         }
+        // An empty map owns nothing (it only says the map exists).
+        Value::Object(_) => {}
         _ => {
             if !prefix.is_empty() {
                 out.insert(prefix.clone());
