@@ -246,6 +246,57 @@ impl Ca {
     }
 }
 
+/// A PKCS#10 certificate request with its fresh ECDSA P-256 key, in PEM.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// The `CERTIFICATE REQUEST` PEM.
+    pub csr_pem: String,
+    /// The private key, PKCS#8 PEM.
+    pub key_pem: String,
+}
+
+/// A certificate request shaped like a kubelet's serving request:
+/// `CN=system:node:<node>`, `O=system:nodes`, the given SANs.
+pub fn kubelet_serving_request(
+    node: &str,
+    dns_names: &[&str],
+    ips: &[IpAddr],
+) -> Result<Request, PkiError> {
+    certificate_request(
+        &format!("system:node:{node}"),
+        &["system:nodes"],
+        dns_names,
+        ips,
+    )
+}
+
+/// A certificate request for any subject and SANs.
+pub fn certificate_request(
+    common_name: &str,
+    organizations: &[&str],
+    dns_names: &[&str],
+    ips: &[IpAddr],
+) -> Result<Request, PkiError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    for org in organizations {
+        dn.push(DnType::OrganizationName, *org);
+    }
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.subject_alt_names = dns_names
+        .iter()
+        .map(|n| Ok(SanType::DnsName((*n).to_owned().try_into()?)))
+        .chain(ips.iter().map(|ip| Ok(SanType::IpAddress(*ip))))
+        .collect::<Result<_, rcgen::Error>>()?;
+    let csr = params.serialize_request(&key)?;
+    Ok(Request {
+        csr_pem: csr.pem()?,
+        key_pem: key.serialize_pem(),
+    })
+}
+
 fn write_file(path: &Path, contents: &str) -> Result<(), PkiError> {
     std::fs::write(path, contents).map_err(|source| PkiError::Write {
         path: path.to_owned(),

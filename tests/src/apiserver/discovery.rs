@@ -1,0 +1,267 @@
+//! Discovery documents: `/version`, legacy `/api`, `/apis`, group and
+//! group-version resource lists, and the aggregated `apidiscovery.k8s.io/v2`
+//! documents kubectl 1.32 asks for first. All are generated from the resource table.
+
+use serde_json::{Value, json};
+
+use super::resources::{self, KINDS, ResourceKind};
+
+/// The version the testbed reports.
+pub const MAJOR: &str = "1";
+/// Minor version.
+pub const MINOR: &str = "33";
+
+/// `/version`.
+pub fn version() -> Value {
+    json!({
+        "major": MAJOR,
+        "minor": MINOR,
+        "gitVersion": "v1.33.0-rubber-stamp-testbed",
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": "2025-01-01T00:00:00Z",
+        "goVersion": "go1.24.0",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    })
+}
+
+/// `/api` (legacy).
+pub fn api_versions(server_address: &str) -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
+    })
+}
+
+fn group_json(group: &str, version: &str) -> Value {
+    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
+    json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
+}
+
+/// `/apis` (legacy).
+pub fn api_group_list() -> Value {
+    let groups: Vec<Value> = resources::groups()
+        .into_iter()
+        .map(|(g, v)| group_json(g, v))
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// `/apis/<group>`.
+pub fn api_group(group: &str) -> Option<Value> {
+    resources::groups()
+        .into_iter()
+        .find(|(g, _)| *g == group)
+        .map(|(g, v)| {
+            let mut doc = group_json(g, v);
+            doc["kind"] = json!("APIGroup");
+            doc["apiVersion"] = json!("v1");
+            doc
+        })
+}
+
+/// `/api/v1` or `/apis/<group>/<version>`.
+pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
+    let ids = resources::in_group_version(group, version);
+    if ids.is_empty() {
+        return None;
+    }
+    let mut list = Vec::new();
+    for id in ids {
+        let k = resources::kind(id);
+        let mut r = json!({
+            "name": k.plural,
+            "singularName": k.singular,
+            "namespaced": k.namespaced,
+            "kind": k.kind,
+            "verbs": k.verbs(),
+        });
+        if !k.short_names.is_empty() {
+            r["shortNames"] = json!(k.short_names);
+        }
+        list.push(r);
+        for sub in k.subresources {
+            list.push(json!({
+                "name": format!("{}/{}", k.plural, sub.name()),
+                "singularName": "",
+                "namespaced": k.namespaced,
+                "kind": k.kind,
+                "verbs": sub.verbs(),
+            }));
+        }
+    }
+    let gv = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}),
+    )
+}
+
+fn discovery_resource(k: &ResourceKind) -> Value {
+    let rk = json!({"group": k.group, "version": k.version, "kind": k.kind});
+    let mut r = json!({
+        "resource": k.plural,
+        "responseKind": rk,
+        "scope": if k.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": k.singular,
+        "verbs": k.verbs(),
+    });
+    if !k.short_names.is_empty() {
+        r["shortNames"] = json!(k.short_names);
+    }
+    if !k.subresources.is_empty() {
+        r["subresources"] = k
+            .subresources
+            .iter()
+            .map(|s| json!({"subresource": s.name(), "responseKind": rk, "verbs": s.verbs()}))
+            .collect();
+    }
+    r
+}
+
+fn discovery_group(group: &str, version: &str) -> Value {
+    let resources: Vec<Value> = KINDS
+        .iter()
+        .filter(|k| k.group == group && k.version == version)
+        .map(discovery_resource)
+        .collect();
+    json!({
+        "metadata": {"name": group, "creationTimestamp": null},
+        "versions": [{"version": version, "resources": resources, "freshness": "Current"}],
+    })
+}
+
+/// The aggregated discovery document for `/api` (`legacy == true`) or `/apis`.
+pub fn aggregated(legacy: bool) -> Value {
+    let items: Vec<Value> = if legacy {
+        vec![discovery_group("", "v1")]
+    } else {
+        resources::groups()
+            .into_iter()
+            .map(|(g, v)| discovery_group(g, v))
+            .collect()
+    };
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2",
+           "metadata": {}, "items": items})
+}
+
+/// The Content-Type of aggregated discovery responses.
+pub const AGGREGATED_CONTENT_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+/// `/openapi/v3`: the index of group-version documents.
+pub fn openapi_v3_root() -> Value {
+    let mut paths = serde_json::Map::new();
+    let mut gvs = vec![("", "v1")];
+    gvs.extend(resources::groups());
+    for (g, v) in gvs {
+        let p = gv_path(g, v);
+        paths.insert(
+            p.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=testbed-{MAJOR}-{MINOR}")}),
+        );
+    }
+    json!({"paths": paths})
+}
+
+/// `/openapi/v3/<gv path>`: a minimal OpenAPI v3 document. It declares, for
+/// each kind, the PATCH operation and its query parameters, which is what
+/// kubectl checks to use server-side field validation. It carries no schemas
+/// (so `kubectl explain` and client-side apply are not supported).
+pub fn openapi_v3_group(path: &str) -> Option<Value> {
+    let (group, version) = match path.split('/').collect::<Vec<_>>().as_slice() {
+        ["api", v] => ("", *v),
+        ["apis", g, v] => (*g, *v),
+        _ => return None,
+    };
+    let ids = resources::in_group_version(group, version);
+    if ids.is_empty() {
+        return None;
+    }
+    let params: Vec<Value> = ["dryRun", "fieldManager", "fieldValidation", "force"]
+        .iter()
+        .map(|n| json!({"name": n, "in": "query", "schema": {"type": "string"}, "uniqueItems": true}))
+        .collect();
+    let mut paths = serde_json::Map::new();
+    for id in ids {
+        let k = resources::kind(id);
+        if !k.stored() {
+            continue;
+        }
+        let gvk = json!({"group": k.group, "version": k.version, "kind": k.kind});
+        let base = if k.namespaced {
+            format!(
+                "/{}/namespaces/{{namespace}}/{}",
+                gv_path(group, version),
+                k.plural
+            )
+        } else {
+            format!("/{}/{}", gv_path(group, version), k.plural)
+        };
+        let op = |action: &str| {
+            json!({"x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": action,
+                   "parameters": params, "responses": {"200": {"description": "OK"}}})
+        };
+        paths.insert(format!("{base}/{{name}}"), json!({"patch": op("patch")}));
+        for sub in k.subresources {
+            paths.insert(
+                format!("{base}/{{name}}/{}", sub.name()),
+                json!({"patch": op("patch")}),
+            );
+        }
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": format!("v{MAJOR}.{MINOR}.0")},
+        "paths": paths,
+        "components": {"schemas": {}},
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_list_every_kind_and_subresource() {
+        let core = api_resource_list("", "v1").expect("core");
+        let names: Vec<&str> = core["resources"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        assert!(names.contains(&"nodes") && names.contains(&"nodes/status"));
+        let certs = api_resource_list("certificates.k8s.io", "v1").expect("certs");
+        assert_eq!(certs["resources"].as_array().map(Vec::len), Some(3));
+        assert!(api_resource_list("apps", "v1").is_none());
+        let agg = aggregated(false);
+        let csr = agg["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|i| i["metadata"]["name"] == "certificates.k8s.io")
+            .expect("certificates group");
+        assert_eq!(
+            csr["versions"][0]["resources"][0]["shortNames"],
+            json!(["csr"])
+        );
+        assert_eq!(
+            api_group_list()["groups"].as_array().map(Vec::len),
+            Some(resources::groups().len())
+        );
+    }
+}

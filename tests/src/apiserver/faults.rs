@@ -1,0 +1,328 @@
+//! Fault injection from test code: dropped watch streams, forced `410 Gone`,
+//! 429/500/409 answers for a count or a seeded fraction of matching requests,
+//! and added latency. Deterministic for a given seed and request order.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{RngExt as _, SeedableRng};
+use tokio::sync::watch;
+
+use super::resources::ResourceKind;
+use super::status::ApiError;
+
+/// What an injected fault answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultAction {
+    /// 429 TooManyRequests with `Retry-After`.
+    TooManyRequests {
+        /// Seconds in `Retry-After`.
+        retry_after_secs: u32,
+    },
+    /// 500 InternalError.
+    InternalError,
+    /// 409 Conflict, as for a stale resourceVersion.
+    Conflict,
+}
+
+/// How many matching requests a rule hits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Budget {
+    /// The next `n`.
+    Times(u32),
+    /// Each with this probability (seeded RNG), until cleared.
+    Fraction(f64),
+}
+
+/// Which requests a rule applies to; unset fields match anything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestMatch {
+    /// Verb (`get`, `list`, `watch`, `create`, `update`, `patch`, `delete`).
+    pub verb: Option<String>,
+    /// Resource (plural).
+    pub resource: Option<String>,
+    /// Subresource (`status`, `approval`).
+    pub subresource: Option<String>,
+    /// Object name.
+    pub name: Option<String>,
+}
+
+/// One fault rule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaultRule {
+    /// The answer.
+    pub action: FaultAction,
+    /// The requests.
+    pub matching: RequestMatch,
+    /// How many.
+    pub budget: Budget,
+}
+
+// === impl FaultRule ===
+
+impl FaultRule {
+    /// A rule that hits the next matching request once.
+    pub fn new(action: FaultAction) -> Self {
+        Self {
+            action,
+            matching: RequestMatch::default(),
+            budget: Budget::Times(1),
+        }
+    }
+
+    /// Hits the next `n` matching requests.
+    pub fn times(mut self, n: u32) -> Self {
+        self.budget = Budget::Times(n);
+        self
+    }
+
+    /// Hits each matching request with probability `p`.
+    pub fn fraction(mut self, p: f64) -> Self {
+        self.budget = Budget::Fraction(p.clamp(0.0, 1.0));
+        self
+    }
+
+    /// Only this verb.
+    pub fn verb(mut self, verb: &str) -> Self {
+        self.matching.verb = Some(verb.to_owned());
+        self
+    }
+
+    /// Only this resource (plural).
+    pub fn resource(mut self, resource: &str) -> Self {
+        self.matching.resource = Some(resource.to_owned());
+        self
+    }
+
+    /// Only this subresource.
+    pub fn subresource(mut self, subresource: &str) -> Self {
+        self.matching.subresource = Some(subresource.to_owned());
+        self
+    }
+
+    /// Only this object.
+    pub fn name(mut self, name: &str) -> Self {
+        self.matching.name = Some(name.to_owned());
+        self
+    }
+}
+
+/// The request facts a rule is matched against.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestFacts<'a> {
+    /// Verb.
+    pub verb: &'a str,
+    /// Kind.
+    pub kind: &'a ResourceKind,
+    /// Subresource or empty.
+    pub subresource: &'a str,
+    /// Name or empty.
+    pub name: &'a str,
+}
+
+#[derive(Debug)]
+struct FaultState {
+    rng: StdRng,
+    rules: Vec<FaultRule>,
+    expire_watches: u32,
+    latency: Duration,
+    injected: u64,
+}
+
+/// The fault handle of a cluster.
+#[derive(Debug)]
+pub struct Faults {
+    state: Mutex<FaultState>,
+    drop_tx: watch::Sender<u64>,
+}
+
+fn matches(m: &RequestMatch, f: &RequestFacts<'_>) -> bool {
+    m.verb.as_deref().is_none_or(|v| v == f.verb)
+        && m.resource.as_deref().is_none_or(|r| r == f.kind.plural)
+        && m.subresource.as_deref().is_none_or(|s| s == f.subresource)
+        && m.name.as_deref().is_none_or(|n| n == f.name)
+}
+
+// === impl Faults ===
+
+impl Faults {
+    /// No faults; `seed` drives fractional rules.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            state: Mutex::new(FaultState {
+                rng: StdRng::seed_from_u64(seed),
+                rules: Vec::new(),
+                expire_watches: 0,
+                latency: Duration::ZERO,
+                injected: 0,
+            }),
+            drop_tx: watch::channel(0).0,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FaultState> {
+        match self.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Adds a rule (rules are tried in the order added).
+    pub fn inject(&self, rule: FaultRule) {
+        self.lock().rules.push(rule);
+    }
+
+    /// Makes the next update (PUT or PATCH) of one object fail with 409 Conflict.
+    pub fn conflict_next_update(&self, resource: &str, name: &str) {
+        for verb in ["update", "patch"] {
+            self.inject(
+                FaultRule::new(FaultAction::Conflict)
+                    .verb(verb)
+                    .resource(resource)
+                    .name(name),
+            );
+        }
+    }
+
+    /// Removes every rule, pending watch expiry and latency.
+    pub fn clear(&self) {
+        let mut s = self.lock();
+        s.rules.clear();
+        s.expire_watches = 0;
+        s.latency = Duration::ZERO;
+    }
+
+    /// Ends every open watch stream abruptly, as a dropped connection would.
+    pub fn drop_watches(&self) {
+        self.drop_tx.send_modify(|g| *g += 1);
+    }
+
+    /// The next watch request gets a `410 Gone` (reason Expired) error event.
+    pub fn expire_next_watch(&self) {
+        self.lock().expire_watches += 1;
+    }
+
+    /// Adds this latency to every request.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
+    /// How many requests got an injected error so far.
+    pub fn injected(&self) -> u64 {
+        self.lock().injected
+    }
+
+    pub(crate) fn latency(&self) -> Duration {
+        self.lock().latency
+    }
+
+    pub(crate) fn take_expired_watch(&self) -> bool {
+        let mut s = self.lock();
+        if s.expire_watches > 0 {
+            s.expire_watches -= 1;
+            s.injected += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub(crate) fn drop_signal(&self) -> watch::Receiver<u64> {
+        self.drop_tx.subscribe()
+    }
+
+    /// The injected error for this request, if a rule hits it.
+    pub(crate) fn check(&self, facts: &RequestFacts<'_>) -> Option<ApiError> {
+        let mut s = self.lock();
+        let mut hit = None;
+        let FaultState { rng, rules, .. } = &mut *s;
+        for (i, rule) in rules.iter_mut().enumerate() {
+            if !matches(&rule.matching, facts) {
+                continue;
+            }
+            let fire = match &mut rule.budget {
+                Budget::Times(n) if *n > 0 => {
+                    *n -= 1;
+                    true
+                }
+                Budget::Times(_) => false,
+                Budget::Fraction(p) => rng.random_bool(*p),
+            };
+            if fire {
+                hit = Some((i, rule.action));
+                break;
+            }
+        }
+        s.rules.retain(|r| r.budget != Budget::Times(0));
+        let (_, action) = hit?;
+        s.injected += 1;
+        Some(match action {
+            FaultAction::TooManyRequests { retry_after_secs } => {
+                ApiError::too_many_requests(retry_after_secs)
+            }
+            FaultAction::InternalError => ApiError::internal("injected fault"),
+            FaultAction::Conflict => ApiError::conflict(facts.kind, facts.name),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apiserver::resources::{ids, kind};
+
+    fn facts(verb: &'static str, name: &'static str) -> RequestFacts<'static> {
+        RequestFacts {
+            verb,
+            kind: kind(ids::csrs()),
+            subresource: "",
+            name,
+        }
+    }
+
+    #[test]
+    fn counted_rules_hit_exactly_the_matching_requests() {
+        let f = Faults::new(1);
+        f.inject(
+            FaultRule::new(FaultAction::InternalError)
+                .times(2)
+                .verb("list"),
+        );
+        assert!(f.check(&facts("get", "a")).is_none());
+        assert_eq!(f.check(&facts("list", "")).map(|e| e.code), Some(500));
+        assert_eq!(f.check(&facts("list", "")).map(|e| e.code), Some(500));
+        assert!(f.check(&facts("list", "")).is_none());
+        f.conflict_next_update("certificatesigningrequests", "x");
+        assert!(f.check(&facts("update", "y")).is_none());
+        assert_eq!(f.check(&facts("update", "x")).map(|e| e.code), Some(409));
+        assert_eq!(f.injected(), 3);
+    }
+
+    #[test]
+    fn fractions_are_deterministic_per_seed() {
+        let run = |seed| {
+            let f = Faults::new(seed);
+            f.inject(
+                FaultRule::new(FaultAction::TooManyRequests {
+                    retry_after_secs: 1,
+                })
+                .fraction(0.3),
+            );
+            (0..200)
+                .map(|_| f.check(&facts("get", "a")).is_some())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(7), run(7));
+        let hits = run(7).iter().filter(|h| **h).count();
+        assert!((30..90).contains(&hits), "{hits}");
+        let e = {
+            let f = Faults::new(0);
+            f.inject(FaultRule::new(FaultAction::TooManyRequests {
+                retry_after_secs: 3,
+            }));
+            f.check(&facts("get", "a")).expect("hit")
+        };
+        assert_eq!((e.code, e.retry_after), (429, Some(3)));
+    }
+}

@@ -1,0 +1,487 @@
+//! Server-side `meta.k8s.io/v1` Table output for `kubectl get`, with the
+//! columns kube-apiserver's printers use for the kinds we serve.
+
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use super::resources::{ResourceKind, TableStyle};
+
+/// A column: name, type, description, priority (0 normal, 1 wide).
+type Column = (&'static str, &'static str, &'static str, u8);
+
+fn columns(style: TableStyle) -> Vec<Column> {
+    let name = (
+        "Name",
+        "string",
+        "Name must be unique within a namespace.",
+        0,
+    );
+    let age = (
+        "Age",
+        "string",
+        "CreationTimestamp is a timestamp representing the server time when this object was created.",
+        0,
+    );
+    match style {
+        TableStyle::Generic => vec![name, age],
+        TableStyle::Csr => vec![
+            name,
+            age,
+            (
+                "SignerName",
+                "string",
+                "Only use certificates with the signer name",
+                0,
+            ),
+            (
+                "Requestor",
+                "string",
+                "Name of user that requested the certificate",
+                0,
+            ),
+            (
+                "RequestedDuration",
+                "string",
+                "Requested duration of the issued certificate",
+                0,
+            ),
+            (
+                "Condition",
+                "string",
+                "Conditions applied to the request",
+                0,
+            ),
+        ],
+        TableStyle::Node => vec![
+            name,
+            ("Status", "string", "The status of the node", 0),
+            ("Roles", "string", "The roles of the node", 0),
+            age,
+            (
+                "Version",
+                "string",
+                "Kubelet Version reported by the node.",
+                0,
+            ),
+            (
+                "Internal-IP",
+                "string",
+                "List of addresses reachable to the node.",
+                1,
+            ),
+            (
+                "External-IP",
+                "string",
+                "List of addresses reachable to the node.",
+                1,
+            ),
+            (
+                "OS-Image",
+                "string",
+                "OS Image reported by the node from /etc/os-release.",
+                1,
+            ),
+            (
+                "Kernel-Version",
+                "string",
+                "Kernel Version reported by the node.",
+                1,
+            ),
+            (
+                "Container-Runtime",
+                "string",
+                "Container Runtime Version reported by the node.",
+                1,
+            ),
+        ],
+        TableStyle::Lease => vec![
+            name,
+            ("Holder", "string", "Name of the Lease holder", 0),
+            age,
+        ],
+        TableStyle::Namespace => vec![
+            name,
+            ("Status", "string", "The status of the namespace", 0),
+            age,
+        ],
+        TableStyle::Secret => vec![
+            name,
+            ("Type", "string", "The type of the secret", 0),
+            ("Data", "string", "The number of entries in the secret", 0),
+            age,
+        ],
+        TableStyle::ConfigMap => vec![
+            name,
+            ("Data", "string", "Number of entries in the ConfigMap", 0),
+            age,
+        ],
+        TableStyle::Event => vec![
+            (
+                "Last Seen",
+                "string",
+                "Time since the event was last seen",
+                0,
+            ),
+            ("Type", "string", "Type of this event (Normal, Warning)", 0),
+            ("Reason", "string", "Why the action was taken", 0),
+            ("Object", "string", "The object this event is about", 0),
+            (
+                "Message",
+                "string",
+                "A human-readable description of the status",
+                0,
+            ),
+        ],
+        TableStyle::Role => vec![
+            name,
+            (
+                "Created At",
+                "date",
+                "Time at which the role was created",
+                0,
+            ),
+        ],
+        TableStyle::RoleBinding => vec![
+            name,
+            ("Role", "string", "Role referenced by this binding", 0),
+            age,
+        ],
+    }
+}
+
+/// Kubernetes' `duration.HumanDuration`.
+pub fn human_duration(secs: i64) -> String {
+    if secs < -1 {
+        return "<invalid>".to_owned();
+    }
+    let secs = secs.max(0);
+    let minutes = secs / 60;
+    let hours = minutes / 60;
+    let days = hours / 24;
+    let years = days / 365;
+    if secs < 60 * 2 {
+        format!("{secs}s")
+    } else if minutes < 10 {
+        let s = secs % 60;
+        if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        }
+    } else if minutes < 60 * 3 {
+        format!("{minutes}m")
+    } else if hours < 8 {
+        let m = minutes % 60;
+        if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        }
+    } else if hours < 48 {
+        format!("{hours}h")
+    } else if hours < 24 * 8 {
+        let h = hours % 24;
+        if h == 0 {
+            format!("{days}d")
+        } else {
+            format!("{days}d{h}h")
+        }
+    } else if hours < 24 * 365 * 2 {
+        format!("{days}d")
+    } else if years < 8 {
+        let d = days % 365;
+        if d == 0 {
+            format!("{years}y")
+        } else {
+            format!("{years}y{d}d")
+        }
+    } else {
+        format!("{years}y")
+    }
+}
+
+fn age_of(v: &Value, pointer: &str, now: Timestamp) -> String {
+    match v
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .and_then(|t| t.parse::<Timestamp>().ok())
+    {
+        Some(t) => human_duration(now.as_second() - t.as_second()),
+        None => "<unknown>".to_owned(),
+    }
+}
+
+fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+fn or_none(x: &str) -> String {
+    if x.is_empty() {
+        "<none>".to_owned()
+    } else {
+        x.to_owned()
+    }
+}
+
+/// The CONDITION column of a CSR, as kubectl prints it.
+pub fn csr_condition(v: &Value) -> String {
+    let conds = v
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let has = |t: &str| {
+        conds
+            .iter()
+            .any(|c| c.get("type").and_then(Value::as_str) == Some(t))
+    };
+    let mut out = if has("Denied") {
+        "Denied".to_owned()
+    } else if has("Approved") {
+        "Approved".to_owned()
+    } else {
+        "Pending".to_owned()
+    };
+    if has("Failed") {
+        out.push_str(",Failed");
+    }
+    if !s(v, "/status/certificate").is_empty() {
+        out.push_str(",Issued");
+    }
+    out
+}
+
+fn node_status(v: &Value) -> String {
+    let conds = v
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let ready = conds
+        .iter()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
+        .and_then(|c| c.get("status").and_then(Value::as_str));
+    let mut out = match ready {
+        Some("True") => "Ready".to_owned(),
+        Some("False") => "NotReady".to_owned(),
+        _ => "Unknown".to_owned(),
+    };
+    if v.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+        out.push_str(",SchedulingDisabled");
+    }
+    out
+}
+
+fn node_roles(v: &Value) -> String {
+    let mut roles: Vec<&str> = v
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, val)| {
+                    k.strip_prefix("node-role.kubernetes.io/")
+                        .filter(|r| !r.is_empty())
+                        .or_else(|| (k == "kubernetes.io/role").then(|| val.as_str().unwrap_or("")))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    roles.sort_unstable();
+    if roles.is_empty() {
+        "<none>".to_owned()
+    } else {
+        roles.join(",")
+    }
+}
+
+fn node_address(v: &Value, ty: &str) -> String {
+    v.pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .and_then(|a| {
+            a.iter()
+                .find(|x| x.get("type").and_then(Value::as_str) == Some(ty))
+                .and_then(|x| x.get("address").and_then(Value::as_str))
+        })
+        .map_or_else(|| "<none>".to_owned(), str::to_owned)
+}
+
+fn map_len(v: &Value, pointer: &str) -> usize {
+    v.pointer(pointer)
+        .and_then(Value::as_object)
+        .map_or(0, serde_json::Map::len)
+}
+
+fn cells(style: TableStyle, v: &Value, now: Timestamp) -> Vec<Value> {
+    let name = json!(s(v, "/metadata/name"));
+    let age = json!(age_of(v, "/metadata/creationTimestamp", now));
+    match style {
+        TableStyle::Generic => vec![name, age],
+        TableStyle::Csr => {
+            let duration = v
+                .pointer("/spec/expirationSeconds")
+                .and_then(Value::as_i64)
+                .map_or_else(|| "<none>".to_owned(), human_duration);
+            vec![
+                name,
+                age,
+                json!(s(v, "/spec/signerName")),
+                json!(s(v, "/spec/username")),
+                json!(duration),
+                json!(csr_condition(v)),
+            ]
+        }
+        TableStyle::Node => vec![
+            name,
+            json!(node_status(v)),
+            json!(node_roles(v)),
+            age,
+            json!(s(v, "/status/nodeInfo/kubeletVersion")),
+            json!(node_address(v, "InternalIP")),
+            json!(node_address(v, "ExternalIP")),
+            json!(or_none(s(v, "/status/nodeInfo/osImage"))),
+            json!(or_none(s(v, "/status/nodeInfo/kernelVersion"))),
+            json!(or_none(s(v, "/status/nodeInfo/containerRuntimeVersion"))),
+        ],
+        TableStyle::Lease => vec![name, json!(s(v, "/spec/holderIdentity")), age],
+        TableStyle::Namespace => vec![name, json!(s(v, "/status/phase")), age],
+        TableStyle::Secret => vec![
+            name,
+            json!(s(v, "/type")),
+            json!(map_len(v, "/data") + map_len(v, "/stringData")),
+            age,
+        ],
+        TableStyle::ConfigMap => vec![
+            name,
+            json!(map_len(v, "/data") + map_len(v, "/binaryData")),
+            age,
+        ],
+        TableStyle::Event => {
+            let last = [
+                "/lastTimestamp",
+                "/eventTime",
+                "/deprecatedLastTimestamp",
+                "/metadata/creationTimestamp",
+            ]
+            .iter()
+            .find(|p| !s(v, p).is_empty())
+            .map_or_else(|| "<unknown>".to_owned(), |p| age_of(v, p, now));
+            let (okind, oname) = if v.get("regarding").is_some() {
+                (s(v, "/regarding/kind"), s(v, "/regarding/name"))
+            } else {
+                (s(v, "/involvedObject/kind"), s(v, "/involvedObject/name"))
+            };
+            let message = if v.get("note").is_some() {
+                s(v, "/note")
+            } else {
+                s(v, "/message")
+            };
+            vec![
+                json!(last),
+                json!(s(v, "/type")),
+                json!(s(v, "/reason")),
+                json!(format!("{}/{oname}", okind.to_lowercase())),
+                json!(message),
+            ]
+        }
+        TableStyle::Role => vec![name, json!(s(v, "/metadata/creationTimestamp"))],
+        TableStyle::RoleBinding => vec![
+            name,
+            json!(format!(
+                "{}/{}",
+                s(v, "/roleRef/kind"),
+                s(v, "/roleRef/name")
+            )),
+            age,
+        ],
+    }
+}
+
+fn partial_metadata(v: &Value) -> Value {
+    let mut meta = v.get("metadata").cloned().unwrap_or(json!({}));
+    if let Some(m) = meta.as_object_mut() {
+        m.remove("managedFields");
+    }
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
+}
+
+/// How much of each object a row carries (`includeObject`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IncludeObject {
+    /// Nothing.
+    None,
+    /// `PartialObjectMetadata` (the default).
+    Metadata,
+    /// The whole object.
+    Object,
+}
+
+/// A Table for some objects of a kind.
+pub fn table(
+    kind: &ResourceKind,
+    objects: &[Value],
+    include: IncludeObject,
+    list_meta: Value,
+    with_columns: bool,
+) -> Value {
+    let now = Timestamp::now();
+    let defs: Vec<Value> = if with_columns {
+        columns(kind.table)
+            .into_iter()
+            .map(|(name, ty, desc, priority)| {
+                json!({"name": name, "type": ty, "format": if name == "Name" {"name"} else {""},
+                       "description": desc, "priority": priority})
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|o| {
+            let mut row = json!({"cells": cells(kind.table, o, now)});
+            match include {
+                IncludeObject::None => {}
+                IncludeObject::Metadata => row["object"] = partial_metadata(o),
+                IncludeObject::Object => row["object"] = o.clone(),
+            }
+            row
+        })
+        .collect();
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta,
+           "columnDefinitions": defs, "rows": rows})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations_match_kubernetes() {
+        for (secs, want) in [
+            (5, "5s"),
+            (119, "119s"),
+            (125, "2m5s"),
+            (600, "10m"),
+            (3 * 3600, "3h"),
+            (3 * 3600 + 60, "3h1m"),
+            (47 * 3600, "47h"),
+            (3 * 86400 + 3600, "3d1h"),
+            (30 * 86400, "30d"),
+            (365 * 86400 * 3, "3y"),
+        ] {
+            assert_eq!(human_duration(secs), want, "{secs}");
+        }
+    }
+
+    #[test]
+    fn csr_condition_column() {
+        let pending = json!({"status": {}});
+        assert_eq!(csr_condition(&pending), "Pending");
+        let issued = json!({"status": {"conditions": [{"type": "Approved", "status": "True"}], "certificate": "eA=="}});
+        assert_eq!(csr_condition(&issued), "Approved,Issued");
+        let failed = json!({"status": {"conditions": [{"type": "Approved"}, {"type": "Failed"}]}});
+        assert_eq!(csr_condition(&failed), "Approved,Failed");
+        let denied = json!({"status": {"conditions": [{"type": "Denied"}]}});
+        assert_eq!(csr_condition(&denied), "Denied");
+    }
+}
