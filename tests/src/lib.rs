@@ -4,5 +4,8 @@
 //! # Layout
 //!
 //! - [`pki`]: test certificate authorities and leaf certificates (rcgen).
+//! - [`channel`]: the attested channel in-process: approver and agents on port 0, raw
+//!   clients with any certificate.
 
+pub mod channel;
 pub mod pki;
