@@ -38,7 +38,10 @@ fn run(args: AgentArgs) -> anyhow::Result<()> {
         let health = tokio::net::TcpListener::bind(health_listen)
             .await
             .with_context(|| format!("binding the health server to {health_listen}"))?;
-        tracing::info!(approver = %config.approver, health = %health_listen, "starting");
+        let health_addr = health
+            .local_addr()
+            .context("reading the health server's address")?;
+        tracing::info!(approver = %config.approver, health = %health_addr, "starting");
         let stop = CancellationToken::new();
         tokio::spawn(stop_on_signal(stop.clone()));
         runtime::run(config, health, Arc::new(SystemResolver), stop).await?;

@@ -2,6 +2,7 @@
 //! approver and agents running in-process on port 0, raw gRPC clients presenting any
 //! certificate, and polling with a deadline.
 
+pub mod procfs;
 pub mod raw;
 
 use std::collections::BTreeSet;
