@@ -1,6 +1,7 @@
 //! Flags of `rubber-stamp-agent`, each with an environment fallback, turned into a checked
 //! [`AgentConfig`].
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +30,13 @@ pub struct AgentArgs {
     /// the HOST of --approver; streams go to each resolved IP but verify this name.
     #[arg(long, env = "RUBBER_STAMP_SERVER_NAME")]
     pub server_name: Option<String>,
+
+    /// Which resolved addresses get a stream. A dual-stack headless Service returns an IPv4
+    /// and an IPv6 address for every replica; streams to both would replace each other on
+    /// that replica (one stream per node), so `auto` uses IPv4 when any IPv4 address
+    /// resolves and IPv6 otherwise.
+    #[arg(long, env = "RUBBER_STAMP_IP_FAMILY", value_enum, default_value_t = IpFamily::Auto)]
+    pub ip_family: IpFamily,
 
     /// PEM bundle of the CA(s) that sign the approver's serving certificate.
     #[arg(long, env = "RUBBER_STAMP_APPROVER_CA")]
@@ -122,6 +130,33 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which address family the agent streams over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IpFamily {
+    /// IPv4 when the name has IPv4 addresses, else IPv6.
+    Auto,
+    /// IPv4 addresses only.
+    Ipv4,
+    /// IPv6 addresses only.
+    Ipv6,
+}
+
+impl IpFamily {
+    /// The endpoints of `resolved` to keep streams to.
+    pub fn select(self, resolved: &BTreeSet<SocketAddr>) -> BTreeSet<SocketAddr> {
+        let want_v4 = match self {
+            Self::Ipv4 => true,
+            Self::Ipv6 => false,
+            Self::Auto => resolved.iter().any(SocketAddr::is_ipv4),
+        };
+        resolved
+            .iter()
+            .filter(|a| a.is_ipv4() == want_v4)
+            .copied()
+            .collect()
+    }
+}
+
 /// The approver's address: a DNS name (or IP literal) and a port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApproverAddress {
@@ -152,6 +187,8 @@ pub struct AgentConfig {
     pub approver: ApproverAddress,
     /// TLS server name to verify.
     pub server_name: String,
+    /// Which resolved addresses get a stream.
+    pub ip_family: IpFamily,
     /// CA bundle for the approver's certificate.
     pub approver_ca: PathBuf,
     /// Where the client certificate and key are.
@@ -232,6 +269,7 @@ impl AgentArgs {
                 .server_name
                 .unwrap_or_else(|| self.approver.host.clone()),
             approver: self.approver,
+            ip_family: self.ip_family,
             approver_ca: self.approver_ca,
             identity,
             timings: Timings {
@@ -344,6 +382,29 @@ mod tests {
             }
         );
         assert_eq!(config.timings.backoff_min, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn one_address_family_per_replica() {
+        let addrs: BTreeSet<SocketAddr> = ["10.0.0.1:8443", "[fd00::1]:8443", "10.0.0.2:8443"]
+            .iter()
+            .map(|a| a.parse().expect("addr"))
+            .collect();
+        let v4: Vec<_> = IpFamily::Auto
+            .select(&addrs)
+            .into_iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(v4, ["10.0.0.1:8443", "10.0.0.2:8443"]);
+        let v6: Vec<_> = IpFamily::Ipv6
+            .select(&addrs)
+            .into_iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(v6, ["[fd00::1]:8443"]);
+        let only_v6: BTreeSet<SocketAddr> = ["[fd00::1]:8443".parse().expect("addr")].into();
+        assert_eq!(IpFamily::Auto.select(&only_v6), only_v6);
+        assert!(IpFamily::Ipv4.select(&only_v6).is_empty());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AgentConfig, ApproverAddress};
+use crate::config::{AgentConfig, ApproverAddress, IpFamily};
 use crate::facts::{FactSource, Facts, FactsError};
 use crate::health;
 use crate::identity::watch_identity;
@@ -75,6 +75,7 @@ pub async fn run(
         context,
         resolver,
         config.approver.clone(),
+        config.ip_family,
         config.timings.resolve_interval,
         stop.clone(),
     ));
@@ -109,12 +110,13 @@ async fn poll_facts(facts: Facts, interval: Duration, stop: CancellationToken) {
 }
 
 /// Resolves the approver address every `interval` and keeps exactly one stream per
-/// resolved endpoint: new endpoints get a stream, vanished ones have theirs stopped. A
+/// resolved endpoint of the chosen family: new endpoints get a stream, vanished ones have theirs stopped. A
 /// failed or empty resolution keeps the current streams (they reconnect on their own).
 async fn manage_endpoints(
     context: SessionContext,
     resolver: Arc<dyn Resolve>,
     address: ApproverAddress,
+    family: IpFamily,
     interval: Duration,
     stop: CancellationToken,
 ) {
@@ -131,10 +133,10 @@ async fn manage_endpoints(
             () = stop.cancelled() => break,
             resolved = resolver.resolve(&address) => resolved,
         };
-        let endpoints: BTreeSet<SocketAddr> = match resolved {
+        let endpoints: BTreeSet<SocketAddr> = match resolved.map(|all| family.select(&all)) {
             Ok(endpoints) if !endpoints.is_empty() => endpoints,
             Ok(_) => {
-                tracing::warn!(%address, "the approver address resolves to nothing; keeping current streams");
+                tracing::warn!(%address, ?family, "the approver address resolves to no usable address; keeping current streams");
                 continue;
             }
             Err(error) => {

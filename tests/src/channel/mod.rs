@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rubber_stamp_agent::config::{AgentConfig, ApproverAddress, Timings};
+use rubber_stamp_agent::config::{AgentConfig, ApproverAddress, IpFamily, Timings};
 use rubber_stamp_agent::identity::IdentitySource;
 use rubber_stamp_agent::resolve::{Resolution, Resolve};
 use rubber_stamp_approver::grpc::{GrpcConfig, TlsFiles};
@@ -288,6 +288,7 @@ pub fn agent_config(
             port: approver.port(),
         },
         server_name: SERVER_NAME.to_owned(),
+        ip_family: IpFamily::Auto,
         approver_ca: pki.serving_ca.clone(),
         identity,
         timings: fast_timings(),
