@@ -1,1 +1,23 @@
-//! kubelet-rubber-stamp node agent: attests its node's facts to the approver.
+//! kubelet-rubber-stamp node agent: attests its node's hostname and addresses to every
+//! approver replica over mutually authenticated gRPC, identified by the kubelet's own
+//! client certificate.
+//!
+//! # Layout
+//!
+//! - [`config`]: flags with environment fallbacks → [`config::AgentConfig`].
+//! - [`facts`]: hostname, interfaces and addresses (`sysinfo`), machine and boot ids.
+//! - [`identity`]: the client certificate and key, re-read to follow rotation.
+//! - [`resolve`]: the approver Service name → replica endpoints.
+//! - [`session`]: one stream per endpoint: report, answer challenges, reconnect.
+//! - [`readiness`]: ready while a replica acknowledged a report within its max age.
+//! - [`health`]: `grpc.health.v1` (liveness `""`, readiness `attested`).
+//! - [`runtime`]: wiring and shutdown.
+
+pub mod config;
+pub mod facts;
+pub mod health;
+pub mod identity;
+pub mod readiness;
+pub mod resolve;
+pub mod runtime;
+pub mod session;

@@ -1,6 +1,80 @@
-//! The `rubber-stamp-agent` binary.
+//! The `rubber-stamp-agent` binary: installs the rustls crypto provider, parses flags,
+//! sets up logging and runs the agent on a single-threaded runtime until SIGTERM/SIGINT.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("rubber-stamp-agent: not built yet");
-    std::process::ExitCode::from(64)
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use rubber_stamp_agent::config::{AgentArgs, LogFormat};
+use rubber_stamp_agent::resolve::SystemResolver;
+use rubber_stamp_agent::runtime;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    // Fails only if a provider is already installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = AgentArgs::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("rubber-stamp-agent: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: AgentArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format, &args.log_filter)?;
+    let health_listen = args.health_listen;
+    let config = args.into_config()?;
+    // One thread is plenty for a handful of streams and keeps the idle agent small.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let health = tokio::net::TcpListener::bind(health_listen)
+            .await
+            .with_context(|| format!("binding the health server to {health_listen}"))?;
+        let health_addr = health
+            .local_addr()
+            .context("reading the health server's address")?;
+        tracing::info!(approver = %config.approver, health = %health_addr, "starting");
+        let stop = CancellationToken::new();
+        tokio::spawn(stop_on_signal(stop.clone()));
+        runtime::run(config, health, Arc::new(SystemResolver), stop).await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(filter).context("--log-filter")?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("logging: {e}"))
+}
+
+async fn stop_on_signal(stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    stop.cancel();
 }

@@ -5,5 +5,18 @@
 //!
 //! - [`core`]: the pure decision core (no I/O): CSR parsing, canonicalisation,
 //!   policy, `decide`.
+//! - [`store`]: the in-memory attestation store the gRPC service writes and the
+//!   decision reads (through `core::AttestationLookup`).
+//! - [`grpc`]: the mutually authenticated attestation service agents stream to.
+//! - [`admin`]: admin HTTP server: attestation snapshot and Prometheus metrics.
+//! - [`health`]: `grpc.health.v1` on a plaintext port.
+//! - [`metrics`]: the Prometheus registry and the metric families.
+//! - [`runtime`]: wiring for `run`: flags, servers, shutdown and drain.
 
+pub mod admin;
 pub mod core;
+pub mod grpc;
+pub mod health;
+pub mod metrics;
+pub mod runtime;
+pub mod store;

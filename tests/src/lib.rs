@@ -4,11 +4,14 @@
 //! # Layout
 //!
 //! - [`apiserver`]: the testbed cluster, an in-memory Kubernetes API server.
-//! - [`pki`]: test certificate authorities and leaf certificates (rcgen).
+//! - [`channel`]: the attested channel in-process: approver and agents on port 0, raw
+//!   clients with any certificate.
 //! - [`hosts`]: simulated hosts in network namespaces.
 //! - [`kubelet`]: the kubelet simulator (serving CSR bootstrap, HTTPS).
+//! - [`pki`]: test certificate authorities and leaf certificates (rcgen).
 
 pub mod apiserver;
+pub mod channel;
 pub mod hosts;
 pub mod kubelet;
 pub mod pki;

@@ -1,0 +1,419 @@
+//! The node's facts: hostname and every interface with its addresses (from `sysinfo`),
+//! plus machine id and boot id when readable; normalised so equal facts compare equal.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use ipnet::IpNet;
+use rubber_stamp_proto::limits;
+use rubber_stamp_proto::v1::{IpPrefix, NetworkInterface, NodeReport};
+use sysinfo::{Networks, System};
+use tokio::sync::watch;
+
+/// The agent's version, sent in every report.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What this node says about itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// Kernel hostname, lower case, no trailing dot.
+    pub hostname: String,
+    /// Interfaces sorted by name; addresses sorted, unique, in canonical form.
+    pub interfaces: Vec<Interface>,
+    /// Contents of the machine-id file, if it holds 32 hex digits.
+    pub machine_id: Option<String>,
+    /// Contents of the boot-id file, if it holds a UUID.
+    pub boot_id: Option<String>,
+}
+
+/// One interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    /// The kernel's name for it.
+    pub name: String,
+    /// Its addresses with prefix lengths.
+    pub addresses: Vec<IpNet>,
+}
+
+/// Why facts could not be gathered.
+#[derive(Debug, thiserror::Error)]
+pub enum FactsError {
+    /// The kernel hostname could not be read or is empty.
+    #[error("the node's hostname is unknown")]
+    NoHostname,
+    /// The network interfaces could not be listed.
+    #[error("listing network interfaces: {0}")]
+    Networks(String),
+}
+
+/// Reads the node's facts; holds the `sysinfo` state between reads.
+pub struct FactSource {
+    networks: Networks,
+    machine_id_path: PathBuf,
+    boot_id_path: PathBuf,
+}
+
+/// The latest facts, shared by every stream; refreshed by the poller and on challenges.
+#[derive(Clone)]
+pub struct Facts {
+    source: Arc<Mutex<FactSource>>,
+    tx: watch::Sender<Option<Arc<NodeFacts>>>,
+}
+
+// === impl FactSource ===
+
+impl FactSource {
+    /// A source reading the ids from these files (missing files mean "unknown").
+    pub fn new(machine_id_path: PathBuf, boot_id_path: PathBuf) -> Result<Self, FactsError> {
+        Ok(Self {
+            networks: Networks::new_with_refreshed_list()
+                .map_err(|e| FactsError::Networks(e.to_string()))?,
+            machine_id_path,
+            boot_id_path,
+        })
+    }
+
+    /// Reads the facts now.
+    pub fn gather(&mut self) -> Result<NodeFacts, FactsError> {
+        self.networks.refresh(true);
+        let hostname = System::host_name().map_err(|_| FactsError::NoHostname)?;
+        let interfaces = self.networks.iter().map(|(name, data)| {
+            (
+                name.to_string_lossy().into_owned(),
+                data.ip_networks()
+                    .iter()
+                    .map(|n| (n.addr, n.prefix))
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let mut facts = normalise(&hostname, interfaces)?;
+        facts.machine_id = read_id(&self.machine_id_path, is_machine_id);
+        facts.boot_id = read_id(&self.boot_id_path, is_uuid);
+        Ok(facts)
+    }
+}
+
+impl std::fmt::Debug for FactSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FactSource")
+            .field("machine_id_path", &self.machine_id_path)
+            .field("boot_id_path", &self.boot_id_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds normalised facts from raw interface data, within the wire contract's limits:
+/// names sorted, addresses canonical (IPv4-mapped IPv6 becomes IPv4), sorted and unique.
+/// Interfaces whose name the contract cannot carry are skipped, and addresses past the
+/// per-interface and per-report limits are dropped (in sorted order); both are logged.
+pub fn normalise(
+    hostname: &str,
+    interfaces: impl IntoIterator<Item = (String, Vec<(IpAddr, u8)>)>,
+) -> Result<NodeFacts, FactsError> {
+    let hostname = hostname.trim();
+    let hostname = hostname
+        .strip_suffix('.')
+        .unwrap_or(hostname)
+        .to_ascii_lowercase();
+    if hostname.is_empty() {
+        return Err(FactsError::NoHostname);
+    }
+    let mut by_name: BTreeMap<String, BTreeSet<IpNet>> = BTreeMap::new();
+    for (name, addresses) in interfaces {
+        if name.is_empty()
+            || name.len() > limits::MAX_INTERFACE_NAME_BYTES
+            || name.chars().any(char::is_control)
+        {
+            tracing::warn!(name = ?name, "skipping an interface whose name cannot be reported");
+            continue;
+        }
+        let nets = by_name.entry(name).or_default();
+        for (addr, prefix) in addresses {
+            let addr = addr.to_canonical();
+            // An IPv4-mapped address carries an IPv6 prefix length.
+            let prefix = match addr {
+                IpAddr::V4(_) if prefix > 32 => prefix.saturating_sub(96),
+                _ => prefix,
+            };
+            if let Ok(net) = IpNet::new(addr, prefix) {
+                nets.insert(net);
+            }
+        }
+    }
+    if by_name.len() > limits::MAX_INTERFACES {
+        tracing::warn!(
+            count = by_name.len(),
+            limit = limits::MAX_INTERFACES,
+            "too many interfaces; reporting the first by name"
+        );
+    }
+    let mut budget = limits::MAX_ADDRESSES_PER_REPORT;
+    let interfaces = by_name
+        .into_iter()
+        .take(limits::MAX_INTERFACES)
+        .map(|(name, nets)| {
+            let keep = nets.len().min(limits::MAX_ADDRESSES_PER_INTERFACE).min(budget);
+            if keep < nets.len() {
+                tracing::warn!(interface = %name, addresses = nets.len(), reported = keep, "too many addresses on an interface; reporting the first");
+            }
+            budget -= keep;
+            Interface {
+                name,
+                addresses: nets.into_iter().take(keep).collect(),
+            }
+        })
+        .collect();
+    Ok(NodeFacts {
+        hostname,
+        interfaces,
+        machine_id: None,
+        boot_id: None,
+    })
+}
+
+fn read_id(path: &Path, valid: fn(&str) -> bool) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let id = text.trim().to_ascii_lowercase();
+    if valid(&id) {
+        Some(id)
+    } else {
+        tracing::debug!(path = %path.display(), "ignoring an id file with unexpected content");
+        None
+    }
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn is_machine_id(s: &str) -> bool {
+    s.len() == 32 && is_lower_hex(s)
+}
+
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]) && groups.iter().all(|g| is_lower_hex(g))
+}
+
+// === impl NodeFacts ===
+
+impl NodeFacts {
+    /// The wire report for these facts.
+    pub fn to_report(&self, sequence: u64, nonce: Vec<u8>) -> NodeReport {
+        NodeReport {
+            hostname: self.hostname.clone(),
+            interfaces: self
+                .interfaces
+                .iter()
+                .map(|i| NetworkInterface {
+                    name: i.name.clone(),
+                    addresses: i
+                        .addresses
+                        .iter()
+                        .map(|net| IpPrefix {
+                            address: match net.addr() {
+                                IpAddr::V4(a) => a.octets().to_vec(),
+                                IpAddr::V6(a) => a.octets().to_vec(),
+                            },
+                            prefix_length: u32::from(net.prefix_len()),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            machine_id: self.machine_id.clone().unwrap_or_default(),
+            boot_id: self.boot_id.clone().unwrap_or_default(),
+            agent_version: AGENT_VERSION.to_owned(),
+            nonce,
+            sequence,
+        }
+    }
+}
+
+// === impl Facts ===
+
+impl Facts {
+    /// Shared facts read from `source` (nothing read yet).
+    pub fn new(source: FactSource) -> Self {
+        Self {
+            source: Arc::new(Mutex::new(source)),
+            tx: watch::channel(None).0,
+        }
+    }
+
+    /// Reads the facts now; subscribers are notified if they changed.
+    pub fn refresh(&self) -> Result<Arc<NodeFacts>, FactsError> {
+        let facts = self
+            .source
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .gather()?;
+        let mut latest = None;
+        self.tx.send_if_modified(|current| {
+            if let Some(current) = current
+                && **current == facts
+            {
+                latest = Some(Arc::clone(current));
+                return false;
+            }
+            tracing::info!(hostname = %facts.hostname, interfaces = facts.interfaces.len(), "node facts changed");
+            let fresh = Arc::new(facts.clone());
+            latest = Some(Arc::clone(&fresh));
+            *current = Some(fresh);
+            true
+        });
+        Ok(latest.unwrap_or_else(|| Arc::new(facts)))
+    }
+
+    /// The latest facts, reading them if none were read yet.
+    pub fn current(&self) -> Result<Arc<NodeFacts>, FactsError> {
+        match self.tx.borrow().clone() {
+            Some(facts) => Ok(facts),
+            None => self.refresh(),
+        }
+    }
+
+    /// Notified whenever the facts change.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<NodeFacts>>> {
+        self.tx.subscribe()
+    }
+}
+
+impl std::fmt::Debug for Facts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Facts")
+            .field("latest", &*self.tx.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn normalisation_makes_equal_facts_equal_whatever_the_order() {
+        let a = normalise(
+            "Worker-1.",
+            [
+                (
+                    "eth0".to_owned(),
+                    vec![(ip("fd00::11"), 64), (ip("10.0.0.11"), 24)],
+                ),
+                (
+                    "lo".to_owned(),
+                    vec![(ip("127.0.0.1"), 8), (ip("::1"), 128)],
+                ),
+            ],
+        )
+        .expect("facts");
+        let b = normalise(
+            "worker-1",
+            [
+                (
+                    "lo".to_owned(),
+                    vec![(ip("::1"), 128), (ip("127.0.0.1"), 8)],
+                ),
+                (
+                    "eth0".to_owned(),
+                    vec![
+                        (ip("10.0.0.11"), 24),
+                        (ip("::ffff:10.0.0.11"), 120),
+                        (ip("fd00::11"), 64),
+                    ],
+                ),
+            ],
+        )
+        .expect("facts");
+        assert_eq!(a, b);
+        assert_eq!(a.hostname, "worker-1");
+        let names: Vec<_> = a.interfaces.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["eth0", "lo"]);
+        let eth0: Vec<_> = a.interfaces[0]
+            .addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(eth0, ["10.0.0.11/24", "fd00::11/64"]);
+    }
+
+    #[test]
+    fn limits_of_the_wire_contract_are_respected() {
+        let many: Vec<_> = (0..100u8)
+            .map(|i| (IpAddr::from([10, 96, 0, i]), 32))
+            .collect();
+        let facts = normalise(
+            "n",
+            [
+                ("kube-ipvs0".to_owned(), many),
+                ("bad\u{1}name".to_owned(), vec![(ip("10.0.0.1"), 24)]),
+                (String::new(), vec![]),
+            ],
+        )
+        .expect("facts");
+        assert_eq!(facts.interfaces.len(), 1, "unreportable names skipped");
+        assert_eq!(
+            facts.interfaces[0].addresses.len(),
+            limits::MAX_ADDRESSES_PER_INTERFACE
+        );
+        assert!(normalise(" ", Vec::new()).is_err());
+    }
+
+    #[test]
+    fn the_report_carries_every_fact_in_wire_form() {
+        let mut facts = normalise(
+            "n",
+            [(
+                "eth0".to_owned(),
+                vec![(ip("10.0.0.11"), 24), (ip("fd00::1"), 64)],
+            )],
+        )
+        .expect("facts");
+        facts.machine_id = Some("0".repeat(32));
+        let report = facts.to_report(7, vec![1, 2]);
+        assert_eq!(report.sequence, 7);
+        assert_eq!(report.nonce, [1, 2]);
+        assert_eq!(report.machine_id, "0".repeat(32));
+        assert_eq!(report.boot_id, "");
+        let addrs = &report.interfaces[0].addresses;
+        assert_eq!(addrs[0].address, [10, 0, 0, 11]);
+        assert_eq!(addrs[0].prefix_length, 24);
+        assert_eq!(addrs[1].address.len(), 16);
+    }
+
+    #[test]
+    fn ids_are_read_when_well_formed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let machine = dir.path().join("machine-id");
+        std::fs::write(&machine, "0123456789ABCDEF0123456789abcdef\n").expect("write");
+        assert_eq!(
+            read_id(&machine, is_machine_id).as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+        std::fs::write(&machine, "garbage\n").expect("write");
+        assert_eq!(read_id(&machine, is_machine_id), None);
+        assert_eq!(read_id(&dir.path().join("missing"), is_uuid), None);
+        let boot = dir.path().join("boot_id");
+        std::fs::write(&boot, "01234567-89ab-cdef-0123-456789abcdef\n").expect("write");
+        assert!(read_id(&boot, is_uuid).is_some());
+    }
+
+    #[test]
+    fn this_machine_has_facts() {
+        let mut source = FactSource::new(
+            "/etc/machine-id".into(),
+            "/proc/sys/kernel/random/boot_id".into(),
+        )
+        .expect("sysinfo works here");
+        let facts = source.gather().expect("facts");
+        assert!(!facts.hostname.is_empty());
+        assert!(facts.interfaces.iter().any(|i| i.name == "lo"), "{facts:?}");
+        assert!(facts.boot_id.is_some(), "the kernel always has a boot id");
+    }
+}

@@ -1,0 +1,122 @@
+//! Readiness: the agent is attested while at least one approver replica acknowledged a
+//! report within the max age that replica announced in its Ack.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Acks per approver endpoint and the readiness derived from them; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    fresh_until: Arc<Mutex<HashMap<SocketAddr, Instant>>>,
+    wake: Arc<Notify>,
+    ready: watch::Sender<bool>,
+}
+
+impl Readiness {
+    /// Not ready.
+    pub fn new() -> Self {
+        Self {
+            fresh_until: Arc::default(),
+            wake: Arc::default(),
+            ready: watch::channel(false).0,
+        }
+    }
+
+    /// Records an Ack from `endpoint` announcing `max_age`.
+    pub fn acked(&self, endpoint: SocketAddr, max_age: Duration) {
+        let until = Instant::now() + max_age;
+        self.fresh_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(endpoint, until);
+        self.ready
+            .send_if_modified(|ready| !std::mem::replace(ready, true));
+        self.wake.notify_one();
+    }
+
+    /// Whether some replica's Ack is still within its max age.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Notified on every change of readiness.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
+    /// Turns readiness off when the last Ack ages out, until `stop`.
+    pub async fn expire(self, stop: CancellationToken) {
+        loop {
+            let now = Instant::now();
+            let next = {
+                let mut fresh = self
+                    .fresh_until
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                fresh.retain(|_, until| *until > now);
+                fresh.values().min().copied()
+            };
+            let ready = next.is_some();
+            self.ready
+                .send_if_modified(|current| std::mem::replace(current, ready) != ready);
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.wake.notified() => {}
+                () = sleep_until(next) => {}
+            }
+        }
+    }
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn ready_after_an_ack_until_the_last_one_ages_out() {
+        let readiness = Readiness::new();
+        let stop = CancellationToken::new();
+        let expiry = tokio::spawn(readiness.clone().expire(stop.clone()));
+        let mut changes = readiness.subscribe();
+        assert!(!readiness.is_ready());
+
+        let a: SocketAddr = "10.0.0.1:8443".parse().expect("addr");
+        let b: SocketAddr = "10.0.0.2:8443".parse().expect("addr");
+        readiness.acked(a, Duration::from_secs(300));
+        assert!(readiness.is_ready());
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        readiness.acked(b, Duration::from_secs(300));
+
+        // a ages out at 300 s, b keeps the agent ready until 500 s.
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        assert!(readiness.is_ready());
+        changes.mark_unchanged();
+        tokio::time::timeout(Duration::from_secs(101), changes.changed())
+            .await
+            .expect("turns unready when the last ack expires")
+            .expect("sender alive");
+        assert!(!readiness.is_ready());
+
+        stop.cancel();
+        expiry.await.expect("expiry loop stops");
+    }
+}

@@ -1,0 +1,167 @@
+//! Wiring of the agent: identity and facts pollers, one stream per approver endpoint
+//! (re-resolved on an interval), readiness and the health server; stop on a token.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AgentConfig, ApproverAddress, IpFamily};
+use crate::facts::{FactSource, Facts, FactsError};
+use crate::health;
+use crate::identity::watch_identity;
+use crate::readiness::Readiness;
+use crate::resolve::Resolve;
+use crate::session::SessionContext;
+
+/// How long stopping waits for streams and servers.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The node's facts cannot be read at all.
+    #[error(transparent)]
+    Facts(#[from] FactsError),
+    /// The health server failed.
+    #[error("health server: {0}")]
+    Health(#[from] tonic::transport::Error),
+}
+
+/// Runs the agent until `stop`, serving health on `health`.
+pub async fn run(
+    config: AgentConfig,
+    health: TcpListener,
+    resolver: Arc<dyn Resolve>,
+    stop: CancellationToken,
+) -> Result<(), AgentError> {
+    let facts = Facts::new(FactSource::new(
+        config.machine_id_path.clone(),
+        config.boot_id_path.clone(),
+    )?);
+    if let Err(error) = facts.refresh() {
+        tracing::warn!(%error, "cannot read the node's facts yet");
+    }
+    let (identity_tx, identity) = watch::channel(None);
+    let readiness = Readiness::new();
+    let context = SessionContext {
+        server_name: config.server_name.clone(),
+        approver_ca: config.approver_ca.clone(),
+        timings: config.timings,
+        identity,
+        facts: facts.clone(),
+        readiness: readiness.clone(),
+    };
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(watch_identity(
+        config.identity.clone(),
+        config.timings.identity_poll_interval,
+        identity_tx,
+        stop.clone(),
+    ));
+    tasks.spawn(poll_facts(
+        facts,
+        config.timings.poll_interval,
+        stop.clone(),
+    ));
+    tasks.spawn(readiness.clone().expire(stop.clone()));
+    tasks.spawn(manage_endpoints(
+        context,
+        resolver,
+        config.approver.clone(),
+        config.ip_family,
+        config.timings.resolve_interval,
+        stop.clone(),
+    ));
+    let served = health::serve(health, readiness, stop.clone()).await;
+    // The health server returns only once `stop` is cancelled (or on error).
+    stop.cancel();
+    if tokio::time::timeout(STOP_TIMEOUT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("stopping timed out");
+        tasks.abort_all();
+    }
+    served.map_err(Into::into)
+}
+
+async fn poll_facts(facts: Facts, interval: Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {
+                if let Err(error) = facts.refresh() {
+                    tracing::warn!(%error, "reading the node's facts failed");
+                }
+            }
+        }
+    }
+}
+
+/// Resolves the approver address every `interval` and keeps exactly one stream per
+/// resolved endpoint of the chosen family: new endpoints get a stream, vanished ones have theirs stopped. A
+/// failed or empty resolution keeps the current streams (they reconnect on their own).
+async fn manage_endpoints(
+    context: SessionContext,
+    resolver: Arc<dyn Resolve>,
+    address: ApproverAddress,
+    family: IpFamily,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut sessions: HashMap<SocketAddr, CancellationToken> = HashMap::new();
+    let mut running = JoinSet::new();
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        let resolved = tokio::select! {
+            () = stop.cancelled() => break,
+            resolved = resolver.resolve(&address) => resolved,
+        };
+        let endpoints: BTreeSet<SocketAddr> = match resolved.map(|all| family.select(&all)) {
+            Ok(endpoints) if !endpoints.is_empty() => endpoints,
+            Ok(_) => {
+                tracing::warn!(%address, ?family, "the approver address resolves to no usable address; keeping current streams");
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(%address, %error, "resolving the approver failed; keeping current streams");
+                continue;
+            }
+        };
+        sessions.retain(|endpoint, token| {
+            let keep = endpoints.contains(endpoint);
+            if !keep {
+                tracing::info!(%endpoint, "approver endpoint gone; closing its stream");
+                token.cancel();
+            }
+            keep
+        });
+        for endpoint in endpoints {
+            if let std::collections::hash_map::Entry::Vacant(slot) = sessions.entry(endpoint) {
+                tracing::info!(%endpoint, "approver endpoint found; opening a stream");
+                let token = stop.child_token();
+                running.spawn(context.clone().run(endpoint, token.clone()));
+                slot.insert(token);
+            }
+        }
+        // Reap sessions that already stopped.
+        while running.try_join_next().is_some() {}
+    }
+    while running.join_next().await.is_some() {}
+}

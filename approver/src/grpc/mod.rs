@@ -1,0 +1,114 @@
+//! The attestation gRPC server: mutually authenticated TLS, node identity from the verified
+//! client certificate, reports checked at the edge and written to the store.
+//!
+//! - [`tls`]: server TLS configuration, accept loop (connection limit, handshake timeout),
+//!   the per-connection [`PeerInfo`].
+//! - [`identity`]: `CN=system:node:<name>`, `O=system:nodes` → [`NodeIdentity`].
+//! - [`report`]: `NodeReport` → [`ValidReport`] with precise `invalid_argument` reasons.
+//! - [`service`]: the `Attest` stream itself.
+//!
+//! This module knows protobuf and TLS; it talks to the rest of the approver only through
+//! [`AttestationStore`] in domain terms.
+
+pub mod identity;
+pub mod report;
+pub mod service;
+pub mod tls;
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::GrpcMetrics;
+use crate::store::AttestationStore;
+
+pub use identity::{IdentityError, NodeIdentity};
+pub use report::{ReportError, ValidReport};
+pub use service::{AttestationService, SERVICE_NAME, StreamLimits};
+pub use tls::{ConnectionLimits, PeerInfo, TlsError, TlsFiles};
+
+/// Every limit of the attestation server.
+#[derive(Clone, Debug)]
+pub struct GrpcConfig {
+    /// Connection limit and handshake timeout.
+    pub connections: ConnectionLimits,
+    /// Message size and report rate per stream.
+    pub streams: StreamLimits,
+    /// Most concurrent HTTP/2 streams on one connection (an agent needs one).
+    pub max_streams_per_connection: u32,
+    /// Interval of HTTP/2 keepalive pings to each agent.
+    pub keepalive_interval: Duration,
+    /// How long to wait for a keepalive ping's answer before closing the connection.
+    pub keepalive_timeout: Duration,
+    /// HTTP/2 initial flow-control window per stream, in bytes.
+    pub stream_window_bytes: u32,
+    /// HTTP/2 initial flow-control window per connection, in bytes.
+    pub connection_window_bytes: u32,
+    /// Name of this replica, sent in every Ack.
+    pub replica: String,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            connections: ConnectionLimits {
+                max_connections: 20_000,
+                handshake_timeout: Duration::from_secs(10),
+            },
+            streams: StreamLimits {
+                max_message_bytes: rubber_stamp_proto::limits::MAX_MESSAGE_BYTES,
+                report_burst: 10,
+                report_interval: Duration::from_secs(1),
+            },
+            max_streams_per_connection: 4,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            stream_window_bytes: 64 * 1024,
+            connection_window_bytes: 128 * 1024,
+            replica: "rubber-stamp-approver".to_owned(),
+        }
+    }
+}
+
+/// Why the attestation server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[error("attestation server: {0}")]
+pub struct ServeError(#[from] tonic::transport::Error);
+
+/// Serves the attestation API on `listener` until `shutdown` is cancelled, then ends every
+/// stream (agents reconnect to another replica) and waits for connections to close.
+pub async fn serve(
+    listener: TcpListener,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    store: AttestationStore,
+    metrics: GrpcMetrics,
+    config: GrpcConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let incoming = tls::incoming(
+        listener,
+        tls,
+        config.connections,
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    let service = AttestationService::new(
+        store,
+        metrics,
+        config.streams.clone(),
+        config.replica.clone(),
+        shutdown.clone(),
+    );
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(config.keepalive_interval))
+        .http2_keepalive_timeout(Some(config.keepalive_timeout))
+        .initial_stream_window_size(config.stream_window_bytes)
+        .initial_connection_window_size(config.connection_window_bytes)
+        .max_concurrent_streams(config.max_streams_per_connection)
+        .http2_max_header_list_size(16 * 1024)
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,600 @@
+//! Turns an agent's `AgentMessage` into checked [`NodeFacts`] once, at the edge, with a
+//! precise reason for every refusal (sent back as `invalid_argument`).
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use rubber_stamp_proto::limits;
+use rubber_stamp_proto::v1::{AgentMessage, IpPrefix, NetworkInterface, NodeReport, agent_message};
+
+use crate::core::InterfaceFacts;
+use crate::core::attestation::canonical_name;
+use crate::store::{NodeFacts, Nonce};
+
+/// A report whose every field passed the wire contract's limits and syntax.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidReport {
+    /// The facts, normalised (interfaces by name, addresses sorted and deduplicated,
+    /// hostname in canonical form).
+    pub facts: NodeFacts,
+    /// The challenge nonce this report answers, if any.
+    pub nonce: Option<Nonce>,
+    /// The report's sequence number (at least 1).
+    pub sequence: u64,
+}
+
+/// Why a report was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    /// The message has no `kind`.
+    #[error("message carries no report")]
+    NoReport,
+    /// `sequence` is 0.
+    #[error("sequence must be at least 1")]
+    SequenceZero,
+    /// `sequence` did not increase.
+    #[error("sequence {got} is not greater than the previous report's {previous}")]
+    SequenceNotIncreasing {
+        /// This report's sequence.
+        got: u64,
+        /// The previous accepted report's sequence.
+        previous: u64,
+    },
+    /// The hostname is empty.
+    #[error("hostname is empty")]
+    HostnameEmpty,
+    /// The hostname is too long.
+    #[error("hostname is {0} bytes long; the limit is {max}", max = limits::MAX_HOSTNAME_BYTES)]
+    HostnameTooLong(usize),
+    /// The hostname is not a valid host name.
+    #[error("hostname {hostname:?} is not a valid host name: {reason}")]
+    HostnameSyntax {
+        /// The hostname as sent.
+        hostname: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Too many interfaces.
+    #[error("report has {0} interfaces; the limit is {max}", max = limits::MAX_INTERFACES)]
+    TooManyInterfaces(usize),
+    /// An interface name is empty.
+    #[error("interface #{0} has an empty name")]
+    InterfaceNameEmpty(usize),
+    /// An interface name is too long.
+    #[error("interface #{index} has a {len}-byte name; the limit is {max}", max = limits::MAX_INTERFACE_NAME_BYTES)]
+    InterfaceNameTooLong {
+        /// Position in the report.
+        index: usize,
+        /// Length in bytes.
+        len: usize,
+    },
+    /// An interface name has a control character (NUL included).
+    #[error("interface name {0:?} contains a control character")]
+    InterfaceNameControl(String),
+    /// Two interfaces have the same name.
+    #[error("interface {0:?} is reported more than once")]
+    DuplicateInterface(String),
+    /// Too many addresses on one interface.
+    #[error("interface {name:?} has {count} addresses; the limit is {max}", max = limits::MAX_ADDRESSES_PER_INTERFACE)]
+    TooManyAddressesOnInterface {
+        /// The interface.
+        name: String,
+        /// Addresses sent.
+        count: usize,
+    },
+    /// Too many addresses in the report.
+    #[error("report has {0} addresses; the limit is {max}", max = limits::MAX_ADDRESSES_PER_REPORT)]
+    TooManyAddresses(usize),
+    /// An address is neither 4 nor 16 bytes.
+    #[error(
+        "interface {name:?}: address #{index} is {len} bytes long; IPv4 takes 4 bytes and IPv6 16"
+    )]
+    AddressLength {
+        /// The interface.
+        name: String,
+        /// Position on the interface.
+        index: usize,
+        /// Length in bytes.
+        len: usize,
+    },
+    /// A prefix length is out of range for its address family.
+    #[error(
+        "interface {name:?}: prefix length {prefix} is out of range for {address} (at most {max})"
+    )]
+    PrefixLength {
+        /// The interface.
+        name: String,
+        /// The address.
+        address: IpAddr,
+        /// The prefix length sent.
+        prefix: u32,
+        /// The family's maximum.
+        max: u8,
+    },
+    /// `machine_id` is not 32 lower-case hex digits.
+    #[error("machine_id {0:?} is not 32 lower-case hex digits")]
+    MachineId(String),
+    /// `boot_id` is not a lower-case UUID.
+    #[error("boot_id {0:?} is not a lower-case UUID")]
+    BootId(String),
+    /// `agent_version` is too long or has control characters.
+    #[error("agent_version must be at most {max} bytes without control characters", max = limits::MAX_AGENT_VERSION_BYTES)]
+    AgentVersion,
+    /// The nonce is too long.
+    #[error("nonce is {0} bytes long; the limit is {max}", max = limits::MAX_NONCE_BYTES)]
+    NonceTooLong(usize),
+}
+
+impl TryFrom<AgentMessage> for ValidReport {
+    type Error = ReportError;
+
+    fn try_from(message: AgentMessage) -> Result<Self, Self::Error> {
+        match message.kind {
+            Some(agent_message::Kind::Report(report)) => Self::try_from(report),
+            None => Err(ReportError::NoReport),
+        }
+    }
+}
+
+impl TryFrom<NodeReport> for ValidReport {
+    type Error = ReportError;
+
+    fn try_from(report: NodeReport) -> Result<Self, Self::Error> {
+        if report.sequence == 0 {
+            return Err(ReportError::SequenceZero);
+        }
+        let hostname = parse_hostname(&report.hostname)?;
+        let interfaces = parse_interfaces(report.interfaces)?;
+        let machine_id = parse_optional(report.machine_id, is_machine_id, ReportError::MachineId)?;
+        let boot_id = parse_optional(report.boot_id, is_uuid, ReportError::BootId)?;
+        let agent_version = if report.agent_version.is_empty() {
+            None
+        } else if report.agent_version.len() > limits::MAX_AGENT_VERSION_BYTES
+            || report.agent_version.chars().any(char::is_control)
+        {
+            return Err(ReportError::AgentVersion);
+        } else {
+            Some(report.agent_version)
+        };
+        let nonce = match report.nonce.len() {
+            0 => None,
+            n if n > limits::MAX_NONCE_BYTES => return Err(ReportError::NonceTooLong(n)),
+            _ => Some(Nonce::from_bytes(report.nonce)),
+        };
+        Ok(Self {
+            facts: NodeFacts {
+                hostname,
+                interfaces,
+                machine_id,
+                boot_id,
+                agent_version,
+            },
+            nonce,
+            sequence: report.sequence,
+        })
+    }
+}
+
+/// An RFC 1123 host name: dot-separated labels of 1–63 letters, digits and `-`, not
+/// starting or ending with `-`, at most 253 bytes; one trailing dot allowed. Returned in
+/// canonical form (lower case, no trailing dot).
+fn parse_hostname(hostname: &str) -> Result<String, ReportError> {
+    let syntax = |reason| ReportError::HostnameSyntax {
+        hostname: hostname.to_owned(),
+        reason,
+    };
+    if hostname.is_empty() {
+        return Err(ReportError::HostnameEmpty);
+    }
+    if hostname.len() > limits::MAX_HOSTNAME_BYTES {
+        return Err(ReportError::HostnameTooLong(hostname.len()));
+    }
+    let bare = hostname.strip_suffix('.').unwrap_or(hostname);
+    for label in bare.split('.') {
+        if label.is_empty() {
+            return Err(syntax("empty label"));
+        }
+        if label.len() > 63 {
+            return Err(syntax("label longer than 63 bytes"));
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(syntax("only letters, digits, '-' and '.' are allowed"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(syntax("a label starts or ends with '-'"));
+        }
+    }
+    Ok(canonical_name(hostname))
+}
+
+fn parse_interfaces(interfaces: Vec<NetworkInterface>) -> Result<Vec<InterfaceFacts>, ReportError> {
+    if interfaces.len() > limits::MAX_INTERFACES {
+        return Err(ReportError::TooManyInterfaces(interfaces.len()));
+    }
+    let total: usize = interfaces.iter().map(|i| i.addresses.len()).sum();
+    if total > limits::MAX_ADDRESSES_PER_REPORT {
+        return Err(ReportError::TooManyAddresses(total));
+    }
+    let mut names = BTreeSet::new();
+    let mut parsed = Vec::with_capacity(interfaces.len());
+    for (index, iface) in interfaces.into_iter().enumerate() {
+        let name = iface.name;
+        if name.is_empty() {
+            return Err(ReportError::InterfaceNameEmpty(index));
+        }
+        if name.len() > limits::MAX_INTERFACE_NAME_BYTES {
+            return Err(ReportError::InterfaceNameTooLong {
+                index,
+                len: name.len(),
+            });
+        }
+        if name.chars().any(char::is_control) {
+            return Err(ReportError::InterfaceNameControl(name));
+        }
+        if !names.insert(name.clone()) {
+            return Err(ReportError::DuplicateInterface(name));
+        }
+        if iface.addresses.len() > limits::MAX_ADDRESSES_PER_INTERFACE {
+            return Err(ReportError::TooManyAddressesOnInterface {
+                count: iface.addresses.len(),
+                name,
+            });
+        }
+        let addresses = iface
+            .addresses
+            .iter()
+            .enumerate()
+            .map(|(index, prefix)| parse_prefix(&name, index, prefix))
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        parsed.push(InterfaceFacts {
+            name,
+            addresses: addresses.into_iter().collect(),
+        });
+    }
+    parsed.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(parsed)
+}
+
+fn parse_prefix(name: &str, index: usize, prefix: &IpPrefix) -> Result<IpNet, ReportError> {
+    let address = match prefix.address.len() {
+        4 => {
+            let mut octets = [0; 4];
+            octets.copy_from_slice(&prefix.address);
+            IpAddr::V4(Ipv4Addr::from(octets))
+        }
+        16 => {
+            let mut octets = [0; 16];
+            octets.copy_from_slice(&prefix.address);
+            IpAddr::V6(Ipv6Addr::from(octets))
+        }
+        len => {
+            return Err(ReportError::AddressLength {
+                name: name.to_owned(),
+                index,
+                len,
+            });
+        }
+    };
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    let out_of_range = || ReportError::PrefixLength {
+        name: name.to_owned(),
+        address,
+        prefix: prefix.prefix_length,
+        max,
+    };
+    let length = u8::try_from(prefix.prefix_length)
+        .ok()
+        .filter(|l| *l <= max)
+        .ok_or_else(out_of_range)?;
+    IpNet::new(address, length).map_err(|_| out_of_range())
+}
+
+fn parse_optional(
+    value: String,
+    valid: fn(&str) -> bool,
+    error: fn(String) -> ReportError,
+) -> Result<Option<String>, ReportError> {
+    if value.is_empty() {
+        Ok(None)
+    } else if value.len() <= limits::MAX_ID_BYTES && valid(&value) {
+        Ok(Some(value))
+    } else {
+        Err(error(value))
+    }
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// systemd's machine-id format: 32 lower-case hex digits.
+fn is_machine_id(s: &str) -> bool {
+    s.len() == 32 && is_lower_hex(s)
+}
+
+/// The kernel's boot id format: a lower-case 8-4-4-4-12 UUID.
+fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]) && groups.iter().all(|g| is_lower_hex(g))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk_prefix(address: &[u8], prefix_length: u32) -> IpPrefix {
+        IpPrefix {
+            address: address.to_vec(),
+            prefix_length,
+        }
+    }
+
+    fn mk_iface(name: &str, addresses: Vec<IpPrefix>) -> NetworkInterface {
+        NetworkInterface {
+            name: name.to_owned(),
+            addresses,
+        }
+    }
+
+    fn mk_report() -> NodeReport {
+        NodeReport {
+            hostname: "Worker-1.Example.".to_owned(),
+            interfaces: vec![
+                mk_iface("lo", vec![mk_prefix(&[127, 0, 0, 1], 8)]),
+                mk_iface(
+                    "eth0",
+                    vec![
+                        mk_prefix(&[10, 0, 0, 11], 24),
+                        mk_prefix(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11], 64),
+                        mk_prefix(&[10, 0, 0, 11], 24),
+                    ],
+                ),
+            ],
+            machine_id: "0123456789abcdef0123456789abcdef".to_owned(),
+            boot_id: "01234567-89ab-cdef-0123-456789abcdef".to_owned(),
+            agent_version: "0.1.0".to_owned(),
+            nonce: vec![7; 16],
+            sequence: 1,
+        }
+    }
+
+    fn refused(report: NodeReport) -> String {
+        ValidReport::try_from(report)
+            .expect_err("refused")
+            .to_string()
+    }
+
+    #[test]
+    fn a_good_report_is_normalised() {
+        let valid = ValidReport::try_from(mk_report()).expect("valid");
+        assert_eq!(valid.facts.hostname, "worker-1.example");
+        let names: Vec<_> = valid
+            .facts
+            .interfaces
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect();
+        assert_eq!(names, ["eth0", "lo"]);
+        let eth0: Vec<String> = valid.facts.interfaces[0]
+            .addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            eth0,
+            ["10.0.0.11/24", "fd00::11/64"],
+            "sorted and deduplicated"
+        );
+        assert_eq!(valid.nonce, Some(Nonce::from_bytes(vec![7; 16])));
+        assert_eq!(valid.facts.agent_version.as_deref(), Some("0.1.0"));
+        assert_eq!(valid.sequence, 1);
+    }
+
+    #[test]
+    fn empty_optional_fields_mean_unknown() {
+        let report = NodeReport {
+            machine_id: String::new(),
+            boot_id: String::new(),
+            agent_version: String::new(),
+            nonce: Vec::new(),
+            ..mk_report()
+        };
+        let valid = ValidReport::try_from(report).expect("valid");
+        assert_eq!(valid.facts.machine_id, None);
+        assert_eq!(valid.facts.boot_id, None);
+        assert_eq!(valid.facts.agent_version, None);
+        assert_eq!(valid.nonce, None);
+    }
+
+    #[test]
+    fn every_limit_and_syntax_rule_has_a_precise_refusal() {
+        let r = mk_report;
+        let cases: Vec<(NodeReport, &str)> = vec![
+            (
+                NodeReport { sequence: 0, ..r() },
+                "sequence must be at least 1",
+            ),
+            (
+                NodeReport {
+                    hostname: String::new(),
+                    ..r()
+                },
+                "hostname is empty",
+            ),
+            (
+                NodeReport {
+                    hostname: "a".repeat(254),
+                    ..r()
+                },
+                "254 bytes long",
+            ),
+            (
+                NodeReport {
+                    hostname: "bad_host".into(),
+                    ..r()
+                },
+                "only letters, digits",
+            ),
+            (
+                NodeReport {
+                    hostname: "a..b".into(),
+                    ..r()
+                },
+                "empty label",
+            ),
+            (
+                NodeReport {
+                    hostname: "-a".into(),
+                    ..r()
+                },
+                "starts or ends with '-'",
+            ),
+            (
+                NodeReport {
+                    hostname: "a".repeat(64),
+                    ..r()
+                },
+                "longer than 63",
+            ),
+            (
+                NodeReport {
+                    hostname: "ünï".into(),
+                    ..r()
+                },
+                "only letters, digits",
+            ),
+            (
+                NodeReport {
+                    interfaces: vec![mk_iface("x", vec![]); 257],
+                    ..r()
+                },
+                "257 interfaces; the limit is 256",
+            ),
+            (
+                NodeReport {
+                    interfaces: vec![mk_iface("", vec![])],
+                    ..r()
+                },
+                "#0 has an empty name",
+            ),
+            (
+                NodeReport {
+                    interfaces: vec![mk_iface(&"e".repeat(65), vec![])],
+                    ..r()
+                },
+                "65-byte name",
+            ),
+            (
+                NodeReport {
+                    interfaces: vec![mk_iface("eth\0", vec![])],
+                    ..r()
+                },
+                "control character",
+            ),
+            (
+                NodeReport {
+                    interfaces: vec![mk_iface("a", vec![]), mk_iface("a", vec![])],
+                    ..r()
+                },
+                "\"a\" is reported more than once",
+            ),
+            (
+                NodeReport {
+                    interfaces: vec![mk_iface("a", vec![mk_prefix(&[1, 2, 3, 4], 32); 65])],
+                    ..r()
+                },
+                "65 addresses; the limit is 64",
+            ),
+            (
+                NodeReport {
+                    interfaces: (0..17)
+                        .map(|i| {
+                            mk_iface(&format!("if{i}"), vec![mk_prefix(&[1, 2, 3, 4], 32); 64])
+                        })
+                        .collect(),
+                    ..r()
+                },
+                "1088 addresses; the limit is 1024",
+            ),
+            (
+                NodeReport {
+                    interfaces: vec![mk_iface("a", vec![mk_prefix(&[1, 2, 3, 4, 5], 8)])],
+                    ..r()
+                },
+                "address #0 is 5 bytes long",
+            ),
+            (
+                NodeReport {
+                    interfaces: vec![mk_iface("a", vec![mk_prefix(&[1, 2, 3, 4], 33)])],
+                    ..r()
+                },
+                "prefix length 33 is out of range for 1.2.3.4 (at most 32)",
+            ),
+            (
+                NodeReport {
+                    interfaces: vec![mk_iface("a", vec![mk_prefix(&[0; 16], 129)])],
+                    ..r()
+                },
+                "prefix length 129 is out of range for :: (at most 128)",
+            ),
+            (
+                NodeReport {
+                    interfaces: vec![mk_iface("a", vec![mk_prefix(&[0; 16], u32::MAX)])],
+                    ..r()
+                },
+                "prefix length 4294967295",
+            ),
+            (
+                NodeReport {
+                    machine_id: "ABC".into(),
+                    ..r()
+                },
+                "machine_id \"ABC\"",
+            ),
+            (
+                NodeReport {
+                    machine_id: "0".repeat(33),
+                    ..r()
+                },
+                "machine_id",
+            ),
+            (
+                NodeReport {
+                    boot_id: "not-a-uuid".into(),
+                    ..r()
+                },
+                "boot_id \"not-a-uuid\"",
+            ),
+            (
+                NodeReport {
+                    agent_version: "v\n1".into(),
+                    ..r()
+                },
+                "agent_version",
+            ),
+            (
+                NodeReport {
+                    nonce: vec![0; 65],
+                    ..r()
+                },
+                "nonce is 65 bytes long; the limit is 64",
+            ),
+        ];
+        for (report, expected) in cases {
+            let got = refused(report);
+            assert!(
+                got.contains(expected),
+                "{got:?} should mention {expected:?}"
+            );
+        }
+        assert_eq!(
+            ValidReport::try_from(AgentMessage { kind: None }),
+            Err(ReportError::NoReport)
+        );
+    }
+}

@@ -1,0 +1,464 @@
+//! The `rubberstamp.v1.Attestation/Attest` stream: identity from the connection, one live
+//! stream per node, reports checked and stored, Acks and Challenges sent back.
+//!
+//! The route is written out by hand instead of using the generated server so that it can
+//! use [`AttestCodec`], whose per-stream buffers are sized for small reports (tonic's
+//! default codec allocates 8 KiB for each direction of every stream up front).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use prost::Message as _;
+use rubber_stamp_proto::v1::{Ack, AgentMessage, ApproverMessage, Challenge, approver_message};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::{BoxFuture, Context, Poll, Service, http};
+use tonic::server::{Grpc, NamedService, StreamingService};
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use super::report::{ReportError, ValidReport};
+use super::tls::{GaugeGuard, PeerInfo};
+use crate::metrics::GrpcMetrics;
+use crate::store::{AttestationStore, StreamCommand, StreamLease};
+
+/// The gRPC service name, also the approver's readiness service in `grpc.health.v1`.
+pub const SERVICE_NAME: &str = "rubberstamp.v1.Attestation";
+const ATTEST_PATH: &str = "/rubberstamp.v1.Attestation/Attest";
+
+/// Responses queued per stream before the stream task waits for the agent to read.
+const OUTBOUND_CAPACITY: usize = 2;
+
+/// A queued response. Boxed because the channel allocates its slots in blocks of 32 up
+/// front, once per live stream: 16-byte slots instead of 72-byte ones.
+type Outbound = Result<Box<ApproverMessage>, Status>;
+
+/// The response stream of one Attest call.
+pub type AttestResponses =
+    futures::stream::Map<ReceiverStream<Outbound>, fn(Outbound) -> Result<ApproverMessage, Status>>;
+
+fn unbox(outbound: Outbound) -> Result<ApproverMessage, Status> {
+    outbound.map(|message| *message)
+}
+
+/// Per-stream limits.
+#[derive(Clone, Debug)]
+pub struct StreamLimits {
+    /// Largest encoded message accepted or sent, in bytes.
+    pub max_message_bytes: usize,
+    /// Reports a stream may send in a burst.
+    pub report_burst: u32,
+    /// After the burst, one more report is allowed per this interval.
+    pub report_interval: Duration,
+}
+
+/// The attestation service: a tower service routing `Attest` calls, cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AttestationService {
+    state: Arc<ServiceState>,
+}
+
+#[derive(Debug)]
+struct ServiceState {
+    store: AttestationStore,
+    metrics: GrpcMetrics,
+    limits: StreamLimits,
+    replica: String,
+    max_age_seconds: u32,
+    shutdown: CancellationToken,
+}
+
+/// How an accepted stream ended.
+#[derive(Debug)]
+enum StreamEnd {
+    /// The agent half-closed its side.
+    ClientClosed,
+    /// The transport failed or the agent reset the stream.
+    Transport(Status),
+    /// A newer stream of the same node replaced this one.
+    Replaced,
+    /// The approver is shutting down.
+    Shutdown,
+    /// The agent stopped reading its responses (the response channel closed).
+    PeerGone,
+    /// A report broke the wire contract.
+    InvalidReport(ReportError),
+    /// A message did not decode.
+    Malformed(Status),
+    /// A message exceeded the size limit.
+    TooLarge(Status),
+    /// Reports came faster than the rate limit.
+    RateLimited,
+}
+
+// === impl AttestationService ===
+
+impl AttestationService {
+    /// A service storing reports in `store`; streams end when `shutdown` is cancelled.
+    pub fn new(
+        store: AttestationStore,
+        metrics: GrpcMetrics,
+        limits: StreamLimits,
+        replica: String,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let max_age_seconds = u32::try_from(store.config().max_age.as_secs())
+            .unwrap_or(u32::MAX)
+            .max(1);
+        Self {
+            state: Arc::new(ServiceState {
+                store,
+                metrics,
+                limits,
+                replica,
+                max_age_seconds,
+                shutdown,
+            }),
+        }
+    }
+}
+
+impl<B> Service<http::Request<B>> for AttestationService
+where
+    B: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != ATTEST_PATH {
+            return Box::pin(async { Ok(Status::unimplemented("no such method").into_http()) });
+        }
+        let state = Arc::clone(&self.state);
+        Box::pin(async move {
+            let max = state.limits.max_message_bytes;
+            let mut grpc =
+                Grpc::new(AttestCodec).apply_max_message_size_config(Some(max), Some(max));
+            Ok(grpc.streaming(AttestMethod(state), request).await)
+        })
+    }
+}
+
+impl NamedService for AttestationService {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+struct AttestMethod(Arc<ServiceState>);
+
+impl StreamingService<AgentMessage> for AttestMethod {
+    type Response = ApproverMessage;
+    type ResponseStream = AttestResponses;
+    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<AgentMessage>>) -> Self::Future {
+        let state = Arc::clone(&self.0);
+        Box::pin(async move { state.open(request) })
+    }
+}
+
+// === impl ServiceState ===
+
+impl ServiceState {
+    /// Admits a new stream: only a certificate naming a node gets one.
+    fn open(
+        self: Arc<Self>,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<AttestResponses>, Status> {
+        let Some(peer) = request.extensions().get::<Arc<PeerInfo>>().cloned() else {
+            // Only reachable if the server is wired without the attested acceptor.
+            self.metrics.refuse_stream("no_peer_info");
+            return Err(Status::internal("connection carries no peer information"));
+        };
+        let identity = match &peer.identity {
+            Ok(identity) => identity.clone(),
+            Err(error) => {
+                self.metrics.refuse_stream(error.metric_label());
+                tracing::warn!(peer = %peer.address, %error, "refused attestation stream");
+                return Err(Status::permission_denied(error.to_string()));
+            }
+        };
+        if self.shutdown.is_cancelled() {
+            self.metrics.refuse_stream("shutting_down");
+            return Err(Status::unavailable("approver is shutting down"));
+        }
+        let lease = self
+            .store
+            .open_stream(identity.node, peer.address.ip(), identity.serial);
+        tracing::debug!(node = %lease.node(), peer = %peer.address, "attestation stream opened");
+        let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        tokio::spawn(self.run_stream(lease, request.into_inner(), tx));
+        let unbox: fn(Outbound) -> Result<ApproverMessage, Status> = unbox;
+        Ok(Response::new(ReceiverStream::new(rx).map(unbox)))
+    }
+
+    async fn run_stream(
+        self: Arc<Self>,
+        mut lease: StreamLease,
+        mut inbound: Streaming<AgentMessage>,
+        outbound: mpsc::Sender<Outbound>,
+    ) {
+        let _live = GaugeGuard::inc(&self.metrics.live_streams);
+        let mut limiter = RateLimiter::new(self.limits.report_burst, self.limits.report_interval);
+        let mut previous = 0;
+        let end = loop {
+            let reply = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => break StreamEnd::Shutdown,
+                command = lease.next_command() => match command {
+                    Some(StreamCommand::Challenge(nonce)) => ApproverMessage {
+                        kind: Some(approver_message::Kind::Challenge(Challenge {
+                            nonce: nonce.as_bytes().to_vec(),
+                        })),
+                    },
+                    None => break StreamEnd::Replaced,
+                },
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => match self.accept(&lease, message, &mut previous, &mut limiter) {
+                        Ok(ack) => ack,
+                        Err(end) => break end,
+                    },
+                    Ok(None) => break StreamEnd::ClientClosed,
+                    Err(status) => break StreamEnd::from_inbound(status),
+                },
+                () = outbound.closed() => break StreamEnd::PeerGone,
+            };
+            if !self.send(&outbound, Ok(Box::new(reply))).await {
+                break StreamEnd::PeerGone;
+            }
+        };
+        self.metrics.close_stream(end.metric_label());
+        tracing::debug!(node = %lease.node(), reason = end.metric_label(), "attestation stream ended");
+        if let StreamEnd::Transport(status) = &end {
+            tracing::debug!(node = %lease.node(), code = ?status.code(), message = status.message(), "attestation stream transport error");
+        }
+        if let Some(status) = end.status() {
+            if matches!(
+                end,
+                StreamEnd::InvalidReport(_)
+                    | StreamEnd::Malformed(_)
+                    | StreamEnd::TooLarge(_)
+                    | StreamEnd::RateLimited
+            ) {
+                tracing::warn!(node = %lease.node(), status = %status.message(), "closed attestation stream");
+            }
+            // Best effort: an agent that stopped reading does not get it.
+            let _ = outbound.try_send(Err(status));
+        }
+    }
+
+    /// Checks and stores one message; the Ack to send, or why the stream must end.
+    fn accept(
+        &self,
+        lease: &StreamLease,
+        message: AgentMessage,
+        previous: &mut u64,
+        limiter: &mut RateLimiter,
+    ) -> Result<ApproverMessage, StreamEnd> {
+        if !limiter.allow(Instant::now()) {
+            return Err(StreamEnd::RateLimited);
+        }
+        let report = ValidReport::try_from(message).map_err(StreamEnd::InvalidReport)?;
+        if report.sequence <= *previous {
+            return Err(StreamEnd::InvalidReport(
+                ReportError::SequenceNotIncreasing {
+                    got: report.sequence,
+                    previous: *previous,
+                },
+            ));
+        }
+        *previous = report.sequence;
+        self.store
+            .record(lease, report.facts, report.nonce.as_ref())
+            .map_err(|_| StreamEnd::Replaced)?;
+        self.metrics.reports_accepted.inc();
+        Ok(ApproverMessage {
+            kind: Some(approver_message::Kind::Ack(Ack {
+                sequence: report.sequence,
+                node_name: lease.node().to_string(),
+                max_age_seconds: self.max_age_seconds,
+                replica: self.replica.clone(),
+            })),
+        })
+    }
+
+    /// Queues a response; false if the agent is gone. Never outlives shutdown.
+    async fn send(&self, outbound: &mpsc::Sender<Outbound>, message: Outbound) -> bool {
+        tokio::select! {
+            sent = outbound.send(message) => sent.is_ok(),
+            () = self.shutdown.cancelled() => false,
+        }
+    }
+}
+
+// === impl StreamEnd ===
+
+impl StreamEnd {
+    fn from_inbound(status: Status) -> Self {
+        match status.code() {
+            // AttestCodec reports undecodable messages as invalid_argument.
+            Code::InvalidArgument => Self::Malformed(status),
+            // tonic's size check on the length prefix.
+            Code::OutOfRange => Self::TooLarge(status),
+            _ => Self::Transport(status),
+        }
+    }
+
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Self::ClientClosed => "client_closed",
+            Self::Transport(_) => "transport_error",
+            Self::Replaced => "replaced",
+            Self::Shutdown => "shutdown",
+            Self::PeerGone => "peer_gone",
+            Self::InvalidReport(_) => "invalid_report",
+            Self::Malformed(_) => "malformed_message",
+            Self::TooLarge(_) => "message_too_large",
+            Self::RateLimited => "rate_limited",
+        }
+    }
+
+    /// The status that ends the response stream, if the agent can still receive one.
+    fn status(&self) -> Option<Status> {
+        match self {
+            Self::ClientClosed | Self::Transport(_) | Self::PeerGone => None,
+            Self::Replaced => Some(Status::aborted(
+                "a newer stream from the same node replaced this one",
+            )),
+            Self::Shutdown => Some(Status::unavailable("approver is shutting down")),
+            Self::InvalidReport(error) => Some(Status::invalid_argument(error.to_string())),
+            Self::Malformed(status) => Some(Status::invalid_argument(status.message().to_owned())),
+            Self::TooLarge(status) => Some(Status::invalid_argument(format!(
+                "message too large: {}",
+                status.message()
+            ))),
+            Self::RateLimited => Some(Status::resource_exhausted(
+                "reports arrive faster than the approver's per-stream rate limit",
+            )),
+        }
+    }
+}
+
+/// A token bucket: `burst` reports at once, then one per `interval`.
+#[derive(Debug)]
+struct RateLimiter {
+    tokens: f64,
+    burst: f64,
+    per_second: f64,
+    last: Instant,
+}
+
+impl RateLimiter {
+    fn new(burst: u32, interval: Duration) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            tokens: burst,
+            burst,
+            per_second: 1.0 / interval.as_secs_f64().max(f64::EPSILON),
+            last: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Protobuf codec for the Attest stream with small initial buffers: a typical report is
+/// well under a kilobyte, and these buffers exist once per live stream. Messages that do
+/// not decode are `invalid_argument` (the wire contract's status for a bad report).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AttestCodec;
+
+/// Initial size of each per-stream codec buffer (they grow on demand).
+const CODEC_BUFFER_BYTES: usize = 512;
+
+/// Encoder half of [`AttestCodec`].
+#[derive(Debug)]
+pub struct AttestEncoder;
+
+/// Decoder half of [`AttestCodec`].
+#[derive(Debug)]
+pub struct AttestDecoder;
+
+impl Codec for AttestCodec {
+    type Encode = ApproverMessage;
+    type Decode = AgentMessage;
+    type Encoder = AttestEncoder;
+    type Decoder = AttestDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        AttestEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        AttestDecoder
+    }
+}
+
+impl Encoder for AttestEncoder {
+    type Item = ApproverMessage;
+    type Error = Status;
+
+    fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("encoding a response: {e}")))
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(CODEC_BUFFER_BYTES, 4 * 1024)
+    }
+}
+
+impl Decoder for AttestDecoder {
+    type Item = AgentMessage;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
+        AgentMessage::decode(src)
+            .map(Some)
+            .map_err(|e| Status::invalid_argument(format!("malformed message: {e}")))
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(CODEC_BUFFER_BYTES, 4 * 1024)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_limiter_allows_a_burst_then_one_per_interval() {
+        let start = Instant::now();
+        let mut limiter = RateLimiter::new(3, Duration::from_secs(1));
+        limiter.last = start;
+        assert!((0..3).all(|_| limiter.allow(start)));
+        assert!(!limiter.allow(start));
+        assert!(!limiter.allow(start + Duration::from_millis(900)));
+        assert!(limiter.allow(start + Duration::from_millis(1000)));
+        assert!(!limiter.allow(start + Duration::from_millis(1000)));
+        // Long idle refills only up to the burst.
+        let later = start + Duration::from_secs(3600);
+        assert!((0..3).all(|_| limiter.allow(later)));
+        assert!(!limiter.allow(later));
+    }
+}

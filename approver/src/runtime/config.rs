@@ -1,0 +1,318 @@
+//! Flags of `rubber-stamp-approver run`, each with an environment fallback, turned into a
+//! checked [`RunConfig`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::grpc::{ConnectionLimits, GrpcConfig, StreamLimits, TlsFiles};
+use crate::store::StoreConfig;
+
+/// `rubber-stamp-approver run`: serve the attestation API, health and admin endpoints.
+#[derive(Clone, Debug, Args)]
+pub struct RunArgs {
+    /// Address of the mTLS attestation gRPC server (agents connect here). Use `[::]:8443`
+    /// for IPv6 or dual-stack.
+    #[arg(long, env = "RUBBER_STAMP_GRPC_LISTEN", default_value = "0.0.0.0:8443")]
+    pub grpc_listen: SocketAddr,
+
+    /// Address of the plaintext `grpc.health.v1` server (liveness service "", readiness
+    /// service "rubberstamp.v1.Attestation").
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_HEALTH_LISTEN",
+        default_value = "0.0.0.0:8081"
+    )]
+    pub health_listen: SocketAddr,
+
+    /// Address of the admin HTTP server: GET /attestations (snapshot JSON), /streams,
+    /// /metrics.
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_ADMIN_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub admin_listen: SocketAddr,
+
+    /// PEM certificate chain the attestation server presents to agents.
+    #[arg(long, env = "RUBBER_STAMP_TLS_CERT")]
+    pub tls_cert: PathBuf,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "RUBBER_STAMP_TLS_KEY")]
+    pub tls_key: PathBuf,
+
+    /// PEM bundle of the CA(s) that sign kubelet client certificates (the cluster CA).
+    /// Agents must present a certificate chaining to it.
+    #[arg(long, env = "RUBBER_STAMP_CLIENT_CA")]
+    pub client_ca: PathBuf,
+
+    /// This replica's name, sent to agents in every Ack (set it from the pod name).
+    #[arg(long, env = "POD_NAME", default_value = "rubber-stamp-approver")]
+    pub replica_name: String,
+
+    /// How long an attestation counts as fresh; agents are told this in every Ack, and
+    /// older attestations are dropped.
+    #[arg(long, env = "RUBBER_STAMP_MAX_AGE", default_value = "5m", value_parser = parse_duration)]
+    pub max_age: Duration,
+
+    /// Most open connections on the attestation port (handshakes included); further
+    /// connections are closed at once.
+    #[arg(long, env = "RUBBER_STAMP_MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+
+    /// Most concurrent HTTP/2 streams per connection (an agent uses one).
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = 4
+    )]
+    pub max_streams_per_connection: u32,
+
+    /// Longest a TLS handshake may take.
+    #[arg(long, env = "RUBBER_STAMP_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Interval of HTTP/2 keepalive pings to agents.
+    #[arg(long, env = "RUBBER_STAMP_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
+
+    /// How long a keepalive ping may go unanswered before the connection is closed.
+    #[arg(long, env = "RUBBER_STAMP_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub keepalive_timeout: Duration,
+
+    /// Largest message accepted or sent, in bytes (the wire contract's limit is 65536).
+    #[arg(long, env = "RUBBER_STAMP_MAX_MESSAGE_BYTES", default_value_t = 65536,
+          value_parser = clap::value_parser!(u32).range(1024..=65536))]
+    pub max_message_bytes: u32,
+
+    /// Reports one stream may send in a burst before the rate limit applies.
+    #[arg(long, env = "RUBBER_STAMP_REPORT_BURST", default_value_t = 10)]
+    pub report_burst: u32,
+
+    /// After the burst, one report per this interval per stream; a faster stream is
+    /// closed with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "RUBBER_STAMP_REPORT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub report_interval: Duration,
+
+    /// HTTP/2 initial flow-control window per stream, in bytes.
+    #[arg(long, env = "RUBBER_STAMP_STREAM_WINDOW_BYTES", default_value_t = 64 * 1024)]
+    pub stream_window_bytes: u32,
+
+    /// HTTP/2 initial flow-control window per connection, in bytes.
+    #[arg(long, env = "RUBBER_STAMP_CONNECTION_WINDOW_BYTES", default_value_t = 128 * 1024)]
+    pub connection_window_bytes: u32,
+
+    /// Attestation changes buffered for slow subscribers (the controller) before they
+    /// must resynchronise.
+    #[arg(long, env = "RUBBER_STAMP_CHANGE_BUFFER", default_value_t = 1024)]
+    pub change_buffer: usize,
+
+    /// Most challenges outstanding per node.
+    #[arg(long, env = "RUBBER_STAMP_MAX_PENDING_CHALLENGES", default_value_t = 4)]
+    pub max_pending_challenges: usize,
+
+    /// On SIGTERM, how long to wait for streams and servers to finish before exiting.
+    #[arg(long, env = "RUBBER_STAMP_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Log format.
+    #[arg(long, env = "RUBBER_STAMP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter, `tracing` env-filter syntax (e.g. `info,rubber_stamp_approver=debug`).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where the servers listen.
+#[derive(Clone, Copy, Debug)]
+pub struct ListenAddrs {
+    /// mTLS attestation gRPC.
+    pub grpc: SocketAddr,
+    /// Plaintext `grpc.health.v1`.
+    pub health: SocketAddr,
+    /// Admin HTTP.
+    pub admin: SocketAddr,
+}
+
+/// Everything `run` needs, checked.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Listen addresses (tests pass their own listeners instead).
+    pub listen: ListenAddrs,
+    /// TLS files of the attestation port.
+    pub tls: TlsFiles,
+    /// Store settings.
+    pub store: StoreConfig,
+    /// Attestation server limits.
+    pub grpc: GrpcConfig,
+    /// How often aged-out attestations are removed.
+    pub prune_interval: Duration,
+    /// How long shutdown waits for servers and tasks.
+    pub drain_timeout: Duration,
+}
+
+/// Why the flags do not make a configuration.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A setting that must be positive is zero.
+    #[error("--{0} must be greater than zero")]
+    Zero(&'static str),
+    /// The keepalive timeout is not shorter than the interval.
+    #[error("--keepalive-timeout must be shorter than --keepalive-interval")]
+    KeepaliveTimeout,
+}
+
+impl RunArgs {
+    /// The checked configuration.
+    pub fn into_config(self) -> Result<RunConfig, ConfigError> {
+        let positive = |d: Duration, flag| {
+            if d.is_zero() {
+                Err(ConfigError::Zero(flag))
+            } else {
+                Ok(d)
+            }
+        };
+        let max_age = positive(self.max_age, "max-age")?;
+        positive(self.handshake_timeout, "handshake-timeout")?;
+        positive(self.keepalive_interval, "keepalive-interval")?;
+        positive(self.report_interval, "report-interval")?;
+        if self.keepalive_timeout >= self.keepalive_interval {
+            return Err(ConfigError::KeepaliveTimeout);
+        }
+        for (value, flag) in [
+            (self.max_connections, "max-connections"),
+            (
+                self.max_streams_per_connection as usize,
+                "max-streams-per-connection",
+            ),
+            (self.report_burst as usize, "report-burst"),
+            (self.change_buffer, "change-buffer"),
+            (self.max_pending_challenges, "max-pending-challenges"),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(flag));
+            }
+        }
+        Ok(RunConfig {
+            listen: ListenAddrs {
+                grpc: self.grpc_listen,
+                health: self.health_listen,
+                admin: self.admin_listen,
+            },
+            tls: TlsFiles {
+                cert: self.tls_cert,
+                key: self.tls_key,
+                client_ca: self.client_ca,
+            },
+            store: StoreConfig {
+                max_age,
+                change_capacity: self.change_buffer,
+                max_pending_challenges: self.max_pending_challenges,
+            },
+            grpc: GrpcConfig {
+                connections: ConnectionLimits {
+                    max_connections: self.max_connections,
+                    handshake_timeout: self.handshake_timeout,
+                },
+                streams: StreamLimits {
+                    max_message_bytes: self.max_message_bytes as usize,
+                    report_burst: self.report_burst,
+                    report_interval: self.report_interval,
+                },
+                max_streams_per_connection: self.max_streams_per_connection,
+                keepalive_interval: self.keepalive_interval,
+                keepalive_timeout: self.keepalive_timeout,
+                stream_window_bytes: self.stream_window_bytes,
+                connection_window_bytes: self.connection_window_bytes,
+                replica: self.replica_name,
+            },
+            prune_interval: prune_interval(max_age),
+            drain_timeout: self.drain_timeout,
+        })
+    }
+}
+
+/// A tenth of the max age, between one second and thirty.
+pub fn prune_interval(max_age: Duration) -> Duration {
+    (max_age / 10).clamp(Duration::from_secs(1), Duration::from_secs(30))
+}
+
+/// Parses a duration such as `10s`, `5m`, `1h30m` or `PT5M`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let signed: jiff::SignedDuration = s.parse().map_err(|e| format!("{e}"))?;
+    Duration::try_from(signed).map_err(|_| format!("{s:?} is negative"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<RunConfig, String> {
+        let base = [
+            "run",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--client-ca",
+            "ca",
+        ];
+        let cli = Cli::try_parse_from(base.iter().chain(extra)).map_err(|e| e.to_string())?;
+        cli.run.into_config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_the_documented_safe_ones() {
+        let config = parse(&[]).expect("config");
+        assert_eq!(config.store.max_age, Duration::from_secs(300));
+        assert_eq!(config.grpc.streams.max_message_bytes, 65536);
+        assert_eq!(
+            config.grpc.connections.handshake_timeout,
+            Duration::from_secs(10)
+        );
+        assert_eq!(config.grpc.keepalive_interval, Duration::from_secs(30));
+        assert_eq!(config.prune_interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn durations_and_limits_are_checked() {
+        let config = parse(&["--max-age", "90s", "--handshake-timeout", "1m"]).expect("config");
+        assert_eq!(config.store.max_age, Duration::from_secs(90));
+        assert_eq!(
+            config.grpc.connections.handshake_timeout,
+            Duration::from_secs(60)
+        );
+        assert_eq!(config.prune_interval, Duration::from_secs(9));
+        assert!(
+            parse(&["--max-age", "0s"])
+                .is_err_and(|e| e.contains("--max-age must be greater than zero"))
+        );
+        assert!(parse(&["--max-age=-5m"]).is_err_and(|e| e.contains("negative")));
+        assert!(parse(&["--max-message-bytes", "100000"]).is_err());
+        assert!(
+            parse(&["--keepalive-timeout", "40s"])
+                .is_err_and(|e| e.contains("shorter than --keepalive-interval"))
+        );
+    }
+}

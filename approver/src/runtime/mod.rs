@@ -1,0 +1,389 @@
+//! Wiring of `run`: one store, one metrics registry and one health state shared by the
+//! attestation, admin and health servers and by any task plugged in next to them (the
+//! controller); `select` on shutdown, then drain.
+//!
+//! Shutdown order: readiness goes `NOT_SERVING`, every server and task is told to stop
+//! (streams end with `UNAVAILABLE` so agents move to another replica), the runtime waits
+//! up to the drain timeout, and the health server stops last so liveness keeps answering
+//! during the drain.
+//!
+//! To add a component, build it from [`Runtime::store`] and [`Runtime::metrics`] and hand
+//! it over with [`Runtime::spawn`] before [`Runtime::run`]:
+//!
+//! ```ignore
+//! let mut runtime = Runtime::new(config, Arc::new(SystemClock)).await?;
+//! let controller = Controller::new(client, runtime.store().clone(), runtime.metrics().clone());
+//! runtime.spawn("controller", |stop| async move { controller.run(stop).await.map_err(Into::into) });
+//! runtime.run(listeners, termination()).await
+//! ```
+
+pub mod config;
+mod logging;
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin;
+use crate::grpc::{self, TlsError};
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::store::{AttestationStore, Clock, SystemClock};
+
+pub use config::{ConfigError, ListenAddrs, LogFormat, RunArgs, RunConfig};
+
+/// The error type of a task run next to the servers.
+pub type TaskError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+type TaskFuture = Pin<Box<dyn Future<Output = Result<(), TaskError>> + Send>>;
+
+/// How long the health server gets to stop after the drain.
+const HEALTH_STOP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why `run` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The flags do not make a configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The attestation port's TLS files are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A listen address could not be bound.
+    #[error("binding the {server} server to {address}: {source}")]
+    Bind {
+        /// Which server.
+        server: &'static str,
+        /// The address.
+        address: std::net::SocketAddr,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// A server or task failed.
+    #[error("{task}: {source}")]
+    Task {
+        /// The task's name.
+        task: &'static str,
+        /// Its error.
+        source: TaskError,
+    },
+    /// A server or task returned although no shutdown was requested.
+    #[error("{0} stopped unexpectedly")]
+    Stopped(&'static str),
+    /// A server or task panicked.
+    #[error("a task panicked: {0}")]
+    Panicked(String),
+    /// Logging could not be set up.
+    #[error("logging: {0}")]
+    Logging(String),
+    /// The async runtime could not start.
+    #[error("starting the async runtime: {0}")]
+    Io(io::Error),
+}
+
+/// The three listening sockets, bound before anything else starts.
+#[derive(Debug)]
+pub struct Listeners {
+    /// mTLS attestation gRPC.
+    pub grpc: TcpListener,
+    /// Plaintext `grpc.health.v1`.
+    pub health: TcpListener,
+    /// Admin HTTP.
+    pub admin: TcpListener,
+}
+
+/// The approver's long-running parts, assembled but not yet running.
+pub struct Runtime {
+    config: RunConfig,
+    tls: Arc<rustls::ServerConfig>,
+    store: AttestationStore,
+    metrics: Arc<Metrics>,
+    health: Health,
+    stop: CancellationToken,
+    tasks: Vec<(&'static str, TaskFuture)>,
+}
+
+// === impl Listeners ===
+
+impl Listeners {
+    /// Binds every address of `addrs`.
+    pub async fn bind(addrs: &ListenAddrs) -> Result<Self, RuntimeError> {
+        async fn bind(
+            server: &'static str,
+            address: std::net::SocketAddr,
+        ) -> Result<TcpListener, RuntimeError> {
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| RuntimeError::Bind {
+                    server,
+                    address,
+                    source,
+                })
+        }
+        Ok(Self {
+            grpc: bind("attestation", addrs.grpc).await?,
+            health: bind("health", addrs.health).await?,
+            admin: bind("admin", addrs.admin).await?,
+        })
+    }
+
+    /// The addresses actually bound (for port 0).
+    pub fn local_addrs(&self) -> io::Result<ListenAddrs> {
+        Ok(ListenAddrs {
+            grpc: self.grpc.local_addr()?,
+            health: self.health.local_addr()?,
+            admin: self.admin.local_addr()?,
+        })
+    }
+}
+
+// === impl Runtime ===
+
+impl Runtime {
+    /// Loads the TLS files and builds the shared store, metrics and health state.
+    pub async fn new(config: RunConfig, clock: Arc<dyn Clock>) -> Result<Self, RuntimeError> {
+        let tls = grpc::tls::server_config(&config.tls)?;
+        Ok(Self {
+            store: AttestationStore::new(config.store.clone(), clock),
+            metrics: Arc::new(Metrics::new()),
+            health: Health::new().await,
+            stop: CancellationToken::new(),
+            tasks: Vec::new(),
+            tls,
+            config,
+        })
+    }
+
+    /// The attestation store every server and task shares.
+    pub fn store(&self) -> &AttestationStore {
+        &self.store
+    }
+
+    /// The metrics registry every server and task shares.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The health statuses.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Runs `task` next to the servers once [`run`](Self::run) starts. It is given a token
+    /// that is cancelled at shutdown and must return soon after. A task that returns
+    /// earlier (with or without an error) stops the whole approver.
+    pub fn spawn<F, Fut>(&mut self, name: &'static str, task: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = Result<(), TaskError>> + Send + 'static,
+    {
+        self.tasks
+            .push((name, Box::pin(task(self.stop.child_token()))));
+    }
+
+    /// Serves on `listeners` until `shutdown` completes or a server or task stops, then
+    /// drains. Returns the first failure, if any.
+    pub async fn run(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), RuntimeError> {
+        let Self {
+            config,
+            tls,
+            store,
+            metrics,
+            health,
+            stop,
+            tasks,
+        } = self;
+        let health_stop = CancellationToken::new();
+        let mut health_server = tokio::spawn({
+            let health = health.clone();
+            let health_stop = health_stop.clone();
+            async move {
+                health
+                    .serve(listeners.health, health_stop.cancelled_owned())
+                    .await
+            }
+        });
+
+        let mut set: JoinSet<(&'static str, Result<(), TaskError>)> = JoinSet::new();
+        set.spawn(named("admin server", {
+            let serve = admin::serve(
+                listeners.admin,
+                store.clone(),
+                Arc::clone(&metrics),
+                stop.clone().cancelled_owned(),
+            );
+            async move { serve.await.map_err(Into::into) }
+        }));
+        set.spawn(named("attestation server", {
+            let health = health.clone();
+            let serve = grpc::serve(
+                listeners.grpc,
+                tls,
+                store.clone(),
+                metrics.grpc.clone(),
+                config.grpc.clone(),
+                stop.clone(),
+            );
+            async move {
+                health.set_ready(true).await;
+                let served = serve.await;
+                health.set_ready(false).await;
+                served.map_err(Into::into)
+            }
+        }));
+        set.spawn(named(
+            "pruner",
+            prune(store.clone(), config.prune_interval, stop.clone()),
+        ));
+        for (name, task) in tasks {
+            set.spawn(named(name, task));
+        }
+
+        let mut failure = None;
+        tokio::select! {
+            () = shutdown => tracing::info!("shutdown requested"),
+            joined = set.join_next() => if let Some(joined) = joined {
+                failure = Some(early_exit(joined));
+            },
+            joined = &mut health_server => {
+                failure = Some(match joined {
+                    Ok(Ok(())) => RuntimeError::Stopped("health server"),
+                    Ok(Err(e)) => RuntimeError::Task { task: "health server", source: e.into() },
+                    Err(e) => RuntimeError::Panicked(e.to_string()),
+                });
+            },
+        }
+        if let Some(error) = &failure {
+            tracing::error!(%error, "shutting down after a failure");
+        }
+
+        health.set_ready(false).await;
+        stop.cancel();
+        let drain = async {
+            while let Some(joined) = set.join_next().await {
+                match joined {
+                    Ok((_, Ok(()))) => {}
+                    Ok((task, Err(source))) => {
+                        tracing::error!(task, error = %source, "failed while draining");
+                        failure.get_or_insert(RuntimeError::Task { task, source });
+                    }
+                    Err(e) => {
+                        failure.get_or_insert(RuntimeError::Panicked(e.to_string()));
+                    }
+                }
+            }
+        };
+        if tokio::time::timeout(config.drain_timeout, drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!(timeout = ?config.drain_timeout, "drain timed out; stopping the rest");
+            set.abort_all();
+        }
+        health_stop.cancel();
+        if tokio::time::timeout(HEALTH_STOP_TIMEOUT, &mut health_server)
+            .await
+            .is_err()
+        {
+            health_server.abort();
+        }
+        tracing::info!("stopped");
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.config)
+            .field("store", &self.store)
+            .field(
+                "tasks",
+                &self.tasks.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+async fn named(
+    name: &'static str,
+    task: impl Future<Output = Result<(), TaskError>>,
+) -> (&'static str, Result<(), TaskError>) {
+    (name, task.await)
+}
+
+fn early_exit(
+    joined: Result<(&'static str, Result<(), TaskError>), tokio::task::JoinError>,
+) -> RuntimeError {
+    match joined {
+        Ok((task, Ok(()))) => RuntimeError::Stopped(task),
+        Ok((task, Err(source))) => RuntimeError::Task { task, source },
+        Err(e) => RuntimeError::Panicked(e.to_string()),
+    }
+}
+
+/// Removes aged-out attestations every `interval` until `stop`.
+async fn prune(
+    store: AttestationStore,
+    interval: Duration,
+    stop: CancellationToken,
+) -> Result<(), TaskError> {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            _ = ticks.tick() => {
+                let removed = store.prune();
+                if !removed.is_empty() {
+                    tracing::info!(count = removed.len(), nodes = ?removed, "attestations aged out");
+                }
+            }
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Entry point of `rubber-stamp-approver run`: logging, the async runtime, listeners, then
+/// [`Runtime::run`] until SIGTERM/SIGINT.
+pub fn main(args: RunArgs) -> Result<(), RuntimeError> {
+    logging::init(args.log_format, &args.log_filter)?;
+    let config = args.into_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(RuntimeError::Io)?;
+    runtime.block_on(async {
+        let listeners = Listeners::bind(&config.listen).await?;
+        let addrs = listeners.local_addrs().map_err(RuntimeError::Io)?;
+        tracing::info!(grpc = %addrs.grpc, health = %addrs.health, admin = %addrs.admin, "listening");
+        let approver = Runtime::new(config, Arc::new(SystemClock)).await?;
+        approver.run(listeners, termination()).await
+    })
+}

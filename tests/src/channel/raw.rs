@@ -1,0 +1,223 @@
+//! Raw attestation clients: any client certificate (or none), any report, even bytes that
+//! are not protobuf, so tests can play a misbehaving or impersonating agent.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use prost::Message as _;
+use rubber_stamp_proto::v1::attestation_client::AttestationClient;
+use rubber_stamp_proto::v1::{
+    Ack, AgentMessage, ApproverMessage, IpPrefix, NetworkInterface, NodeReport, agent_message,
+    approver_message,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Request, Status, Streaming};
+
+use super::{ChannelError, ChannelPki, SERVER_NAME};
+use crate::pki::Leaf;
+
+/// Path of the Attest method.
+pub const ATTEST_PATH: &str = "/rubberstamp.v1.Attestation/Attest";
+
+/// An open Attest stream.
+#[derive(Debug)]
+pub struct RawStream {
+    /// Messages to the approver.
+    pub tx: mpsc::Sender<AgentMessage>,
+    /// Messages from the approver.
+    pub rx: Streaming<ApproverMessage>,
+}
+
+/// A TLS connection to the approver at `addr` presenting `identity` (or no certificate),
+/// trusting the channel's serving CA.
+pub async fn connect(
+    pki: &ChannelPki,
+    addr: SocketAddr,
+    identity: Option<&Leaf>,
+) -> Result<Channel, ChannelError> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(pki.serving.cert_pem()))
+        .domain_name(SERVER_NAME);
+    if let Some(leaf) = identity {
+        tls = tls.identity(Identity::from_pem(&leaf.cert_pem, &leaf.key_pem));
+    }
+    Ok(Endpoint::from_shared(format!("https://{addr}"))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await?)
+}
+
+/// Opens an Attest stream on `channel`.
+pub async fn open(channel: Channel) -> Result<RawStream, Status> {
+    let (tx, rx) = mpsc::channel(16);
+    let response = AttestationClient::new(channel)
+        .attest(ReceiverStream::new(rx))
+        .await?;
+    Ok(RawStream {
+        tx,
+        rx: response.into_inner(),
+    })
+}
+
+/// Connects with `identity` and opens an Attest stream; any failure (TLS refusal included)
+/// comes back as a status.
+pub async fn attest(
+    pki: &ChannelPki,
+    addr: SocketAddr,
+    identity: Option<&Leaf>,
+) -> Result<RawStream, Status> {
+    let channel = connect(pki, addr, identity)
+        .await
+        .map_err(|e| Status::unavailable(format!("connect: {e}")))?;
+    open(channel).await
+}
+
+impl RawStream {
+    /// Sends a message.
+    pub async fn send(&self, message: AgentMessage) -> Result<(), ChannelError> {
+        self.tx
+            .send(message)
+            .await
+            .map_err(|_| ChannelError::Closed)
+    }
+
+    /// The next message from the approver, or the status that ended the stream.
+    pub async fn next(&mut self) -> Result<ApproverMessage, Status> {
+        match tokio::time::timeout(Duration::from_secs(10), self.rx.message()).await {
+            Err(_) => Err(Status::deadline_exceeded(
+                "no message from the approver within 10 s",
+            )),
+            Ok(Ok(Some(message))) => Ok(message),
+            Ok(Ok(None)) => Err(Status::ok("stream ended without a status")),
+            Ok(Err(status)) => Err(status),
+        }
+    }
+
+    /// Sends `message` and returns the Ack (skipping challenges), or the stream's status.
+    pub async fn report(&mut self, message: AgentMessage) -> Result<Ack, Status> {
+        self.send(message)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        loop {
+            if let Some(approver_message::Kind::Ack(ack)) = self.next().await?.kind {
+                return Ok(ack);
+            }
+        }
+    }
+}
+
+/// A report message: one interface `eth0` with `addresses`, plus `lo`.
+pub fn report(sequence: u64, hostname: &str, addresses: &[(IpAddr, u32)]) -> AgentMessage {
+    AgentMessage {
+        kind: Some(agent_message::Kind::Report(NodeReport {
+            hostname: hostname.to_owned(),
+            interfaces: vec![
+                interface("eth0", addresses),
+                interface("lo", &[(IpAddr::from([127, 0, 0, 1]), 8)]),
+            ],
+            machine_id: String::new(),
+            boot_id: String::new(),
+            agent_version: "raw-test-client".to_owned(),
+            nonce: Vec::new(),
+            sequence,
+        })),
+    }
+}
+
+/// The same report answering a challenge.
+pub fn with_nonce(mut message: AgentMessage, nonce: Vec<u8>) -> AgentMessage {
+    if let Some(agent_message::Kind::Report(report)) = &mut message.kind {
+        report.nonce = nonce;
+    }
+    message
+}
+
+/// One interface in wire form.
+pub fn interface(name: &str, addresses: &[(IpAddr, u32)]) -> NetworkInterface {
+    NetworkInterface {
+        name: name.to_owned(),
+        addresses: addresses
+            .iter()
+            .map(|(ip, prefix_length)| IpPrefix {
+                address: match ip {
+                    IpAddr::V4(a) => a.octets().to_vec(),
+                    IpAddr::V6(a) => a.octets().to_vec(),
+                },
+                prefix_length: *prefix_length,
+            })
+            .collect(),
+    }
+}
+
+/// Opens an Attest stream that sends raw bytes as message bodies (each framed as one
+/// gRPC message), for malformed-input tests.
+pub async fn open_bytes(
+    channel: Channel,
+) -> Result<(mpsc::Sender<Vec<u8>>, Streaming<ApproverMessage>), Status> {
+    let (tx, rx) = mpsc::channel(16);
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let response = grpc
+        .streaming(
+            Request::new(ReceiverStream::new(rx)),
+            http::uri::PathAndQuery::from_static(ATTEST_PATH),
+            BytesCodec,
+        )
+        .await?;
+    Ok((tx, response.into_inner()))
+}
+
+/// Sends raw bytes, receives `ApproverMessage`s.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BytesCodec;
+
+/// Encoder of [`BytesCodec`].
+#[derive(Debug)]
+pub struct BytesEncoder;
+
+/// Decoder of [`BytesCodec`].
+#[derive(Debug)]
+pub struct MessageDecoder;
+
+impl Codec for BytesCodec {
+    type Encode = Vec<u8>;
+    type Decode = ApproverMessage;
+    type Encoder = BytesEncoder;
+    type Decoder = MessageDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        BytesEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        MessageDecoder
+    }
+}
+
+impl Encoder for BytesEncoder {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        use prost::bytes::BufMut as _;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for MessageDecoder {
+    type Item = ApproverMessage;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<ApproverMessage>, Status> {
+        ApproverMessage::decode(src)
+            .map(Some)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
