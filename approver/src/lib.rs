@@ -5,5 +5,9 @@
 //!
 //! - [`core`]: the pure decision core (no I/O): CSR parsing, canonicalisation,
 //!   policy, `decide`.
+//! - [`k8s`]: Kubernetes objects into the core's plain data.
+//! - [`cli`]: the command line (`check`).
 
+pub mod cli;
 pub mod core;
+pub mod k8s;

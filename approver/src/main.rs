@@ -1,6 +1,14 @@
-//! The `rubber-stamp-approver` binary.
+//! The `rubber-stamp-approver` binary: installs the crypto provider, parses, dispatches.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("rubber-stamp-approver: no subcommands are built yet");
-    std::process::ExitCode::from(64)
+use std::process::ExitCode;
+
+use rubber_stamp_approver::cli::Cli;
+
+fn main() -> ExitCode {
+    // Another provider may already be installed only in tests; either way ring is in use.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match Cli::parse_args(std::env::args_os()) {
+        Ok(cli) => cli.run(),
+        Err(code) => code,
+    }
 }
