@@ -12,11 +12,15 @@
 //! - [`health`]: `grpc.health.v1` on a plaintext port.
 //! - [`metrics`]: the Prometheus registry and the metric families.
 //! - [`runtime`]: wiring for `run`: flags, servers, shutdown and drain.
+//! - [`k8s`]: Kubernetes objects into the core's plain data.
+//! - [`cli`]: the command line (`check`, `run`).
 
 pub mod admin;
+pub mod cli;
 pub mod core;
 pub mod grpc;
 pub mod health;
+pub mod k8s;
 pub mod metrics;
 pub mod runtime;
 pub mod store;

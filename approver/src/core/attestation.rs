@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -91,6 +92,35 @@ pub trait AttestationLookup {
     /// Every held attestation (any node, any age) whose node name or hostname
     /// equals `name` in canonical form.
     fn claimants_of_name(&self, name: &str) -> Vec<Arc<Attestation>>;
+
+    /// Calls `visit` with each attestation [`claimants_of_ip`](Self::claimants_of_ip)
+    /// would return, until it breaks. The decision uses this; indexed stores
+    /// override it so that a lookup allocates nothing.
+    fn visit_claimants_of_ip(
+        &self,
+        ip: IpAddr,
+        visit: &mut dyn FnMut(&Attestation) -> ControlFlow<()>,
+    ) {
+        for a in self.claimants_of_ip(ip) {
+            if visit(&a).is_break() {
+                return;
+            }
+        }
+    }
+
+    /// Calls `visit` with each attestation [`claimants_of_name`](Self::claimants_of_name)
+    /// would return, until it breaks.
+    fn visit_claimants_of_name(
+        &self,
+        name: &str,
+        visit: &mut dyn FnMut(&Attestation) -> ControlFlow<()>,
+    ) {
+        for a in self.claimants_of_name(name) {
+            if visit(&a).is_break() {
+                return;
+            }
+        }
+    }
 }
 
 /// An indexed set of attestations, at most one per node.
@@ -194,6 +224,20 @@ impl AttestationSet {
         .collect()
     }
 
+    fn visit(
+        &self,
+        nodes: Option<&BTreeSet<String>>,
+        visit: &mut dyn FnMut(&Attestation) -> ControlFlow<()>,
+    ) {
+        for node in nodes.into_iter().flatten() {
+            if let Some(a) = self.by_node.get(node)
+                && visit(a).is_break()
+            {
+                return;
+            }
+        }
+    }
+
     fn lookup(&self, nodes: Option<&BTreeSet<String>>) -> Vec<Arc<Attestation>> {
         nodes
             .into_iter()
@@ -230,5 +274,29 @@ impl AttestationLookup for AttestationSet {
 
     fn claimants_of_name(&self, name: &str) -> Vec<Arc<Attestation>> {
         self.lookup(self.by_name.get(&canonical_name(name)))
+    }
+
+    fn visit_claimants_of_ip(
+        &self,
+        ip: IpAddr,
+        visit: &mut dyn FnMut(&Attestation) -> ControlFlow<()>,
+    ) {
+        self.visit(self.by_ip.get(&canonical_ip(ip)), visit);
+    }
+
+    fn visit_claimants_of_name(
+        &self,
+        name: &str,
+        visit: &mut dyn FnMut(&Attestation) -> ControlFlow<()>,
+    ) {
+        // Names from a parsed request are already canonical: look them up
+        // without building a new string.
+        let is_canonical = !name.ends_with('.') && !name.bytes().any(|b| b.is_ascii_uppercase());
+        let nodes = if is_canonical {
+            self.by_name.get(name)
+        } else {
+            self.by_name.get(&canonical_name(name))
+        };
+        self.visit(nodes, visit);
     }
 }

@@ -2,12 +2,32 @@
 //!
 //! Nothing in this module does I/O or knows about Kubernetes, gRPC or tokio.
 //! The controller, the offline `check` command, the fuzzer and the benches all
-//! call it the same way.
+//! call it the same way:
+//!
+//! - [`parse_request`] turns `spec.request` into a small owned
+//!   [`ParsedRequest`] (or a [`RequestError`]) once per CSR;
+//! - [`decide`] (parses inside) and [`decide_parsed`] (takes the parsed
+//!   result) run checks 1–13 of DESIGN.md against an [`AttestationLookup`],
+//!   an optional [`NodeLookup`], a [`Policy`] and the current time, and return
+//!   a [`Verdict`].
 
 pub mod attestation;
+pub mod decide;
+pub mod input;
+pub mod names;
 pub mod node;
+pub mod policy;
+pub mod request;
+pub mod verdict;
 
 pub use attestation::{
     Attestation, AttestationLookup, AttestationSet, AttestationSnapshot, InterfaceFacts,
 };
+pub use decide::{decide, decide_parsed, is_fresh};
+pub use input::{CsrInput, KUBELET_SERVING_SIGNER};
 pub use node::{AddressKey, NodeAddress, NodeLookup, NodeRecord, NodeSet};
+pub use policy::{DenyMode, Policy, PolicyError};
+pub use request::{ParsedRequest, RequestError, parse_request};
+pub use verdict::{
+    CheckName, CheckReport, CheckStatus, Decision, Outcome, Reason, SupportingAttestation, Verdict,
+};

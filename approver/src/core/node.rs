@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use super::attestation::{canonical_ip, canonical_name};
@@ -57,6 +58,21 @@ pub trait NodeLookup {
     fn node(&self, name: &str) -> Option<Arc<NodeRecord>>;
     /// Names of every Node whose `status.addresses` (or name) contains `key`.
     fn nodes_listing(&self, key: &AddressKey) -> Vec<String>;
+
+    /// Calls `visit` with each name [`nodes_listing`](Self::nodes_listing)
+    /// would return, until it breaks. The decision uses this; indexed stores
+    /// override it so that a lookup allocates nothing.
+    fn visit_nodes_listing(
+        &self,
+        key: &AddressKey,
+        visit: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) {
+        for name in self.nodes_listing(key) {
+            if visit(&name).is_break() {
+                return;
+            }
+        }
+    }
 }
 
 /// An indexed set of Node records.
@@ -147,5 +163,17 @@ impl NodeLookup for NodeSet {
             .get(key)
             .map(|names| names.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    fn visit_nodes_listing(
+        &self,
+        key: &AddressKey,
+        visit: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) {
+        for name in self.by_address.get(key).into_iter().flatten() {
+            if visit(name).is_break() {
+                return;
+            }
+        }
     }
 }

@@ -1,0 +1,217 @@
+//! `rubber-stamp-approver check`: the offline verdict on one CSR, with the controller's code.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::EXIT_USAGE;
+use super::input::{self, InputError};
+use crate::core::{
+    AttestationSet, CheckStatus, CsrInput, Decision, DenyMode, NodeRecord, NodeSet, Policy,
+    Verdict, decide,
+};
+
+/// Exit code for `approve`.
+pub const EXIT_APPROVE: u8 = 0;
+/// Exit code for `deny`.
+pub const EXIT_DENY: u8 = 1;
+/// Exit code for `pending`.
+pub const EXIT_PENDING: u8 = 2;
+/// Exit code for `ignore`.
+pub const EXIT_IGNORE: u8 = 3;
+
+/// Arguments of `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The CSR as `kubectl get csr NAME -o yaml` or `-o json` prints it; `-` reads stdin.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: PathBuf,
+    /// The approver's attestation snapshot (`{"attestations": [...]}`). Without
+    /// it, no node has attested and the verdict is at best pending.
+    #[arg(long, value_name = "FILE")]
+    pub attestations: Option<PathBuf>,
+    /// `kubectl get nodes -o json` output. Without it, the Node half of check 11
+    /// and check 12 are reported as skipped.
+    #[arg(long, value_name = "FILE")]
+    pub nodes: Option<PathBuf>,
+    /// Policy YAML, the same file `run` takes. Default: the built-in policy.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Decide as of this instant (RFC 3339, e.g. 2026-11-30T00:01:00Z). Default: now.
+    #[arg(long, value_name = "RFC3339", value_parser = parse_timestamp)]
+    pub now: Option<Timestamp>,
+    /// Override the policy's deny mode: `never` reports would-be denials as pending.
+    #[arg(long, value_name = "always|never")]
+    pub deny: Option<DenyMode>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// How `check` prints its verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A table for people.
+    Text,
+    /// `{"decision": …, "checks": [{"name", "passed", "detail", …}]}`.
+    Json,
+}
+
+fn parse_timestamp(s: &str) -> Result<Timestamp, String> {
+    s.parse::<Timestamp>()
+        .map_err(|e| format!("not an RFC 3339 timestamp such as 2026-11-30T00:00:00Z: {e}"))
+}
+
+/// What `check -o json` prints.
+#[derive(Serialize)]
+struct Report<'a> {
+    csr: &'a str,
+    #[serde(flatten)]
+    verdict: &'a Verdict,
+}
+
+/// Runs `check`; returns the exit code for the decision, or 64 for unusable input.
+pub fn run(args: &CheckArgs) -> ExitCode {
+    match evaluate(args) {
+        Ok((csr, verdict)) => {
+            let mut out = io::stdout().lock();
+            let written = match args.output {
+                OutputFormat::Json => write_json(&mut out, &csr, &verdict),
+                OutputFormat::Text => write_text(&mut out, &csr, &verdict),
+            };
+            if let Err(e) = written.and_then(|()| out.flush()) {
+                let _ = writeln!(
+                    io::stderr(),
+                    "rubber-stamp-approver check: cannot write the verdict: {e}"
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
+            ExitCode::from(exit_code(verdict.decision()))
+        }
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "rubber-stamp-approver check: error: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// The exit code for a decision.
+pub fn exit_code(decision: Decision) -> u8 {
+    match decision {
+        Decision::Approve => EXIT_APPROVE,
+        Decision::Deny => EXIT_DENY,
+        Decision::Pending => EXIT_PENDING,
+        Decision::Ignore => EXIT_IGNORE,
+    }
+}
+
+/// Reads every input and decides.
+pub fn evaluate(args: &CheckArgs) -> Result<(CsrInput, Verdict), InputError> {
+    let mut policy = match &args.policy {
+        Some(path) => input::read_policy(path)?,
+        None => Policy::default(),
+    };
+    if let Some(mode) = args.deny {
+        policy.deny = mode;
+    }
+    let csr = input::read_document(
+        &args.file,
+        "CertificateSigningRequest",
+        input::MAX_CSR_DOCUMENT_BYTES,
+        input::csr_document,
+    )?;
+    let attestations: AttestationSet = match &args.attestations {
+        Some(path) => input::read_document(
+            path,
+            "attestation snapshot",
+            input::MAX_ATTESTATIONS_DOCUMENT_BYTES,
+            input::attestations_document,
+        )?
+        .into(),
+        None => AttestationSet::new(),
+    };
+    let nodes: Option<NodeSet> = match &args.nodes {
+        Some(path) => {
+            let nodes = input::read_document(
+                path,
+                "Node list",
+                input::MAX_NODES_DOCUMENT_BYTES,
+                input::nodes_document,
+            )?;
+            Some(nodes.iter().map(NodeRecord::from).collect())
+        }
+        None => None,
+    };
+    let input = CsrInput::from(&csr);
+    let now = args.now.unwrap_or_else(Timestamp::now);
+    let verdict = decide(
+        &input,
+        &attestations,
+        nodes.as_ref().map(|n| n as _),
+        &policy,
+        now,
+    );
+    Ok((input, verdict))
+}
+
+fn write_json(out: &mut impl Write, csr: &CsrInput, verdict: &Verdict) -> io::Result<()> {
+    let report = Report {
+        csr: &csr.name,
+        verdict,
+    };
+    serde_json::to_writer_pretty(&mut *out, &report).map_err(io::Error::other)?;
+    writeln!(out)
+}
+
+fn write_text(out: &mut impl Write, csr: &CsrInput, verdict: &Verdict) -> io::Result<()> {
+    let name = if csr.name.is_empty() {
+        "(unnamed)"
+    } else {
+        &csr.name
+    };
+    let decision = verdict.decision().as_str().to_ascii_uppercase();
+    match (verdict.node(), verdict.reason()) {
+        (Some(node), Some(reason)) => {
+            writeln!(out, "CSR {name} for node {node}: {decision} ({reason})")?
+        }
+        (Some(node), None) => writeln!(out, "CSR {name} for node {node}: {decision}")?,
+        (None, Some(reason)) => writeln!(out, "CSR {name}: {decision} ({reason})")?,
+        (None, None) => writeln!(out, "CSR {name}: {decision}")?,
+    }
+    writeln!(out)?;
+    for c in verdict.checks() {
+        let status = match (c.status(), c.outcome()) {
+            (CheckStatus::Passed, _) => "pass".to_owned(),
+            (CheckStatus::Skipped, _) => "skip".to_owned(),
+            (CheckStatus::Failed, Some(o)) => format!("FAIL {}", o.as_str().to_ascii_uppercase()),
+            (CheckStatus::Failed, None) => "FAIL".to_owned(),
+        };
+        let reason = c.reason().map(|r| format!("{r}: ")).unwrap_or_default();
+        writeln!(
+            out,
+            "{:>3}  {:<26} {:<13} {reason}{}",
+            c.name().number(),
+            c.name().as_str(),
+            status,
+            c.detail()
+        )?;
+    }
+    writeln!(out)?;
+    writeln!(out, "summary: {}", verdict.summary())?;
+    if let Some(s) = verdict.supporting_attestation() {
+        writeln!(
+            out,
+            "attestation: {} received at {}{}",
+            s.node,
+            s.received_at,
+            s.peer_address
+                .map(|p| format!(" from {p}"))
+                .unwrap_or_default()
+        )?;
+    }
+    Ok(())
+}

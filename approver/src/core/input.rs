@@ -1,0 +1,60 @@
+//! The facts of one CertificateSigningRequest that the decision reads, as plain data.
+//!
+//! The controller and `check` fill this from a `k8s_openapi`
+//! CertificateSigningRequest (see `crate::k8s`); the core never sees
+//! Kubernetes types.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+
+/// The signer this approver acts for.
+pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
+
+/// Condition types after which a CSR is never touched again.
+pub const FINAL_CONDITIONS: [&str; 3] = ["Approved", "Denied", "Failed"];
+
+/// One CertificateSigningRequest, reduced to what `decide` needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CsrInput {
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.signerName`.
+    pub signer_name: String,
+    /// `spec.request`: the PEM text the base64 field decodes to.
+    /// `decide_parsed` never reads it, so a caller that keeps a parsed
+    /// request may leave it empty.
+    pub request: Vec<u8>,
+    /// `spec.usages`, as Kubernetes spells them (`digital signature`, …).
+    pub usages: Vec<String>,
+    /// `spec.username`: who created the CSR (set by the API server).
+    pub username: String,
+    /// `spec.uid`.
+    pub uid: String,
+    /// `spec.groups`.
+    pub groups: Vec<String>,
+    /// `spec.extra`.
+    pub extra: BTreeMap<String, Vec<String>>,
+    /// `spec.expirationSeconds`.
+    pub expiration_seconds: Option<i32>,
+    /// `metadata.creationTimestamp`, when known.
+    pub created_at: Option<Timestamp>,
+    /// The `type` of every entry in `status.conditions`.
+    pub conditions: Vec<String>,
+}
+
+impl CsrInput {
+    /// The first final condition (`Approved`, `Denied`, `Failed`) the CSR carries.
+    pub fn final_condition(&self) -> Option<&str> {
+        self.conditions
+            .iter()
+            .map(String::as_str)
+            .find(|c| FINAL_CONDITIONS.contains(c))
+    }
+
+    /// True when the CSR is for the kubelet-serving signer and not yet final:
+    /// the only CSRs the approver acts on (check 1).
+    pub fn in_scope(&self) -> bool {
+        self.signer_name == KUBELET_SERVING_SIGNER && self.final_condition().is_none()
+    }
+}

@@ -1,0 +1,552 @@
+//! The approval policy: every tunable of the decision, with safe defaults, loadable from YAML.
+//!
+//! The same YAML file is read by `rubber-stamp-approver check --policy` and by
+//! `rubber-stamp-approver run`. Every field is optional; unknown fields are an
+//! error, so a typo cannot silently fall back to a default. `docs/policy.md`
+//! documents each field.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use jiff::SignedDuration;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::names;
+
+/// Default largest `spec.request` accepted, in bytes (PEM text).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Default most subject alternative names in one request.
+pub const DEFAULT_MAX_SANS: usize = 100;
+/// Default age after which an attestation no longer counts.
+pub const DEFAULT_ATTESTATION_MAX_AGE: SignedDuration = SignedDuration::from_secs(5 * 60);
+
+/// Smallest `maxRequestBytes` a policy may set.
+pub const MIN_REQUEST_BYTES: usize = 256;
+/// Largest `maxRequestBytes` a policy may set (1 MiB; the API server stores
+/// objects up to about 1.5 MiB).
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// Largest `maxSans` a policy may set.
+pub const MAX_SANS: usize = 10_000;
+/// Largest `attestationMaxAge` a policy may set.
+pub const MAX_ATTESTATION_AGE: SignedDuration = SignedDuration::from_secs(24 * 60 * 60);
+/// Smallest `maxExpirationSeconds` (the API server refuses shorter requests).
+pub const MIN_EXPIRATION_SECONDS: u32 = 600;
+/// Most entries in any one list of the policy.
+pub const MAX_LIST_ENTRIES: usize = 1024;
+/// Longest interface pattern (Linux interface names have at most 15 bytes).
+pub const MAX_INTERFACE_PATTERN_BYTES: usize = 64;
+
+/// Interfaces whose addresses never count as a node's own, by default.
+///
+/// Service IPs (kube-proxy IPVS, node-local DNS), container bridges and the
+/// devices of common CNI plugins carry addresses that belong to pods or
+/// services, or that every node has.
+pub const DEFAULT_EXCLUDED_INTERFACES: &[&str] = &[
+    // Loopback and kube-proxy / kube-router / node-local-dns dummy devices.
+    "lo",
+    "kube-ipvs0",
+    "kube-bridge",
+    "kube-dummy-if",
+    "nodelocaldns",
+    // Container engines.
+    "docker0",
+    "docker_gwbridge",
+    "podman*",
+    "cni*",
+    "veth*",
+    // Calico.
+    "cali*",
+    "tunl*",
+    "vxlan*",
+    "wireguard.cali",
+    "egress.calico",
+    // Flannel.
+    "flannel*",
+    // Cilium (cilium_host, cilium_net, cilium_vxlan, cilium_wg0) and its endpoints.
+    "cilium*",
+    "lxc*",
+    // Weave Net.
+    "weave*",
+    "datapath",
+    // Antrea, OVN-Kubernetes, Kube-OVN, Open vSwitch.
+    "antrea-*",
+    "genev_sys_*",
+    "ovn-k8s-*",
+    "ovn0",
+    "ovs-system",
+    "br-int",
+    // Kilo.
+    "kilo*",
+];
+
+/// Errors in a policy document.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The YAML did not parse or did not match the policy's fields.
+    #[error("invalid policy: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+    /// A field parsed but its value is out of range.
+    #[error("invalid policy: {field}: {message}")]
+    Invalid {
+        /// The policy field, as spelled in YAML.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// What the approver does with a request that fails a check whose outcome is `deny`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DenyMode {
+    /// Deny the CSR (a denial cannot be undone).
+    #[default]
+    Always,
+    /// Leave it pending and say in the verdict that it would have been denied.
+    Never,
+}
+
+impl std::str::FromStr for DenyMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "always" => Ok(Self::Always),
+            "never" => Ok(Self::Never),
+            other => Err(format!("expected `always` or `never`, got {other:?}")),
+        }
+    }
+}
+
+impl fmt::Display for DenyMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Always => "always",
+            Self::Never => "never",
+        })
+    }
+}
+
+/// An interface name pattern: an exact name, or a prefix followed by one `*`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfacePattern {
+    text: String,
+    prefix_len: Option<usize>,
+}
+
+// === impl InterfacePattern ===
+
+impl InterfacePattern {
+    /// Parses `lo`, `cali*`, …; a `*` is allowed only at the end.
+    pub fn new(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Err("an interface pattern is empty".to_owned());
+        }
+        if text.len() > MAX_INTERFACE_PATTERN_BYTES {
+            return Err(format!(
+                "interface pattern {text:?} is longer than {MAX_INTERFACE_PATTERN_BYTES} bytes"
+            ));
+        }
+        if text
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+        {
+            return Err(format!(
+                "interface pattern {text:?} contains whitespace, a control character or '/'"
+            ));
+        }
+        let star = text.find('*');
+        let prefix_len = match star {
+            None => None,
+            Some(i) if i + 1 == text.len() => Some(i),
+            Some(_) => {
+                return Err(format!(
+                    "interface pattern {text:?}: `*` is allowed only once, at the end (as in `cali*`)"
+                ));
+            }
+        };
+        Ok(Self {
+            text: text.to_owned(),
+            prefix_len,
+        })
+    }
+
+    /// True when `name` is matched by this pattern.
+    pub fn matches(&self, name: &str) -> bool {
+        match self.prefix_len {
+            None => self.text == name,
+            Some(n) => name.as_bytes().starts_with(&self.text.as_bytes()[..n]),
+        }
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl Serialize for InterfacePattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for InterfacePattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A DNS suffix that may follow the node name or hostname in a DNS SAN,
+/// stored canonically with a leading dot (`.nodes.example.com`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsSuffix(String);
+
+// === impl DnsSuffix ===
+
+impl DnsSuffix {
+    /// Parses `nodes.example.com` or `.nodes.example.com` (case and one
+    /// trailing dot do not matter).
+    pub fn new(text: &str) -> Result<Self, String> {
+        let bare = text.strip_prefix('.').unwrap_or(text);
+        let canonical = names::canonical_hostname(bare)
+            .map_err(|e| format!("DNS suffix {text:?} is not a valid domain: {e}"))?;
+        Ok(Self(format!(".{canonical}")))
+    }
+
+    /// The suffix with its leading dot.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for DnsSuffix {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for DnsSuffix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A positive duration written for humans (`5m`, `90s`, `1h30m`, or ISO 8601 `PT5M`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(SignedDuration);
+
+// === impl HumanDuration ===
+
+impl HumanDuration {
+    /// Wraps a duration.
+    pub const fn new(d: SignedDuration) -> Self {
+        Self(d)
+    }
+
+    /// The duration.
+    pub const fn get(self) -> SignedDuration {
+        self.0
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // jiff's "friendly" format: `5m`, `1h 30m`, `90s` prints as `1m 30s`.
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let parsed: SignedDuration = text.trim().parse().map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration (write e.g. `5m`, `90s` or `1h30m`): {e}"
+            ))
+        })?;
+        Ok(Self(parsed))
+    }
+}
+
+/// Everything the decision can be tuned with. See `docs/policy.md`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Policy {
+    /// Largest `spec.request` (PEM text) accepted, in bytes. Default 64 KiB.
+    pub max_request_bytes: usize,
+    /// Most subject alternative names in one request. Default 100.
+    pub max_sans: usize,
+    /// How old an attestation may be and still count. Default `5m`.
+    pub attestation_max_age: HumanDuration,
+    /// Interfaces whose addresses never count as the node's own (exact names
+    /// or `prefix*`). Setting this replaces the default list.
+    pub excluded_interfaces: Vec<InterfacePattern>,
+    /// When non-empty, every IP SAN (and the agent's peer address) must lie in
+    /// one of these networks. Default: empty (any).
+    pub allowed_cidrs: Vec<IpNet>,
+    /// IP SANs in these networks are denied (service and pod CIDRs). Default: empty.
+    pub denied_cidrs: Vec<IpNet>,
+    /// DNS suffixes that may follow the node name or hostname in a DNS SAN.
+    /// Default: empty (only the bare node name and hostname).
+    pub allowed_dns_suffixes: Vec<DnsSuffix>,
+    /// Require the agent's connection to come from one of the node's own
+    /// addresses (check 10). Switch off behind NAT. Default: true.
+    pub peer_binding: bool,
+    /// Largest `spec.expirationSeconds` accepted, if set. Default: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_expiration_seconds: Option<u32>,
+    /// What a failed `deny` check does: `always` denies, `never` leaves the
+    /// CSR pending. Default: `always`. The controller's `--deny` flag overrides it.
+    pub deny: DenyMode,
+}
+
+// === impl Policy ===
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_sans: DEFAULT_MAX_SANS,
+            attestation_max_age: HumanDuration(DEFAULT_ATTESTATION_MAX_AGE),
+            excluded_interfaces: DEFAULT_EXCLUDED_INTERFACES
+                .iter()
+                .filter_map(|p| InterfacePattern::new(p).ok())
+                .collect(),
+            allowed_cidrs: Vec::new(),
+            denied_cidrs: Vec::new(),
+            allowed_dns_suffixes: Vec::new(),
+            peer_binding: true,
+            max_expiration_seconds: None,
+            deny: DenyMode::Always,
+        }
+    }
+}
+
+impl Policy {
+    /// Parses a policy document (YAML or JSON); an empty document is the default policy.
+    pub fn from_yaml(text: &str) -> Result<Self, PolicyError> {
+        let has_content = text
+            .lines()
+            .map(str::trim)
+            .any(|l| !l.is_empty() && !l.starts_with('#') && l != "---");
+        let policy: Self = if has_content {
+            serde_yaml::from_str(text)?
+        } else {
+            Self::default()
+        };
+        policy.validated()
+    }
+
+    /// Checks ranges and normalises networks; returns the policy or the first problem.
+    pub fn validated(mut self) -> Result<Self, PolicyError> {
+        let invalid = |field, message: String| PolicyError::Invalid { field, message };
+        if !(MIN_REQUEST_BYTES..=MAX_REQUEST_BYTES).contains(&self.max_request_bytes) {
+            return Err(invalid(
+                "maxRequestBytes",
+                format!(
+                    "{} is outside {MIN_REQUEST_BYTES}..={MAX_REQUEST_BYTES}",
+                    self.max_request_bytes
+                ),
+            ));
+        }
+        if !(1..=MAX_SANS).contains(&self.max_sans) {
+            return Err(invalid(
+                "maxSans",
+                format!("{} is outside 1..={MAX_SANS}", self.max_sans),
+            ));
+        }
+        let age = self.attestation_max_age.get();
+        if age <= SignedDuration::ZERO || age > MAX_ATTESTATION_AGE {
+            return Err(invalid(
+                "attestationMaxAge",
+                format!(
+                    "{} is not between 1s and {}",
+                    self.attestation_max_age,
+                    HumanDuration(MAX_ATTESTATION_AGE)
+                ),
+            ));
+        }
+        if let Some(max) = self.max_expiration_seconds
+            && max < MIN_EXPIRATION_SECONDS
+        {
+            return Err(invalid(
+                "maxExpirationSeconds",
+                format!(
+                    "{max} is below {MIN_EXPIRATION_SECONDS}, the shortest duration Kubernetes accepts"
+                ),
+            ));
+        }
+        for (field, len) in [
+            ("excludedInterfaces", self.excluded_interfaces.len()),
+            ("allowedCidrs", self.allowed_cidrs.len()),
+            ("deniedCidrs", self.denied_cidrs.len()),
+            ("allowedDnsSuffixes", self.allowed_dns_suffixes.len()),
+        ] {
+            if len > MAX_LIST_ENTRIES {
+                return Err(invalid(
+                    field,
+                    format!("{len} entries, more than {MAX_LIST_ENTRIES}"),
+                ));
+            }
+        }
+        for (field, nets) in [
+            ("allowedCidrs", &mut self.allowed_cidrs),
+            ("deniedCidrs", &mut self.denied_cidrs),
+        ] {
+            for net in nets.iter_mut() {
+                if let IpNet::V6(v6) = net
+                    && v6.addr().to_ipv4_mapped().is_some()
+                {
+                    return Err(invalid(
+                        field,
+                        format!("{net} is an IPv4-mapped IPv6 network; write it as IPv4"),
+                    ));
+                }
+                *net = net.trunc();
+            }
+        }
+        Ok(self)
+    }
+
+    /// True when an interface of this name is excluded.
+    pub fn is_excluded_interface(&self, name: &str) -> bool {
+        self.excluded_interfaces.iter().any(|p| p.matches(name))
+    }
+
+    /// The first denied network containing `ip`.
+    pub fn denied_network_of(&self, ip: IpAddr) -> Option<&IpNet> {
+        self.denied_cidrs.iter().find(|n| n.contains(&ip))
+    }
+
+    /// True when `ip` is inside the allowed networks (or none are configured).
+    pub fn is_allowed_address(&self, ip: IpAddr) -> bool {
+        self.allowed_cidrs.is_empty() || self.allowed_cidrs.iter().any(|n| n.contains(&ip))
+    }
+
+    /// If `san` is `<base><suffix>` for an allowed suffix, returns `base`.
+    pub fn strip_allowed_suffix<'a>(&self, san: &'a str) -> Option<&'a str> {
+        self.allowed_dns_suffixes.iter().find_map(|s| {
+            san.strip_suffix(s.as_str())
+                .filter(|base| !base.is_empty() && !base.ends_with('.'))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let p = Policy::default();
+        assert_eq!(p.max_request_bytes, 65536);
+        assert_eq!(p.max_sans, 100);
+        assert_eq!(p.attestation_max_age.get(), SignedDuration::from_secs(300));
+        assert!(p.peer_binding);
+        assert_eq!(p.deny, DenyMode::Always);
+        assert!(p.max_expiration_seconds.is_none());
+        for name in [
+            "lo",
+            "kube-ipvs0",
+            "docker0",
+            "cni0",
+            "cali1234",
+            "flannel.1",
+        ] {
+            assert!(p.is_excluded_interface(name), "{name} should be excluded");
+        }
+        for name in ["eth0", "ens3", "bond0", "br-ex", "eno1", "wlan0"] {
+            assert!(!p.is_excluded_interface(name), "{name} should count");
+        }
+        assert_eq!(p.clone().validated().ok(), Some(p));
+    }
+
+    #[test]
+    fn empty_document_is_default() {
+        assert_eq!(Policy::from_yaml("").ok(), Some(Policy::default()));
+        assert_eq!(
+            Policy::from_yaml("# nothing\n---\n").ok(),
+            Some(Policy::default())
+        );
+    }
+
+    #[test]
+    fn parses_every_field() {
+        let yaml = r#"
+maxRequestBytes: 32768
+maxSans: 10
+attestationMaxAge: 90s
+excludedInterfaces: [lo, "eth9*"]
+allowedCidrs: [10.0.0.0/8, "fd00::/8"]
+deniedCidrs: [10.96.0.1/12]
+allowedDnsSuffixes: [nodes.Example.com., .lan]
+peerBinding: false
+maxExpirationSeconds: 86400
+deny: never
+"#;
+        let p = Policy::from_yaml(yaml).map_err(|e| e.to_string());
+        let p = match p {
+            Ok(p) => p,
+            Err(e) => panic!("policy should parse: {e}"),
+        };
+        assert_eq!(p.max_request_bytes, 32768);
+        assert_eq!(p.max_sans, 10);
+        assert_eq!(p.attestation_max_age.get(), SignedDuration::from_secs(90));
+        assert!(p.is_excluded_interface("eth99"));
+        assert!(!p.is_excluded_interface("eth0"));
+        assert_eq!(p.denied_cidrs[0].to_string(), "10.96.0.0/12");
+        assert_eq!(p.allowed_dns_suffixes[0].as_str(), ".nodes.example.com");
+        assert_eq!(p.allowed_dns_suffixes[1].as_str(), ".lan");
+        assert!(!p.peer_binding);
+        assert_eq!(p.max_expiration_seconds, Some(86400));
+        assert_eq!(p.deny, DenyMode::Never);
+        assert_eq!(
+            p.strip_allowed_suffix("worker-1.nodes.example.com"),
+            Some("worker-1")
+        );
+        assert_eq!(p.strip_allowed_suffix(".lan"), None);
+        assert_eq!(p.strip_allowed_suffix("worker-1"), None);
+    }
+
+    #[test]
+    fn invalid_policies_name_the_field() {
+        for (yaml, needle) in [
+            ("maxSans: 0", "maxSans"),
+            ("maxRequestBytes: 10", "maxRequestBytes"),
+            ("attestationMaxAge: 0s", "attestationMaxAge"),
+            ("attestationMaxAge: 25h", "attestationMaxAge"),
+            ("attestationMaxAge: 2d", "not a duration"),
+            ("attestationMaxAge: soon", "not a duration"),
+            ("maxExpirationSeconds: 60", "maxExpirationSeconds"),
+            ("excludedInterfaces: ['c*ni']", "only once, at the end"),
+            ("excludedInterfaces: ['']", "empty"),
+            (
+                "allowedDnsSuffixes: ['*.example.com']",
+                "not a valid domain",
+            ),
+            ("deniedCidrs: ['::ffff:10.0.0.0/104']", "IPv4-mapped"),
+            ("deniedCidrs: [10.0.0.0/33]", "invalid"),
+            ("deny: sometimes", "sometimes"),
+            ("peerBnding: true", "unknown field"),
+            ("- a list", "invalid"),
+        ] {
+            match Policy::from_yaml(yaml) {
+                Ok(p) => panic!("{yaml:?} should be refused, got {p:?}"),
+                Err(e) => {
+                    let msg = e.to_string();
+                    assert!(msg.contains(needle), "{yaml:?}: {msg:?} lacks {needle:?}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Kubernetes objects (`k8s_openapi`) into the core's plain data: a
+//! CertificateSigningRequest into a [`CsrInput`], a Node into a [`NodeRecord`].
+//!
+//! The controller and `check` share these conversions, so both decide on
+//! exactly the same facts.
+
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::core::v1::Node;
+
+use crate::core::{CsrInput, NodeAddress, NodeRecord};
+
+impl From<&CertificateSigningRequest> for CsrInput {
+    fn from(csr: &CertificateSigningRequest) -> Self {
+        let spec = &csr.spec;
+        Self {
+            name: csr.metadata.name.clone().unwrap_or_default(),
+            signer_name: spec.signer_name.clone(),
+            request: spec.request.0.clone(),
+            usages: spec.usages.clone().unwrap_or_default(),
+            username: spec.username.clone().unwrap_or_default(),
+            uid: spec.uid.clone().unwrap_or_default(),
+            groups: spec.groups.clone().unwrap_or_default(),
+            extra: spec.extra.clone().unwrap_or_default(),
+            expiration_seconds: spec.expiration_seconds,
+            created_at: csr.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            conditions: csr
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .map(|cs| cs.iter().map(|c| c.type_.clone()).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl From<&Node> for NodeRecord {
+    fn from(node: &Node) -> Self {
+        let status = node.status.as_ref();
+        let info = status.and_then(|s| s.node_info.as_ref());
+        let non_empty = |s: &str| (!s.trim().is_empty()).then(|| s.to_owned());
+        Self {
+            name: node.metadata.name.clone().unwrap_or_default(),
+            addresses: status
+                .and_then(|s| s.addresses.as_ref())
+                .map(|addrs| {
+                    addrs
+                        .iter()
+                        .map(|a| NodeAddress {
+                            kind: a.type_.clone(),
+                            address: a.address.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            machine_id: info.and_then(|i| non_empty(&i.machine_id)),
+            boot_id: info.and_then(|i| non_empty(&i.boot_id)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::certificates::v1::{
+        CertificateSigningRequestCondition, CertificateSigningRequestSpec,
+        CertificateSigningRequestStatus,
+    };
+    use k8s_openapi::api::core::v1::{NodeAddress as K8sNodeAddress, NodeStatus, NodeSystemInfo};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+    use k8s_openapi::{ByteString, jiff::Timestamp};
+
+    use super::*;
+
+    #[test]
+    fn csr_fields_map_one_to_one() {
+        let created = Timestamp::from_second(1_700_000_000).unwrap_or(Timestamp::UNIX_EPOCH);
+        let csr = CertificateSigningRequest {
+            metadata: ObjectMeta {
+                name: Some("csr-1".into()),
+                creation_timestamp: Some(Time(created)),
+                ..Default::default()
+            },
+            spec: CertificateSigningRequestSpec {
+                signer_name: "kubernetes.io/kubelet-serving".into(),
+                request: ByteString(b"PEM".to_vec()),
+                usages: Some(vec!["digital signature".into(), "server auth".into()]),
+                username: Some("system:node:w1".into()),
+                uid: Some("u-1".into()),
+                groups: Some(vec!["system:nodes".into()]),
+                extra: Some([("k".to_owned(), vec!["v".to_owned()])].into()),
+                expiration_seconds: Some(3600),
+            },
+            status: Some(CertificateSigningRequestStatus {
+                conditions: Some(vec![CertificateSigningRequestCondition {
+                    type_: "Approved".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
+                certificate: None,
+            }),
+        };
+        let input = CsrInput::from(&csr);
+        assert_eq!(input.name, "csr-1");
+        assert_eq!(input.signer_name, "kubernetes.io/kubelet-serving");
+        assert_eq!(input.request, b"PEM");
+        assert_eq!(input.usages, ["digital signature", "server auth"]);
+        assert_eq!(input.username, "system:node:w1");
+        assert_eq!(input.uid, "u-1");
+        assert_eq!(input.groups, ["system:nodes"]);
+        assert_eq!(input.extra.get("k").map(Vec::len), Some(1));
+        assert_eq!(input.expiration_seconds, Some(3600));
+        assert_eq!(input.created_at, Some(created));
+        assert_eq!(input.conditions, ["Approved"]);
+        assert_eq!(input.final_condition(), Some("Approved"));
+        assert!(!input.in_scope());
+    }
+
+    #[test]
+    fn node_fields_map_one_to_one() {
+        let node = Node {
+            metadata: ObjectMeta {
+                name: Some("w1".into()),
+                ..Default::default()
+            },
+            status: Some(NodeStatus {
+                addresses: Some(vec![K8sNodeAddress {
+                    type_: "InternalIP".into(),
+                    address: "10.0.0.11".into(),
+                }]),
+                node_info: Some(NodeSystemInfo {
+                    machine_id: "abc".into(),
+                    boot_id: " ".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let record = NodeRecord::from(&node);
+        assert_eq!(record.name, "w1");
+        assert_eq!(record.addresses[0].kind, "InternalIP");
+        assert_eq!(record.addresses[0].address, "10.0.0.11");
+        assert_eq!(record.machine_id.as_deref(), Some("abc"));
+        assert_eq!(record.boot_id, None);
+    }
+}

@@ -1,0 +1,1203 @@
+//! Table tests of `decide`: every check of DESIGN.md fails alone in at least one
+//! case (so removing any check from `decide` fails a test), passes in the
+//! baseline, and every look-alike is refused or canonicalised.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use rcgen::{ExtendedKeyUsagePurpose, KeyUsagePurpose, SanType};
+use rubber_stamp_approver::core::policy::{DnsSuffix, InterfacePattern};
+use rubber_stamp_approver::core::{
+    AttestationSet, CheckName, CheckStatus, CsrInput, Decision, DenyMode, NodeSet, Outcome,
+    ParsedRequest, Policy, Reason, Verdict, decide, decide_parsed, parse_request,
+};
+
+use super::support::{CsrSpec, World, at, csr_input, dns_san, ip, pem_of};
+
+use CheckName as C;
+
+/// The CSR a healthy worker-1 sends.
+fn good() -> CsrSpec {
+    CsrSpec::kubelet("worker-1", &["worker-1"], &["10.0.0.11", "fd00::11"])
+}
+
+/// Decides and checks the decision and exactly which checks failed, with which reasons.
+#[track_caller]
+fn expect(verdict: &Verdict, decision: Decision, failed: &[(CheckName, Reason)]) {
+    let got: Vec<(CheckName, Reason)> = verdict
+        .failed()
+        .map(|c| (c.name(), c.reason().expect("failed checks have a reason")))
+        .collect();
+    assert_eq!(
+        (verdict.decision(), got.as_slice()),
+        (decision, failed),
+        "verdict:\n{}",
+        render(verdict)
+    );
+    // Every decided check is reported, in order.
+    let names: Vec<CheckName> = verdict.checks().iter().map(|c| c.name()).collect();
+    assert_eq!(names, CheckName::DECIDED, "checks out of order");
+    for c in verdict.checks() {
+        assert!(!c.detail().is_empty(), "{} has no detail", c.name());
+    }
+}
+
+fn render(v: &Verdict) -> String {
+    v.checks()
+        .iter()
+        .map(|c| {
+            format!(
+                "  {} {:?} {:?} {}",
+                c.name(),
+                c.status(),
+                c.reason(),
+                c.detail()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs one case: the CSR from `spec` (edited by `edit_csr`) in the
+/// two-worker world (edited by `edit_world`).
+#[track_caller]
+fn case(
+    spec: &CsrSpec,
+    edit_csr: impl FnOnce(&mut CsrInput),
+    edit_world: impl FnOnce(&mut World),
+    decision: Decision,
+    failed: &[(CheckName, Reason)],
+) -> Verdict {
+    let mut csr = csr_input("worker-1", &spec.pem());
+    edit_csr(&mut csr);
+    let mut world = World::two_workers();
+    edit_world(&mut world);
+    let verdict = world.decide(&csr);
+    expect(&verdict, decision, failed);
+    verdict
+}
+
+fn same(_: &mut CsrInput) {}
+fn as_is(_: &mut World) {}
+
+fn detail(v: &Verdict, name: CheckName) -> String {
+    v.check(name).expect("check reported").detail().to_owned()
+}
+
+// === baseline ===
+
+#[test]
+fn kubelet_shaped_ecdsa_request_without_key_encipherment_is_approved() {
+    let v = case(&good(), same, as_is, Decision::Approve, &[]);
+    assert!(v.checks().iter().all(|c| c.status() == CheckStatus::Passed));
+    let s = v
+        .supporting_attestation()
+        .expect("approval names its attestation");
+    assert_eq!((s.node.as_str(), s.received_at), ("worker-1", at(30)));
+    assert_eq!(s.peer_address, Some(ip("10.0.0.11")));
+    assert_eq!(v.node(), Some("worker-1"));
+    assert_eq!(v.reason(), None);
+    assert!(v.summary().contains("all checks passed"), "{}", v.summary());
+    assert!(detail(&v, C::Parse).contains("ECDSA P-256"));
+}
+
+#[test]
+fn key_encipherment_usage_is_also_approved() {
+    case(
+        &good(),
+        |c| c.usages.insert(1, "key encipherment".to_owned()),
+        as_is,
+        Decision::Approve,
+        &[],
+    );
+}
+
+#[test]
+fn decide_and_decide_parsed_agree_and_one_parse_serves_many_decisions() {
+    let spec = good();
+    let csr = csr_input("worker-1", &spec.pem());
+    let world = World::two_workers();
+    let parsed = parse_request(&csr.request, &world.policy);
+    let set: AttestationSet = world.attestations.iter().cloned().collect();
+    let nodes: NodeSet = world
+        .nodes
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    // The controller keeps the parsed form and drops the PEM.
+    let lean = CsrInput {
+        request: Vec::new(),
+        ..csr.clone()
+    };
+    let a = decide(&csr, &set, Some(&nodes), &world.policy, world.now);
+    let b = decide_parsed(
+        &lean,
+        parsed.as_ref(),
+        &set,
+        Some(&nodes),
+        &world.policy,
+        world.now,
+    );
+    assert_eq!(a, b);
+    assert_eq!(a.decision(), Decision::Approve);
+    // With no attestations yet, the same parsed request is pending.
+    let empty = AttestationSet::new();
+    let c = decide_parsed(
+        &lean,
+        parsed.as_ref(),
+        &empty,
+        Some(&nodes),
+        &world.policy,
+        world.now,
+    );
+    assert_eq!(c.decision(), Decision::Pending);
+    assert_eq!(c.reason(), Some(Reason::AwaitingAttestation));
+
+    fn is_send_sync<T: Send + Sync + 'static>(_: &T) {}
+    let parsed = parsed.expect("parses");
+    is_send_sync(&parsed);
+    // Small: SANs and a name, never the DER.
+    assert!(size_of::<ParsedRequest>() < 512);
+    assert_eq!(parsed.sans().dns, ["worker-1"]);
+    assert_eq!(parsed.sans().ips, [ip("10.0.0.11"), ip("fd00::11")]);
+}
+
+// === 1 scope ===
+
+#[test]
+fn scope_other_signers_and_final_csrs_are_ignored_without_parsing() {
+    for signer in [
+        "kubernetes.io/kube-apiserver-client-kubelet",
+        "example.com/x",
+        "",
+    ] {
+        let v = case(
+            &good(),
+            |c| c.signer_name = signer.to_owned(),
+            as_is,
+            Decision::Ignore,
+            &[(C::Scope, Reason::OutOfScope)],
+        );
+        assert!(
+            v.checks()[1..]
+                .iter()
+                .all(|c| c.status() == CheckStatus::Skipped)
+        );
+    }
+    for condition in ["Approved", "Denied", "Failed"] {
+        let v = case(
+            &good(),
+            |c| c.conditions = vec![condition.to_owned()],
+            as_is,
+            Decision::Ignore,
+            &[(C::Scope, Reason::OutOfScope)],
+        );
+        assert!(detail(&v, C::Scope).contains(condition));
+    }
+    // Garbage in an out-of-scope CSR is not even parsed.
+    let mut csr = csr_input("worker-1", "garbage");
+    csr.signer_name = "other".to_owned();
+    expect(
+        &World::two_workers().decide(&csr),
+        Decision::Ignore,
+        &[(C::Scope, Reason::OutOfScope)],
+    );
+}
+
+// === 2 parse ===
+
+fn parse_fails(request: &[u8], needle: &str) {
+    let mut csr = csr_input("worker-1", "");
+    csr.request = request.to_vec();
+    let v = World::two_workers().decide(&csr);
+    expect(&v, Decision::Deny, &[(C::Parse, Reason::MalformedRequest)]);
+    assert!(
+        v.checks()[2..]
+            .iter()
+            .all(|c| c.status() == CheckStatus::Skipped),
+        "checks after an unusable request are skipped"
+    );
+    let d = detail(&v, C::Parse);
+    assert!(d.contains(needle), "{d:?} lacks {needle:?}");
+}
+
+#[test]
+fn parse_garbage_and_wrong_framing_are_denied() {
+    parse_fails(b"", "empty");
+    parse_fails(b"hello, world", "exactly one PEM block, found 0");
+    parse_fails(&[0xff, 0x00, 0x80, 0x7f], "exactly one PEM block, found 0");
+    let good_pem = good().pem();
+    let two = format!("{good_pem}{good_pem}");
+    parse_fails(two.as_bytes(), "found 2");
+    let cert_label = good_pem.replace("CERTIFICATE REQUEST", "CERTIFICATE");
+    parse_fails(cert_label.as_bytes(), "not CERTIFICATE REQUEST");
+    let old_label = good_pem.replace("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST");
+    parse_fails(old_label.as_bytes(), "not CERTIFICATE REQUEST");
+    let no_end: String = good_pem.lines().take(3).collect::<Vec<_>>().join("\n");
+    parse_fails(no_end.as_bytes(), "END");
+    let bad_b64 = good_pem.replacen("MII", "M*I", 1);
+    parse_fails(bad_b64.as_bytes(), "base64");
+    parse_fails(
+        pem_of(b"not DER at all").as_bytes(),
+        "not valid PKCS#10 DER",
+    );
+}
+
+#[test]
+fn parse_truncated_and_padded_der_are_denied() {
+    let der = good().der();
+    parse_fails(pem_of(&der[..der.len() - 10]).as_bytes(), "PKCS#10");
+    let mut padded = der.clone();
+    padded.extend_from_slice(&[0, 0]);
+    parse_fails(pem_of(&padded).as_bytes(), "stray bytes");
+}
+
+#[test]
+fn parse_tampered_signature_is_denied() {
+    // Flip one bit of the signature (the last byte of the DER)…
+    let mut der = good().der();
+    let last = der.len() - 1;
+    der[last] ^= 0x01;
+    parse_fails(pem_of(&der).as_bytes(), "does not verify");
+    // …or one byte of the signed content: the node name in the CN.
+    let der = good().der();
+    let at = der
+        .windows(b"worker-1".len())
+        .position(|w| w == b"worker-1")
+        .expect("CN in DER");
+    let mut forged = der.clone();
+    forged[at + 7] = b'2';
+    parse_fails(pem_of(&forged).as_bytes(), "does not verify");
+}
+
+#[test]
+fn parse_size_limit_applies_to_the_pem_text() {
+    let policy = Policy {
+        max_request_bytes: 256,
+        ..Policy::default()
+    };
+    let pem_text = good().pem();
+    assert!(pem_text.len() > 256);
+    match parse_request(pem_text.as_bytes(), &policy) {
+        Err(e) => assert!(e.to_string().contains("more than the limit of 256"), "{e}"),
+        Ok(_) => panic!("a request over the limit must be refused"),
+    }
+}
+
+// === 3 subject ===
+
+#[test]
+fn subject_must_be_exactly_the_node_cn_and_nodes_group() {
+    let deny = [(C::Subject, Reason::SubjectInvalid)];
+    let cases: Vec<(&str, CsrSpec)> = vec![
+        (
+            "no prefix",
+            CsrSpec {
+                cn: Some("worker-1".into()),
+                ..good()
+            },
+        ),
+        ("no CN", CsrSpec { cn: None, ..good() }),
+        (
+            "no O",
+            CsrSpec {
+                org: None,
+                ..good()
+            },
+        ),
+        (
+            "wrong O",
+            CsrSpec {
+                org: Some("system:masters".into()),
+                ..good()
+            },
+        ),
+        (
+            "extra OU",
+            CsrSpec {
+                ou: Some("ops".into()),
+                ..good()
+            },
+        ),
+        (
+            "empty node name",
+            CsrSpec {
+                cn: Some("system:node:".into()),
+                ..good()
+            },
+        ),
+        (
+            "upper-case node name",
+            CsrSpec {
+                cn: Some("system:node:Worker-1".into()),
+                ..good()
+            },
+        ),
+        (
+            "NUL in node name",
+            CsrSpec {
+                cn: Some("system:node:worker-1\0".into()),
+                ..good()
+            },
+        ),
+        (
+            "wildcard node name",
+            CsrSpec {
+                cn: Some("system:node:*".into()),
+                ..good()
+            },
+        ),
+    ];
+    for (what, spec) in cases {
+        let mut csr = csr_input("worker-1", &spec.pem());
+        // The requestor matches the CN where there is one, so only 3 fails.
+        if let Some(name) = spec
+            .cn
+            .as_deref()
+            .and_then(|cn| cn.strip_prefix("system:node:"))
+        {
+            csr.username = format!("system:node:{name}");
+        }
+        let v = World::two_workers().decide(&csr);
+        if spec.org.as_deref() != Some("system:nodes") || spec.ou.is_some() {
+            // A valid CN with a bad O still names the node: every other check runs.
+            expect(&v, Decision::Deny, &deny);
+        } else {
+            assert_eq!(v.decision(), Decision::Deny, "{what}: {}", render(&v));
+            let failed: Vec<CheckName> = v.failed().map(|c| c.name()).collect();
+            assert_eq!(failed, [C::Subject], "{what}: {}", render(&v));
+            // Without a valid node name, the node checks cannot run.
+            assert_eq!(
+                v.check(C::AttestationFresh).map(|c| c.status()),
+                Some(CheckStatus::Skipped),
+                "{what}"
+            );
+        }
+        assert!(!detail(&v, C::Subject).contains('\0'), "details escape NUL");
+    }
+}
+
+// === 4 requestor ===
+
+#[test]
+fn requestor_must_be_the_node_in_the_nodes_group() {
+    let deny = [(C::Requestor, Reason::RequestorMismatch)];
+    let v = case(
+        &good(),
+        |c| c.username = "system:node:worker-2".to_owned(),
+        as_is,
+        Decision::Deny,
+        &deny,
+    );
+    assert!(detail(&v, C::Requestor).contains("system:node:worker-2"));
+    case(
+        &good(),
+        |c| c.username = "kubernetes-admin".to_owned(),
+        as_is,
+        Decision::Deny,
+        &deny,
+    );
+    case(
+        &good(),
+        |c| c.groups = vec!["system:authenticated".to_owned()],
+        as_is,
+        Decision::Deny,
+        &deny,
+    );
+}
+
+// === 5 usages ===
+
+#[test]
+fn usages_must_be_a_serving_certificates() {
+    let deny = [(C::Usages, Reason::UsagesInvalid)];
+    let usage_sets: [&[&str]; 5] = [
+        &["digital signature", "server auth", "client auth"],
+        &["digital signature", "client auth"],
+        &["server auth"],
+        &[],
+        &[
+            "digital signature",
+            "key encipherment",
+            "server auth",
+            "cert sign",
+        ],
+    ];
+    for usages in usage_sets {
+        case(
+            &good(),
+            |c| c.usages = usages.iter().map(|u| (*u).to_owned()).collect(),
+            as_is,
+            Decision::Deny,
+            &deny,
+        );
+    }
+    let v = case(
+        &CsrSpec { ca: true, ..good() },
+        same,
+        as_is,
+        Decision::Deny,
+        &deny,
+    );
+    assert!(detail(&v, C::Usages).contains("CA certificate"));
+    case(
+        &CsrSpec {
+            ekus: vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            ..good()
+        },
+        same,
+        as_is,
+        Decision::Deny,
+        &deny,
+    );
+    case(
+        &CsrSpec {
+            key_usages: vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyCertSign,
+            ],
+            ..good()
+        },
+        same,
+        as_is,
+        Decision::Deny,
+        &deny,
+    );
+    // Requested extensions a kubelet-serving certificate would have anyway are fine.
+    case(
+        &CsrSpec {
+            ekus: vec![ExtendedKeyUsagePurpose::ServerAuth],
+            key_usages: vec![KeyUsagePurpose::DigitalSignature],
+            ..good()
+        },
+        same,
+        as_is,
+        Decision::Approve,
+        &[],
+    );
+}
+
+// === 6 SAN shape and look-alikes ===
+
+fn with_sans(sans: Vec<SanType>) -> CsrSpec {
+    CsrSpec { sans, ..good() }
+}
+
+#[test]
+fn san_shape_refuses_other_kinds_and_look_alikes() {
+    let deny = [(C::SanShape, Reason::SanInvalid)];
+    let base = || good().sans;
+    let mut hostile: Vec<(&str, SanType)> = vec![
+        (
+            "email",
+            SanType::Rfc822Name("root@worker-1".try_into().expect("ascii")),
+        ),
+        (
+            "URI",
+            SanType::URI("https://worker-1".try_into().expect("ascii")),
+        ),
+        ("wildcard", dns_san("*.worker-1")),
+        ("NUL", dns_san("worker-1\0.evil")),
+        ("IP as DNS", dns_san("10.0.0.11")),
+        ("underscore", dns_san("worker_1")),
+        ("IPv4-mapped", SanType::IpAddress(ip("::ffff:10.0.0.11"))),
+        ("IPv4-compatible", SanType::IpAddress(ip("::10.0.0.11"))),
+        ("loopback", SanType::IpAddress(ip("127.0.0.1"))),
+        ("loopback6", SanType::IpAddress(ip("::1"))),
+        ("link-local", SanType::IpAddress(ip("169.254.169.254"))),
+        ("link-local6", SanType::IpAddress(ip("fe80::1"))),
+        ("multicast", SanType::IpAddress(ip("224.0.0.251"))),
+        ("unspecified", SanType::IpAddress(ip("0.0.0.0"))),
+        ("broadcast", SanType::IpAddress(ip("255.255.255.255"))),
+    ];
+    hostile.push((
+        "otherName",
+        SanType::OtherName((
+            vec![1, 3, 6, 1, 4, 1, 311, 20, 2, 3],
+            rcgen::OtherNameValue::Utf8String("worker-1@example".into()),
+        )),
+    ));
+    for (what, san) in hostile {
+        let mut sans = base();
+        sans.push(san);
+        let v = case(&with_sans(sans), same, as_is, Decision::Deny, &deny);
+        let d = detail(&v, C::SanShape);
+        assert!(!d.contains('\0'), "{what}: NUL must be escaped in {d:?}");
+        // The acceptable SANs are still checked (and pass): one verdict explains everything.
+        assert_eq!(
+            v.check(C::IpSansAttested).map(|c| c.status()),
+            Some(CheckStatus::Passed)
+        );
+    }
+    let v = case(&with_sans(Vec::new()), same, as_is, Decision::Deny, &deny);
+    assert!(detail(&v, C::SanShape).contains("no DNS or IP SAN"));
+}
+
+#[test]
+fn upper_case_and_trailing_dot_names_are_canonicalised_before_comparing() {
+    // worker-1's own name in another spelling is worker-1's name.
+    let own = with_sans(vec![
+        dns_san("WORKER-1."),
+        SanType::IpAddress(ip("10.0.0.11")),
+    ]);
+    let v = case(&own, same, as_is, Decision::Approve, &[]);
+    assert!(detail(&v, C::SanShape).contains("DNS worker-1"));
+    // worker-2's name in another spelling is still worker-2's.
+    let other = with_sans(vec![
+        dns_san("Worker-2."),
+        SanType::IpAddress(ip("10.0.0.11")),
+    ]);
+    let v = case(
+        &other,
+        same,
+        as_is,
+        Decision::Deny,
+        &[
+            (C::DnsSansAttested, Reason::NameNotAttested),
+            (C::UniqueAmongAttestations, Reason::AddressConflict),
+            (C::UniqueAmongNodes, Reason::AddressConflict),
+        ],
+    );
+    assert!(detail(&v, C::DnsSansAttested).contains("worker-2"));
+}
+
+#[test]
+fn too_many_sans_are_denied() {
+    let mut policy_world = World::two_workers();
+    policy_world.policy.max_sans = 3;
+    let spec = CsrSpec::kubelet(
+        "worker-1",
+        &["worker-1"],
+        &["10.0.0.11", "fd00::11", "10.0.0.11"],
+    );
+    let v = policy_world.decide(&csr_input("worker-1", &spec.pem()));
+    expect(&v, Decision::Deny, &[(C::SanShape, Reason::SanInvalid)]);
+    assert!(detail(&v, C::SanShape).contains("4 SANs, more than the limit of 3"));
+}
+
+#[test]
+fn ten_thousand_sans_are_denied_quickly_and_kept_small() {
+    let ips: Vec<SanType> = (0..10_000u32)
+        .map(|i| SanType::IpAddress(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + 0x100 + i))))
+        .collect();
+    let pem_text = with_sans(ips).pem();
+    // 10,000 IP SANs are ~80 KiB of PEM: over the default size limit.
+    let mut world = World::two_workers();
+    let csr = csr_input("worker-1", &pem_text);
+    expect(
+        &world.decide(&csr),
+        Decision::Deny,
+        &[(C::Parse, Reason::MalformedRequest)],
+    );
+    // With the size limit raised, the SAN limit denies it, and the parsed form
+    // keeps at most the limit. A generous ceiling guards against quadratic
+    // work (the real cost is milliseconds; see the criterion bench).
+    world.policy.max_request_bytes = 1024 * 1024;
+    let started = std::time::Instant::now();
+    let parsed = parse_request(&csr.request, &world.policy).expect("parses");
+    let v = world.decide(&csr);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(parsed.sans().total, 10_000);
+    assert_eq!(parsed.sans().ips.len(), world.policy.max_sans);
+    assert_eq!(v.decision(), Decision::Deny);
+    assert!(detail(&v, C::SanShape).contains("10000 SANs, more than the limit of 100"));
+}
+
+// === 7 attestation present and fresh ===
+
+#[test]
+fn missing_and_stale_attestations_leave_the_csr_pending() {
+    let v = case(
+        &good(),
+        same,
+        |w| w.attestations.retain(|a| a.node_name != "worker-1"),
+        Decision::Pending,
+        &[(C::AttestationFresh, Reason::AwaitingAttestation)],
+    );
+    for name in [C::DnsSansAttested, C::IpSansAttested, C::PeerBinding] {
+        assert_eq!(
+            v.check(name).map(|c| c.status()),
+            Some(CheckStatus::Skipped),
+            "{name}"
+        );
+    }
+    assert!(v.supporting_attestation().is_none());
+    // Stale: received 10 minutes before the decision (limit 5 minutes).
+    let v = case(
+        &good(),
+        same,
+        |w| w.now = at(30 + 600),
+        Decision::Pending,
+        &[(C::AttestationFresh, Reason::AttestationStale)],
+    );
+    assert!(detail(&v, C::AttestationFresh).contains("10m"));
+    assert!(v.supporting_attestation().is_none());
+    // Exactly at the limit still counts.
+    case(
+        &good(),
+        same,
+        |w| w.now = at(30 + 300),
+        Decision::Approve,
+        &[],
+    );
+}
+
+#[test]
+fn stale_facts_never_deny_a_missing_san() {
+    let spec = CsrSpec::kubelet("worker-1", &["worker-1"], &["10.0.0.11", "10.0.0.99"]);
+    case(
+        &spec,
+        same,
+        |w| w.now = at(30 + 600),
+        Decision::Pending,
+        &[
+            (C::AttestationFresh, Reason::AttestationStale),
+            (C::IpSansAttested, Reason::UnattestedAddress),
+        ],
+    );
+}
+
+// === 8 DNS SANs attested ===
+
+#[test]
+fn dns_sans_must_be_the_node_name_or_attested_hostname() {
+    let v = case(
+        &CsrSpec::kubelet("worker-1", &["worker-1", "db.example.com"], &["10.0.0.11"]),
+        same,
+        as_is,
+        Decision::Deny,
+        &[(C::DnsSansAttested, Reason::NameNotAttested)],
+    );
+    assert!(detail(&v, C::DnsSansAttested).contains("db.example.com"));
+    // The attested hostname counts even when it differs from the node name.
+    case(
+        &CsrSpec::kubelet("worker-1", &["worker-1", "w1.lan"], &["10.0.0.11"]),
+        same,
+        |w| w.attestation_mut("worker-1").hostname = "W1.lan".to_owned(),
+        Decision::Approve,
+        &[],
+    );
+}
+
+#[test]
+fn allowed_dns_suffixes_extend_the_node_name_and_hostname_only() {
+    let suffix = |w: &mut World| {
+        w.policy.allowed_dns_suffixes = vec![DnsSuffix::new("nodes.example.com").expect("suffix")];
+    };
+    case(
+        &CsrSpec::kubelet("worker-1", &["worker-1.nodes.example.com"], &["10.0.0.11"]),
+        same,
+        suffix,
+        Decision::Approve,
+        &[],
+    );
+    case(
+        &CsrSpec::kubelet(
+            "worker-1",
+            &["evil.worker-1.nodes.example.com"],
+            &["10.0.0.11"],
+        ),
+        same,
+        suffix,
+        Decision::Deny,
+        &[(C::DnsSansAttested, Reason::NameNotAttested)],
+    );
+    // Without the suffix in the policy, the same name is denied.
+    case(
+        &CsrSpec::kubelet("worker-1", &["worker-1.nodes.example.com"], &["10.0.0.11"]),
+        same,
+        as_is,
+        Decision::Deny,
+        &[(C::DnsSansAttested, Reason::NameNotAttested)],
+    );
+}
+
+// === 9 IP SANs attested ===
+
+#[test]
+fn unattested_ip_is_denied_against_facts_newer_than_the_csr() {
+    let spec = CsrSpec::kubelet("worker-1", &["worker-1"], &["10.0.0.11", "10.0.0.99"]);
+    let v = case(
+        &spec,
+        same,
+        as_is,
+        Decision::Deny,
+        &[(C::IpSansAttested, Reason::AddressNotAttested)],
+    );
+    assert!(detail(&v, C::IpSansAttested).contains("10.0.0.99 is not on any interface"));
+    assert!(!v.pending_only_on_predating_facts());
+}
+
+#[test]
+fn unattested_ip_is_pending_against_facts_older_than_the_csr() {
+    let spec = CsrSpec::kubelet("worker-1", &["worker-1"], &["10.0.0.11", "10.0.0.99"]);
+    let pending = [(C::IpSansAttested, Reason::UnattestedAddress)];
+    // Received before the CSR was created.
+    let v = case(
+        &spec,
+        same,
+        |w| w.attestation_mut("worker-1").received_at = at(-30),
+        Decision::Pending,
+        &pending,
+    );
+    assert!(
+        v.pending_only_on_predating_facts(),
+        "the controller should challenge the agent"
+    );
+    assert!(detail(&v, C::IpSansAttested).contains("predates the CSR"));
+    assert_eq!(v.reason(), Some(Reason::UnattestedAddress));
+    // Received within the creation timestamp's second: may still predate it.
+    case(
+        &spec,
+        same,
+        |w| w.attestation_mut("worker-1").received_at = at(0),
+        Decision::Pending,
+        &pending,
+    );
+    // Creation time unknown.
+    case(
+        &spec,
+        |c| c.created_at = None,
+        as_is,
+        Decision::Pending,
+        &pending,
+    );
+    // The same for a DNS name.
+    let v = case(
+        &CsrSpec::kubelet("worker-1", &["worker-1", "db.example.com"], &["10.0.0.11"]),
+        same,
+        |w| w.attestation_mut("worker-1").received_at = at(-30),
+        Decision::Pending,
+        &[(C::DnsSansAttested, Reason::UnattestedAddress)],
+    );
+    assert!(v.pending_only_on_predating_facts());
+}
+
+#[test]
+fn ips_on_excluded_interfaces_are_not_the_nodes() {
+    for (addr, iface) in [
+        ("10.96.0.10", "kube-ipvs0"),
+        ("10.244.1.1", "cni0"),
+        ("10.244.1.7", "cali12345"),
+    ] {
+        let spec = CsrSpec::kubelet("worker-1", &["worker-1"], &["10.0.0.11", addr]);
+        let v = case(
+            &spec,
+            same,
+            |w| w.attestations.retain(|a| a.node_name == "worker-1"),
+            Decision::Deny,
+            &[(C::IpSansAttested, Reason::AddressNotAttested)],
+        );
+        let d = detail(&v, C::IpSansAttested);
+        assert!(d.contains(iface) && d.contains("excluded"), "{d}");
+    }
+    // The same address on a counted interface is fine.
+    case(
+        &CsrSpec::kubelet("worker-1", &["worker-1"], &["10.0.0.11", "10.244.1.1"]),
+        same,
+        |w| {
+            w.attestations.retain(|a| a.node_name == "worker-1");
+            w.policy.excluded_interfaces = vec![InterfacePattern::new("lo").expect("pattern")];
+        },
+        Decision::Approve,
+        &[],
+    );
+}
+
+#[test]
+fn cidr_policy_denies_service_and_foreign_addresses_even_without_facts() {
+    let deny = [(C::IpSansAttested, Reason::AddressNotAllowed)];
+    let v = case(
+        &good(),
+        same,
+        |w| w.policy.denied_cidrs = vec!["10.0.0.0/24".parse().expect("net")],
+        Decision::Deny,
+        &deny,
+    );
+    assert!(detail(&v, C::IpSansAttested).contains("denied network 10.0.0.0/24"));
+    case(
+        &good(),
+        same,
+        |w| w.policy.allowed_cidrs = vec!["10.0.0.0/8".parse().expect("net")],
+        Decision::Deny,
+        &deny,
+    );
+    case(
+        &good(),
+        same,
+        |w| {
+            w.policy.allowed_cidrs = vec![
+                "10.0.0.0/8".parse().expect("net"),
+                "fd00::/8".parse().expect("net"),
+            ]
+        },
+        Decision::Approve,
+        &[],
+    );
+    // Without any attestation the CIDR policy still denies.
+    case(
+        &good(),
+        same,
+        |w| {
+            w.attestations.clear();
+            w.policy.denied_cidrs = vec!["fd00::/64".parse().expect("net")];
+        },
+        Decision::Deny,
+        &[
+            (C::AttestationFresh, Reason::AwaitingAttestation),
+            (C::IpSansAttested, Reason::AddressNotAllowed),
+        ],
+    );
+}
+
+#[test]
+fn another_nodes_ip_and_name_are_refused() {
+    let v = case(
+        &CsrSpec::kubelet(
+            "worker-1",
+            &["worker-1", "worker-2"],
+            &["10.0.0.11", "10.0.0.12"],
+        ),
+        same,
+        as_is,
+        Decision::Deny,
+        &[
+            (C::DnsSansAttested, Reason::NameNotAttested),
+            (C::IpSansAttested, Reason::AddressNotAttested),
+            (C::UniqueAmongAttestations, Reason::AddressConflict),
+            (C::UniqueAmongNodes, Reason::AddressConflict),
+        ],
+    );
+    let d = detail(&v, C::UniqueAmongAttestations);
+    assert!(
+        d.contains("10.0.0.12 is also attested by worker-2 (eth0)"),
+        "{d}"
+    );
+    assert!(
+        d.contains("worker-2 is the node name or hostname of worker-2"),
+        "{d}"
+    );
+    assert_eq!(v.reason(), Some(Reason::NameNotAttested));
+}
+
+// === 10 peer binding ===
+
+#[test]
+fn peer_binding_needs_the_agent_to_connect_from_the_nodes_address() {
+    let pending = [(C::PeerBinding, Reason::PeerMismatch)];
+    let v = case(
+        &good(),
+        same,
+        |w| w.attestation_mut("worker-1").peer_address = Some(ip("192.0.2.7")),
+        Decision::Pending,
+        &pending,
+    );
+    assert!(detail(&v, C::PeerBinding).contains("192.0.2.7"));
+    case(
+        &good(),
+        same,
+        |w| w.attestation_mut("worker-1").peer_address = None,
+        Decision::Pending,
+        &pending,
+    );
+    // Connected from an allowed-CIDR-outside address that is the node's own.
+    case(
+        &CsrSpec::kubelet("worker-1", &["worker-1"], &["fd00::11"]),
+        same,
+        |w| w.policy.allowed_cidrs = vec!["fd00::/8".parse().expect("net")],
+        Decision::Pending,
+        &pending,
+    );
+    // A dual-stack listener sees IPv4 peers as IPv4-mapped IPv6.
+    case(
+        &good(),
+        same,
+        |w| w.attestation_mut("worker-1").peer_address = Some(ip("::ffff:10.0.0.11")),
+        Decision::Approve,
+        &[],
+    );
+    // Switched off (NAT): skipped, not passed.
+    let v = case(
+        &good(),
+        same,
+        |w| {
+            w.attestation_mut("worker-1").peer_address = Some(ip("192.0.2.7"));
+            w.policy.peer_binding = false;
+        },
+        Decision::Approve,
+        &[],
+    );
+    assert_eq!(
+        v.check(C::PeerBinding).map(|c| c.status()),
+        Some(CheckStatus::Skipped)
+    );
+}
+
+// === 11 uniqueness ===
+
+#[test]
+fn an_address_another_node_also_attests_is_a_conflict() {
+    let pending = [(C::UniqueAmongAttestations, Reason::AddressConflict)];
+    // Root on worker-2 adds worker-1's IP to a real interface.
+    let v = case(
+        &good(),
+        same,
+        |w| {
+            w.attestation_mut("worker-2").interfaces[1]
+                .addresses
+                .push("10.0.0.11/32".parse().expect("net"))
+        },
+        Decision::Pending,
+        &pending,
+    );
+    assert_eq!(v.reason(), Some(Reason::AddressConflict));
+    // IPv4-mapped spelling in the other attestation is the same address.
+    case(
+        &good(),
+        same,
+        |w| {
+            w.attestation_mut("worker-2").interfaces[1]
+                .addresses
+                .push("::ffff:10.0.0.11/128".parse().expect("net"))
+        },
+        Decision::Pending,
+        &pending,
+    );
+    // Another node claiming worker-1 as its hostname.
+    case(
+        &good(),
+        same,
+        |w| w.attestation_mut("worker-2").hostname = "Worker-1".to_owned(),
+        Decision::Pending,
+        &pending,
+    );
+    // On an excluded interface, or in a stale attestation, it is no conflict.
+    case(
+        &good(),
+        same,
+        |w| {
+            w.attestation_mut("worker-2").interfaces[2]
+                .addresses
+                .push("10.0.0.11/32".parse().expect("net"))
+        },
+        Decision::Approve,
+        &[],
+    );
+    case(
+        &good(),
+        same,
+        |w| {
+            let other = w.attestation_mut("worker-2");
+            other.interfaces[1]
+                .addresses
+                .push("10.0.0.11/32".parse().expect("net"));
+            other.received_at = at(-600);
+        },
+        Decision::Approve,
+        &[],
+    );
+}
+
+#[test]
+fn an_address_another_node_object_lists_is_a_conflict() {
+    let v = case(
+        &good(),
+        same,
+        |w| {
+            w.node_mut("worker-2")
+                .addresses
+                .push(rubber_stamp_approver::core::NodeAddress {
+                    kind: "ExternalIP".to_owned(),
+                    address: "fd00:0::11".to_owned(),
+                })
+        },
+        Decision::Pending,
+        &[(C::UniqueAmongNodes, Reason::AddressConflict)],
+    );
+    assert!(detail(&v, C::UniqueAmongNodes).contains("Node worker-2"));
+}
+
+#[test]
+fn without_nodes_the_node_checks_are_skipped_not_passed() {
+    let v = case(&good(), same, |w| w.nodes = None, Decision::Approve, &[]);
+    for name in [C::UniqueAmongNodes, C::NodeObject] {
+        let c = v.check(name).expect("reported");
+        assert_eq!(c.status(), CheckStatus::Skipped, "{name}");
+        assert_eq!(c.passed_flag(), None);
+    }
+    assert!(v.summary().contains("2 skipped"), "{}", v.summary());
+}
+
+// === 12 node object ===
+
+#[test]
+fn the_node_must_exist_and_match_the_attested_ids() {
+    case(
+        &good(),
+        same,
+        |w| {
+            if let Some(ns) = w.nodes.as_mut() {
+                ns.retain(|n| n.name != "worker-1")
+            }
+        },
+        Decision::Pending,
+        &[(C::NodeObject, Reason::NodeMissing)],
+    );
+    let v = case(
+        &good(),
+        same,
+        |w| w.node_mut("worker-1").machine_id = Some("another-machine".to_owned()),
+        Decision::Pending,
+        &[(C::NodeObject, Reason::NodeMismatch)],
+    );
+    assert!(detail(&v, C::NodeObject).contains("machineID"));
+    case(
+        &good(),
+        same,
+        |w| w.attestation_mut("worker-1").boot_id = Some("rebooted-elsewhere".to_owned()),
+        Decision::Pending,
+        &[(C::NodeObject, Reason::NodeMismatch)],
+    );
+    // Unknown on one side: not compared.
+    let v = case(
+        &good(),
+        same,
+        |w| {
+            w.attestation_mut("worker-1").machine_id = None;
+            w.node_mut("worker-1").boot_id = None;
+        },
+        Decision::Approve,
+        &[],
+    );
+    assert!(detail(&v, C::NodeObject).contains("no machine-id or boot-id"));
+    // Case does not matter for hex ids.
+    case(
+        &good(),
+        same,
+        |w| w.node_mut("worker-1").machine_id = Some("MACHINE-worker-1".to_owned()),
+        Decision::Approve,
+        &[],
+    );
+}
+
+// === 13 expiration ===
+
+#[test]
+fn expiration_beyond_the_policy_maximum_is_denied() {
+    let max = |w: &mut World| w.policy.max_expiration_seconds = Some(86_400);
+    case(
+        &good(),
+        |c| c.expiration_seconds = Some(864_000),
+        max,
+        Decision::Deny,
+        &[(C::Expiration, Reason::ExpirationTooLong)],
+    );
+    case(
+        &good(),
+        |c| c.expiration_seconds = Some(3_600),
+        max,
+        Decision::Approve,
+        &[],
+    );
+    case(
+        &good(),
+        |c| c.expiration_seconds = None,
+        max,
+        Decision::Approve,
+        &[],
+    );
+    case(
+        &good(),
+        |c| c.expiration_seconds = Some(i32::MAX),
+        as_is,
+        Decision::Approve,
+        &[],
+    );
+}
+
+// === deny mode and verdict helpers ===
+
+#[test]
+fn deny_never_leaves_would_be_denials_pending() {
+    let spec = CsrSpec::kubelet("worker-1", &["worker-1"], &["10.0.0.11", "10.0.0.99"]);
+    let v = case(
+        &spec,
+        same,
+        |w| w.policy.deny = DenyMode::Never,
+        Decision::Pending,
+        &[(C::IpSansAttested, Reason::AddressNotAttested)],
+    );
+    let c = v.check(C::IpSansAttested).expect("reported");
+    assert!(c.would_deny());
+    assert_eq!(c.outcome(), Some(Outcome::Pending));
+    assert!(c.detail().contains("would be denied"));
+    // Not a "facts predate the CSR" wait: a challenge would not help.
+    assert!(!v.pending_only_on_predating_facts());
+    // Garbage too.
+    let mut csr = csr_input("worker-1", "garbage");
+    csr.request = b"garbage".to_vec();
+    let mut world = World::two_workers();
+    world.policy.deny = DenyMode::Never;
+    assert_eq!(world.decide(&csr).decision(), Decision::Pending);
+}
+
+#[test]
+fn authorization_is_added_by_the_controller_and_recomputes_the_decision() {
+    let mut v = case(&good(), same, as_is, Decision::Approve, &[]);
+    v.push_authorization(false, "system:node:worker-1 may not create selfnodeserver");
+    assert_eq!(v.decision(), Decision::Pending);
+    assert_eq!(v.reason(), Some(Reason::SubjectAccessDenied));
+    assert_eq!(v.checks().last().map(|c| c.name()), Some(C::Authorization));
+    assert_eq!(v.checks().last().map(|c| c.name().number()), Some(14));
+    assert!(
+        v.summary()
+            .contains("authorization: system:node:worker-1 may not")
+    );
+    let mut v = case(&good(), same, as_is, Decision::Approve, &[]);
+    v.push_authorization(true, "allowed");
+    assert_eq!(v.decision(), Decision::Approve);
+}
+
+#[test]
+fn summary_names_every_failing_check_on_one_line() {
+    let v = case(
+        &CsrSpec::kubelet("worker-1", &["worker-1"], &["10.0.0.11", "10.0.0.99"]),
+        |c| c.expiration_seconds = Some(999_999),
+        |w| {
+            w.policy.max_expiration_seconds = Some(86_400);
+            w.attestation_mut("worker-1").peer_address = Some(ip("192.0.2.1"));
+        },
+        Decision::Deny,
+        &[
+            (C::IpSansAttested, Reason::AddressNotAttested),
+            (C::PeerBinding, Reason::PeerMismatch),
+            (C::Expiration, Reason::ExpirationTooLong),
+        ],
+    );
+    let s = v.summary();
+    assert!(!s.contains('\n'));
+    for name in ["ip-sans-attested:", "peer-binding:", "expiration:"] {
+        assert!(s.contains(name), "{s}");
+    }
+    assert_eq!(v.reason(), Some(Reason::AddressNotAttested));
+}
+
+#[test]
+fn verdict_json_has_the_documented_shape() {
+    let v = case(&good(), same, |w| w.nodes = None, Decision::Approve, &[]);
+    let json = serde_json::to_value(&v).expect("serialises");
+    assert_eq!(json["decision"], "approve");
+    let checks = json["checks"].as_array().expect("checks list");
+    assert_eq!(checks.len(), 14);
+    assert_eq!(checks[0]["name"], "scope");
+    assert_eq!(checks[0]["passed"], true);
+    assert!(checks.iter().all(|c| c["detail"].is_string()));
+    let skipped: Vec<&serde_json::Value> =
+        checks.iter().filter(|c| c["status"] == "skipped").collect();
+    assert_eq!(skipped.len(), 2);
+    assert!(skipped.iter().all(|c| c["passed"].is_null()));
+    assert_eq!(json["supportingAttestation"]["node"], "worker-1");
+}

@@ -1,0 +1,248 @@
+//! Test inputs: kubelet-shaped CSRs made with rcgen, attestations, Nodes and a small cluster.
+
+use std::net::IpAddr;
+
+use jiff::{SignedDuration, Timestamp};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
+};
+use rubber_stamp_approver::core::{
+    Attestation, AttestationSet, CsrInput, InterfaceFacts, KUBELET_SERVING_SIGNER, NodeAddress,
+    NodeRecord, NodeSet, Policy, Verdict, decide,
+};
+
+/// When the test CSRs are created.
+pub(crate) fn t0() -> Timestamp {
+    "2026-11-30T00:00:00Z".parse().expect("valid timestamp")
+}
+
+/// `t0` plus `secs` seconds (negative: before).
+pub(crate) fn at(secs: i64) -> Timestamp {
+    t0().checked_add(SignedDuration::from_secs(secs))
+        .expect("timestamp in range")
+}
+
+/// An IP from text.
+pub(crate) fn ip(s: &str) -> IpAddr {
+    s.parse().expect("valid IP")
+}
+
+/// What an rcgen-made request says.
+#[derive(Clone, Debug)]
+pub(crate) struct CsrSpec {
+    /// Subject CN (None: no CN).
+    pub(crate) cn: Option<String>,
+    /// Subject O (None: no O).
+    pub(crate) org: Option<String>,
+    /// An extra subject OU.
+    pub(crate) ou: Option<String>,
+    /// SANs in order.
+    pub(crate) sans: Vec<SanType>,
+    /// Request a CA certificate.
+    pub(crate) ca: bool,
+    /// Requested extended key usages.
+    pub(crate) ekus: Vec<ExtendedKeyUsagePurpose>,
+    /// Requested key usages.
+    pub(crate) key_usages: Vec<KeyUsagePurpose>,
+}
+
+impl CsrSpec {
+    /// What a kubelet asks for: `CN=system:node:<node>, O=system:nodes` and the SANs.
+    pub(crate) fn kubelet(node: &str, dns: &[&str], ips: &[&str]) -> Self {
+        let mut sans: Vec<SanType> = dns.iter().map(|d| dns_san(d)).collect();
+        sans.extend(ips.iter().map(|i| SanType::IpAddress(ip(i))));
+        Self {
+            cn: Some(format!("system:node:{node}")),
+            org: Some("system:nodes".to_owned()),
+            ou: None,
+            sans,
+            ca: false,
+            ekus: Vec::new(),
+            key_usages: Vec::new(),
+        }
+    }
+
+    /// The DER request, signed with a fresh ECDSA P-256 key.
+    pub(crate) fn der(&self) -> Vec<u8> {
+        let key = KeyPair::generate().expect("ECDSA P-256 key");
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        if let Some(org) = &self.org {
+            dn.push(DnType::OrganizationName, org.as_str());
+        }
+        if let Some(ou) = &self.ou {
+            dn.push(DnType::OrganizationalUnitName, ou.as_str());
+        }
+        if let Some(cn) = &self.cn {
+            dn.push(DnType::CommonName, cn.as_str());
+        }
+        params.distinguished_name = dn;
+        params.subject_alt_names = self.sans.clone();
+        if self.ca {
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        }
+        params.extended_key_usages = self.ekus.clone();
+        params.key_usages = self.key_usages.clone();
+        let csr = params.serialize_request(&key).expect("rcgen CSR");
+        csr.der().to_vec()
+    }
+
+    /// The PEM request.
+    pub(crate) fn pem(&self) -> String {
+        pem_of(&self.der())
+    }
+}
+
+/// A DNS SAN (any ASCII, even NUL or `*`).
+pub(crate) fn dns_san(name: &str) -> SanType {
+    SanType::DnsName(name.try_into().expect("ASCII DNS name"))
+}
+
+/// PEM `CERTIFICATE REQUEST` armour around DER.
+pub(crate) fn pem_of(der: &[u8]) -> String {
+    pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der.to_vec()))
+}
+
+/// A kubelet-serving CSR object for `node`, created at `t0`, by that node.
+pub(crate) fn csr_input(node: &str, pem_text: &str) -> CsrInput {
+    CsrInput {
+        name: format!("csr-{node}"),
+        signer_name: KUBELET_SERVING_SIGNER.to_owned(),
+        request: pem_text.as_bytes().to_vec(),
+        usages: vec!["digital signature".to_owned(), "server auth".to_owned()],
+        username: format!("system:node:{node}"),
+        uid: "uid-1".to_owned(),
+        groups: vec!["system:nodes".to_owned(), "system:authenticated".to_owned()],
+        created_at: Some(t0()),
+        ..CsrInput::default()
+    }
+}
+
+/// An attestation: hostname = node name, peer = the first address, received at `received_at`.
+pub(crate) fn attestation(
+    node: &str,
+    ifaces: &[(&str, &[&str])],
+    received_at: Timestamp,
+) -> Attestation {
+    let interfaces: Vec<InterfaceFacts> = ifaces
+        .iter()
+        .map(|(name, addrs)| InterfaceFacts {
+            name: (*name).to_owned(),
+            addresses: addrs
+                .iter()
+                .map(|a| a.parse().expect("address/prefix"))
+                .collect(),
+        })
+        .collect();
+    let peer = interfaces
+        .iter()
+        .find(|i| i.name != "lo")
+        .and_then(|i| i.addresses.first())
+        .map(|n| n.addr());
+    Attestation {
+        node_name: node.to_owned(),
+        hostname: node.to_owned(),
+        interfaces,
+        peer_address: peer,
+        received_at,
+        machine_id: Some(format!("machine-{node}")),
+        boot_id: Some(format!("boot-{node}")),
+        agent_version: Some("test".to_owned()),
+    }
+}
+
+/// A Node with InternalIPs and a Hostname address, ids matching [`attestation`].
+pub(crate) fn node_record(node: &str, ips: &[&str]) -> NodeRecord {
+    let mut addresses: Vec<NodeAddress> = ips
+        .iter()
+        .map(|a| NodeAddress {
+            kind: "InternalIP".to_owned(),
+            address: (*a).to_owned(),
+        })
+        .collect();
+    addresses.push(NodeAddress {
+        kind: "Hostname".to_owned(),
+        address: node.to_owned(),
+    });
+    NodeRecord {
+        name: node.to_owned(),
+        addresses,
+        machine_id: Some(format!("machine-{node}")),
+        boot_id: Some(format!("boot-{node}")),
+    }
+}
+
+/// Two dual-stack workers as their agents and Node objects describe them.
+#[derive(Clone, Debug)]
+pub(crate) struct World {
+    /// The attestations by node.
+    pub(crate) attestations: Vec<Attestation>,
+    /// The Nodes, or None for "not given".
+    pub(crate) nodes: Option<Vec<NodeRecord>>,
+    /// The policy.
+    pub(crate) policy: Policy,
+    /// The decision time.
+    pub(crate) now: Timestamp,
+}
+
+impl World {
+    /// worker-1 (10.0.0.11, fd00::11, plus service/CNI addresses on excluded
+    /// interfaces) and worker-2 (10.0.0.12, fd00::12), both attested 30 s
+    /// after the CSR; decided 60 s after the CSR.
+    pub(crate) fn two_workers() -> Self {
+        let w1: &[(&str, &[&str])] = &[
+            ("lo", &["127.0.0.1/8", "::1/128"]),
+            ("eth0", &["10.0.0.11/24", "fd00::11/64"]),
+            ("kube-ipvs0", &["10.96.0.1/32", "10.96.0.10/32"]),
+            ("cni0", &["10.244.1.1/24"]),
+            ("cali12345", &["10.244.1.7/32"]),
+        ];
+        let w2: &[(&str, &[&str])] = &[
+            ("lo", &["127.0.0.1/8"]),
+            ("eth0", &["10.0.0.12/24", "fd00::12/64"]),
+            ("kube-ipvs0", &["10.96.0.1/32", "10.96.0.10/32"]),
+        ];
+        Self {
+            attestations: vec![
+                attestation("worker-1", w1, at(30)),
+                attestation("worker-2", w2, at(30)),
+            ],
+            nodes: Some(vec![
+                node_record("worker-1", &["10.0.0.11", "fd00::11"]),
+                node_record("worker-2", &["10.0.0.12", "fd00::12"]),
+            ]),
+            policy: Policy::default(),
+            now: at(60),
+        }
+    }
+
+    /// The attestation of `node`, to change it.
+    pub(crate) fn attestation_mut(&mut self, node: &str) -> &mut Attestation {
+        self.attestations
+            .iter_mut()
+            .find(|a| a.node_name == node)
+            .expect("node has an attestation")
+    }
+
+    /// The Node `node`, to change it.
+    pub(crate) fn node_mut(&mut self, node: &str) -> &mut NodeRecord {
+        self.nodes
+            .as_mut()
+            .and_then(|ns| ns.iter_mut().find(|n| n.name == node))
+            .expect("node exists")
+    }
+
+    /// Decides on `csr` in this world.
+    pub(crate) fn decide(&self, csr: &CsrInput) -> Verdict {
+        let set: AttestationSet = self.attestations.iter().cloned().collect();
+        let nodes: Option<NodeSet> = self.nodes.as_ref().map(|ns| ns.iter().cloned().collect());
+        decide(
+            csr,
+            &set,
+            nodes.as_ref().map(|n| n as _),
+            &self.policy,
+            self.now,
+        )
+    }
+}
