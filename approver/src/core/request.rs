@@ -35,6 +35,8 @@ pub const NODE_CN_PREFIX: &str = "system:node:";
 pub const NODES_GROUP: &str = "system:nodes";
 /// Most problems of one kind kept for the verdict's detail; the rest are counted.
 pub const MAX_PROBLEMS_KEPT: usize = 8;
+/// Most extensions a request may ask for (a kubelet asks for one: subjectAltName).
+pub const MAX_REQUESTED_EXTENSIONS: usize = 64;
 
 /// Why `spec.request` could not be used at all (check 2, `deny`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -445,6 +447,13 @@ fn requested_extensions<'a>(
     if requests > 1 {
         return Err(RequestError::SeveralExtensionRequests(requests));
     }
+    // Checked before the quadratic duplicate search below.
+    if found.len() > MAX_REQUESTED_EXTENSIONS {
+        return Err(RequestError::Der(format!(
+            "{} requested extensions, more than {MAX_REQUESTED_EXTENSIONS}",
+            found.len()
+        )));
+    }
     for (i, ext) in found.iter().enumerate() {
         if ext.parsed_extension().error().is_some() {
             return Err(RequestError::MalformedExtension(extension_name(&ext.oid)));
@@ -454,12 +463,6 @@ fn requested_extensions<'a>(
         if found[..i].iter().any(|e| e.oid == ext.oid) {
             return Err(RequestError::DuplicateExtension(extension_name(&ext.oid)));
         }
-    }
-    if found.len() > 64 {
-        return Err(RequestError::Der(format!(
-            "{} requested extensions, more than 64",
-            found.len()
-        )));
     }
     Ok(found)
 }

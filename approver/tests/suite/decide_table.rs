@@ -271,6 +271,29 @@ fn parse_tampered_signature_is_denied() {
 }
 
 #[test]
+fn parse_refuses_duplicate_and_excessive_extensions() {
+    let dummy = |i: u64| {
+        rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 99999, i], vec![5, 0])
+    };
+    let many = CsrSpec {
+        custom: (0..70).map(dummy).collect(),
+        ..good()
+    };
+    parse_fails(many.pem().as_bytes(), "more than 64");
+    let twice = CsrSpec {
+        custom: vec![dummy(1), dummy(1)],
+        ..good()
+    };
+    parse_fails(twice.pem().as_bytes(), "more than once");
+    // Unknown extensions a signer ignores are no reason to refuse.
+    let one = CsrSpec {
+        custom: vec![dummy(1)],
+        ..good()
+    };
+    case(&one, same, as_is, Decision::Approve, &[]);
+}
+
+#[test]
 fn parse_size_limit_applies_to_the_pem_text() {
     let policy = Policy {
         max_request_bytes: 256,

@@ -4,8 +4,8 @@ use std::net::IpAddr;
 
 use jiff::{SignedDuration, Timestamp};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 use rubber_stamp_approver::core::{
     Attestation, AttestationSet, CsrInput, InterfaceFacts, KUBELET_SERVING_SIGNER, NodeAddress,
@@ -45,6 +45,8 @@ pub(crate) struct CsrSpec {
     pub(crate) ekus: Vec<ExtendedKeyUsagePurpose>,
     /// Requested key usages.
     pub(crate) key_usages: Vec<KeyUsagePurpose>,
+    /// Other requested extensions.
+    pub(crate) custom: Vec<CustomExtension>,
 }
 
 impl CsrSpec {
@@ -60,6 +62,7 @@ impl CsrSpec {
             ca: false,
             ekus: Vec::new(),
             key_usages: Vec::new(),
+            custom: Vec::new(),
         }
     }
 
@@ -84,6 +87,7 @@ impl CsrSpec {
         }
         params.extended_key_usages = self.ekus.clone();
         params.key_usages = self.key_usages.clone();
+        params.custom_extensions = self.custom.clone();
         let csr = params.serialize_request(&key).expect("rcgen CSR");
         csr.der().to_vec()
     }

@@ -1,0 +1,452 @@
+//! Fuzzes `decide` with arbitrary CSR objects, attestations, Nodes and policies.
+//!
+//! Requests are built and signed with rcgen from arbitrary parts drawn from a
+//! small vocabulary (so names and addresses collide often), then decided. Besides
+//! "never panics", it checks invariants with an independent, naive oracle: an
+//! approval must be justified by the facts, a denial for a missing SAN must rest
+//! on fresh facts received after the CSR, `deny: never` never denies, and
+//! `decide` agrees with `decide_parsed`.
+#![no_main]
+
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use arbitrary::Arbitrary;
+use jiff::{SignedDuration, Timestamp};
+use libfuzzer_sys::fuzz_target;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, SanType,
+};
+use rubber_stamp_approver::core::policy::DnsSuffix;
+use rubber_stamp_approver::core::{
+    Attestation, AttestationSet, CheckName, CsrInput, Decision, DenyMode, InterfaceFacts,
+    KUBELET_SERVING_SIGNER, NodeAddress, NodeRecord, NodeSet, Policy, Reason, decide,
+    decide_parsed, names, parse_request,
+};
+
+const NODES: [&str; 3] = ["worker-1", "worker-2", "worker-3"];
+const IPS: [&str; 8] = [
+    "10.0.0.11",
+    "10.0.0.12",
+    "10.0.0.13",
+    "fd00::11",
+    "fd00::12",
+    "10.96.0.10",
+    "127.0.0.1",
+    "169.254.1.1",
+];
+const IFACES: [&str; 7] = [
+    "eth0",
+    "ens3",
+    "lo",
+    "kube-ipvs0",
+    "cni0",
+    "cali12",
+    "br-ex",
+];
+const USAGES: [&str; 5] = [
+    "digital signature",
+    "key encipherment",
+    "server auth",
+    "client auth",
+    "cert sign",
+];
+
+#[derive(Arbitrary, Debug)]
+enum Name {
+    Node(u8),
+    Upper(u8),
+    Dot(u8),
+    Suffixed(u8),
+    Raw(String),
+}
+
+impl Name {
+    fn text(&self) -> String {
+        match self {
+            Self::Node(i) => NODES[*i as usize % 3].to_owned(),
+            Self::Upper(i) => NODES[*i as usize % 3].to_ascii_uppercase(),
+            Self::Dot(i) => format!("{}.", NODES[*i as usize % 3]),
+            Self::Suffixed(i) => format!("{}.nodes.example.com", NODES[*i as usize % 3]),
+            Self::Raw(s) => s.chars().take(80).collect(),
+        }
+    }
+}
+
+#[derive(Arbitrary, Debug)]
+enum Ip {
+    Known(u8),
+    Mapped(u8),
+    V4(u32),
+    V6(u128),
+}
+
+impl Ip {
+    fn addr(&self) -> IpAddr {
+        let known = |i: &u8| -> IpAddr {
+            IPS[*i as usize % IPS.len()]
+                .parse()
+                .unwrap_or(IpAddr::from([10, 0, 0, 1]))
+        };
+        match self {
+            Self::Known(i) => known(i),
+            Self::Mapped(i) => match known(i) {
+                IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
+                v6 => v6,
+            },
+            Self::V4(n) => IpAddr::from(n.to_be_bytes()),
+            Self::V6(n) => IpAddr::from(n.to_be_bytes()),
+        }
+    }
+}
+
+#[derive(Arbitrary, Debug)]
+enum San {
+    Dns(Name),
+    Ip(Ip),
+    Email,
+    Uri,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Iface {
+    kind: u8,
+    addrs: Vec<(Ip, u8)>,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Att {
+    node: u8,
+    hostname: Name,
+    ifaces: Vec<Iface>,
+    peer: Option<Ip>,
+    received: i16,
+    machine: Option<u8>,
+    boot: Option<u8>,
+}
+
+#[derive(Arbitrary, Debug)]
+struct NodeRec {
+    node: u8,
+    ips: Vec<Ip>,
+    names: Vec<Name>,
+    machine: Option<u8>,
+    boot: Option<u8>,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Knobs {
+    max_sans: u8,
+    max_age_secs: u16,
+    peer_binding: bool,
+    deny_never: bool,
+    suffix: bool,
+    denied: Option<(Ip, u8)>,
+    allowed: Option<(Ip, u8)>,
+    max_expiration: Option<u32>,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    requester: u8,
+    cn: Option<Name>,
+    cn_prefix: bool,
+    org_ok: bool,
+    sans: Vec<San>,
+    ca: bool,
+    username_matches: bool,
+    groups_ok: bool,
+    usages: u8,
+    expiration: Option<i32>,
+    created: Option<i16>,
+    condition: Option<u8>,
+    signer_ok: bool,
+    attestations: Vec<Att>,
+    nodes: Option<Vec<NodeRec>>,
+    knobs: Knobs,
+    now: i16,
+}
+
+fn key() -> &'static KeyPair {
+    static KEY: OnceLock<KeyPair> = OnceLock::new();
+    KEY.get_or_init(|| KeyPair::generate().expect("ECDSA P-256 key"))
+}
+
+fn t(offset: i16) -> Timestamp {
+    Timestamp::UNIX_EPOCH
+        .checked_add(SignedDuration::from_secs(1_800_000_000 + i64::from(offset)))
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn net(ip: &Ip, prefix: u8) -> Option<ipnet::IpNet> {
+    let addr = ip.addr();
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    ipnet::IpNet::new(addr, prefix % (max + 1)).ok()
+}
+
+fn build_request(input: &Input, node: &str) -> Option<String> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(
+        DnType::OrganizationName,
+        if input.org_ok {
+            "system:nodes"
+        } else {
+            "system:masters"
+        },
+    );
+    let cn = match &input.cn {
+        None => node.to_owned(),
+        Some(name) => name.text(),
+    };
+    let cn = if input.cn_prefix {
+        format!("system:node:{cn}")
+    } else {
+        cn
+    };
+    dn.push(DnType::CommonName, cn);
+    params.distinguished_name = dn;
+    for san in input.sans.iter().take(24) {
+        params.subject_alt_names.push(match san {
+            San::Dns(name) => SanType::DnsName(name.text().try_into().ok()?),
+            San::Ip(ip) => SanType::IpAddress(ip.addr()),
+            San::Email => SanType::Rfc822Name("root@example.com".try_into().ok()?),
+            San::Uri => SanType::URI("https://example.com".try_into().ok()?),
+        });
+    }
+    if input.ca {
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    }
+    params.serialize_request(key()).ok()?.pem().ok()
+}
+
+fn policy(k: &Knobs) -> Policy {
+    let mut p = Policy {
+        max_sans: usize::from(k.max_sans % 8).max(1),
+        peer_binding: k.peer_binding,
+        deny: if k.deny_never {
+            DenyMode::Never
+        } else {
+            DenyMode::Always
+        },
+        max_expiration_seconds: k.max_expiration.map(|m| m.max(600)),
+        ..Policy::default()
+    };
+    p.attestation_max_age = rubber_stamp_approver::core::policy::HumanDuration::new(
+        SignedDuration::from_secs(i64::from(k.max_age_secs).max(1)),
+    );
+    if k.suffix {
+        p.allowed_dns_suffixes = DnsSuffix::new("nodes.example.com").into_iter().collect();
+    }
+    p.denied_cidrs = k.denied.iter().filter_map(|(ip, n)| net(ip, *n)).collect();
+    p.allowed_cidrs = k.allowed.iter().filter_map(|(ip, n)| net(ip, *n)).collect();
+    p.validated().unwrap_or_default()
+}
+
+fuzz_target!(|input: Input| {
+    let node = NODES[input.requester as usize % 3];
+    let Some(pem_text) = build_request(&input, node) else {
+        return;
+    };
+    let policy = policy(&input.knobs);
+    let now = t(input.now);
+    let csr = CsrInput {
+        name: "csr-fuzz".to_owned(),
+        signer_name: if input.signer_ok {
+            KUBELET_SERVING_SIGNER.to_owned()
+        } else {
+            "example.com/other".to_owned()
+        },
+        request: pem_text.into_bytes(),
+        usages: (0..5)
+            .filter(|b| input.usages & (1 << b) != 0)
+            .map(|b| USAGES[b].to_owned())
+            .collect(),
+        username: if input.username_matches {
+            format!("system:node:{node}")
+        } else {
+            "system:node:worker-9".to_owned()
+        },
+        groups: if input.groups_ok {
+            vec!["system:nodes".to_owned()]
+        } else {
+            vec!["system:authenticated".to_owned()]
+        },
+        expiration_seconds: input.expiration,
+        created_at: input.created.map(t),
+        conditions: input
+            .condition
+            .map(|c| ["Approved", "Denied", "Failed", "Other"][c as usize % 4].to_owned())
+            .into_iter()
+            .collect(),
+        ..CsrInput::default()
+    };
+    let attestations: Vec<Attestation> = input
+        .attestations
+        .iter()
+        .take(8)
+        .map(|a| Attestation {
+            node_name: NODES[a.node as usize % 3].to_owned(),
+            hostname: a.hostname.text(),
+            interfaces: a
+                .ifaces
+                .iter()
+                .take(6)
+                .map(|i| InterfaceFacts {
+                    name: IFACES[i.kind as usize % IFACES.len()].to_owned(),
+                    addresses: i
+                        .addrs
+                        .iter()
+                        .take(6)
+                        .filter_map(|(ip, n)| net(ip, *n))
+                        .collect(),
+                })
+                .collect(),
+            peer_address: a.peer.as_ref().map(Ip::addr),
+            received_at: t(a.received),
+            machine_id: a.machine.map(|m| format!("m{}", m % 3)),
+            boot_id: a.boot.map(|b| format!("b{}", b % 3)),
+            agent_version: None,
+        })
+        .collect();
+    let set: AttestationSet = attestations.iter().cloned().collect();
+    let node_records: Option<Vec<NodeRecord>> = input.nodes.as_ref().map(|ns| {
+        ns.iter()
+            .take(6)
+            .map(|n| NodeRecord {
+                name: NODES[n.node as usize % 3].to_owned(),
+                addresses: n
+                    .ips
+                    .iter()
+                    .take(4)
+                    .map(|ip| NodeAddress {
+                        kind: "InternalIP".to_owned(),
+                        address: ip.addr().to_string(),
+                    })
+                    .chain(n.names.iter().take(2).map(|name| NodeAddress {
+                        kind: "Hostname".to_owned(),
+                        address: name.text(),
+                    }))
+                    .collect(),
+                machine_id: n.machine.map(|m| format!("m{}", m % 3)),
+                boot_id: n.boot.map(|b| format!("b{}", b % 3)),
+            })
+            .collect()
+    });
+    let nodes: Option<NodeSet> = node_records.clone().map(|ns| ns.into_iter().collect());
+    let nodes_dyn = nodes.as_ref().map(|n| n as _);
+
+    let verdict = decide(&csr, &set, nodes_dyn, &policy, now);
+    let parsed = parse_request(&csr.request, &policy);
+    let again = decide_parsed(&csr, parsed.as_ref(), &set, nodes_dyn, &policy, now);
+    assert_eq!(verdict, again, "decide and decide_parsed disagree");
+    let names_in_order: Vec<CheckName> = verdict.checks().iter().map(|c| c.name()).collect();
+    assert_eq!(names_in_order, CheckName::DECIDED);
+    let _ = verdict.summary();
+
+    if policy.deny == DenyMode::Never {
+        assert_ne!(verdict.decision(), Decision::Deny, "deny: never denied");
+    }
+
+    // The latest attestation per node, as the set keeps it.
+    let latest = |n: &str| set.iter().find(|a| a.node_name == n).cloned();
+    let fresh =
+        |a: &Attestation| now.duration_since(a.received_at) <= policy.attestation_max_age.get();
+
+    // A denial for a SAN missing from the facts rests on fresh facts that
+    // were received at least a second after the CSR's creation.
+    for c in verdict.failed() {
+        if matches!(
+            c.reason(),
+            Some(Reason::NameNotAttested | Reason::AddressNotAttested)
+        ) && c.outcome() == Some(rubber_stamp_approver::core::Outcome::Deny)
+        {
+            let named = verdict
+                .node()
+                .expect("a denial for an unattested SAN names a node");
+            let a = latest(named).expect("a denial for an unattested SAN needs facts");
+            assert!(fresh(&a));
+            let created = csr.created_at.expect("and a known creation time");
+            assert!(a.received_at.duration_since(created) >= SignedDuration::from_secs(1));
+        }
+    }
+
+    if verdict.decision() != Decision::Approve {
+        return;
+    }
+    // The naive oracle: everything an approval claims, checked from scratch.
+    let req = parsed.as_ref().expect("an approved request parsed");
+    assert!(csr.in_scope());
+    assert_eq!(req.node_name(), Some(node));
+    assert_eq!(csr.username, format!("system:node:{node}"));
+    assert!(input.org_ok && !input.ca && input.groups_ok);
+    assert!(csr.usages.iter().all(|u| ["digital signature", "key encipherment", "server auth"].contains(&u.as_str())));
+    assert!(csr.usages.iter().any(|u| u == "server auth"));
+    let sans = req.sans();
+    assert!(sans.total >= 1 && sans.total <= policy.max_sans && sans.problems.is_empty());
+    let own = latest(node).expect("approved without an attestation");
+    assert!(fresh(&own), "approved on stale facts");
+    let counted = |a: &Attestation, ip: IpAddr| {
+        a.interfaces.iter().any(|i| {
+            !policy.is_excluded_interface(&i.name)
+                && i.addresses.iter().any(|n| n.addr().to_canonical() == ip)
+        })
+    };
+    for ip in &sans.ips {
+        assert!(names::ip_problem(*ip).is_none());
+        assert!(
+            counted(&own, *ip),
+            "{ip} approved but not attested on a counted interface"
+        );
+        assert!(policy.denied_network_of(*ip).is_none() && policy.is_allowed_address(*ip));
+        for other in set.iter() {
+            if other.node_name != node && fresh(other) {
+                assert!(
+                    !counted(other, *ip),
+                    "{ip} approved while {} attests it",
+                    other.node_name
+                );
+            }
+        }
+        for n in node_records.iter().flatten() {
+            if n.name != node {
+                assert!(
+                    !n.addresses.iter().any(|a| a
+                        .address
+                        .parse::<IpAddr>()
+                        .ok()
+                        .map(|x| x.to_canonical())
+                        == Some(*ip)),
+                    "{ip} approved while Node {} lists it",
+                    n.name
+                );
+            }
+        }
+    }
+    for dns in &sans.dns {
+        let base = policy.strip_allowed_suffix(dns).unwrap_or(dns);
+        let mine = |n: &str| names::same_name(n, node) || names::same_name(n, &own.hostname);
+        assert!(
+            mine(dns) || mine(base),
+            "{dns} approved but neither node name nor hostname"
+        );
+        for other in set.iter() {
+            if other.node_name != node && fresh(other) {
+                assert!(
+                    !names::same_name(dns, &other.node_name)
+                        && !names::same_name(dns, &other.hostname)
+                );
+            }
+        }
+    }
+    if policy.peer_binding {
+        let peer = own
+            .peer_address
+            .expect("peer binding passed without a peer")
+            .to_canonical();
+        assert!(own.addresses().any(|(_, a)| a == peer));
+    }
+    if let (Some(max), Some(secs)) = (policy.max_expiration_seconds, csr.expiration_seconds) {
+        assert!(i64::from(secs) <= i64::from(max));
+    }
+});
