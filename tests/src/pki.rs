@@ -19,6 +19,10 @@ pub enum PkiError {
     /// rcgen refused the parameters or failed to sign.
     #[error("generating certificate: {0}")]
     Rcgen(#[from] rcgen::Error),
+    /// rcgen keeps one value per attribute type, so a subject can carry at most
+    /// two organisations (the second under an attribute type rcgen treats as distinct).
+    #[error("a test subject can have at most two organisations, got {0}")]
+    TooManyOrganizations(usize),
     /// Writing a PEM file failed.
     #[error("writing {path}: {source}")]
     Write {
@@ -186,12 +190,8 @@ impl Ca {
     pub fn issue(&self, spec: &LeafSpec) -> Result<Leaf, PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        for org in &spec.organizations {
-            dn.push(DnType::OrganizationName, org.as_str());
-        }
-        dn.push(DnType::CommonName, spec.common_name.as_str());
-        params.distinguished_name = dn;
+        let orgs: Vec<&str> = spec.organizations.iter().map(String::as_str).collect();
+        params.distinguished_name = subject(&spec.common_name, &orgs)?;
         params.subject_alt_names = spec
             .dns_names
             .iter()
@@ -279,12 +279,7 @@ pub fn certificate_request(
 ) -> Result<Request, PkiError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    for org in organizations {
-        dn.push(DnType::OrganizationName, *org);
-    }
-    dn.push(DnType::CommonName, common_name);
-    params.distinguished_name = dn;
+    params.distinguished_name = subject(common_name, organizations)?;
     params.subject_alt_names = dns_names
         .iter()
         .map(|n| Ok(SanType::DnsName((*n).to_owned().try_into()?)))
@@ -295,6 +290,29 @@ pub fn certificate_request(
         csr_pem: csr.pem()?,
         key_pem: key.serialize_pem(),
     })
+}
+
+/// `O=<org>…, CN=<cn>`. rcgen's `DistinguishedName` holds one value per
+/// attribute type, so a second organisation goes in under a custom attribute
+/// type with the organisationName OID (2.5.4.10): on the wire it is an
+/// ordinary second `O`. More than two is refused rather than silently dropped.
+fn subject(common_name: &str, organizations: &[&str]) -> Result<DistinguishedName, PkiError> {
+    const ORGANIZATION_NAME_OID: [u64; 4] = [2, 5, 4, 10];
+    let mut dn = DistinguishedName::new();
+    match organizations {
+        [] => {}
+        [one] => dn.push(DnType::OrganizationName, *one),
+        [first, second] => {
+            dn.push(DnType::OrganizationName, *first);
+            dn.push(
+                DnType::CustomDnType(ORGANIZATION_NAME_OID.to_vec()),
+                *second,
+            );
+        }
+        more => return Err(PkiError::TooManyOrganizations(more.len())),
+    }
+    dn.push(DnType::CommonName, common_name);
+    Ok(dn)
 }
 
 fn write_file(path: &Path, contents: &str) -> Result<(), PkiError> {
@@ -343,6 +361,26 @@ mod tests {
             cert.verify_signature(Some(stranger_cert.public_key()))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn two_organisations_both_reach_the_certificate_and_three_are_refused() {
+        let ca = Ca::new("ca").expect("ca");
+        let leaf = ca
+            .issue(&LeafSpec::client(
+                "system:node:n",
+                &["system:nodes", "system:masters"],
+            ))
+            .expect("leaf");
+        let (_, cert) = X509Certificate::from_der(&leaf.cert_der).expect("parse");
+        let orgs: Vec<_> = cert
+            .subject()
+            .iter_organization()
+            .filter_map(|a| a.as_str().ok())
+            .collect();
+        assert_eq!(orgs, ["system:nodes", "system:masters"]);
+        let three = ca.issue(&LeafSpec::client("x", &["a", "b", "c"]));
+        assert!(matches!(three, Err(PkiError::TooManyOrganizations(3))));
     }
 
     #[test]
