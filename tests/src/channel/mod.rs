@@ -172,7 +172,7 @@ pub fn approver_config(pki: &ChannelPki) -> RunConfig {
             health: any,
             admin: any,
         },
-        tls: pki.server_files.clone(),
+        tls: pki.server_files.clone().into(),
         store: StoreConfig::default(),
         grpc,
         prune_interval: Duration::from_secs(1),
