@@ -2,7 +2,8 @@
 //! exactly what the issue lists and the code uses, nothing binds the agent, the rendered
 //! RBAC becomes live rules in the testbed cluster, the workloads are locked down and name
 //! the ports, health services and flags the binaries really have, the overlays differ from
-//! the base only where they should, and the image build runs the release script.
+//! the base only where they should, the image build runs the release script, and
+//! `docs/configuration.md` is what the binaries' `--help` says ([`config_doc`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -18,6 +19,9 @@ use kube::api::{ListParams, PostParams};
 use rubber_stamp_testbed::apiserver::{Cluster, ClusterOptions};
 use rubber_stamp_testbed::deploy::{self, NAMESPACE, find};
 use serde_json::Value;
+
+#[path = "deploy_manifests/config_doc.rs"]
+mod config_doc;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
