@@ -12,10 +12,10 @@ use crate::runtime::config::parse_duration;
 /// are given, and how long they live.
 #[derive(Clone, Debug, Args)]
 pub struct PkiArgs {
-    /// Namespace of the approver's own objects: the TLS Secret and the CA bundle ConfigMap
-    /// (set it from the pod's namespace).
+    /// Namespace of the TLS Secret and the CA bundle ConfigMap: the approver's own (set it
+    /// from the pod's namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "rubber-stamp")]
-    pub namespace: String,
+    pub tls_namespace: String,
 
     /// Secret holding the approver's CA and serving certificate. Without --tls-cert and
     /// --tls-key the first replica creates it and every replica renews from it.
@@ -130,7 +130,7 @@ impl PkiArgs {
     /// The checked configuration.
     pub fn into_config(self) -> Result<PkiConfig, PkiConfigError> {
         for (flag, value, label) in [
-            ("namespace", &self.namespace, true),
+            ("tls-namespace", &self.tls_namespace, true),
             ("tls-secret", &self.tls_secret, false),
             ("ca-configmap", &self.ca_configmap, false),
             ("service-name", &self.service_name, true),
@@ -184,7 +184,7 @@ impl PkiArgs {
             return Err(PkiConfigError::Propagation);
         }
         Ok(PkiConfig {
-            namespace: self.namespace,
+            namespace: self.tls_namespace,
             secret: self.tls_secret,
             config_map: self.ca_configmap,
             service: self.service_name,
@@ -282,7 +282,9 @@ mod tests {
 
     #[test]
     fn names_and_durations_are_checked() {
-        assert!(parse(&["--namespace", "Bad_NS"]).is_err_and(|e| e.contains("--namespace")));
+        assert!(
+            parse(&["--tls-namespace", "Bad_NS"]).is_err_and(|e| e.contains("--tls-namespace"))
+        );
         assert!(
             parse(&["--cluster-domain", "corp.example."]).is_ok_and(|c| c
                 .dns_names()

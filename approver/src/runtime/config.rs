@@ -364,8 +364,8 @@ mod tests {
             matches!(&files.tls, TlsSource::Files { files, reload_interval }
                 if files.cert == std::path::Path::new("c") && *reload_interval == Duration::from_secs(60))
         );
-        let cli =
-            Cli::try_parse_from(["run", "--client-ca", "ca", "--namespace", "ops"]).expect("parse");
+        let cli = Cli::try_parse_from(["run", "--client-ca", "ca", "--tls-namespace", "ops"])
+            .expect("parse");
         let config = cli.run.into_config().expect("config");
         assert!(matches!(&config.tls, TlsSource::Secret { pki, .. }
                 if pki.namespace == "ops" && pki.secret == "rubber-stamp-approver-tls"));
