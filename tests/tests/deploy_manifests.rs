@@ -905,3 +905,109 @@ fn the_image_builds_with_the_release_script_ci_runs() -> TestResult {
     assert!(Path::new(&root.join("build/release.sh")).exists());
     Ok(())
 }
+
+/// The YAML block after `<!-- tested: NAME -->` in the README.
+fn readme_snippet(readme: &str, name: &str) -> Result<String, String> {
+    let marker = format!("<!-- tested: {name} -->\n```yaml\n");
+    let start = readme
+        .find(&marker)
+        .ok_or(format!("README has no snippet {name:?}"))?
+        + marker.len();
+    let end = readme[start..]
+        .find("```")
+        .ok_or(format!("snippet {name:?} is not closed"))?;
+    Ok(readme[start..start + end].to_owned())
+}
+
+#[test]
+fn the_readme_overlay_renders_with_its_images_policy_and_client_ca() -> TestResult {
+    let root = deploy::repo_root();
+    let readme = std::fs::read_to_string(root.join("README.md"))?;
+    // The layout the README describes: the clone and `my-cluster/` side by side.
+    let dir = tempfile::tempdir()?;
+    std::os::unix::fs::symlink(&root, dir.path().join("kubelet-rubber-stamp"))?;
+    let mine = dir.path().join("my-cluster");
+    std::fs::create_dir(&mine)?;
+    let kustomization = readme_snippet(&readme, "my-cluster/kustomization.yaml")?;
+    let policy = readme_snippet(&readme, "my-cluster/policy.yaml")?;
+    std::fs::write(mine.join("kustomization.yaml"), &kustomization)?;
+    std::fs::write(mine.join("policy.yaml"), &policy)?;
+    assert!(
+        !rubber_stamp_approver::core::Policy::from_yaml(&policy)?
+            .denied_cidrs
+            .is_empty()
+    );
+
+    let rendered = deploy::render_dir(&mine)?;
+    assert_eq!(
+        container(&rendered, "Deployment", "rubber-stamp-approver")?["image"],
+        "registry.example.com/rubber-stamp-approver:0.1.0"
+    );
+    assert_eq!(
+        container(&rendered, "DaemonSet", "rubber-stamp-agent")?["image"],
+        "registry.example.com/rubber-stamp-agent:0.1.0"
+    );
+    let policies: Vec<&Value> = objects_of(&rendered, "ConfigMap")
+        .into_iter()
+        .filter(|c| {
+            c["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("rubber-stamp-policy-"))
+        })
+        .collect();
+    assert_eq!(policies.len(), 1);
+    assert_eq!(policies[0]["data"]["policy.yaml"], policy.as_str());
+    let volume = |objects: &[Value], name: &str| -> Result<Value, String> {
+        let pod =
+            &role(objects, "Deployment", "rubber-stamp-approver")?["spec"]["template"]["spec"];
+        pod["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == name)
+            .cloned()
+            .ok_or(format!("no volume {name}"))
+    };
+    assert_eq!(
+        volume(&rendered, "policy")?["configMap"]["name"],
+        policies[0]["metadata"]["name"]
+    );
+
+    // Step 3's client CA override, added to the same kustomization.
+    let mut merged: serde_yaml::Value = serde_yaml::from_str(&kustomization)?;
+    let extra: serde_yaml::Value = serde_yaml::from_str(&readme_snippet(
+        &readme,
+        "my-cluster/kustomization.yaml (client CA)",
+    )?)?;
+    let (Some(merged_map), Some(extra_map)) = (merged.as_mapping_mut(), extra.as_mapping()) else {
+        return Err("kustomizations are mappings".into());
+    };
+    for (key, value) in extra_map {
+        match (merged_map.get_mut(key), value) {
+            (Some(serde_yaml::Value::Sequence(have)), serde_yaml::Value::Sequence(more)) => {
+                have.extend(more.iter().cloned());
+            }
+            _ => {
+                merged_map.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    std::fs::write(
+        mine.join("kustomization.yaml"),
+        serde_yaml::to_string(&merged)?,
+    )?;
+    let ca = rubber_stamp_testbed::pki::Ca::new("kubelet-client-ca")?;
+    std::fs::write(mine.join("kubelet-client-ca.crt"), ca.cert_pem())?;
+    let rendered = deploy::render_dir(&mine)?;
+    let client_ca = volume(&rendered, "client-ca")?;
+    let name = client_ca["configMap"]["name"].as_str().ok_or("name")?;
+    assert!(name.starts_with("rubber-stamp-client-ca-"), "{client_ca}");
+    assert_eq!(
+        client_ca["configMap"]["items"],
+        serde_json::json!([{"key": "ca.crt", "path": "ca.crt"}])
+    );
+    let config_map = find(&rendered, "ConfigMap", name).ok_or("client CA ConfigMap")?;
+    assert_eq!(config_map["data"]["ca.crt"], ca.cert_pem());
+    assert_eq!(config_map["metadata"]["namespace"], NAMESPACE);
+    Ok(())
+}
