@@ -479,9 +479,13 @@ async fn a_ca_rotation_publishes_old_and_new_before_switching() -> TestResult {
             .await
             .is_err()
     );
-    // The agent connected before the rotation never had to reconnect.
+    // The agent connected before the rotation never had to reconnect, and a new agent
+    // with the multi-CA bundle attests too.
     acks_continue_on(&approver, "worker-1", stream, 2).await?;
+    sync_bundle(admin, ca_file).await?;
+    let (late, _) = attested_agent(pki, &approver, "worker-2", SERVER_NAME, ca_file).await?;
 
+    late.stop().await?;
     agent.stop().await?;
     approver.stop().await?;
     cluster.shutdown().await;
