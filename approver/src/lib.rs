@@ -11,6 +11,9 @@
 //! - [`admin`]: admin HTTP server: attestation snapshot and Prometheus metrics.
 //! - [`health`]: `grpc.health.v1` on a plaintext port.
 //! - [`metrics`]: the Prometheus registry and the metric families.
+//! - [`pki`]: the attestation port's serving certificate: kept in a Secret (own CA,
+//!   renewed, bundle published for the agents) or brought as files; swapped without
+//!   breaking streams.
 //! - [`runtime`]: wiring for `run`: flags, servers, shutdown and drain.
 //! - [`k8s`]: Kubernetes objects into the core's plain data.
 //! - [`cli`]: the command line (`check`, `run`).
@@ -22,5 +25,6 @@ pub mod grpc;
 pub mod health;
 pub mod k8s;
 pub mod metrics;
+pub mod pki;
 pub mod runtime;
 pub mod store;

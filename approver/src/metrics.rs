@@ -21,6 +21,8 @@ pub struct Metrics {
     registry: Registry,
     /// The attestation gRPC service.
     pub grpc: GrpcMetrics,
+    /// The attestation port's serving certificate.
+    pub tls: crate::pki::TlsMetrics,
 }
 
 /// A `reason` label: why a connection or stream was refused or closed.
@@ -56,7 +58,12 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("rubber_stamp");
         let grpc = GrpcMetrics::register(registry.sub_registry_with_prefix("attestation"));
-        Self { registry, grpc }
+        let tls = crate::pki::TlsMetrics::register(registry.sub_registry_with_prefix("tls"));
+        Self {
+            registry,
+            grpc,
+            tls,
+        }
     }
 
     /// The registry, for components that register their own families.

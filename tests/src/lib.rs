@@ -6,12 +6,15 @@
 //! - [`apiserver`]: the testbed cluster, an in-memory Kubernetes API server.
 //! - [`channel`]: the attested channel in-process: approver and agents on port 0, raw
 //!   clients with any certificate.
+//! - [`deploy`]: the `deploy/` manifests rendered with kubectl; the rendered RBAC loaded
+//!   into a testbed cluster ([`deploy::load_rendered_rbac`]).
 //! - [`hosts`]: simulated hosts in network namespaces.
 //! - [`kubelet`]: the kubelet simulator (serving CSR bootstrap, HTTPS).
 //! - [`pki`]: test certificate authorities and leaf certificates (rcgen).
 
 pub mod apiserver;
 pub mod channel;
+pub mod deploy;
 pub mod hosts;
 pub mod kubelet;
 pub mod pki;

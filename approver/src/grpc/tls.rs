@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use prometheus_client::metrics::gauge::Gauge;
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -69,26 +69,40 @@ pub enum TlsError {
 /// Builds the server configuration: TLS 1.3 only, ALPN `h2`, and a client certificate
 /// chaining to `files.client_ca` required on every connection.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    let chain = read_certs(&files.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|source| TlsError::Pem {
+        path: files.key.clone(),
+        source,
+    })?;
+    let provider = rustls::crypto::ring::default_provider();
+    let certified = rustls::sign::CertifiedKey::from_der(chain, key, &provider)?;
+    server_config_with(
+        &files.client_ca,
+        Arc::new(rustls::sign::SingleCertAndKey::from(certified)),
+    )
+}
+
+/// Like [`server_config`], with the serving certificate chosen per handshake by
+/// `certificates` (e.g. a `pki::ServingCertificate` that renewal swaps).
+pub fn server_config_with(
+    client_ca: &Path,
+    certificates: Arc<dyn ResolvesServerCert>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
-    for ca in read_certs(&files.client_ca)? {
+    for ca in read_certs(client_ca)? {
         roots.add(ca).map_err(|source| TlsError::ClientCa {
-            path: files.client_ca.clone(),
+            path: client_ca.to_owned(),
             source,
         })?;
     }
     let verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
             .build()?;
-    let chain = read_certs(&files.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|source| TlsError::Pem {
-        path: files.key.clone(),
-        source,
-    })?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(certificates);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }

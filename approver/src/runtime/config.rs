@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::grpc::{ConnectionLimits, GrpcConfig, StreamLimits, TlsFiles};
+use crate::pki::{PkiArgs, PkiConfig, PkiConfigError};
 use crate::store::StoreConfig;
 
 /// `rubber-stamp-approver run`: serve the attestation API, health and admin endpoints.
@@ -36,13 +37,15 @@ pub struct RunArgs {
     )]
     pub admin_listen: SocketAddr,
 
-    /// PEM certificate chain the attestation server presents to agents.
-    #[arg(long, env = "RUBBER_STAMP_TLS_CERT")]
-    pub tls_cert: PathBuf,
+    /// PEM certificate chain the attestation server presents to agents (bring your own, e.g.
+    /// from cert-manager; read again every --tls-refresh-interval). Without --tls-cert and
+    /// --tls-key the approver keeps its own CA and certificate in the Secret --tls-secret.
+    #[arg(long, env = "RUBBER_STAMP_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
 
     /// PEM private key of --tls-cert.
-    #[arg(long, env = "RUBBER_STAMP_TLS_KEY")]
-    pub tls_key: PathBuf,
+    #[arg(long, env = "RUBBER_STAMP_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// PEM bundle of the CA(s) that sign kubelet client certificates (the cluster CA).
     /// Agents must present a certificate chaining to it.
@@ -125,6 +128,49 @@ pub struct RunArgs {
     /// Log filter, `tracing` env-filter syntax (e.g. `info,rubber_stamp_approver=debug`).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_filter: String,
+
+    /// The approver's own CA and serving certificate (when no --tls-cert/--tls-key).
+    #[command(flatten)]
+    pub pki: PkiArgs,
+}
+
+/// Where the attestation port's serving certificate comes from.
+#[derive(Clone, Debug)]
+pub enum TlsSource {
+    /// Bring-your-own files, read again every `reload_interval`.
+    Files {
+        /// Certificate, key and client CA files.
+        files: TlsFiles,
+        /// How often the certificate and key are read for changes.
+        reload_interval: Duration,
+    },
+    /// The approver's own CA and certificate, kept in a Secret.
+    Secret {
+        /// CA bundle that client (kubelet) certificates must chain to.
+        client_ca: PathBuf,
+        /// Where and how long.
+        pki: PkiConfig,
+    },
+}
+
+impl TlsSource {
+    /// The client CA bundle.
+    pub fn client_ca(&self) -> &std::path::Path {
+        match self {
+            Self::Files { files, .. } => &files.client_ca,
+            Self::Secret { client_ca, .. } => client_ca,
+        }
+    }
+}
+
+/// Files, reloaded every minute (the `--tls-refresh-interval` default).
+impl From<TlsFiles> for TlsSource {
+    fn from(files: TlsFiles) -> Self {
+        Self::Files {
+            files,
+            reload_interval: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Log output format.
@@ -152,8 +198,8 @@ pub struct ListenAddrs {
 pub struct RunConfig {
     /// Listen addresses (tests pass their own listeners instead).
     pub listen: ListenAddrs,
-    /// TLS files of the attestation port.
-    pub tls: TlsFiles,
+    /// Where the attestation port's certificate comes from, and the client CA.
+    pub tls: TlsSource,
     /// Store settings.
     pub store: StoreConfig,
     /// Attestation server limits.
@@ -173,6 +219,9 @@ pub enum ConfigError {
     /// The keepalive timeout is not shorter than the interval.
     #[error("--keepalive-timeout must be shorter than --keepalive-interval")]
     KeepaliveTimeout,
+    /// The PKI flags are inconsistent.
+    #[error(transparent)]
+    Pki(#[from] PkiConfigError),
 }
 
 impl RunArgs {
@@ -206,17 +255,30 @@ impl RunArgs {
                 return Err(ConfigError::Zero(flag));
             }
         }
+        let reload_interval = self.pki.tls_refresh_interval;
+        let pki = self.pki.into_config()?;
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => TlsSource::Files {
+                files: TlsFiles {
+                    cert,
+                    key,
+                    client_ca: self.client_ca,
+                },
+                reload_interval,
+            },
+            // clap's `requires` makes a lone --tls-cert or --tls-key a usage error.
+            _ => TlsSource::Secret {
+                client_ca: self.client_ca,
+                pki,
+            },
+        };
         Ok(RunConfig {
             listen: ListenAddrs {
                 grpc: self.grpc_listen,
                 health: self.health_listen,
                 admin: self.admin_listen,
             },
-            tls: TlsFiles {
-                cert: self.tls_cert,
-                key: self.tls_key,
-                client_ca: self.client_ca,
-            },
+            tls,
             store: StoreConfig {
                 max_age,
                 change_capacity: self.change_buffer,
@@ -293,6 +355,21 @@ mod tests {
         );
         assert_eq!(config.grpc.keepalive_interval, Duration::from_secs(30));
         assert_eq!(config.prune_interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn certificate_files_or_the_secret() {
+        let files = parse(&[]).expect("config");
+        assert!(
+            matches!(&files.tls, TlsSource::Files { files, reload_interval }
+                if files.cert == std::path::Path::new("c") && *reload_interval == Duration::from_secs(60))
+        );
+        let cli = Cli::try_parse_from(["run", "--client-ca", "ca", "--tls-namespace", "ops"])
+            .expect("parse");
+        let config = cli.run.into_config().expect("config");
+        assert!(matches!(&config.tls, TlsSource::Secret { pki, .. }
+                if pki.namespace == "ops" && pki.secret == "rubber-stamp-approver-tls"));
+        assert!(Cli::try_parse_from(["run", "--client-ca", "ca", "--tls-cert", "c"]).is_err());
     }
 
     #[test]

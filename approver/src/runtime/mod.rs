@@ -34,9 +34,10 @@ use crate::admin;
 use crate::grpc::{self, TlsError};
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::pki::{CertificateFiles, PkiError, SecretPki, ServingCertificate};
 use crate::store::{AttestationStore, Clock, SystemClock};
 
-pub use config::{ConfigError, ListenAddrs, LogFormat, RunArgs, RunConfig};
+pub use config::{ConfigError, ListenAddrs, LogFormat, RunArgs, RunConfig, TlsSource};
 
 /// The error type of a task run next to the servers.
 pub type TaskError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -55,6 +56,15 @@ pub enum RuntimeError {
     /// The attestation port's TLS files are unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The serving certificate could not be loaded or bootstrapped.
+    #[error("attestation port certificate: {0}")]
+    Pki(#[from] PkiError),
+    /// The TLS Secret needs the Kubernetes API but no client was given.
+    #[error("no Kubernetes client to keep the TLS Secret with (or give --tls-cert and --tls-key)")]
+    NoKubeClient,
+    /// The Kubernetes client could not be configured (kubeconfig or in-cluster).
+    #[error("Kubernetes client: {0}")]
+    Kube(#[source] kube::Error),
     /// A listen address could not be bound.
     #[error("binding the {server} server to {address}: {source}")]
     Bind {
@@ -102,6 +112,7 @@ pub struct Listeners {
 pub struct Runtime {
     config: RunConfig,
     tls: Arc<rustls::ServerConfig>,
+    serving: Arc<ServingCertificate>,
     store: AttestationStore,
     metrics: Arc<Metrics>,
     health: Health,
@@ -146,18 +157,61 @@ impl Listeners {
 // === impl Runtime ===
 
 impl Runtime {
-    /// Loads the TLS files and builds the shared store, metrics and health state.
+    /// Loads the TLS files and builds the shared store, metrics and health state. A
+    /// configuration that keeps its certificate in a Secret needs [`Runtime::with_kube`].
     pub async fn new(config: RunConfig, clock: Arc<dyn Clock>) -> Result<Self, RuntimeError> {
-        let tls = grpc::tls::server_config(&config.tls)?;
+        Self::with_kube(config, clock, None).await
+    }
+
+    /// Like [`Runtime::new`]; with [`TlsSource::Secret`] it first gets or creates the TLS
+    /// Secret through `kube` (retrying transient API errors for about a minute) and renews
+    /// from it while running. The certificate files or the Secret are read again every
+    /// refresh interval and a new certificate is used for new handshakes.
+    pub async fn with_kube(
+        config: RunConfig,
+        clock: Arc<dyn Clock>,
+        kube: Option<kube::Client>,
+    ) -> Result<Self, RuntimeError> {
+        let metrics = Arc::new(Metrics::new());
+        let stop = CancellationToken::new();
+        let mut tasks: Vec<(&'static str, TaskFuture)> = Vec::new();
+        let serving = match &config.tls {
+            TlsSource::Files {
+                files,
+                reload_interval,
+            } => {
+                let source = CertificateFiles::load(&files.cert, &files.key, metrics.tls.clone())?;
+                let serving = Arc::clone(source.serving());
+                tasks.push((
+                    "certificate files",
+                    Box::pin(source.run(*reload_interval, stop.child_token())),
+                ));
+                serving
+            }
+            TlsSource::Secret { pki, .. } => {
+                let client = kube.ok_or(RuntimeError::NoKubeClient)?;
+                let pki = bootstrap_pki(client, pki, &clock, &metrics).await?;
+                let serving = Arc::clone(pki.serving());
+                tasks.push(("tls secret", Box::pin(pki.run(stop.child_token()))));
+                serving
+            }
+        };
+        let tls = grpc::tls::server_config_with(config.tls.client_ca(), serving.clone())?;
         Ok(Self {
             store: AttestationStore::new(config.store.clone(), clock),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             health: Health::new().await,
-            stop: CancellationToken::new(),
-            tasks: Vec::new(),
+            stop,
+            tasks,
             tls,
+            serving,
             config,
         })
+    }
+
+    /// The certificate the attestation server presents (swapped on renewal).
+    pub fn serving(&self) -> &Arc<ServingCertificate> {
+        &self.serving
     }
 
     /// The attestation store every server and task shares.
@@ -197,6 +251,7 @@ impl Runtime {
         let Self {
             config,
             tls,
+            serving: _,
             store,
             metrics,
             health,
@@ -353,6 +408,40 @@ async fn prune(
     }
 }
 
+/// Gets or creates the TLS Secret, retrying transient API errors with capped exponential
+/// backoff (about a minute in all: long enough for RBAC applied together with the Deployment
+/// to take effect, short enough that a real misconfiguration shows as a crash loop).
+async fn bootstrap_pki(
+    client: kube::Client,
+    config: &crate::pki::PkiConfig,
+    clock: &Arc<dyn Clock>,
+    metrics: &Metrics,
+) -> Result<SecretPki, RuntimeError> {
+    use backon::{ExponentialBuilder, Retryable as _};
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(10))
+        .with_max_times(10)
+        .with_jitter();
+    let attempt = || {
+        SecretPki::bootstrap(
+            client.clone(),
+            config.clone(),
+            Arc::clone(clock),
+            metrics.tls.clone(),
+        )
+    };
+    let (pki, _) = attempt
+        .retry(backoff)
+        .when(PkiError::is_transient)
+        .notify(|error, delay| {
+            metrics.tls.refresh_failed(error.metric_label());
+            tracing::warn!(%error, retry_in = ?delay, "getting the TLS Secret failed; retrying");
+        })
+        .await?;
+    Ok(pki)
+}
+
 /// Completes on SIGTERM or SIGINT.
 pub async fn termination() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -383,7 +472,17 @@ pub fn main(args: RunArgs) -> Result<(), RuntimeError> {
         let listeners = Listeners::bind(&config.listen).await?;
         let addrs = listeners.local_addrs().map_err(RuntimeError::Io)?;
         tracing::info!(grpc = %addrs.grpc, health = %addrs.health, admin = %addrs.admin, "listening");
-        let approver = Runtime::new(config, Arc::new(SystemClock)).await?;
+        // The TLS Secret needs the API server: kubeconfig ($KUBECONFIG, ~/.kube/config) or the
+        // in-cluster ServiceAccount.
+        let kube = match &config.tls {
+            TlsSource::Secret { .. } => Some(
+                kube::Client::try_default()
+                    .await
+                    .map_err(RuntimeError::Kube)?,
+            ),
+            TlsSource::Files { .. } => None,
+        };
+        let approver = Runtime::with_kube(config, Arc::new(SystemClock), kube).await?;
         approver.run(listeners, termination()).await
     })
 }

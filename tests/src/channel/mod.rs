@@ -17,6 +17,7 @@ use rubber_stamp_agent::identity::IdentitySource;
 use rubber_stamp_agent::resolve::{Resolution, Resolve};
 use rubber_stamp_approver::grpc::{GrpcConfig, TlsFiles};
 use rubber_stamp_approver::metrics::Metrics;
+use rubber_stamp_approver::pki::ServingCertificate;
 use rubber_stamp_approver::runtime::{ListenAddrs, Listeners, RunConfig, Runtime, RuntimeError};
 use rubber_stamp_approver::store::{AttestationStore, StoreConfig, SystemClock};
 use tempfile::TempDir;
@@ -172,7 +173,7 @@ pub fn approver_config(pki: &ChannelPki) -> RunConfig {
             health: any,
             admin: any,
         },
-        tls: pki.server_files.clone(),
+        tls: pki.server_files.clone().into(),
         store: StoreConfig::default(),
         grpc,
         prune_interval: Duration::from_secs(1),
@@ -187,6 +188,7 @@ pub struct TestApprover {
     pub addrs: ListenAddrs,
     store: AttestationStore,
     metrics: Arc<Metrics>,
+    serving: Arc<ServingCertificate>,
     stop: CancellationToken,
     task: JoinHandle<Result<(), RuntimeError>>,
 }
@@ -205,17 +207,39 @@ impl TestApprover {
         listeners: Listeners,
         plug: impl FnOnce(&mut Runtime),
     ) -> Result<Self, ChannelError> {
+        Self::start_with(config, listeners, None, plug).await
+    }
+
+    /// Starts an approver on fresh loopback ports with a Kubernetes client, as the TLS
+    /// Secret needs (`TlsSource::Secret`).
+    pub async fn start_with_kube(
+        config: RunConfig,
+        kube: kube::Client,
+    ) -> Result<Self, ChannelError> {
+        let listeners = Listeners::bind(&config.listen).await?;
+        Self::start_with(config, listeners, Some(kube), |_| {}).await
+    }
+
+    /// The general form: listeners, an optional Kubernetes client, and `plug` to add tasks.
+    pub async fn start_with(
+        config: RunConfig,
+        listeners: Listeners,
+        kube: Option<kube::Client>,
+        plug: impl FnOnce(&mut Runtime),
+    ) -> Result<Self, ChannelError> {
         let addrs = listeners.local_addrs()?;
-        let mut runtime = Runtime::new(config, Arc::new(SystemClock)).await?;
+        let mut runtime = Runtime::with_kube(config, Arc::new(SystemClock), kube).await?;
         plug(&mut runtime);
         let store = runtime.store().clone();
         let metrics = Arc::clone(runtime.metrics());
+        let serving = Arc::clone(runtime.serving());
         let stop = CancellationToken::new();
         let task = tokio::spawn(runtime.run(listeners, stop.clone().cancelled_owned()));
         let approver = Self {
             addrs,
             store,
             metrics,
+            serving,
             stop,
             task,
         };
@@ -231,6 +255,11 @@ impl TestApprover {
     /// The approver's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The certificate its attestation server presents.
+    pub fn serving(&self) -> &Arc<ServingCertificate> {
+        &self.serving
     }
 
     /// Requests shutdown without waiting for it.
