@@ -253,6 +253,8 @@ pub struct ControllerMetrics {
     pub events: Family<ResultLabel, Counter>,
     /// Reconciles that failed, by error kind (they are retried with backoff).
     pub reconcile_errors: Family<ErrorLabel, Counter>,
+    /// Reconciles run (decisions made, changed or not).
+    pub reconciles: Counter,
 }
 
 // === impl ControllerMetrics ===
@@ -275,6 +277,7 @@ impl Default for ControllerMetrics {
             challenges: Family::default(),
             events: Family::default(),
             reconcile_errors: Family::default(),
+            reconciles: Counter::default(),
         }
     }
 }
@@ -351,6 +354,11 @@ impl ControllerMetrics {
             "reconcile_errors",
             "Reconciles that failed and will be retried, by error",
             m.reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconciles",
+            "Reconciles run, whether or not the decision changed",
+            m.reconciles.clone(),
         );
         m
     }

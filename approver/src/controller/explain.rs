@@ -10,7 +10,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use super::table::StateKey;
 use super::valve::ValveState;
-use crate::core::{Decision, Reason, Verdict};
+use crate::core::{Decision, Outcome as CoreOutcome, Reason, Verdict};
 
 /// `reportingController` of every Event.
 pub const REPORTING_CONTROLLER: &str = "rubber-stamp-approver";
@@ -109,16 +109,21 @@ pub(crate) fn explain(verdict: &Verdict, held: Option<&ValveState>, dry_run: boo
             format!("Denied: {}", verdict.summary()),
         ),
         (Decision::Pending | Decision::Ignore, _) => {
-            let reason = verdict.reason();
-            let would_deny = verdict.failed().any(|c| c.would_deny());
-            let waiting = matches!(
-                reason,
-                Some(Reason::AwaitingAttestation | Reason::UnattestedAddress)
-            );
+            // Name the Event after the first failure that needs a person (a conflict, a
+            // would-be denial, …) rather than one that only needs time.
+            let failures = || {
+                verdict
+                    .failed()
+                    .filter(|c| c.outcome() == Some(CoreOutcome::Pending))
+            };
+            let needs_a_person = failures()
+                .find(|c| c.would_deny() || !c.reason().is_some_and(waits_for_time))
+                .and_then(|c| c.reason());
+            let reason = needs_a_person.or_else(|| verdict.reason());
             (
                 Outcome::Pending,
                 reason.map_or("Pending", Reason::as_str),
-                would_deny || !waiting,
+                needs_a_person.is_some(),
                 format!("Left pending: {}", verdict.summary()),
             )
         }
@@ -133,6 +138,15 @@ pub(crate) fn explain(verdict: &Verdict, held: Option<&ValveState>, dry_run: boo
             fingerprint: fingerprint(verdict),
         },
     }
+}
+
+/// Reasons that resolve themselves when the agent reports (Normal Events); every other
+/// reason for leaving a CSR pending is a Warning.
+fn waits_for_time(reason: Reason) -> bool {
+    matches!(
+        reason,
+        Reason::AwaitingAttestation | Reason::UnattestedAddress
+    )
 }
 
 /// The failing checks' names, reasons and would-deny flags, hashed.

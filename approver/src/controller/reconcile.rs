@@ -133,6 +133,7 @@ pub(crate) async fn reconcile(
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
     let name = csr.name_any();
+    ctx.metrics.reconciles.inc();
     let action = decide_and_act(csr, &ctx).await?;
     ctx.table.succeeded(&name);
     Ok(action)

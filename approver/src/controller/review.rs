@@ -1,6 +1,7 @@
 //! Check 14: a SubjectAccessReview asking whether the CSR's requestor (username, uid,
 //! groups, extra) may `create` `certificates.k8s.io/certificatesigningrequests`, subresource
-//! `selfnodeserver`. Answers are reused for a short while per requestor, in a bounded cache.
+//! `selfnodeserver`. Allowed answers are reused for a short while per requestor, in a
+//! bounded cache; refusals are not, so a fixed binding takes effect at the next decision.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
@@ -124,7 +125,9 @@ impl AccessReviews {
             )
         };
         metrics.access_review(if allowed { "allowed" } else { "denied" });
-        self.remember(requestor, allowed, &detail);
+        if allowed {
+            self.remember(requestor, &detail);
+        }
         Ok((allowed, detail))
     }
 
@@ -139,7 +142,7 @@ impl AccessReviews {
             .cloned()
     }
 
-    fn remember(&self, requestor: Requestor, allowed: bool, detail: &str) {
+    fn remember(&self, requestor: Requestor, detail: &str) {
         if self.ttl.is_zero() {
             return;
         }
@@ -154,7 +157,7 @@ impl AccessReviews {
         cache.insert(
             requestor,
             Answer {
-                allowed,
+                allowed: true,
                 detail: detail.to_owned(),
                 at: Instant::now(),
             },
