@@ -115,6 +115,10 @@ async fn a_kubelet_csr_is_approved_after_its_agent_reports_and_the_signer_issues
     })
     .await?;
     let metrics = replica.controller_metrics();
+    eventually("the approval counted", WITHIN, || {
+        metrics.writes("approve", "ok") == 1
+    })
+    .await?;
     assert_eq!(metrics.decisions("approve", "Approved", false), 1);
     assert_eq!(metrics.writes("approve", "ok"), 1);
     let text = replica.metrics_text().await?;
@@ -430,6 +434,76 @@ async fn a_refused_subject_access_review_keeps_the_csr_pending_with_an_event() -
     load_rbac(&bed.cluster, &deploy_rbac_yaml()?)?;
     e.report().await?;
     wait_for_csr(&bed, &name, WITHIN, is_approved).await?;
+    replica.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_flood_valve_holds_approvals_while_too_many_csrs_are_pending_and_then_resumes()
+-> TestResult {
+    let (bed, replica) = bed_and_replica(|config| config.max_pending_csrs = Some(2)).await?;
+    let lease = rubber_stamp_approver::controller::config::DEFAULT_LEASE_NAME;
+    let mut flood = Vec::new();
+    for (i, node) in ["quiet-1", "quiet-2", "quiet-3"].into_iter().enumerate() {
+        let address = ip(20 + u8::try_from(i)?);
+        bed.add_node(node, &[address])?;
+        flood.push(bed.create_csr(node, &[address]).await?.name_any());
+    }
+    let metrics = replica.controller_metrics();
+    eventually("the valve to close", WITHIN, || {
+        metrics.flood_valve_closed.get() == 1
+    })
+    .await?;
+    eventually("the FloodValveClosed Event on the Lease", WITHIN, || {
+        bed.event_reasons(lease)
+            .is_ok_and(|r| r == ["FloodValveClosed"])
+    })
+    .await?;
+    let closed = &bed.events_about(lease)?[0];
+    assert_eq!(closed.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        closed.regarding.as_ref().and_then(|r| r.kind.as_deref()),
+        Some("Lease")
+    );
+    assert!(
+        closed.note.as_deref().is_some_and(
+            |n| n.contains("3 kubelet-serving CSRs are pending, more than the bound of 2")
+        ),
+        "{closed:?}"
+    );
+
+    // A CSR that passes every check is held back, and says why.
+    bed.add_node("node-v", &[ip(30)])?;
+    let v = bed.agent("node-v", &[&replica], &[ip(30)]).await?;
+    v.report().await?;
+    let held = bed.create_csr("node-v", &[ip(30)]).await?.name_any();
+    eventually("the ApprovalHeld Event", WITHIN, || {
+        bed.event_reasons(&held)
+            .is_ok_and(|r| r == ["ApprovalHeld"])
+    })
+    .await?;
+    assert!(conditions(&bed.csr(&held)?.ok_or("gone")?).is_empty());
+    assert!(
+        replica
+            .metrics_text()
+            .await?
+            .contains("rubber_stamp_controller_flood_valve_closed 1")
+    );
+
+    // Back within the bound, approvals resume by themselves.
+    for name in &flood[..2] {
+        bed.cluster
+            .objects()
+            .delete::<CertificateSigningRequest>("", name)?;
+    }
+    wait_for_csr(&bed, &held, WITHIN, is_approved).await?;
+    assert_eq!(metrics.flood_valve_closed.get(), 0);
+    eventually("the FloodValveOpened Event", WITHIN, || {
+        bed.event_reasons(lease)
+            .is_ok_and(|r| r == ["FloodValveClosed", "FloodValveOpened"])
+    })
+    .await?;
+    assert_eq!(metrics.decisions("held", "ApprovalHeld", false), 1);
     replica.stop().await?;
     Ok(())
 }

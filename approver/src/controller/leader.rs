@@ -51,6 +51,8 @@ struct LeaderState {
     elected: bool,
     /// With election: acting ends at this instant.
     until: Option<Instant>,
+    /// With election: when the current stretch of acting began.
+    since: Option<Instant>,
     /// Shutting down: never act again.
     stopped: bool,
 }
@@ -75,6 +77,7 @@ impl Leadership {
                 state: Mutex::new(LeaderState {
                     elected,
                     until: None,
+                    since: None,
                     stopped: false,
                 }),
                 acting,
@@ -110,9 +113,24 @@ impl Leadership {
         state.until.filter(|_| state.elected && !state.stopped)
     }
 
+    /// When the current stretch of acting began (with election; `None` while not acting).
+    pub fn acting_since(&self) -> Option<Instant> {
+        let state = self.lock();
+        state
+            .since
+            .filter(|_| Self::acting_now(&state, Instant::now()))
+    }
+
     /// Allows acting until `until` (a renewal was confirmed).
     pub(crate) fn grant_until(&self, until: Instant) {
-        self.lock().until = Some(until);
+        {
+            let mut state = self.lock();
+            let now = Instant::now();
+            if !Self::acting_now(&state, now) {
+                state.since = Some(now);
+            }
+            state.until = Some(until);
+        }
         self.refresh();
     }
 
@@ -316,10 +334,19 @@ mod tests {
         let leadership = Leadership::elected();
         let mut acting = leadership.acting();
         assert!(!leadership.may_act());
-        leadership.grant_until(Instant::now() + Duration::from_secs(2));
+        let granted = Instant::now();
+        leadership.grant_until(granted + Duration::from_secs(2));
         assert!(leadership.may_act());
         assert!(*acting.borrow_and_update());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        leadership.grant_until(Instant::now() + Duration::from_secs(2));
+        assert_eq!(
+            leadership.acting_since(),
+            Some(granted),
+            "a renewal continues the stretch"
+        );
         tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(leadership.acting_since(), None);
         assert!(!leadership.may_act(), "the deadline lapsed");
         leadership.refresh();
         assert!(acting.has_changed().unwrap_or(false));
