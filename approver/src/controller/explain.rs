@@ -239,7 +239,160 @@ pub(crate) async fn publish(
 
 #[cfg(test)]
 mod tests {
+    use crate::core::{CheckName, CheckReport, DenyMode, Outcome as O, SupportingAttestation};
+
     use super::*;
+
+    fn mk_verdict(failures: &[(CheckName, O, Reason, &str)], deny: DenyMode) -> Verdict {
+        let mut checks: Vec<CheckReport> = failures
+            .iter()
+            .map(|(n, o, r, d)| CheckReport::failed(*n, *o, *r, *d))
+            .collect();
+        checks.push(CheckReport::passed(CheckName::Scope, "ok"));
+        let supporting = Some(SupportingAttestation {
+            node: "w1".to_owned(),
+            received_at: jiff::Timestamp::UNIX_EPOCH,
+            peer_address: Some("10.0.0.1".parse().expect("ip")),
+        });
+        Verdict::new(Some("w1".to_owned()), checks, supporting, deny)
+    }
+
+    #[test]
+    fn waiting_is_normal_and_conflicts_name_the_event() {
+        let waiting = mk_verdict(
+            &[(
+                CheckName::AttestationFresh,
+                O::Pending,
+                Reason::AwaitingAttestation,
+                "no attestation",
+            )],
+            DenyMode::Always,
+        );
+        let e = explain(&waiting, None, false);
+        assert_eq!(
+            (e.outcome, e.reason, e.warning),
+            (Outcome::Pending, "AwaitingAttestation", false)
+        );
+        assert!(
+            e.note
+                .starts_with("Left pending: attestation-fresh: no attestation")
+        );
+
+        let conflict = mk_verdict(
+            &[
+                (
+                    CheckName::IpSansAttested,
+                    O::Pending,
+                    Reason::UnattestedAddress,
+                    "10.0.0.2 missing",
+                ),
+                (
+                    CheckName::UniqueAmongAttestations,
+                    O::Pending,
+                    Reason::AddressConflict,
+                    "10.0.0.2 is node-b's",
+                ),
+            ],
+            DenyMode::Always,
+        );
+        let e = explain(&conflict, None, false);
+        assert_eq!((e.reason, e.warning), ("AddressConflict", true));
+        assert!(e.note.contains("10.0.0.2 missing") && e.note.contains("node-b"));
+    }
+
+    #[test]
+    fn would_be_denials_warn_and_dry_run_says_would() {
+        let denied = |mode| {
+            mk_verdict(
+                &[(
+                    CheckName::IpSansAttested,
+                    O::Deny,
+                    Reason::AddressNotAttested,
+                    "10.0.0.9 not attested",
+                )],
+                mode,
+            )
+        };
+        let e = explain(&denied(DenyMode::Never), None, false);
+        assert_eq!(
+            (e.outcome, e.reason, e.warning),
+            (Outcome::Pending, "AddressNotAttested", true)
+        );
+        assert!(e.note.contains("would be denied"), "{}", e.note);
+        let e = explain(&denied(DenyMode::Always), None, true);
+        assert_eq!((e.outcome, e.reason), (Outcome::Deny, "WouldDeny"));
+        let (reason, message) = denial(&denied(DenyMode::Always), "r-1");
+        assert_eq!(reason, "AddressNotAttested");
+        assert!(
+            message
+                .starts_with("Denied by rubber-stamp-approver (r-1): ip-sans-attested: 10.0.0.9")
+        );
+    }
+
+    #[test]
+    fn the_state_key_ignores_wording_but_not_failures() {
+        let at = |detail: &str| {
+            mk_verdict(
+                &[(
+                    CheckName::AttestationFresh,
+                    O::Pending,
+                    Reason::AttestationStale,
+                    detail,
+                )],
+                DenyMode::Always,
+            )
+        };
+        let a = explain(&at("received at 10:00"), None, false);
+        let b = explain(&at("received at 10:01"), None, false);
+        assert_eq!(a.key, b.key);
+        let other = mk_verdict(
+            &[
+                (
+                    CheckName::AttestationFresh,
+                    O::Pending,
+                    Reason::AttestationStale,
+                    "x",
+                ),
+                (
+                    CheckName::PeerBinding,
+                    O::Pending,
+                    Reason::PeerMismatch,
+                    "y",
+                ),
+            ],
+            DenyMode::Always,
+        );
+        assert_ne!(explain(&other, None, false).key, a.key);
+    }
+
+    #[test]
+    fn approvals_name_the_attestation_and_held_ones_the_valve() {
+        let ok = mk_verdict(&[], DenyMode::Always);
+        let message = approval_message(&ok, "r-1");
+        assert!(
+            message.contains("(r-1)")
+                && message.contains(
+                    "node w1's attestation received at 1970-01-01T00:00:00Z from 10.0.0.1"
+                ),
+            "{message}"
+        );
+        let valve = ValveState {
+            closed: true,
+            pending: 7,
+            bound: 5,
+            change: None,
+        };
+        let e = explain(&ok, Some(&valve), false);
+        assert_eq!(
+            (e.outcome, e.reason, e.warning),
+            (Outcome::Held, "ApprovalHeld", true)
+        );
+        assert!(e.note.contains(
+            "7 kubelet-serving CSRs are pending, more than the flood valve's bound of 5"
+        ));
+        assert_eq!(explain(&ok, None, true).reason, "WouldApprove");
+        assert_eq!(explain(&ok, None, false).reason, "Approved");
+    }
 
     #[test]
     fn truncation_keeps_characters_whole() {

@@ -425,6 +425,44 @@ mod tests {
         assert_eq!(table.len(), 0);
     }
 
+    fn mk_request(node: &str) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec![node.to_owned()]).expect("params");
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::OrganizationName, "system:nodes");
+        dn.push(rcgen::DnType::CommonName, format!("system:node:{node}"));
+        params.distinguished_name = dn;
+        let csr = params.serialize_request(&key).expect("csr");
+        csr.pem().expect("pem").into_bytes()
+    }
+
+    #[test]
+    fn a_parsed_request_indexes_its_node_until_the_csr_leaves() {
+        let table = CsrTable::default();
+        let policy = Policy::default();
+        let request = mk_request("w1");
+        for name in ["a", "b"] {
+            let parsed = table.parsed(&mk_csr(name, name, &request, None), &policy);
+            assert_eq!(
+                parsed.as_ref().as_ref().ok().and_then(|p| p.node_name()),
+                Some("w1")
+            );
+        }
+        let mut of = table.csrs_of("w1");
+        of.sort();
+        assert_eq!(of, ["a", "b"]);
+        table.apply_event(&watcher::Event::Apply(mk_csr(
+            "a",
+            "a",
+            &request,
+            Some("Denied"),
+        )));
+        assert_eq!(table.csrs_of("w1"), ["b"]);
+        table.forget("b");
+        assert!(table.csrs_of("w1").is_empty());
+        assert_eq!(table.len(), 0);
+    }
+
     #[test]
     fn parsing_happens_once_per_uid_and_indexes_the_node() {
         let table = CsrTable::default();
