@@ -8,12 +8,15 @@
 //!   clients with any certificate.
 //! - [`deploy`]: the `deploy/` manifests rendered with kubectl; the rendered RBAC loaded
 //!   into a testbed cluster ([`deploy::load_rendered_rbac`]).
+//! - [`controller`]: approver replicas with their controller against the testbed cluster,
+//!   under the shipped RBAC; scripted agents; kubelet-shaped CSRs.
 //! - [`hosts`]: simulated hosts in network namespaces.
 //! - [`kubelet`]: the kubelet simulator (serving CSR bootstrap, HTTPS).
 //! - [`pki`]: test certificate authorities and leaf certificates (rcgen).
 
 pub mod apiserver;
 pub mod channel;
+pub mod controller;
 pub mod deploy;
 pub mod hosts;
 pub mod kubelet;
