@@ -11,12 +11,15 @@
 //! - [`admin`]: admin HTTP server: attestation snapshot and Prometheus metrics.
 //! - [`health`]: `grpc.health.v1` on a plaintext port.
 //! - [`metrics`]: the Prometheus registry and the metric families.
+//! - [`controller`]: the Kubernetes controller: watch CSRs and Nodes, decide, act, explain,
+//!   on the Lease holder only.
 //! - [`runtime`]: wiring for `run`: flags, servers, shutdown and drain.
 //! - [`k8s`]: Kubernetes objects into the core's plain data.
 //! - [`cli`]: the command line (`check`, `run`).
 
 pub mod admin;
 pub mod cli;
+pub mod controller;
 pub mod core;
 pub mod grpc;
 pub mod health;

@@ -6,6 +6,8 @@
 //! - [`apiserver`]: the testbed cluster, an in-memory Kubernetes API server.
 //! - [`channel`]: the attested channel in-process: approver and agents on port 0, raw
 //!   clients with any certificate.
+//! - [`controller`]: approver replicas with their controller against the testbed cluster,
+//!   under the shipped RBAC; scripted agents; kubelet-shaped CSRs.
 //! - [`hosts`]: simulated hosts in network namespaces.
 //! - [`kubelet`]: the kubelet simulator (serving CSR bootstrap, HTTPS).
 //! - [`pki`]: test certificate authorities and leaf certificates (rcgen).
@@ -13,6 +15,7 @@
 
 pub mod apiserver;
 pub mod channel;
+pub mod controller;
 pub mod hosts;
 pub mod kubelet;
 pub mod pki;

@@ -8,12 +8,11 @@
 //! during the drain.
 //!
 //! To add a component, build it from [`Runtime::store`] and [`Runtime::metrics`] and hand
-//! it over with [`Runtime::spawn`] before [`Runtime::run`]:
+//! it over with [`Runtime::spawn`] before [`Runtime::run`], as the controller does:
 //!
 //! ```ignore
 //! let mut runtime = Runtime::new(config, Arc::new(SystemClock)).await?;
-//! let controller = Controller::new(client, runtime.store().clone(), runtime.metrics().clone());
-//! runtime.spawn("controller", |stop| async move { controller.run(stop).await.map_err(Into::into) });
+//! let leadership = controller::plug(&mut runtime, client, controller_config)?;
 //! runtime.run(listeners, termination()).await
 //! ```
 
@@ -31,6 +30,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin;
+use crate::controller::{self, ClientError, ControllerError};
 use crate::grpc::{self, TlsError};
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -85,6 +85,12 @@ pub enum RuntimeError {
     /// The async runtime could not start.
     #[error("starting the async runtime: {0}")]
     Io(io::Error),
+    /// No Kubernetes client for the controller.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The controller could not be set up.
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
 }
 
 /// The three listening sockets, bound before anything else starts.
@@ -370,11 +376,11 @@ pub async fn termination() {
     }
 }
 
-/// Entry point of `rubber-stamp-approver run`: logging, the async runtime, listeners, then
-/// [`Runtime::run`] until SIGTERM/SIGINT.
+/// Entry point of `rubber-stamp-approver run`: logging, the async runtime, listeners, the
+/// controller (unless `--attestation-only`), then [`Runtime::run`] until SIGTERM/SIGINT.
 pub fn main(args: RunArgs) -> Result<(), RuntimeError> {
     logging::init(args.log_format, &args.log_filter)?;
-    let config = args.into_config()?;
+    let (config, controller_config) = args.into_parts()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -383,7 +389,14 @@ pub fn main(args: RunArgs) -> Result<(), RuntimeError> {
         let listeners = Listeners::bind(&config.listen).await?;
         let addrs = listeners.local_addrs().map_err(RuntimeError::Io)?;
         tracing::info!(grpc = %addrs.grpc, health = %addrs.health, admin = %addrs.admin, "listening");
-        let approver = Runtime::new(config, Arc::new(SystemClock)).await?;
+        let mut approver = Runtime::new(config, Arc::new(SystemClock)).await?;
+        match controller_config {
+            Some(controller_config) => {
+                let client = controller_config.client().await?;
+                controller::plug(&mut approver, client, controller_config)?;
+            }
+            None => tracing::warn!("--attestation-only: serving attestations, never approving"),
+        }
         approver.run(listeners, termination()).await
     })
 }
