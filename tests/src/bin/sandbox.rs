@@ -66,7 +66,7 @@ struct Args {
     max_age: Duration,
 
     /// Agent heartbeat interval.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
     heartbeat: Duration,
 
     /// Approver leader-election Lease duration.
@@ -198,7 +198,10 @@ fn explain_keep(sandbox: &Sandbox, narrator: &Narrator) {
     ));
     narrator.raw(format!("  {kubectl} get csr"));
     narrator.raw(format!(
-        "  {kubectl} get events -A; {kubectl} get nodes -o wide; {kubectl} get lease -n rubber-stamp"
+        "  {kubectl} get events.events.k8s.io -A   # the approver's Events (why each CSR is where it is)"
+    ));
+    narrator.raw(format!(
+        "  {kubectl} get nodes -o wide; {kubectl} get lease -n rubber-stamp"
     ));
     for a in sandbox.approvers() {
         narrator.raw(format!(

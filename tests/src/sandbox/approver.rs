@@ -33,11 +33,11 @@ pub struct ApproverSettings {
     pub client_ca: PathBuf,
     /// The approver ServiceAccount's kubeconfig.
     pub kubeconfig: PathBuf,
-    /// The policy file.
+    /// The policy file (its `attestationMaxAge` is also the attestation store's max age).
     pub policy: PathBuf,
-    /// Attestation max age (`--max-age`, also the policy's `attestationMaxAge`).
-    pub max_age: Duration,
-    /// Leader-election Lease duration.
+    /// The approver's namespace (its Lease and its own Events).
+    pub namespace: String,
+    /// Leader-election Lease duration (whole seconds, at least 3 s).
     pub lease_duration: Duration,
     /// Log filter (`--log-filter`).
     pub log_filter: String,
@@ -103,8 +103,6 @@ impl ApproverReplica {
             .arg("--client-ca")
             .arg(&settings.client_ca)
             .args(["--replica-name", name])
-            .arg("--max-age")
-            .arg(duration_flag(settings.max_age))
             .args(["--drain-timeout", "2s"])
             .args(["--log-format", "json"])
             .arg("--log-filter")
@@ -221,10 +219,30 @@ impl ApproverReplica {
     }
 }
 
-/// The controller's flags: the cluster, the policy, leader election.
-fn controller_args(settings: &ApproverSettings) -> Vec<String> {
-    let _ = settings;
-    Vec::new()
+/// The controller's flags: the cluster, the policy, leader election. The
+/// leader stops acting a third of the Lease before it could expire (at least
+/// a second, and two seconds before, as the approver requires).
+fn controller_args(settings: &ApproverSettings) -> Vec<std::ffi::OsString> {
+    let duration = settings.lease_duration.as_secs();
+    let grace = (duration / 3).max(1);
+    vec![
+        "--kubeconfig".into(),
+        settings.kubeconfig.clone().into(),
+        "--policy".into(),
+        settings.policy.clone().into(),
+        "--namespace".into(),
+        settings.namespace.clone().into(),
+        "--lease-duration".into(),
+        format!("{duration}s").into(),
+        "--lease-grace".into(),
+        format!("{grace}s").into(),
+    ]
+}
+
+/// Whether the approver accepts `d` as a Lease duration with the grace
+/// [`controller_args`] gives it: whole seconds, at least 3 s.
+pub fn valid_lease_duration(d: Duration) -> bool {
+    d.subsec_nanos() == 0 && d >= Duration::from_secs(3)
 }
 
 /// A duration as the approver's flags take it (`1500ms`, `3s`).
@@ -284,6 +302,49 @@ mod tests {
                 Ok(d)
             );
         }
+    }
+
+    #[test]
+    fn lease_flags_are_ones_the_approver_accepts() {
+        use clap::Parser as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        for secs in [3, 4, 10, 15, 60] {
+            let settings = ApproverSettings {
+                binary: "rubber-stamp-approver".into(),
+                tls_cert: "c".into(),
+                tls_key: "k".into(),
+                client_ca: "ca".into(),
+                kubeconfig: dir.path().join("kubeconfig"),
+                policy: dir.path().join("policy.yaml"),
+                namespace: "rubber-stamp".into(),
+                lease_duration: Duration::from_secs(secs),
+                log_filter: "info".into(),
+            };
+            assert!(valid_lease_duration(settings.lease_duration));
+            std::fs::write(&settings.policy, "deny: always\n").expect("policy");
+            let mut args: Vec<std::ffi::OsString> = [
+                "rubber-stamp-approver",
+                "run",
+                "--tls-cert",
+                "c",
+                "--tls-key",
+                "k",
+                "--client-ca",
+                "ca",
+            ]
+            .map(Into::into)
+            .to_vec();
+            args.extend(controller_args(&settings));
+            let cli = rubber_stamp_approver::cli::Cli::try_parse_from(args).expect("parses");
+            let rubber_stamp_approver::cli::Command::Run(run) = cli.command else {
+                panic!("not run");
+            };
+            let (_, controller) = run.into_parts().expect("a valid configuration");
+            let lease = controller.and_then(|c| c.lease).expect("leader election");
+            assert_eq!(lease.duration, Duration::from_secs(secs));
+        }
+        assert!(!valid_lease_duration(Duration::from_millis(3500)));
+        assert!(!valid_lease_duration(Duration::from_secs(2)));
     }
 
     #[test]

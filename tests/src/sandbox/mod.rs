@@ -111,6 +111,10 @@ pub struct Timings {
     pub agent_resolve: Duration,
     /// Agent `--backoff-max`.
     pub agent_backoff_max: Duration,
+    /// Agent `--keepalive-interval` (HTTP/2 pings; the timeout is half of
+    /// it): how soon an agent notices a connection that died silently, e.g.
+    /// because the node's address it was made from is gone.
+    pub agent_keepalive: Duration,
     /// Approver `--max-age` and the policy's `attestationMaxAge`.
     pub max_age: Duration,
     /// Approver leader-election Lease duration.
@@ -122,9 +126,10 @@ impl Default for Timings {
     fn default() -> Self {
         Self {
             agent_poll: Duration::from_secs(1),
-            agent_heartbeat: Duration::from_secs(10),
+            agent_heartbeat: Duration::from_secs(5),
             agent_resolve: Duration::from_secs(5),
             agent_backoff_max: Duration::from_secs(2),
+            agent_keepalive: Duration::from_secs(30),
             max_age: Duration::from_secs(60),
             lease_duration: Duration::from_secs(10),
         }
@@ -139,6 +144,7 @@ impl Timings {
             agent_heartbeat: Duration::from_secs(1),
             agent_resolve: Duration::from_secs(1),
             agent_backoff_max: Duration::from_millis(500),
+            agent_keepalive: Duration::from_secs(2),
             max_age: Duration::from_secs(10),
             lease_duration: Duration::from_secs(3),
         }

@@ -21,7 +21,7 @@ pub enum Echo {
 /// Prints and records lines like `[  1.2s] approver   approver-0 holds the Lease`.
 #[derive(Debug)]
 pub struct Narrator {
-    start: Instant,
+    start: Mutex<Instant>,
     echo: Echo,
     lines: Mutex<Vec<String>>,
 }
@@ -33,7 +33,7 @@ impl Narrator {
     /// A narrator whose clock starts now.
     pub fn new(echo: Echo) -> Self {
         Self {
-            start: Instant::now(),
+            start: Mutex::new(Instant::now()),
             echo,
             lines: Mutex::new(Vec::new()),
         }
@@ -41,7 +41,7 @@ impl Narrator {
 
     /// Says `what`, attributed to `who` (a component or node name).
     pub fn say(&self, who: &str, what: impl Display) {
-        let elapsed = self.start.elapsed().as_secs_f64();
+        let elapsed = self.elapsed().as_secs_f64();
         let line = format!("[{elapsed:5.1}s] {who:<WHO_WIDTH$} {what}");
         self.emit(line);
     }
@@ -83,8 +83,16 @@ impl Narrator {
         out
     }
 
-    /// Seconds since the narrator started.
+    /// Time since the narrator started (or its clock restarted).
     pub fn elapsed(&self) -> std::time::Duration {
-        self.start.elapsed()
+        self.start
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed()
+    }
+
+    /// Starts the clock again (after a build, so times show the run itself).
+    pub fn restart_clock(&self) {
+        *self.start.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
     }
 }

@@ -264,13 +264,22 @@ impl SimNode {
     }
 
     /// Replaces one of the node's addresses by another on its `eth0` (an IP
-    /// change). Namespace mode only.
-    pub fn change_address(&mut self, old: IpNet, new: IpNet) -> Result<(), SandboxError> {
+    /// change): the new one is added, then the old one removed. Namespace
+    /// mode only.
+    ///
+    /// Linux removes every secondary address of a subnet with its primary
+    /// unless `promote_secondaries` is set, so it is set first: the new
+    /// address becomes the primary and the default route stays.
+    pub async fn change_address(&mut self, old: IpNet, new: IpNet) -> Result<(), SandboxError> {
         let Placement::Host(host) = &self.placement else {
             return Err(SandboxError::Setup(
                 "address changes need namespace mode".into(),
             ));
         };
+        for iface in ["all", crate::hosts::HOST_INTERFACE] {
+            host.set_sysctl(&format!("net/ipv4/conf/{iface}/promote_secondaries"), "1")
+                .await?;
+        }
         host.add_address(new)?;
         host.remove_address(old)?;
         for a in &mut self.addresses {
@@ -312,6 +321,10 @@ impl SimNode {
                     .args(["--backoff-min", "100ms"])
                     .arg("--backoff-max")
                     .arg(super::approver::duration_flag(t.agent_backoff_max))
+                    .arg("--keepalive-interval")
+                    .arg(super::approver::duration_flag(t.agent_keepalive))
+                    .arg("--keepalive-timeout")
+                    .arg(super::approver::duration_flag(t.agent_keepalive / 2))
                     .arg("--machine-id-path")
                     .arg(self.dir.join("machine-id"))
                     .arg("--boot-id-path")
@@ -408,8 +421,10 @@ impl SimNode {
 
     /// Starts `kubelet-sim`, which creates the serving CSR (or reuses a
     /// stored certificate that still fits) and serves with the result.
-    /// `ips`: the addresses to ask for (`None`: the node's own, discovered
-    /// in namespace mode).
+    /// `ips`: the addresses to ask for (`None`: every address of the host,
+    /// as the kubelet discovers them: in namespace mode kubelet-sim finds
+    /// them itself; in loopback mode they are the node's own addresses and
+    /// any it claimed with [`claim_address`](Self::claim_address)).
     pub fn start_kubelet(
         &mut self,
         ctx: &NodeContext,
@@ -443,10 +458,17 @@ impl SimNode {
                 host.spawn("kubelet-sim", &cmd)?
             }
             Placement::Loopback { source, .. } => {
-                let own = self.addresses();
+                // What discovery finds on a host: its own addresses and any
+                // it claims on other interfaces.
+                let mut all = self.addresses();
+                all.extend(
+                    self.extra_interfaces
+                        .iter()
+                        .flat_map(|(_, nets)| nets.iter().map(IpNet::addr)),
+                );
                 cmd.args(["--hostname-override", &self.name])
                     .arg("--node-ip")
-                    .arg(join(ips.unwrap_or(&own)))
+                    .arg(join(ips.unwrap_or(&all)))
                     .arg("--address")
                     .arg(source.to_string())
                     .args(["--port", "0"]);

@@ -168,110 +168,18 @@ pub async fn run(
     for (name, _) in &cast {
         sandbox.add_node(name).await?;
     }
+    let (honest_cast, rogue_cast): (Vec<_>, Vec<_>) =
+        cast.iter().cloned().partition(|(_, r)| !r.is_rogue());
 
-    // The rogue cases, said before they happen.
-    for (name, role) in &cast {
-        match role {
-            Role::Honest => {}
-            Role::Thief { victim } => {
-                let ip = victim_ip(sandbox, victim)?;
-                sandbox.say(
-                    name,
-                    format!(
-                        "rogue: its kubelet will ask for a certificate naming {victim}'s address {ip} too; its agent attests only its own addresses → expect Denied (AddressNotAttested)"
-                    ),
-                );
-            }
-            Role::Squatter { victim } => {
-                let ip = victim_ip(sandbox, victim)?;
-                let prefix = if ip.is_ipv4() { 32 } else { 128 };
-                let net = IpNet::new(ip, prefix)
-                    .map_err(|e| SandboxError::Setup(format!("address {ip}: {e}")))?;
-                let on = sandbox
-                    .node_mut(name)?
-                    .claim_address(DUMMY_INTERFACE, net)
-                    .await?;
-                sandbox.say(
-                    name,
-                    format!(
-                        "rogue: adds {victim}'s address {ip} to {on}, so its agent attests it as its own, and its kubelet asks for it → expect Pending (AddressConflict: {victim} attests it too, and {victim}'s Node lists it)"
-                    ),
-                );
-            }
-            Role::Silent => sandbox.say(
-                name,
-                "its agent never runs: nothing attests this node → expect Pending (AwaitingAttestation)",
-            ),
-        }
-    }
-
-    let agents: Vec<&str> = cast
-        .iter()
-        .filter(|(_, r)| *r != Role::Silent)
-        .map(|(n, _)| n.as_str())
-        .collect();
-    for name in &agents {
-        sandbox.start_agent(name)?;
-    }
-    let how = match sandbox.mode() {
-        Mode::Namespaces => format!(
-            "rubber-stamp-agent started in each host ({}), dialing {} (each host's /etc/hosts resolves it to every replica)",
-            agents.join(", "),
-            sandbox.context().approver_service
-        ),
-        Mode::Loopback { .. } => format!(
-            "in-process attesters started for {} (loopback mode: facts supplied by the sandbox)",
-            agents.join(", ")
-        ),
-    };
-    sandbox.say("agents", how);
-    sandbox
-        .wait_attested(&agents, Duration::from_secs(20))
-        .await?;
-
-    for (name, role) in &cast {
-        let ips: Option<Vec<IpAddr>> = match role {
-            Role::Thief { victim } => {
-                let mut ips = sandbox.node(name)?.addresses();
-                ips.push(victim_ip(sandbox, victim)?);
-                Some(ips)
-            }
-            _ => None,
-        };
-        sandbox.start_kubelet(name, ips.as_deref())?;
-    }
+    // Phase 1: the honest nodes join and get their certificates.
     sandbox.say(
-        "kubelets",
-        "kubelet-sim started on every node: each creates a kubernetes.io/kubelet-serving CSR with its node's client certificate, as a kubelet with serverTLSBootstrap: true does",
+        "sandbox",
+        "phase 1: the honest nodes start their agents, then their kubelets ask for serving certificates",
     );
-
-    // Wait until every CSR is where it should be.
-    let honest: Vec<&str> = cast
-        .iter()
-        .filter(|(_, r)| !r.is_rogue())
-        .map(|(n, _)| n.as_str())
-        .collect();
-    let settled = sandbox
-        .wait_rows(
-            "every CSR to reach its expected state",
-            options.timeout,
-            |rows| {
-                cast.iter().all(|(name, role)| {
-                    let mine: Vec<&CsrRow> = rows.iter().filter(|r| &r.node == name).collect();
-                    let (condition, reason) = role.expected();
-                    !mine.is_empty()
-                        && mine.iter().all(|r| match condition {
-                            Condition::Approved => r.approved_and_issued(),
-                            _ => r.condition == condition && r.reason == reason,
-                        })
-                })
-            },
-        )
-        .await;
-    if let Err(e) = &settled {
-        sandbox.say("sandbox", format!("not everything settled: {e}"));
-    }
-    // Honest kubelets serve once they have their certificate.
+    start_agents(sandbox, &honest_cast).await?;
+    start_kubelets(sandbox, &honest_cast)?;
+    let honest_settled = settle(sandbox, &honest_cast, options.timeout).await;
+    let honest: Vec<&str> = honest_cast.iter().map(|(n, _)| n.as_str()).collect();
     for name in &honest {
         if let Err(e) = sandbox
             .node_mut(name)?
@@ -280,6 +188,22 @@ pub async fn run(
         {
             sandbox.say(name, format!("kubelet-sim is not serving: {e}"));
         }
+    }
+
+    // Phase 2: the rogue cases, said before they happen. They come after the
+    // honest nodes have their certificates: while a node claims another's
+    // address, a CSR naming it waits on both sides (a conflict cannot tell
+    // the owner from the claimant), so a claim made first would hold up the
+    // victim's certificate too.
+    if !rogue_cast.is_empty() && honest_settled {
+        sandbox.say(
+            "sandbox",
+            "phase 2: rogue nodes join a cluster whose honest nodes have their certificates",
+        );
+        announce_rogues(sandbox, &rogue_cast).await?;
+        start_agents(sandbox, &rogue_cast).await?;
+        start_kubelets(sandbox, &rogue_cast)?;
+        settle(sandbox, &rogue_cast, options.timeout).await;
     }
     sandbox.stop_narration();
     let mut rows = sandbox.rows().await?;
@@ -322,6 +246,127 @@ pub async fn run(
         surprises,
         problems,
     })
+}
+
+/// Says what each rogue is about to do and sets the squatter's claim up.
+async fn announce_rogues(
+    sandbox: &mut Sandbox,
+    rogues: &[(String, Role)],
+) -> Result<(), SandboxError> {
+    for (name, role) in rogues {
+        match role {
+            Role::Honest => {}
+            Role::Thief { victim } => {
+                let ip = victim_ip(sandbox, victim)?;
+                sandbox.say(
+                    name,
+                    format!(
+                        "rogue: its kubelet will ask for a certificate naming {victim}'s address {ip} too; its agent attests only its own addresses → expect Denied (AddressNotAttested)"
+                    ),
+                );
+            }
+            Role::Squatter { victim } => {
+                let ip = victim_ip(sandbox, victim)?;
+                let prefix = if ip.is_ipv4() { 32 } else { 128 };
+                let net = IpNet::new(ip, prefix)
+                    .map_err(|e| SandboxError::Setup(format!("address {ip}: {e}")))?;
+                let on = sandbox
+                    .node_mut(name)?
+                    .claim_address(DUMMY_INTERFACE, net)
+                    .await?;
+                sandbox.say(
+                    name,
+                    format!(
+                        "rogue: adds {victim}'s address {ip} to {on}, so its agent attests it as its own, and its kubelet asks for it → expect Pending (AddressConflict: {victim} attests it too, and {victim}'s Node lists it)"
+                    ),
+                );
+            }
+            Role::Silent => sandbox.say(
+                name,
+                "its agent never runs: nothing attests this node → expect Pending (AwaitingAttestation)",
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Starts the agents of `nodes` (except silent ones) and waits until every
+/// replica has their attestations.
+async fn start_agents(sandbox: &mut Sandbox, nodes: &[(String, Role)]) -> Result<(), SandboxError> {
+    let agents: Vec<&str> = nodes
+        .iter()
+        .filter(|(_, r)| *r != Role::Silent)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if agents.is_empty() {
+        return Ok(());
+    }
+    for name in &agents {
+        sandbox.start_agent(name)?;
+    }
+    let how = match sandbox.mode() {
+        Mode::Namespaces => format!(
+            "rubber-stamp-agent started in {}, dialing {} (each host's /etc/hosts resolves it to every replica)",
+            agents.join(", "),
+            sandbox.context().approver_service
+        ),
+        Mode::Loopback { .. } => format!(
+            "in-process attesters started for {} (loopback mode: facts supplied by the sandbox)",
+            agents.join(", ")
+        ),
+    };
+    sandbox.say("agents", how);
+    sandbox
+        .wait_attested(&agents, Duration::from_secs(20))
+        .await
+}
+
+/// Starts the kubelets of `nodes`; the thief asks for its victim's address too.
+fn start_kubelets(sandbox: &mut Sandbox, nodes: &[(String, Role)]) -> Result<(), SandboxError> {
+    for (name, role) in nodes {
+        let ips: Option<Vec<IpAddr>> = match role {
+            Role::Thief { victim } => {
+                let mut ips = sandbox.node(name)?.addresses();
+                ips.push(victim_ip(sandbox, victim)?);
+                Some(ips)
+            }
+            _ => None,
+        };
+        sandbox.start_kubelet(name, ips.as_deref())?;
+    }
+    let names: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
+    sandbox.say(
+        "kubelets",
+        format!(
+            "kubelet-sim started on {}: each creates a kubernetes.io/kubelet-serving CSR with its node's client certificate, as a kubelet with serverTLSBootstrap: true does",
+            names.join(", ")
+        ),
+    );
+    Ok(())
+}
+
+/// Waits until every CSR of `nodes` is where its role says; says so if not.
+async fn settle(sandbox: &Sandbox, nodes: &[(String, Role)], within: Duration) -> bool {
+    let settled = sandbox
+        .wait_rows("the CSRs to reach their expected state", within, |rows| {
+            nodes.iter().all(|(name, role)| {
+                let mine: Vec<&CsrRow> = rows.iter().filter(|r| &r.node == name).collect();
+                let (condition, reason) = role.expected();
+                !mine.is_empty()
+                    && mine.iter().all(|r| match condition {
+                        Condition::Approved => r.approved_and_issued(),
+                        _ => r.condition == condition && r.reason == reason,
+                    })
+            })
+        })
+        .await;
+    match settled {
+        Ok(_) => true,
+        Err(e) => {
+            sandbox.say("sandbox", format!("not everything settled: {e}"));
+            false
+        }
+    }
 }
 
 /// The IPv4 address of `victim` (the one a rogue targets).

@@ -104,7 +104,27 @@ impl Sandbox {
         if options.replicas == 0 {
             return Err(SandboxError::Setup("at least one approver replica".into()));
         }
-        let binaries = Binaries::find(|line| narrator.say("build", line))?;
+        if !super::approver::valid_lease_duration(options.timings.lease_duration) {
+            return Err(SandboxError::Setup(format!(
+                "the Lease duration must be whole seconds, at least 3 s (not {:?})",
+                options.timings.lease_duration
+            )));
+        }
+        let built = std::sync::atomic::AtomicBool::new(false);
+        let binaries = Binaries::find(|line| {
+            built.store(true, std::sync::atomic::Ordering::Relaxed);
+            narrator.say("build", line);
+        })?;
+        if built.into_inner() {
+            narrator.say(
+                "build",
+                format!(
+                    "done in {:.1} s; the clock starts again",
+                    narrator.elapsed().as_secs_f64()
+                ),
+            );
+            narrator.restart_clock();
+        }
         let mode = choose_mode(options.mode)?;
         let state = tempfile::Builder::new()
             .prefix("rubber-stamp-sandbox-")
@@ -220,7 +240,7 @@ impl Sandbox {
             client_ca,
             kubeconfig: control.approver_kubeconfig.clone(),
             policy: policy_path.clone(),
-            max_age: t.max_age,
+            namespace: control::NAMESPACE.to_owned(),
             lease_duration: t.lease_duration,
             log_filter: options.approver_log_filter.clone(),
         };

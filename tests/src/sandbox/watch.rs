@@ -62,7 +62,9 @@ impl CsrNarration {
                         known.insert(row.name.clone(), row);
                     }
                     Ok(Change::Event(event)) => {
+                        // Approved and Denied are said with the condition.
                         if let Some(e) = CsrEvent::from_event(&event)
+                            && !matches!(e.reason.as_str(), "Approved" | "Denied")
                             && seen_events.insert(e.key.clone())
                         {
                             let node = known.get(&e.csr).map_or("", |r| r.node.as_str());
