@@ -489,6 +489,17 @@ async fn the_flood_valve_holds_approvals_while_too_many_csrs_are_pending_and_the
             .await?
             .contains("rubber_stamp_controller_flood_valve_closed 1")
     );
+    // The rollout signal: three Nodes whose agents never reported, one attested.
+    eventually(
+        "the attestation coverage and pending gauges",
+        WITHIN,
+        || {
+            metrics.unattested_nodes.get() == 3
+                && metrics.attested_nodes.get() == 1
+                && metrics.pending_csrs.get() == 4
+        },
+    )
+    .await?;
 
     // Back within the bound, approvals resume by themselves.
     for name in &flood[..2] {

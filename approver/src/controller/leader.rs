@@ -197,7 +197,8 @@ impl Election {
                 next_confirm = Instant::now() + confirm_every;
             }
             self.leadership.refresh();
-            let deadline = self.leadership.deadline();
+            // Wake when acting lapses, to publish it; a lapsed deadline needs no wake-up.
+            let deadline = self.leadership.deadline().filter(|d| *d > Instant::now());
             tokio::select! {
                 biased;
                 () = release.cancelled() => break,

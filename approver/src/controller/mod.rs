@@ -88,6 +88,9 @@ pub enum ControllerError {
         /// The policy's.
         policy: Duration,
     },
+    /// The configuration is inconsistent (e.g. lease timings built by hand).
+    #[error(transparent)]
+    Config(#[from] ControllerConfigError),
     /// Leader election failed.
     #[error(transparent)]
     Election(#[from] ElectionError),
@@ -147,10 +150,13 @@ impl Controller {
                 policy: policy_age,
             });
         }
-        let leadership = if config.lease.is_some() {
-            Leadership::elected()
-        } else {
-            Leadership::unelected()
+        let leadership = match &config.lease {
+            Some(lease) => {
+                // kube-lease-manager panics on timings it cannot use: check them here.
+                LeaseConfig::new(lease.name.clone(), lease.duration, lease.grace)?;
+                Leadership::elected()
+            }
+            None => Leadership::unelected(),
         };
         Ok(Self {
             client,
@@ -302,6 +308,11 @@ impl Controller {
             .inspect_ok(move |event| stream_table.apply_event(event))
             .applied_objects();
         let shutdown = CancellationToken::new();
+        // No debounce: a CSR is decided the moment its event (or its node's report) arrives;
+        // the scheduler already merges requests for a CSR that is waiting or being decided.
+        // Bounded concurrency: each decision waits on two or three API round trips
+        // (SubjectAccessReview, /approval, Event), so --concurrency (64) in flight keeps a
+        // remote API server busy during a bootstrap storm without flooding it.
         let decisions = KubeController::for_stream(csr_events, reader)
             .with_config(
                 controller::Config::default()

@@ -23,7 +23,7 @@ use super::explain::{self, APPROVED_REASON, Explanation, Outcome, reasons};
 use super::leader::Leadership;
 use super::nodes::NodeIndex;
 use super::review::AccessReviews;
-use super::table::{CsrTable, ParseResult};
+use super::table::{CsrTable, Decided, ParseResult};
 use super::triggers::Triggers;
 use super::valve::{FloodValve, ValveChange, ValveState};
 use crate::core::{CheckName, CheckReport, CsrInput, Decision, Policy, Verdict, decide_parsed};
@@ -176,6 +176,7 @@ async fn decide_and_act(
                 "not evaluated: the SubjectAccessReview is made only once every other check passes",
             ));
         }
+        let known = ctx.table.known(&name, &uid);
         let written = match verdict.decision() {
             Decision::Approve => {
                 let valve = ctx.valve_state();
@@ -207,7 +208,7 @@ async fn decide_and_act(
         };
         match written {
             Written::Ok => {
-                ctx.decided(&current, &uid, &verdict).await;
+                ctx.decided(&current, known, &verdict).await;
                 return Ok(Action::await_change());
             }
             Written::NotActing => return Ok(Action::await_change()),
@@ -235,7 +236,8 @@ pub(crate) fn error_policy(
     if let Some(at_least) = error.retry_after() {
         delay = delay.max(at_least);
     }
-    tracing::warn!(csr = %name, %error, failures, retry_in = ?delay, "decision failed; retrying");
+    let node = ctx.table.node_of(&name);
+    tracing::warn!(csr = %name, node = node.as_deref().unwrap_or("-"), %error, failures, retry_in = ?delay, "decision failed; retrying");
     Action::requeue(delay)
 }
 
@@ -457,11 +459,17 @@ impl Context {
         }
     }
 
-    /// After a successful write: metrics, forget the CSR, and the Event.
-    async fn decided(&self, csr: &CertificateSigningRequest, uid: &str, verdict: &Verdict) {
+    /// After a successful write: metrics, forget the CSR, and the Event. `known` is what the
+    /// table knew before the write.
+    async fn decided(
+        &self,
+        csr: &CertificateSigningRequest,
+        known: Option<Decided>,
+        verdict: &Verdict,
+    ) {
         let name = csr.name_any();
         let now = self.store.now();
-        let known = self.table.take_decided(&name, uid);
+        self.table.forget(&name);
         let explanation = explain::explain(verdict, None, false);
         if verdict.decision() == Decision::Approve {
             let created = csr.metadata.creation_timestamp.as_ref().map(|t| t.0);

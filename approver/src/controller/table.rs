@@ -198,6 +198,11 @@ impl CsrTable {
             .unwrap_or_default()
     }
 
+    /// The node a CSR's request names, once parsed.
+    pub(crate) fn node_of(&self, name: &str) -> Option<String> {
+        self.lock().by_name.get(name).and_then(|e| e.node.clone())
+    }
+
     /// Names of the CSRs last explained as an address conflict.
     pub(crate) fn conflicted(&self) -> Vec<String> {
         self.lock().conflicted.iter().cloned().collect()
@@ -229,21 +234,18 @@ impl CsrTable {
         }
     }
 
-    /// Removes a CSR this replica just decided; returns what the table knew about it.
-    pub(crate) fn take_decided(&self, name: &str, uid: &str) -> Option<Decided> {
-        let mut t = self.lock();
-        let decided = t
+    /// What the table knows about a CSR about to be decided. Read it before writing the
+    /// decision: the watch may report the decided CSR (and drop the entry) before the
+    /// write's response arrives.
+    pub(crate) fn known(&self, name: &str, uid: &str) -> Option<Decided> {
+        self.lock()
             .by_name
             .get(name)
             .filter(|e| e.uid == uid)
             .map(|e| Decided {
                 first_seen: e.first_seen,
                 waited: e.waited,
-            });
-        if decided.is_some() {
-            t.remove(name);
-        }
-        decided
+            })
     }
 
     /// Counts a failed reconcile of the CSR; returns the failures in a row.
@@ -385,7 +387,7 @@ mod tests {
         table.apply_event(&watcher::Event::InitApply(mk_csr("b", "b", b"x", None)));
         table.apply_event(&watcher::Event::InitDone);
         assert_eq!(table.len(), 1);
-        assert!(table.take_decided("b", "b").is_some());
+        assert!(table.known("b", "b").is_some());
     }
 
     #[test]
@@ -419,8 +421,10 @@ mod tests {
                 .record("a", "u1", key("AddressConflict"), true)
                 .changed
         );
-        let decided = table.take_decided("a", "u1").expect("held");
+        let decided = table.known("a", "u1").expect("held");
         assert!(decided.waited);
+        assert!(table.known("a", "other-uid").is_none());
+        table.forget("a");
         assert!(table.conflicted().is_empty());
         assert_eq!(table.len(), 0);
     }

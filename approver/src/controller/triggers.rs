@@ -119,3 +119,100 @@ pub(crate) async fn follow_attestations(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
+
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequestSpec;
+    use kube::api::ObjectMeta;
+
+    use super::*;
+    use crate::core::{InterfaceFacts, KUBELET_SERVING_SIGNER, Policy};
+    use crate::store::{AttestationStore, NodeFacts, StoreConfig, SystemClock};
+
+    fn mk_facts() -> NodeFacts {
+        NodeFacts {
+            hostname: "h".to_owned(),
+            interfaces: vec![InterfaceFacts {
+                name: "eth0".to_owned(),
+                addresses: vec!["10.0.0.1/24".parse().expect("net")],
+            }],
+            machine_id: None,
+            boot_id: None,
+            agent_version: None,
+        }
+    }
+
+    fn mk_pending_csr(table: &CsrTable, name: &str, node: &str) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec![node.to_owned()]).expect("params");
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::OrganizationName, "system:nodes");
+        dn.push(rcgen::DnType::CommonName, format!("system:node:{node}"));
+        params.distinguished_name = dn;
+        let pem = params
+            .serialize_request(&key)
+            .expect("csr")
+            .pem()
+            .expect("pem");
+        let csr = CertificateSigningRequest {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                uid: Some(name.to_owned()),
+                ..ObjectMeta::default()
+            },
+            spec: CertificateSigningRequestSpec {
+                signer_name: KUBELET_SERVING_SIGNER.to_owned(),
+                request: ByteString(pem.into_bytes()),
+                ..CertificateSigningRequestSpec::default()
+            },
+            status: None,
+        };
+        table.parsed(&csr, &Policy::default());
+    }
+
+    #[tokio::test]
+    async fn a_report_triggers_its_nodes_csrs_and_a_lag_triggers_everything() {
+        let store = AttestationStore::new(
+            StoreConfig {
+                change_capacity: 2,
+                ..StoreConfig::default()
+            },
+            Arc::new(SystemClock),
+        );
+        let table = Arc::new(CsrTable::default());
+        mk_pending_csr(&table, "csr-1", "w1");
+        mk_pending_csr(&table, "csr-2", "w2");
+        let (triggers, mut streams) = Triggers::new(Arc::clone(&table));
+        let stop = CancellationToken::new();
+        let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let w1 = store.open_stream("w1".parse().expect("name"), peer, "01".into());
+
+        // Subscribed before the reports, but reading only after five: it lagged.
+        let changes = store.subscribe();
+        for _ in 0..5 {
+            store.record(&w1, mk_facts(), None).expect("recorded");
+        }
+        let follower = tokio::spawn(follow_attestations(changes, triggers, stop.clone()));
+        let all = tokio::time::timeout(Duration::from_secs(5), streams.all.recv()).await;
+        assert_eq!(all.ok().flatten(), Some(()), "a lag asks for everything");
+        // The changes kept after the lag, and later ones, trigger w1's CSR only.
+        store.record(&w1, mk_facts(), None).expect("recorded");
+        let mut triggered = Vec::new();
+        while let Ok(Some(r)) =
+            tokio::time::timeout(Duration::from_millis(200), streams.one.recv()).await
+        {
+            triggered.push(r.name);
+        }
+        assert!(!triggered.is_empty());
+        assert!(
+            triggered.iter().all(|n| n == "csr-1"),
+            "only w1's CSR: {triggered:?}"
+        );
+        stop.cancel();
+        follower.await.expect("follower");
+    }
+}
