@@ -13,6 +13,7 @@
 //! - [`hosts`]: simulated hosts in network namespaces.
 //! - [`kubelet`]: the kubelet simulator (serving CSR bootstrap, HTTPS).
 //! - [`pki`]: test certificate authorities and leaf certificates (rcgen).
+//! - [`sandbox`]: the whole system on one machine (the `sandbox` binary, end-to-end tests).
 
 pub mod apiserver;
 pub mod channel;
@@ -21,3 +22,4 @@ pub mod deploy;
 pub mod hosts;
 pub mod kubelet;
 pub mod pki;
+pub mod sandbox;
