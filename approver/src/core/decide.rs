@@ -13,7 +13,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::attestation::{Attestation, AttestationLookup, canonical_ip};
 use super::input::{CsrInput, KUBELET_SERVING_SIGNER};
-use super::names::{quoted, same_name};
+use super::names::{hostname_matches_node, quoted, same_name};
 use super::node::{AddressKey, NodeLookup};
 use super::policy::Policy;
 use super::request::{
@@ -524,17 +524,51 @@ impl Ctx<'_> {
         if dns.is_empty() {
             return CheckReport::passed(CheckName::DnsSansAttested, "no DNS SANs requested");
         }
-        let node = match self.need_node(CheckName::DnsSansAttested) {
-            Ok(n) => n,
-            Err(skipped) => return skipped,
-        };
-        let Some(a) = &self.facts.attestation else {
-            return CheckReport::skipped(
+        // Names in the cluster's own domains are denied whatever the facts say.
+        let mut not_allowed = Problems::default();
+        for name in dns {
+            if let Some(suffix) = self.policy.denied_suffix_of(name) {
+                not_allowed.push(|| {
+                    format!(
+                        "{name} is in the denied domain {}",
+                        suffix.as_str().trim_start_matches('.')
+                    )
+                });
+            }
+        }
+        let deny_not_allowed = |more: Option<String>| {
+            let mut detail = not_allowed.joined();
+            if let Some(more) = more {
+                let _ = write!(detail, "; {more}");
+            }
+            CheckReport::failed(
                 CheckName::DnsSansAttested,
-                "not evaluated: no attestation to compare the DNS names with",
-            );
+                Outcome::Deny,
+                Reason::NameNotAllowed,
+                detail,
+            )
         };
-        let owns = |name: &str| same_name(name, node) || same_name(name, &a.hostname);
+        let attestation = match (self.node, &self.facts.attestation) {
+            (Some(node), Some(a)) => Some((node, a)),
+            _ => None,
+        };
+        let Some((node, a)) = attestation else {
+            if !not_allowed.is_empty() {
+                return deny_not_allowed(None);
+            }
+            return match self.need_node(CheckName::DnsSansAttested) {
+                Err(skipped) => skipped,
+                Ok(_) => CheckReport::skipped(
+                    CheckName::DnsSansAttested,
+                    "not evaluated: no attestation to compare the DNS names with",
+                ),
+            };
+        };
+        // The hostname is the agent's word; the node name is the certificate's.
+        let hostname_counts =
+            !self.policy.hostname_must_match_node_name || hostname_matches_node(&a.hostname, node);
+        let owns =
+            |name: &str| same_name(name, node) || (hostname_counts && same_name(name, &a.hostname));
         let mut missing = Problems::default();
         for name in dns {
             let ok = owns(name) || self.policy.strip_allowed_suffix(name).is_some_and(&owns);
@@ -542,14 +576,50 @@ impl Ctx<'_> {
                 missing.push(|| name.clone());
             }
         }
+        let with_suffix = if self.policy.allowed_dns_suffixes.is_empty() {
+            String::new()
+        } else {
+            let suffixes: Vec<&str> = self
+                .policy
+                .allowed_dns_suffixes
+                .iter()
+                .map(|s| s.as_str())
+                .collect();
+            format!(
+                ", with or without an allowed suffix ({})",
+                suffixes.join(", ")
+            )
+        };
+        let hostname = if hostname_counts {
+            format!("its attested hostname {}", quoted(&a.hostname))
+        } else {
+            format!(
+                "its attested hostname {} (which does not count: it is neither the node name nor shares its first label)",
+                quoted(&a.hostname)
+            )
+        };
+        let missing_detail = || {
+            format!(
+                "{} {} neither the node name {node} nor {hostname}{with_suffix}",
+                Listed(&missing.items, missing.count),
+                if missing.count == 1 { "is" } else { "are" },
+            )
+        };
+        if !not_allowed.is_empty() {
+            return deny_not_allowed((!missing.is_empty()).then(missing_detail));
+        }
         if missing.is_empty() {
+            let hostname = if hostname_counts {
+                format!(" or {hostname}")
+            } else {
+                String::new()
+            };
             return CheckReport::passed(
                 CheckName::DnsSansAttested,
                 format!(
-                    "{} {} the node name {node} or its attested hostname {}{}",
+                    "{} {} the node name {node}{hostname}{}",
                     Listed(dns, dns.len()),
                     if dns.len() == 1 { "is" } else { "are" },
-                    quoted(&a.hostname),
                     if self.policy.allowed_dns_suffixes.is_empty() {
                         ""
                     } else {
@@ -559,31 +629,11 @@ impl Ctx<'_> {
             );
         }
         let (outcome, reason) = self.facts.missing(Reason::NameNotAttested);
-        let detail = format!(
-            "{} {} neither the node name {node} nor its attested hostname {}{}",
-            Listed(&missing.items, missing.count),
-            if missing.count == 1 { "is" } else { "are" },
-            quoted(&a.hostname),
-            if self.policy.allowed_dns_suffixes.is_empty() {
-                String::new()
-            } else {
-                let suffixes: Vec<&str> = self
-                    .policy
-                    .allowed_dns_suffixes
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect();
-                format!(
-                    ", with or without an allowed suffix ({})",
-                    suffixes.join(", ")
-                )
-            }
-        );
         CheckReport::failed(
             CheckName::DnsSansAttested,
             outcome,
             reason,
-            self.facts.explain(detail),
+            self.facts.explain(missing_detail()),
         )
     }
 
@@ -728,14 +778,57 @@ impl Ctx<'_> {
                 Reason::PeerMismatch,
                 format!("{node}'s agent connected from {peer}, outside the allowed networks"),
             ),
-            Some(i) => CheckReport::passed(
-                CheckName::PeerBinding,
-                format!(
-                    "{node}'s agent connected from {peer}, its own address on {}",
-                    i.name
+            // A SAN address is check 11's to find held elsewhere; report it once.
+            // A loopback source means the agent shares the approver's network
+            // namespace; every node has loopback addresses, so they are not compared.
+            Some(i) => match (!self.req.sans().ips.contains(&peer) && !peer.is_loopback())
+                .then(|| self.other_holder_of(node, peer))
+                .flatten()
+            {
+                Some(other) => CheckReport::failed(
+                    CheckName::PeerBinding,
+                    Outcome::Pending,
+                    Reason::PeerMismatch,
+                    format!(
+                        "{node}'s agent connected from {peer}, which it reports on {} but which is also {other}",
+                        i.name
+                    ),
                 ),
-            ),
+                None => CheckReport::passed(
+                    CheckName::PeerBinding,
+                    format!(
+                        "{node}'s agent connected from {peer}, its own address on {}",
+                        i.name
+                    ),
+                ),
+            },
         }
+    }
+
+    /// Who else holds `ip`: another node's fresh attestation (any interface)
+    /// or another Node's `status.addresses`. Credentials used from another
+    /// cluster machine connect from an address that machine's own agent reports.
+    fn other_holder_of(&self, node: &str, ip: IpAddr) -> Option<String> {
+        let mut holder = None;
+        self.attestations.visit_claimants_of_ip(ip, &mut |other| {
+            if other.node_name != node && self.is_fresh(other) {
+                holder = Some(format!("attested by {}", other.node_name));
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        });
+        if holder.is_none()
+            && let Some(nodes) = self.nodes
+        {
+            nodes.visit_nodes_listing(&AddressKey::Ip(ip), &mut |other| {
+                if other != node {
+                    holder = Some(format!("in Node {other}'s status.addresses"));
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            });
+        }
+        holder
     }
 
     /// The names a DNS SAN could stand for: itself and, with an allowed
@@ -754,12 +847,22 @@ impl Ctx<'_> {
         let mut conflicts = Problems::default();
         for ip in &sans.ips {
             self.attestations.visit_claimants_of_ip(*ip, &mut |other| {
-                if other.node_name != node
-                    && self.is_fresh(other)
-                    && let Placement::Counted(iface) = self.interface_of(other, *ip)
-                {
-                    conflicts
-                        .push(|| format!("{ip} is also attested by {} ({iface})", other.node_name));
+                // Any interface counts here: an address another node holds on
+                // an excluded device (a Service IP on kube-ipvs0) is still not
+                // this node's to claim.
+                if other.node_name != node && self.is_fresh(other) {
+                    match self.interface_of(other, *ip) {
+                        Placement::Counted(iface) => conflicts.push(|| {
+                            format!("{ip} is also attested by {} ({iface})", other.node_name)
+                        }),
+                        Placement::ExcludedOnly(iface) => conflicts.push(|| {
+                            format!(
+                                "{ip} is also attested by {} ({iface}, an excluded interface)",
+                                other.node_name
+                            )
+                        }),
+                        Placement::Absent => {}
+                    }
                 }
                 ControlFlow::Continue(())
             });

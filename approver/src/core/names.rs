@@ -128,6 +128,21 @@ pub fn same_name(a: &str, b: &str) -> bool {
     !a.is_empty() && a.eq_ignore_ascii_case(b)
 }
 
+/// True when a self-reported `hostname` may stand for the node `node`: it is
+/// the node name, or its first label is the node name's first label
+/// (`worker-1` and `worker-1.example.com`, `ip-10-0-0-1.ec2.internal` and
+/// `ip-10-0-0-1`). Case and one trailing dot do not matter.
+pub fn hostname_matches_node(hostname: &str, node: &str) -> bool {
+    let first = |n: &str| {
+        let n = n.strip_suffix('.').unwrap_or(n);
+        n.split('.').next().unwrap_or_default().to_owned()
+    };
+    same_name(hostname, node) || {
+        let (h, n) = (first(hostname), first(node));
+        !h.is_empty() && h.eq_ignore_ascii_case(&n)
+    }
+}
+
 /// Why an IP address may not appear in a serving certificate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IpProblem {
@@ -283,6 +298,21 @@ mod tests {
             check_dns1123_subdomain("worker-1."),
             Err(HostnameError::EmptyLabel)
         );
+    }
+
+    #[test]
+    fn hostname_matches_node_by_name_or_first_label() {
+        assert!(hostname_matches_node("worker-1", "worker-1"));
+        assert!(hostname_matches_node("Worker-1.example.com.", "worker-1"));
+        assert!(hostname_matches_node(
+            "ip-10-0-0-1",
+            "ip-10-0-0-1.ec2.internal"
+        ));
+        assert!(!hostname_matches_node("worker-2", "worker-1"));
+        assert!(!hostname_matches_node("worker-12.example.com", "worker-1"));
+        assert!(!hostname_matches_node("kubernetes.default.svc", "worker-1"));
+        assert!(!hostname_matches_node("", "worker-1"));
+        assert!(!hostname_matches_node(".worker-1", "worker-1"));
     }
 
     #[test]

@@ -37,6 +37,12 @@ pub const MAX_LIST_ENTRIES: usize = 1024;
 /// Longest interface pattern (Linux interface names have at most 15 bytes).
 pub const MAX_INTERFACE_PATTERN_BYTES: usize = 64;
 
+/// DNS suffixes no kubelet serving certificate may name, by default: the
+/// cluster's Service and Pod names (`<svc>.<ns>.svc`, `….svc.cluster.local`,
+/// `….pod.cluster.local`). A node's hostname is whatever root on it sets, so
+/// without this a node could attest `kubernetes.default.svc` and be approved.
+pub const DEFAULT_DENIED_DNS_SUFFIXES: &[&str] = &["svc", "cluster.local"];
+
 /// Interfaces whose addresses never count as a node's own, by default.
 ///
 /// Service IPs (kube-proxy IPVS, node-local DNS), container bridges and the
@@ -299,6 +305,15 @@ pub struct Policy {
     /// DNS suffixes that may follow the node name or hostname in a DNS SAN.
     /// Default: empty (only the bare node name and hostname).
     pub allowed_dns_suffixes: Vec<DnsSuffix>,
+    /// DNS SANs ending in one of these suffixes are denied whatever the node
+    /// attests (the cluster's Service and Pod domains). Setting this replaces
+    /// the default list. Default: `svc`, `cluster.local`.
+    pub denied_dns_suffixes: Vec<DnsSuffix>,
+    /// The attested hostname supports a DNS SAN only when it is the node name
+    /// or shares the node name's first label (`worker-1` and
+    /// `worker-1.example.com`): the hostname is self-reported, the node name is
+    /// proven by the kubelet's certificate. Default: true.
+    pub hostname_must_match_node_name: bool,
     /// Require the agent's connection to come from one of the node's own
     /// addresses (check 10). Switch off behind NAT. Default: true.
     pub peer_binding: bool,
@@ -325,6 +340,11 @@ impl Default for Policy {
             allowed_cidrs: Vec::new(),
             denied_cidrs: Vec::new(),
             allowed_dns_suffixes: Vec::new(),
+            denied_dns_suffixes: DEFAULT_DENIED_DNS_SUFFIXES
+                .iter()
+                .filter_map(|s| DnsSuffix::new(s).ok())
+                .collect(),
+            hostname_must_match_node_name: true,
             peer_binding: true,
             max_expiration_seconds: None,
             deny: DenyMode::Always,
@@ -391,11 +411,24 @@ impl Policy {
             ("allowedCidrs", self.allowed_cidrs.len()),
             ("deniedCidrs", self.denied_cidrs.len()),
             ("allowedDnsSuffixes", self.allowed_dns_suffixes.len()),
+            ("deniedDnsSuffixes", self.denied_dns_suffixes.len()),
         ] {
             if len > MAX_LIST_ENTRIES {
                 return Err(invalid(
                     field,
                     format!("{len} entries, more than {MAX_LIST_ENTRIES}"),
+                ));
+            }
+        }
+        for allowed in &self.allowed_dns_suffixes {
+            if let Some(denied) = self.denied_suffix_of(allowed.as_str().trim_start_matches('.')) {
+                return Err(invalid(
+                    "allowedDnsSuffixes",
+                    format!(
+                        "{} is inside the denied suffix {}; remove it from deniedDnsSuffixes first if you mean it",
+                        allowed.as_str(),
+                        denied.as_str()
+                    ),
                 ));
             }
         }
@@ -433,6 +466,20 @@ impl Policy {
         self.allowed_cidrs.is_empty() || self.allowed_cidrs.iter().any(|n| n.contains(&ip))
     }
 
+    /// The first denied DNS suffix `san` ends with (or is, without its dot).
+    pub fn denied_suffix_of(&self, san: &str) -> Option<&DnsSuffix> {
+        self.denied_dns_suffixes
+            .iter()
+            .find(|s| san.ends_with(s.as_str()) || s.as_str().strip_prefix('.') == Some(san))
+    }
+
+    /// True when neither allowed nor denied networks constrain IP SANs: then
+    /// any address a node attests on a counted interface can be approved,
+    /// Service IPs put on a dummy interface included (see docs/threat-model.md).
+    pub fn is_address_unconstrained(&self) -> bool {
+        self.allowed_cidrs.is_empty() && self.denied_cidrs.is_empty()
+    }
+
     /// If `san` is `<base><suffix>` for an allowed suffix, returns `base`.
     pub fn strip_allowed_suffix<'a>(&self, san: &'a str) -> Option<&'a str> {
         self.allowed_dns_suffixes.iter().find_map(|s| {
@@ -453,6 +500,19 @@ mod tests {
         assert_eq!(p.max_sans, 100);
         assert_eq!(p.attestation_max_age.get(), SignedDuration::from_secs(300));
         assert!(p.peer_binding);
+        assert!(p.hostname_must_match_node_name);
+        assert!(p.is_address_unconstrained());
+        for name in [
+            "a.default.svc",
+            "a.b.svc.cluster.local",
+            "svc",
+            "cluster.local",
+        ] {
+            assert!(p.denied_suffix_of(name).is_some(), "{name}");
+        }
+        for name in ["worker-1", "mysvc", "worker-1.local", "svc.example.com"] {
+            assert!(p.denied_suffix_of(name).is_none(), "{name}");
+        }
         assert_eq!(p.deny, DenyMode::Always);
         assert!(p.max_expiration_seconds.is_none());
         for name in [
@@ -535,6 +595,14 @@ deny: never
                 "not a valid domain",
             ),
             ("deniedCidrs: ['::ffff:10.0.0.0/104']", "IPv4-mapped"),
+            (
+                "allowedDnsSuffixes: [default.svc]",
+                "inside the denied suffix .svc",
+            ),
+            (
+                "allowedDnsSuffixes: [Cluster.Local.]",
+                "inside the denied suffix",
+            ),
             ("deniedCidrs: [10.0.0.0/33]", "invalid"),
             ("deny: sometimes", "sometimes"),
             ("peerBnding: true", "unknown field"),

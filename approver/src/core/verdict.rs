@@ -191,6 +191,8 @@ pub enum Reason {
     AddressNotAttested,
     /// Check 9: an IP SAN outside the allowed or inside the denied networks.
     AddressNotAllowed,
+    /// Check 8: a DNS SAN in a denied domain (the cluster's Service names).
+    NameNotAllowed,
     /// Check 13: a longer certificate than the policy allows.
     ExpirationTooLong,
     /// Check 7: no attestation from the node's agent.
@@ -225,6 +227,7 @@ impl Reason {
             Self::NameNotAttested => "NameNotAttested",
             Self::AddressNotAttested => "AddressNotAttested",
             Self::AddressNotAllowed => "AddressNotAllowed",
+            Self::NameNotAllowed => "NameNotAllowed",
             Self::ExpirationTooLong => "ExpirationTooLong",
             Self::AwaitingAttestation => "AwaitingAttestation",
             Self::AttestationStale => "AttestationStale",

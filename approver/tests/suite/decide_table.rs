@@ -695,11 +695,98 @@ fn dns_sans_must_be_the_node_name_or_attested_hostname() {
         &[(C::DnsSansAttested, Reason::NameNotAttested)],
     );
     assert!(detail(&v, C::DnsSansAttested).contains("db.example.com"));
-    // The attested hostname counts even when it differs from the node name.
+    // The attested hostname counts when it shares the node name's first label.
     case(
+        &CsrSpec::kubelet("worker-1", &["worker-1", "worker-1.lan"], &["10.0.0.11"]),
+        same,
+        |w| w.attestation_mut("worker-1").hostname = "Worker-1.lan".to_owned(),
+        Decision::Approve,
+        &[],
+    );
+    // A hostname unrelated to the node name is the agent's word alone: it
+    // supports no DNS SAN (another node's short name, a name of any domain)...
+    let v = case(
         &CsrSpec::kubelet("worker-1", &["worker-1", "w1.lan"], &["10.0.0.11"]),
         same,
         |w| w.attestation_mut("worker-1").hostname = "W1.lan".to_owned(),
+        Decision::Deny,
+        &[(C::DnsSansAttested, Reason::NameNotAttested)],
+    );
+    assert!(detail(&v, C::DnsSansAttested).contains("does not count"));
+    // ...unless the policy says hostnames are trusted as reported.
+    case(
+        &CsrSpec::kubelet("worker-1", &["worker-1", "w1.lan"], &["10.0.0.11"]),
+        same,
+        |w| {
+            w.attestation_mut("worker-1").hostname = "W1.lan".to_owned();
+            w.policy.hostname_must_match_node_name = false;
+        },
+        Decision::Approve,
+        &[],
+    );
+}
+
+#[test]
+fn cluster_service_names_are_denied_whatever_the_node_attests() {
+    let deny = [(C::DnsSansAttested, Reason::NameNotAllowed)];
+    for name in [
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+        "10-0-0-11.default.pod.cluster.local",
+        "svc",
+    ] {
+        // Even a hostname set to the very name, trusted as reported, does not help.
+        let v = case(
+            &CsrSpec::kubelet("worker-1", &["worker-1", name], &["10.0.0.11"]),
+            same,
+            |w| {
+                w.attestation_mut("worker-1").hostname = name.to_owned();
+                w.policy.hostname_must_match_node_name = false;
+            },
+            Decision::Deny,
+            &deny,
+        );
+        assert!(
+            detail(&v, C::DnsSansAttested).contains("denied domain"),
+            "{name}: {}",
+            detail(&v, C::DnsSansAttested)
+        );
+        // Definite: denied without any attestation at all.
+        case(
+            &CsrSpec::kubelet("worker-1", &["worker-1", name], &["10.0.0.11"]),
+            same,
+            |w| w.attestations.clear(),
+            Decision::Deny,
+            &[
+                (C::AttestationFresh, Reason::AwaitingAttestation),
+                (C::DnsSansAttested, Reason::NameNotAllowed),
+            ],
+        );
+    }
+    // The suffix matches whole labels only, and the list is the policy's.
+    case(
+        &CsrSpec::kubelet("worker-1", &["worker-1"], &["10.0.0.11"]),
+        same,
+        |w| {
+            w.policy.denied_dns_suffixes = vec![DnsSuffix::new("internal").expect("suffix")];
+        },
+        Decision::Approve,
+        &[],
+    );
+    case(
+        &CsrSpec::kubelet("worker-1", &["worker-1.internal"], &["10.0.0.11"]),
+        same,
+        |w| {
+            w.attestation_mut("worker-1").hostname = "worker-1.internal".to_owned();
+            w.policy.denied_dns_suffixes = vec![DnsSuffix::new("internal").expect("suffix")];
+        },
+        Decision::Deny,
+        &deny,
+    );
+    case(
+        &CsrSpec::kubelet("worker-1", &["worker-1.mysvc"], &["10.0.0.11"]),
+        same,
+        |w| w.attestation_mut("worker-1").hostname = "worker-1.mysvc".to_owned(),
         Decision::Approve,
         &[],
     );
@@ -942,6 +1029,51 @@ fn peer_binding_needs_the_agent_to_connect_from_the_nodes_address() {
         Decision::Approve,
         &[],
     );
+    // Credentials used from another cluster machine: the source address is
+    // reported by the thief too, but another node attests it (any interface)
+    // or lists it in its Node object.
+    let v = case(
+        &good(),
+        same,
+        |w| {
+            let a = w.attestation_mut("worker-1");
+            a.peer_address = Some(ip("10.0.0.12"));
+            a.interfaces[0]
+                .addresses
+                .push("10.0.0.12/32".parse().expect("net"));
+        },
+        Decision::Pending,
+        &pending,
+    );
+    assert!(detail(&v, C::PeerBinding).contains("attested by worker-2"));
+    case(
+        &good(),
+        same,
+        |w| {
+            let a = w.attestation_mut("worker-1");
+            a.peer_address = Some(ip("10.0.0.99"));
+            a.interfaces[0]
+                .addresses
+                .push("10.0.0.99/32".parse().expect("net"));
+            w.node_mut("worker-2")
+                .addresses
+                .push(rubber_stamp_approver::core::NodeAddress {
+                    kind: "InternalIP".to_owned(),
+                    address: "10.0.0.99".to_owned(),
+                });
+        },
+        Decision::Pending,
+        &pending,
+    );
+    // Loopback (an agent in the approver's own network namespace) is on every
+    // node: it is not compared with other nodes.
+    case(
+        &good(),
+        same,
+        |w| w.attestation_mut("worker-1").peer_address = Some(ip("127.0.0.1")),
+        Decision::Approve,
+        &[],
+    );
     // Switched off (NAT): skipped, not passed.
     let v = case(
         &good(),
@@ -997,8 +1129,10 @@ fn an_address_another_node_also_attests_is_a_conflict() {
         Decision::Pending,
         &pending,
     );
-    // On an excluded interface, or in a stale attestation, it is no conflict.
-    case(
+    // On another node's excluded interface it is still that node's (a Service
+    // IP on kube-ipvs0 is on every node; root on worker-1 putting it on a
+    // dummy interface must not get it into a certificate).
+    let v = case(
         &good(),
         same,
         |w| {
@@ -1006,9 +1140,11 @@ fn an_address_another_node_also_attests_is_a_conflict() {
                 .addresses
                 .push("10.0.0.11/32".parse().expect("net"))
         },
-        Decision::Approve,
-        &[],
+        Decision::Pending,
+        &pending,
     );
+    assert!(detail(&v, C::UniqueAmongAttestations).contains("an excluded interface"));
+    // In a stale attestation it is no conflict.
     case(
         &good(),
         same,
