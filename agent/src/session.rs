@@ -158,7 +158,11 @@ impl SessionContext {
         fact_changes.mark_unchanged();
         let (requests, outgoing) = mpsc::channel(2);
         let mut sequence = 0;
-        let first = report(&*self.facts.current()?, &mut sequence, Vec::new());
+        // Every report carries facts read right before it is sent, so a report
+        // the approver receives after a CSR was created describes the node as it
+        // was after the CSR (the approver may deny a SAN missing from it).
+        let first = report(&*self.facts.refresh()?, &mut sequence, Vec::new());
+        fact_changes.mark_unchanged();
         // The channel is empty: this cannot fail for lack of room.
         let _ = requests.try_send(first);
         let started = Instant::now();
@@ -172,31 +176,37 @@ impl SessionContext {
         let heartbeat = tokio::time::sleep(self.timings.heartbeat_interval);
         tokio::pin!(heartbeat);
 
+        // Facts that changed while a report was being sent, reported next.
+        let mut queued: Option<Arc<NodeFacts>> = None;
         let ended = loop {
-            let due: Option<(Arc<NodeFacts>, Vec<u8>)> = tokio::select! {
-                () = stop.cancelled() => break Ok(SessionEnd::Stopped),
-                _ = identity_changes.changed() => break Ok(SessionEnd::IdentityChanged),
-                _ = fact_changes.changed() => fact_changes.borrow_and_update().clone().map(|f| (f, Vec::new())),
-                () = &mut heartbeat => Some((self.facts.current()?, Vec::new())),
-                message = incoming.message() => match message {
-                    Ok(Some(ApproverMessage { kind: Some(approver_message::Kind::Ack(ack)) })) => {
-                        self.acknowledged(endpoint, &identity, &ack);
-                        acked = true;
-                        None
-                    }
-                    Ok(Some(ApproverMessage { kind: Some(approver_message::Kind::Challenge(challenge)) })) => {
-                        if challenge.nonce.is_empty() || challenge.nonce.len() > limits::MAX_NONCE_BYTES {
-                            tracing::warn!(%endpoint, len = challenge.nonce.len(), "ignoring a challenge with a malformed nonce");
+            let due: Option<(Arc<NodeFacts>, Vec<u8>)> = if let Some(facts) = queued.take() {
+                Some((facts, Vec::new()))
+            } else {
+                tokio::select! {
+                    () = stop.cancelled() => break Ok(SessionEnd::Stopped),
+                    _ = identity_changes.changed() => break Ok(SessionEnd::IdentityChanged),
+                    _ = fact_changes.changed() => fact_changes.borrow_and_update().clone().map(|f| (f, Vec::new())),
+                    () = &mut heartbeat => Some((self.facts.refresh()?, Vec::new())),
+                    message = incoming.message() => match message {
+                        Ok(Some(ApproverMessage { kind: Some(approver_message::Kind::Ack(ack)) })) => {
+                            self.acknowledged(endpoint, &identity, &ack);
+                            acked = true;
                             None
-                        } else {
-                            tracing::debug!(%endpoint, "challenged; reporting fresh facts");
-                            Some((self.facts.refresh()?, challenge.nonce))
                         }
-                    }
-                    Ok(Some(ApproverMessage { kind: None })) => None,
-                    Ok(None) => break Err(SessionError::Closed),
-                    Err(status) => break Err(SessionError::Stream(status)),
-                },
+                        Ok(Some(ApproverMessage { kind: Some(approver_message::Kind::Challenge(challenge)) })) => {
+                            if challenge.nonce.is_empty() || challenge.nonce.len() > limits::MAX_NONCE_BYTES {
+                                tracing::warn!(%endpoint, len = challenge.nonce.len(), "ignoring a challenge with a malformed nonce");
+                                None
+                            } else {
+                                tracing::debug!(%endpoint, "challenged; reporting fresh facts");
+                                Some((self.facts.refresh()?, challenge.nonce))
+                            }
+                        }
+                        Ok(Some(ApproverMessage { kind: None })) => None,
+                        Ok(None) => break Err(SessionError::Closed),
+                        Err(status) => break Err(SessionError::Stream(status)),
+                    },
+                }
             };
             if let Some((facts, nonce)) = due {
                 let message = report(&facts, &mut sequence, nonce);
@@ -207,6 +217,9 @@ impl SessionContext {
                 heartbeat
                     .as_mut()
                     .reset(Instant::now() + self.timings.heartbeat_interval);
+                // A refresh above may itself have published a change: it is sent.
+                let latest = fact_changes.borrow_and_update().clone();
+                queued = latest.filter(|latest| **latest != *facts);
             }
         };
         match ended {

@@ -216,6 +216,45 @@ async fn a_challenge_is_answered_by_the_agent_with_a_fresh_report() -> TestResul
 }
 
 #[tokio::test]
+async fn every_heartbeat_carries_facts_read_for_it() -> TestResult {
+    let pki = ChannelPki::new()?;
+    let approver = TestApprover::start(approver_config(&pki)).await?;
+    let identity = pki.write_combined(&pki.node("worker-1")?, "worker-1")?;
+    let dir = tempfile::tempdir()?;
+    let machine_id = dir.path().join("machine-id");
+    std::fs::write(&machine_id, "0123456789abcdef0123456789abcdef\n")?;
+    let mut config = agent_config(
+        &pki,
+        approver.addrs.grpc,
+        IdentitySource::Combined(identity),
+    );
+    config.machine_id_path = machine_id.clone();
+    // The poller would not notice the change for an hour: only a heartbeat that
+    // reads the facts afresh can report it.
+    config.timings.poll_interval = Duration::from_secs(3600);
+    config.timings.heartbeat_interval = Duration::from_millis(200);
+    let agent = TestAgent::start(config, Arc::new(SystemResolver)).await?;
+    let machine_id_of = || {
+        approver
+            .store()
+            .attestation("worker-1")
+            .and_then(|a| a.machine_id.clone())
+    };
+    wait_for("first attestation", WITHIN, || async {
+        machine_id_of().as_deref() == Some("0123456789abcdef0123456789abcdef")
+    })
+    .await?;
+    std::fs::write(&machine_id, "fedcba9876543210fedcba9876543210\n")?;
+    wait_for("a heartbeat with the new machine-id", WITHIN, || async {
+        machine_id_of().as_deref() == Some("fedcba9876543210fedcba9876543210")
+    })
+    .await?;
+    agent.stop().await?;
+    approver.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn the_agent_keeps_one_stream_per_resolved_endpoint() -> TestResult {
     let pki = ChannelPki::new()?;
     // Two replicas on the same port, as behind a headless Service: 127.0.0.1 and 127.0.0.2.
