@@ -58,6 +58,10 @@ enum Name {
     Upper(u8),
     Dot(u8),
     Suffixed(u8),
+    /// The node's name under another domain (a hostname sharing its first label).
+    Lan(u8),
+    /// A cluster Service name (always denied by default).
+    Service(u8),
     Raw(String),
 }
 
@@ -68,6 +72,8 @@ impl Name {
             Self::Upper(i) => NODES[*i as usize % 3].to_ascii_uppercase(),
             Self::Dot(i) => format!("{}.", NODES[*i as usize % 3]),
             Self::Suffixed(i) => format!("{}.nodes.example.com", NODES[*i as usize % 3]),
+            Self::Lan(i) => format!("{}.lan", NODES[*i as usize % 3]),
+            Self::Service(i) => format!("{}.default.svc.cluster.local", NODES[*i as usize % 3]),
             Self::Raw(s) => s.chars().take(80).collect(),
         }
     }
@@ -400,9 +406,10 @@ fuzz_target!(|input: Input| {
         );
         assert!(policy.denied_network_of(*ip).is_none() && policy.is_allowed_address(*ip));
         for other in set.iter() {
+            // On any interface of the other node, excluded ones included.
             if other.node_name != node && fresh(other) {
                 assert!(
-                    !counted(other, *ip),
+                    !other.addresses().any(|(_, a)| a == *ip),
                     "{ip} approved while {} attests it",
                     other.node_name
                 );
@@ -424,8 +431,16 @@ fuzz_target!(|input: Input| {
         }
     }
     for dns in &sans.dns {
+        assert!(
+            policy.denied_suffix_of(dns).is_none(),
+            "{dns} approved in a denied domain"
+        );
         let base = policy.strip_allowed_suffix(dns).unwrap_or(dns);
-        let mine = |n: &str| names::same_name(n, node) || names::same_name(n, &own.hostname);
+        let hostname_counts = !policy.hostname_must_match_node_name
+            || names::hostname_matches_node(&own.hostname, node);
+        let mine = |n: &str| {
+            names::same_name(n, node) || (hostname_counts && names::same_name(n, &own.hostname))
+        };
         assert!(
             mine(dns) || mine(base),
             "{dns} approved but neither node name nor hostname"

@@ -493,6 +493,11 @@ pub fn main(args: RunArgs) -> Result<(), RuntimeError> {
         let mut approver = Runtime::with_kube(config, Arc::new(SystemClock), kube.clone()).await?;
         match (controller_config, kube) {
             (Some(controller_config), Some(client)) => {
+                if controller_config.policy.is_address_unconstrained() {
+                    tracing::warn!(
+                        "the policy sets neither allowedCidrs nor deniedCidrs: an IP SAN is checked only against the node's own report and the other nodes', so a Service or pod IP that no node attests (kube-proxy in iptables mode) can be approved for a node that puts it on a counted interface; set deniedCidrs to the Service and pod CIDRs (docs/policy.md)"
+                    );
+                }
                 controller::plug(&mut approver, client, controller_config)?;
             }
             _ => tracing::warn!("--attestation-only: serving attestations, never approving"),
