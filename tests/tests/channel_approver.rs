@@ -150,6 +150,103 @@ async fn clients_without_a_verified_node_certificate_are_refused_counted_and_sto
 }
 
 #[tokio::test]
+async fn one_node_cannot_hold_more_than_its_share_of_connections() -> TestResult {
+    let pki = ChannelPki::new()?;
+    let mut config = approver_config(&pki);
+    config.grpc.connections.max_connections_per_peer = 2;
+    let approver = TestApprover::start(config).await?;
+    let addr = approver.addrs.grpc;
+    let report = |n| raw::report(n, "worker-1", &[(ip(10, 0, 0, 11), 24)]);
+    let mut first = stream_as(&pki, &approver, "worker-1").await?;
+    first.report(report(1)).await?;
+    let second = raw::connect(&pki, addr, Some(&pki.node("worker-1")?)).await?;
+    let mut second = raw::open(second).await?;
+    second.report(report(2)).await?;
+
+    // A third connection of worker-1 is closed once its handshake names the node.
+    let third = raw::attest(&pki, addr, Some(&pki.node("worker-1")?)).await;
+    let refused = match third {
+        Err(status) => status,
+        Ok(mut stream) => stream
+            .report(report(3))
+            .await
+            .expect_err("third connection"),
+    };
+    assert_ne!(refused.code(), Code::Ok, "{refused:?}");
+    let grpc = &approver.metrics().grpc;
+    wait_for("peer_connection_limit", Duration::from_secs(5), || async {
+        grpc.refused_connections("peer_connection_limit") >= 1
+    })
+    .await?;
+    // Other nodes are not affected.
+    let mut other = stream_as(&pki, &approver, "worker-2").await?;
+    other
+        .report(raw::report(1, "worker-2", &[(ip(10, 0, 0, 12), 24)]))
+        .await?;
+
+    // A closed connection gives its slot back.
+    drop(second);
+    wait_for(
+        "a slot for worker-1 again",
+        Duration::from_secs(10),
+        || async {
+            match stream_as(&pki, &approver, "worker-1").await {
+                Ok(mut stream) => stream.report(report(4)).await.is_ok(),
+                Err(_) => false,
+            }
+        },
+    )
+    .await?;
+    first.report(report(5)).await.ok();
+    approver.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_source_cannot_hold_every_handshake_slot() -> TestResult {
+    let pki = ChannelPki::new()?;
+    let mut config = approver_config(&pki);
+    config.grpc.connections.max_handshakes_per_source = 2;
+    config.grpc.connections.handshake_timeout = Duration::from_secs(1);
+    let approver = TestApprover::start(config).await?;
+    let addr = approver.addrs.grpc;
+    // Two connections that never send a ClientHello hold this source's two slots...
+    let _idle = [
+        tokio::net::TcpStream::connect(addr).await?,
+        tokio::net::TcpStream::connect(addr).await?,
+    ];
+    let grpc = &approver.metrics().grpc;
+    // ...so a third is closed at once (it reads end-of-stream, not a handshake).
+    wait_for("source_handshake_limit", Duration::from_secs(5), || async {
+        let Ok(mut third) = tokio::net::TcpStream::connect(addr).await else {
+            return false;
+        };
+        let mut byte = [0u8; 1];
+        let closed = matches!(
+            tokio::time::timeout(
+                Duration::from_millis(500),
+                tokio::io::AsyncReadExt::read(&mut third, &mut byte)
+            )
+            .await,
+            Ok(Ok(0) | Err(_))
+        );
+        closed && grpc.refused_connections("source_handshake_limit") >= 1
+    })
+    .await?;
+    // Once their handshakes time out, the source may connect again.
+    wait_for("handshake_timeout", Duration::from_secs(5), || async {
+        grpc.refused_connections("handshake_timeout") >= 2
+    })
+    .await?;
+    let mut stream = stream_as(&pki, &approver, "worker-1").await?;
+    stream
+        .report(raw::report(1, "worker-1", &[(ip(10, 0, 0, 11), 24)]))
+        .await?;
+    approver.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_node_cannot_write_another_nodes_record() -> TestResult {
     let pki = ChannelPki::new()?;
     let approver = start(&pki).await?;

@@ -55,6 +55,8 @@ impl Default for GrpcConfig {
             connections: ConnectionLimits {
                 max_connections: 20_000,
                 handshake_timeout: Duration::from_secs(10),
+                max_handshakes_per_source: 64,
+                max_connections_per_peer: 4,
             },
             streams: StreamLimits {
                 max_message_bytes: rubber_stamp_proto::limits::MAX_MESSAGE_BYTES,

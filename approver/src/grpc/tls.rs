@@ -2,11 +2,13 @@
 //! certificate from the cluster CA, and the accept loop that enforces the connection limit
 //! and handshake timeout and derives each connection's node identity once.
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -130,6 +132,62 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Longest a TLS handshake may take.
     pub handshake_timeout: Duration,
+    /// Most handshakes in progress from one source address: one host cannot hold every
+    /// slot with handshakes it never finishes.
+    pub max_handshakes_per_source: usize,
+    /// Most open connections of one node (its certificate's name; a certificate naming
+    /// no node counts against its source address). An agent needs one per replica;
+    /// a rotation or reconnect briefly two.
+    pub max_connections_per_peer: usize,
+}
+
+/// Counts of something held per key, each count bounded; a [`Held`] gives its unit back
+/// when dropped.
+struct Tally<K: Eq + Hash + Clone>(Arc<Mutex<HashMap<K, usize>>>);
+
+/// One unit of a [`Tally`], returned on drop.
+struct Held<K: Eq + Hash + Clone> {
+    tally: Arc<Mutex<HashMap<K, usize>>>,
+    key: K,
+}
+
+impl<K: Eq + Hash + Clone> Tally<K> {
+    fn new() -> Self {
+        Self(Arc::default())
+    }
+
+    /// One more unit for `key`, unless it already holds `limit`.
+    fn take(&self, key: K, limit: usize) -> Option<Held<K>> {
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(key.clone()).or_default();
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(Held {
+            tally: Arc::clone(&self.0),
+            key,
+        })
+    }
+}
+
+impl<K: Eq + Hash + Clone> Drop for Held<K> {
+    fn drop(&mut self) {
+        let mut counts = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Whose connections count together: a node's, or (no node identity) a source's.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum PeerKey {
+    Node(String),
+    Source(IpAddr),
 }
 
 /// What the attestation service knows about the connection a stream arrived on.
@@ -147,6 +205,7 @@ pub struct AttestedConnection {
     tls: TlsStream<TcpStream>,
     info: Arc<PeerInfo>,
     _permit: OwnedSemaphorePermit,
+    _peer: Held<PeerKey>,
     _open: GaugeGuard,
 }
 
@@ -181,6 +240,8 @@ async fn accept_loop(
     shutdown: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let handshakes = Tally::new();
+    let peers = Arc::new(Tally::new());
     loop {
         let (tcp, address) = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -203,33 +264,52 @@ async fn accept_loop(
             tracing::warn!(%address, limit = limits.max_connections, "connection limit reached; closing new connection");
             continue;
         };
+        let source = address.ip().to_canonical();
+        let Some(handshake) = handshakes.take(source, limits.max_handshakes_per_source) else {
+            metrics.refuse_connection("source_handshake_limit");
+            tracing::warn!(%address, limit = limits.max_handshakes_per_source, "too many handshakes in progress from this address; closing new connection");
+            continue;
+        };
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%address, %error, "could not set TCP_NODELAY");
         }
         let acceptor = acceptor.clone();
         let metrics = metrics.clone();
         let tx = tx.clone();
+        let peers = Arc::clone(&peers);
         tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-                    Err(_) => {
-                        metrics.refuse_connection("handshake_timeout");
-                        tracing::info!(%address, "TLS handshake timed out");
-                        return;
-                    }
-                    Ok(Err(error)) => {
-                        let reason = handshake_failure(&error);
-                        metrics.refuse_connection(reason);
-                        tracing::info!(%address, reason, %error, "TLS handshake refused");
-                        return;
-                    }
-                    Ok(Ok(tls)) => tls,
-                };
+            let handshaken =
+                tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await;
+            drop(handshake);
+            let tls = match handshaken {
+                Err(_) => {
+                    metrics.refuse_connection("handshake_timeout");
+                    tracing::info!(%address, "TLS handshake timed out");
+                    return;
+                }
+                Ok(Err(error)) => {
+                    let reason = handshake_failure(&error);
+                    metrics.refuse_connection(reason);
+                    tracing::info!(%address, reason, %error, "TLS handshake refused");
+                    return;
+                }
+                Ok(Ok(tls)) => tls,
+            };
             let info = PeerInfo::of(&tls, address);
+            let key = match &info.identity {
+                Ok(identity) => PeerKey::Node(identity.node.as_str().to_owned()),
+                Err(_) => PeerKey::Source(source),
+            };
+            let Some(peer) = peers.take(key, limits.max_connections_per_peer) else {
+                metrics.refuse_connection("peer_connection_limit");
+                tracing::warn!(%address, identity = ?info.identity.as_ref().map(|i| i.node.as_str()), limit = limits.max_connections_per_peer, "too many connections of this node; closing the new one");
+                return;
+            };
             let connection = AttestedConnection {
                 tls,
                 info: Arc::new(info),
                 _permit: permit,
+                _peer: peer,
                 _open: GaugeGuard::inc(&metrics.connections),
             };
             // The server stopped accepting; the connection just closes.

@@ -63,6 +63,24 @@ pub struct RunArgs {
     #[arg(long, env = "RUBBER_STAMP_MAX_CONNECTIONS", default_value_t = 20_000)]
     pub max_connections: usize,
 
+    /// Most TLS handshakes in progress from one source address; further connections
+    /// from it are closed at once. Raise it when many agents share one address (NAT).
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_MAX_HANDSHAKES_PER_SOURCE",
+        default_value_t = 64
+    )]
+    pub max_handshakes_per_source: usize,
+
+    /// Most open connections of one node (its agent needs one; a certificate rotation
+    /// briefly two). A verified certificate that names no node counts per source address.
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_MAX_CONNECTIONS_PER_NODE",
+        default_value_t = 4
+    )]
+    pub max_connections_per_node: usize,
+
     /// Most concurrent HTTP/2 streams per connection (an agent uses one).
     #[arg(
         long,
@@ -255,6 +273,8 @@ impl RunArgs {
         }
         for (value, flag) in [
             (self.max_connections, "max-connections"),
+            (self.max_handshakes_per_source, "max-handshakes-per-source"),
+            (self.max_connections_per_node, "max-connections-per-node"),
             (
                 self.max_streams_per_connection as usize,
                 "max-streams-per-connection",
@@ -303,6 +323,8 @@ impl RunArgs {
                 connections: ConnectionLimits {
                     max_connections: self.max_connections,
                     handshake_timeout: self.handshake_timeout,
+                    max_handshakes_per_source: self.max_handshakes_per_source,
+                    max_connections_per_peer: self.max_connections_per_node,
                 },
                 streams: StreamLimits {
                     max_message_bytes: self.max_message_bytes as usize,
