@@ -146,31 +146,57 @@ pub fn normalise(
         tracing::warn!(
             count = by_name.len(),
             limit = limits::MAX_INTERFACES,
-            "too many interfaces; reporting the first by name"
+            "too many interfaces; reporting those with routable addresses first"
         );
     }
+    // Past the limits, what a serving certificate can name goes first: a busy node has
+    // hundreds of pod devices (`cali…`, `lxc…`, `veth…`) that sort before `eth0` and
+    // carry at most link-local addresses.
+    let mut ranked: Vec<(String, BTreeSet<IpNet>)> = by_name.into_iter().collect();
+    ranked.sort_by_key(|(name, nets)| (!nets.iter().any(|n| is_routable(n.addr())), name.clone()));
     let mut budget = limits::MAX_ADDRESSES_PER_REPORT;
-    let interfaces = by_name
+    let mut interfaces: Vec<Interface> = ranked
         .into_iter()
         .take(limits::MAX_INTERFACES)
         .map(|(name, nets)| {
             let keep = nets.len().min(limits::MAX_ADDRESSES_PER_INTERFACE).min(budget);
             if keep < nets.len() {
-                tracing::warn!(interface = %name, addresses = nets.len(), reported = keep, "too many addresses on an interface; reporting the first");
+                tracing::warn!(interface = %name, addresses = nets.len(), reported = keep, "too many addresses on an interface; reporting the routable ones first");
             }
             budget -= keep;
+            let mut nets: Vec<IpNet> = nets.into_iter().collect();
+            nets.sort_by_key(|n| !is_routable(n.addr()));
+            nets.truncate(keep);
+            nets.sort();
             Interface {
                 name,
-                addresses: nets.into_iter().take(keep).collect(),
+                addresses: nets,
             }
         })
         .collect();
+    interfaces.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(NodeFacts {
         hostname,
         interfaces,
         machine_id: None,
         boot_id: None,
     })
+}
+
+/// An address a serving certificate could name: not loopback, link-local, multicast or
+/// unspecified.
+fn is_routable(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            !(v4.is_loopback() || v4.is_link_local() || v4.is_multicast() || v4.is_unspecified())
+        }
+        IpAddr::V6(v6) => {
+            !(v6.is_loopback()
+                || v6.is_unicast_link_local()
+                || v6.is_multicast()
+                || v6.is_unspecified())
+        }
+    }
 }
 
 fn read_id(path: &Path, valid: fn(&str) -> bool) -> Option<String> {
@@ -363,6 +389,37 @@ mod tests {
             limits::MAX_ADDRESSES_PER_INTERFACE
         );
         assert!(normalise(" ", Vec::new()).is_err());
+    }
+
+    #[test]
+    fn past_the_interface_limit_routable_interfaces_are_kept_first() {
+        // 300 pod devices that sort before eth0 and have only link-local addresses.
+        let mut interfaces: Vec<(String, Vec<(IpAddr, u8)>)> = (0..300u16)
+            .map(|i| {
+                let link_local = IpAddr::from([0xfe80, 0, 0, 0, 0, 0, 0, i + 1]);
+                (format!("cali{i:04}"), vec![(link_local, 64)])
+            })
+            .collect();
+        interfaces.push((
+            "eth0".to_owned(),
+            vec![(ip("fe80::1"), 64), (ip("10.0.0.11"), 24)],
+        ));
+        interfaces.push(("lo".to_owned(), vec![(ip("127.0.0.1"), 8)]));
+        let facts = normalise("n", interfaces).expect("facts");
+        assert_eq!(facts.interfaces.len(), limits::MAX_INTERFACES);
+        let names: Vec<&str> = facts.interfaces.iter().map(|i| i.name.as_str()).collect();
+        assert!(names.contains(&"eth0"), "eth0 dropped");
+        assert!(names.is_sorted(), "reported in name order");
+        // Within an interface, routable addresses survive the per-interface limit.
+        let many: Vec<(IpAddr, u8)> = (0..100u16)
+            .map(|i| (IpAddr::from([0xfe80, 0, 0, 0, 0, 0, 0, i + 1]), 64))
+            .chain([(ip("10.0.0.11"), 24)])
+            .collect();
+        let facts = normalise("n", [("eth0".to_owned(), many)]).expect("facts");
+        let eth0 = &facts.interfaces[0].addresses;
+        assert_eq!(eth0.len(), limits::MAX_ADDRESSES_PER_INTERFACE);
+        assert!(eth0.contains(&"10.0.0.11/24".parse().expect("net")));
+        assert!(eth0.is_sorted());
     }
 
     #[test]
