@@ -11,25 +11,34 @@ use crate::core::{CsrInput, NodeAddress, NodeRecord};
 
 impl From<&CertificateSigningRequest> for CsrInput {
     fn from(csr: &CertificateSigningRequest) -> Self {
-        let spec = &csr.spec;
         Self {
-            name: csr.metadata.name.clone().unwrap_or_default(),
-            signer_name: spec.signer_name.clone(),
-            request: spec.request.0.clone(),
-            usages: spec.usages.clone().unwrap_or_default(),
-            username: spec.username.clone().unwrap_or_default(),
-            uid: spec.uid.clone().unwrap_or_default(),
-            groups: spec.groups.clone().unwrap_or_default(),
-            extra: spec.extra.clone().unwrap_or_default(),
-            expiration_seconds: spec.expiration_seconds,
-            created_at: csr.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            conditions: csr
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .map(|cs| cs.iter().map(|c| c.type_.clone()).collect())
-                .unwrap_or_default(),
+            request: csr.spec.request.0.clone(),
+            ..csr_facts(csr)
         }
+    }
+}
+
+/// The CSR's facts without `spec.request` (left empty), for callers that keep the parsed
+/// request and call `decide_parsed` (the controller), so no copy of the PEM is made.
+pub fn csr_facts(csr: &CertificateSigningRequest) -> CsrInput {
+    let spec = &csr.spec;
+    CsrInput {
+        name: csr.metadata.name.clone().unwrap_or_default(),
+        signer_name: spec.signer_name.clone(),
+        request: Vec::new(),
+        usages: spec.usages.clone().unwrap_or_default(),
+        username: spec.username.clone().unwrap_or_default(),
+        uid: spec.uid.clone().unwrap_or_default(),
+        groups: spec.groups.clone().unwrap_or_default(),
+        extra: spec.extra.clone().unwrap_or_default(),
+        expiration_seconds: spec.expiration_seconds,
+        created_at: csr.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        conditions: csr
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .map(|cs| cs.iter().map(|c| c.type_.clone()).collect())
+            .unwrap_or_default(),
     }
 }
 
@@ -112,6 +121,15 @@ mod tests {
         assert_eq!(input.conditions, ["Approved"]);
         assert_eq!(input.final_condition(), Some("Approved"));
         assert!(!input.in_scope());
+        let facts = csr_facts(&csr);
+        assert!(facts.request.is_empty(), "no copy of the request");
+        assert_eq!(
+            CsrInput {
+                request: b"PEM".to_vec(),
+                ..facts
+            },
+            input
+        );
     }
 
     #[test]

@@ -14,12 +14,15 @@
 //! - [`pki`]: the attestation port's serving certificate: kept in a Secret (own CA,
 //!   renewed, bundle published for the agents) or brought as files; swapped without
 //!   breaking streams.
+//! - [`controller`]: the Kubernetes controller: watch CSRs and Nodes, decide, act, explain,
+//!   on the Lease holder only.
 //! - [`runtime`]: wiring for `run`: flags, servers, shutdown and drain.
 //! - [`k8s`]: Kubernetes objects into the core's plain data.
 //! - [`cli`]: the command line (`check`, `run`).
 
 pub mod admin;
 pub mod cli;
+pub mod controller;
 pub mod core;
 pub mod grpc;
 pub mod health;

@@ -11,7 +11,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -23,6 +24,8 @@ pub struct Metrics {
     pub grpc: GrpcMetrics,
     /// The attestation port's serving certificate.
     pub tls: crate::pki::TlsMetrics,
+    /// The Kubernetes controller.
+    pub controller: ControllerMetrics,
 }
 
 /// A `reason` label: why a connection or stream was refused or closed.
@@ -59,10 +62,13 @@ impl Metrics {
         let mut registry = Registry::with_prefix("rubber_stamp");
         let grpc = GrpcMetrics::register(registry.sub_registry_with_prefix("attestation"));
         let tls = crate::pki::TlsMetrics::register(registry.sub_registry_with_prefix("tls"));
+        let controller =
+            ControllerMetrics::register(registry.sub_registry_with_prefix("controller"));
         Self {
             registry,
             grpc,
             tls,
+            controller,
         }
     }
 
@@ -89,6 +95,7 @@ impl fmt::Debug for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Metrics")
             .field("grpc", &self.grpc)
+            .field("controller", &self.controller)
             .finish_non_exhaustive()
     }
 }
@@ -171,6 +178,266 @@ impl GrpcMetrics {
     pub fn closed_streams(&self, reason: &'static str) -> u64 {
         self.closed_streams
             .get(&ReasonLabel { reason })
+            .map_or(0, |c| c.get())
+    }
+}
+
+/// Labels of one decision the controller reached.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `approve`, `deny`, `pending` or `held` (approvable, but the flood valve is closed).
+    pub outcome: &'static str,
+    /// The Event reason: `Approved`, `Denied`, `AwaitingAttestation`, `AddressConflict`, …
+    pub reason: &'static str,
+    /// `true` when nothing was written because of `--dry-run`.
+    pub dry_run: bool,
+}
+
+/// A `result` label: how one operation ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// A short snake_case result.
+    pub result: &'static str,
+}
+
+/// Labels of a write of a decision to a CSR's `/approval` subresource.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// `approve` or `deny`.
+    pub decision: &'static str,
+    /// `ok`, `conflict` (409, re-read and re-decided) or `error`.
+    pub result: &'static str,
+}
+
+/// An `error` label: why a reconcile failed (from the error's `metric_label()`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    /// A short snake_case error kind.
+    pub error: &'static str,
+}
+
+/// Latency buckets in seconds, from 5 ms to 10 minutes.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// Metrics of the Kubernetes controller (prefix `rubber_stamp_controller_`).
+#[derive(Clone, Debug)]
+pub struct ControllerMetrics {
+    /// Decisions by outcome, reason and dry run; counted once per change of a CSR's state
+    /// (the same changes that produce an Event), not once per reconcile.
+    pub decisions: Family<DecisionLabels, Counter>,
+    /// Seconds from a CSR's creation to its approval by this replica.
+    pub approval_latency: Histogram,
+    /// Seconds from the arrival of the attestation that an approval rests on to the approval,
+    /// for CSRs that had been waiting (pending) before.
+    pub attestation_to_approval: Histogram,
+    /// Kubelet-serving CSRs without an Approved, Denied or Failed condition.
+    pub pending_csrs: Gauge,
+    /// Nodes with a fresh attestation on this replica.
+    pub attested_nodes: Gauge,
+    /// Node objects without a fresh attestation: during an agent rollout, the nodes still to
+    /// come; afterwards, nodes whose agent is down or cannot reach this replica.
+    pub unattested_nodes: Gauge,
+    /// Node objects known to the controller.
+    pub nodes: Gauge,
+    /// 1 while this replica holds the Lease and may act on CSRs, else 0.
+    pub leader: Gauge,
+    /// 1 while the flood valve holds approvals back, else 0.
+    pub flood_valve_closed: Gauge,
+    /// The number of pending CSRs above which the flood valve closes.
+    pub flood_valve_bound: Gauge,
+    /// Writes of decisions to `/approval`, by decision and result.
+    pub writes: Family<WriteLabels, Counter>,
+    /// SubjectAccessReviews for check 14, by result (`allowed`, `denied`, `cached`, `error`).
+    pub access_reviews: Family<ResultLabel, Counter>,
+    /// Challenges sent to agents whose facts predate a CSR, by result.
+    pub challenges: Family<ResultLabel, Counter>,
+    /// Events published (`published`) or refused by the API server (`failed`).
+    pub events: Family<ResultLabel, Counter>,
+    /// Reconciles that failed, by error kind (they are retried with backoff).
+    pub reconcile_errors: Family<ErrorLabel, Counter>,
+    /// Reconciles run (decisions made, changed or not).
+    pub reconciles: Counter,
+}
+
+// === impl ControllerMetrics ===
+
+impl Default for ControllerMetrics {
+    fn default() -> Self {
+        Self {
+            decisions: Family::default(),
+            approval_latency: Histogram::new(LATENCY_BUCKETS),
+            attestation_to_approval: Histogram::new(LATENCY_BUCKETS),
+            pending_csrs: Gauge::default(),
+            attested_nodes: Gauge::default(),
+            unattested_nodes: Gauge::default(),
+            nodes: Gauge::default(),
+            leader: Gauge::default(),
+            flood_valve_closed: Gauge::default(),
+            flood_valve_bound: Gauge::default(),
+            writes: Family::default(),
+            access_reviews: Family::default(),
+            challenges: Family::default(),
+            events: Family::default(),
+            reconcile_errors: Family::default(),
+            reconciles: Counter::default(),
+        }
+    }
+}
+
+impl ControllerMetrics {
+    /// Creates the families and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "decisions",
+            "Decisions on kubelet-serving CSRs, once per change of a CSR's state",
+            m.decisions.clone(),
+        );
+        registry.register_with_unit(
+            "approval_latency",
+            "Time from a CSR's creation to its approval",
+            Unit::Seconds,
+            m.approval_latency.clone(),
+        );
+        registry.register_with_unit(
+            "attestation_to_approval",
+            "Time from the arrival of an attestation to the approval of a CSR that waited for it",
+            Unit::Seconds,
+            m.attestation_to_approval.clone(),
+        );
+        registry.register(
+            "pending_csrs",
+            "Kubelet-serving CSRs not yet approved, denied or failed",
+            m.pending_csrs.clone(),
+        );
+        registry.register(
+            "attested_nodes",
+            "Nodes with a fresh attestation on this replica",
+            m.attested_nodes.clone(),
+        );
+        registry.register(
+            "unattested_nodes",
+            "Node objects without a fresh attestation on this replica",
+            m.unattested_nodes.clone(),
+        );
+        registry.register("nodes", "Node objects", m.nodes.clone());
+        registry.register(
+            "leader",
+            "1 while this replica holds the Lease and may act on CSRs",
+            m.leader.clone(),
+        );
+        registry.register(
+            "flood_valve_closed",
+            "1 while approvals are held back because too many CSRs are pending",
+            m.flood_valve_closed.clone(),
+        );
+        registry.register(
+            "flood_valve_bound",
+            "Pending CSRs above which the flood valve closes",
+            m.flood_valve_bound.clone(),
+        );
+        registry.register(
+            "decision_writes",
+            "Writes of decisions to the /approval subresource, by decision and result",
+            m.writes.clone(),
+        );
+        registry.register(
+            "access_reviews",
+            "SubjectAccessReviews of check 14, by result",
+            m.access_reviews.clone(),
+        );
+        registry.register(
+            "challenges",
+            "Challenges sent to agents whose facts predate a CSR, by result",
+            m.challenges.clone(),
+        );
+        registry.register("events", "Events published, by result", m.events.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed and will be retried, by error",
+            m.reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconciles",
+            "Reconciles run, whether or not the decision changed",
+            m.reconciles.clone(),
+        );
+        m
+    }
+
+    /// Counts a decision.
+    pub fn decide(&self, outcome: &'static str, reason: &'static str, dry_run: bool) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                outcome,
+                reason,
+                dry_run,
+            })
+            .inc();
+    }
+
+    /// Current count of decisions with these labels.
+    pub fn decisions(&self, outcome: &'static str, reason: &'static str, dry_run: bool) -> u64 {
+        self.decisions
+            .get(&DecisionLabels {
+                outcome,
+                reason,
+                dry_run,
+            })
+            .map_or(0, |c| c.get())
+    }
+
+    /// Counts a write of a decision.
+    pub fn write(&self, decision: &'static str, result: &'static str) {
+        self.writes
+            .get_or_create(&WriteLabels { decision, result })
+            .inc();
+    }
+
+    /// Current count of writes with these labels.
+    pub fn writes(&self, decision: &'static str, result: &'static str) -> u64 {
+        self.writes
+            .get(&WriteLabels { decision, result })
+            .map_or(0, |c| c.get())
+    }
+
+    /// Counts a SubjectAccessReview result.
+    pub fn access_review(&self, result: &'static str) {
+        self.access_reviews
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// Counts a challenge result.
+    pub fn challenge(&self, result: &'static str) {
+        self.challenges.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Current count of challenges with this result.
+    pub fn challenges(&self, result: &'static str) -> u64 {
+        self.challenges
+            .get(&ResultLabel { result })
+            .map_or(0, |c| c.get())
+    }
+
+    /// Counts an Event publication.
+    pub fn event(&self, result: &'static str) {
+        self.events.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Counts a failed reconcile.
+    pub fn reconcile_error(&self, error: &'static str) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabel { error })
+            .inc();
+    }
+
+    /// Current count of failed reconciles of this kind.
+    pub fn reconcile_errors(&self, error: &'static str) -> u64 {
+        self.reconcile_errors
+            .get(&ErrorLabel { error })
             .map_or(0, |c| c.get())
     }
 }

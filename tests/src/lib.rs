@@ -6,6 +6,8 @@
 //! - [`apiserver`]: the testbed cluster, an in-memory Kubernetes API server.
 //! - [`channel`]: the attested channel in-process: approver and agents on port 0, raw
 //!   clients with any certificate.
+//! - [`controller`]: approver replicas with their controller against the testbed cluster,
+//!   under the shipped RBAC; scripted agents; kubelet-shaped CSRs.
 //! - [`deploy`]: the `deploy/` manifests rendered with kubectl; the rendered RBAC loaded
 //!   into a testbed cluster ([`deploy::load_rendered_rbac`]).
 //! - [`hosts`]: simulated hosts in network namespaces.
@@ -14,6 +16,7 @@
 
 pub mod apiserver;
 pub mod channel;
+pub mod controller;
 pub mod deploy;
 pub mod hosts;
 pub mod kubelet;

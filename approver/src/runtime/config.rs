@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::controller::config::max_age_of;
+use crate::controller::{ControllerArgs, ControllerConfig, ControllerConfigError};
 use crate::grpc::{ConnectionLimits, GrpcConfig, StreamLimits, TlsFiles};
 use crate::pki::{PkiArgs, PkiConfig, PkiConfigError};
 use crate::store::StoreConfig;
@@ -55,11 +57,6 @@ pub struct RunArgs {
     /// This replica's name, sent to agents in every Ack (set it from the pod name).
     #[arg(long, env = "POD_NAME", default_value = "rubber-stamp-approver")]
     pub replica_name: String,
-
-    /// How long an attestation counts as fresh; agents are told this in every Ack, and
-    /// older attestations are dropped.
-    #[arg(long, env = "RUBBER_STAMP_MAX_AGE", default_value = "5m", value_parser = parse_duration)]
-    pub max_age: Duration,
 
     /// Most open connections on the attestation port (handshakes included); further
     /// connections are closed at once.
@@ -132,6 +129,10 @@ pub struct RunArgs {
     /// The approver's own CA and serving certificate (when no --tls-cert/--tls-key).
     #[command(flatten)]
     pub pki: PkiArgs,
+
+    /// The controller's flags (policy, deny mode, dry run, leader election, flood valve).
+    #[command(flatten)]
+    pub controller: ControllerArgs,
 }
 
 /// Where the attestation port's serving certificate comes from.
@@ -222,11 +223,21 @@ pub enum ConfigError {
     /// The PKI flags are inconsistent.
     #[error(transparent)]
     Pki(#[from] PkiConfigError),
+    /// The controller's flags (or the policy file) are unusable.
+    #[error(transparent)]
+    Controller(#[from] ControllerConfigError),
 }
 
 impl RunArgs {
-    /// The checked configuration.
+    /// The checked configuration of the servers (see [`into_parts`](Self::into_parts)).
     pub fn into_config(self) -> Result<RunConfig, ConfigError> {
+        Ok(self.into_parts()?.0)
+    }
+
+    /// The checked configurations of the servers and of the controller (`None` with
+    /// `--attestation-only`). The policy's `attestationMaxAge` is the attestation store's
+    /// max age: one value for freshness, the agents' Acks and pruning.
+    pub fn into_parts(self) -> Result<(RunConfig, Option<ControllerConfig>), ConfigError> {
         let positive = |d: Duration, flag| {
             if d.is_zero() {
                 Err(ConfigError::Zero(flag))
@@ -234,7 +245,8 @@ impl RunArgs {
                 Ok(d)
             }
         };
-        let max_age = positive(self.max_age, "max-age")?;
+        let policy = self.controller.policy()?;
+        let max_age = max_age_of(&policy);
         positive(self.handshake_timeout, "handshake-timeout")?;
         positive(self.keepalive_interval, "keepalive-interval")?;
         positive(self.report_interval, "report-interval")?;
@@ -272,7 +284,10 @@ impl RunArgs {
                 pki,
             },
         };
-        Ok(RunConfig {
+        let controller = self
+            .controller
+            .into_config(policy, self.replica_name.clone())?;
+        let run = RunConfig {
             listen: ListenAddrs {
                 grpc: self.grpc_listen,
                 health: self.health_listen,
@@ -303,7 +318,8 @@ impl RunArgs {
             },
             prune_interval: prune_interval(max_age),
             drain_timeout: self.drain_timeout,
-        })
+        };
+        Ok((run, controller))
     }
 }
 
@@ -331,6 +347,10 @@ mod tests {
     }
 
     fn parse(extra: &[&str]) -> Result<RunConfig, String> {
+        parse_parts(extra).map(|(run, _)| run)
+    }
+
+    fn parse_parts(extra: &[&str]) -> Result<(RunConfig, Option<ControllerConfig>), String> {
         let base = [
             "run",
             "--tls-cert",
@@ -341,7 +361,7 @@ mod tests {
             "ca",
         ];
         let cli = Cli::try_parse_from(base.iter().chain(extra)).map_err(|e| e.to_string())?;
-        cli.run.into_config().map_err(|e| e.to_string())
+        cli.run.into_parts().map_err(|e| e.to_string())
     }
 
     #[test]
@@ -373,19 +393,75 @@ mod tests {
     }
 
     #[test]
-    fn durations_and_limits_are_checked() {
-        let config = parse(&["--max-age", "90s", "--handshake-timeout", "1m"]).expect("config");
+    fn the_policy_is_the_one_source_of_the_max_age() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy = dir.path().join("policy.yaml");
+        std::fs::write(&policy, "attestationMaxAge: 90s\ndeny: always\n").expect("write");
+        let policy = policy.to_str().expect("utf-8 path");
+        let (config, controller) =
+            parse_parts(&["--policy", policy, "--deny", "never"]).expect("config");
         assert_eq!(config.store.max_age, Duration::from_secs(90));
+        assert_eq!(config.prune_interval, Duration::from_secs(9));
+        let controller = controller.expect("controller on by default");
+        assert_eq!(controller.attestation_max_age(), Duration::from_secs(90));
+        assert_eq!(
+            controller.policy.deny,
+            crate::core::DenyMode::Never,
+            "--deny overrides"
+        );
+        assert!(
+            parse(&["--max-age", "90s"]).is_err_and(|e| e.contains("--max-age")),
+            "the duplicate flag is gone"
+        );
+        let broken = dir.path().join("broken.yaml");
+        std::fs::write(&broken, "attestationMaxAge: 0s\n").expect("write");
+        assert!(
+            parse(&["--policy", broken.to_str().expect("utf-8")])
+                .is_err_and(|e| e.contains("attestationMaxAge"))
+        );
+    }
+
+    #[test]
+    fn controller_flags_are_checked() {
+        let (_, controller) = parse_parts(&[
+            "--dry-run",
+            "--lease-duration",
+            "3s",
+            "--lease-grace",
+            "1s",
+            "--max-pending-csrs",
+            "7",
+            "--replica-name",
+            "approver-0",
+        ])
+        .expect("config");
+        let controller = controller.expect("controller");
+        assert!(controller.dry_run);
+        assert_eq!(controller.replica, "approver-0");
+        assert_eq!(controller.max_pending_csrs, Some(7));
+        let lease = controller.lease.expect("elected by default");
+        assert_eq!(lease.duration, Duration::from_secs(3));
+        assert_eq!(lease.name, "rubber-stamp-approver");
+        let (_, solo) = parse_parts(&["--leader-elect", "false"]).expect("config");
+        assert!(solo.expect("controller").lease.is_none());
+        let (_, none) = parse_parts(&["--attestation-only"]).expect("config");
+        assert!(none.is_none());
+        assert!(
+            parse(&["--lease-duration", "5s", "--lease-grace", "4s"])
+                .is_err_and(|e| e.contains("--lease-grace"))
+        );
+        assert!(parse(&["--max-pending-csrs", "0"]).is_err());
+        assert!(parse(&["--concurrency", "0"]).is_err());
+    }
+
+    #[test]
+    fn durations_and_limits_are_checked() {
+        let config = parse(&["--handshake-timeout", "1m"]).expect("config");
         assert_eq!(
             config.grpc.connections.handshake_timeout,
             Duration::from_secs(60)
         );
-        assert_eq!(config.prune_interval, Duration::from_secs(9));
-        assert!(
-            parse(&["--max-age", "0s"])
-                .is_err_and(|e| e.contains("--max-age must be greater than zero"))
-        );
-        assert!(parse(&["--max-age=-5m"]).is_err_and(|e| e.contains("negative")));
+        assert!(parse(&["--handshake-timeout=-5m"]).is_err_and(|e| e.contains("negative")));
         assert!(parse(&["--max-message-bytes", "100000"]).is_err());
         assert!(
             parse(&["--keepalive-timeout", "40s"])

@@ -8,12 +8,11 @@
 //! during the drain.
 //!
 //! To add a component, build it from [`Runtime::store`] and [`Runtime::metrics`] and hand
-//! it over with [`Runtime::spawn`] before [`Runtime::run`]:
+//! it over with [`Runtime::spawn`] before [`Runtime::run`], as the controller does:
 //!
 //! ```ignore
 //! let mut runtime = Runtime::new(config, Arc::new(SystemClock)).await?;
-//! let controller = Controller::new(client, runtime.store().clone(), runtime.metrics().clone());
-//! runtime.spawn("controller", |stop| async move { controller.run(stop).await.map_err(Into::into) });
+//! let leadership = controller::plug(&mut runtime, client, controller_config)?;
 //! runtime.run(listeners, termination()).await
 //! ```
 
@@ -31,6 +30,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin;
+use crate::controller::{self, ClientError, ControllerError};
 use crate::grpc::{self, TlsError};
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -95,6 +95,12 @@ pub enum RuntimeError {
     /// The async runtime could not start.
     #[error("starting the async runtime: {0}")]
     Io(io::Error),
+    /// No Kubernetes client for the controller.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The controller could not be set up.
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
 }
 
 /// The three listening sockets, bound before anything else starts.
@@ -459,11 +465,11 @@ pub async fn termination() {
     }
 }
 
-/// Entry point of `rubber-stamp-approver run`: logging, the async runtime, listeners, then
-/// [`Runtime::run`] until SIGTERM/SIGINT.
+/// Entry point of `rubber-stamp-approver run`: logging, the async runtime, listeners, the
+/// controller (unless `--attestation-only`), then [`Runtime::run`] until SIGTERM/SIGINT.
 pub fn main(args: RunArgs) -> Result<(), RuntimeError> {
     logging::init(args.log_format, &args.log_filter)?;
-    let config = args.into_config()?;
+    let (config, controller_config) = args.into_parts()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -472,17 +478,29 @@ pub fn main(args: RunArgs) -> Result<(), RuntimeError> {
         let listeners = Listeners::bind(&config.listen).await?;
         let addrs = listeners.local_addrs().map_err(RuntimeError::Io)?;
         tracing::info!(grpc = %addrs.grpc, health = %addrs.health, admin = %addrs.admin, "listening");
-        // The TLS Secret needs the API server: kubeconfig ($KUBECONFIG, ~/.kube/config) or the
-        // in-cluster ServiceAccount.
-        let kube = match &config.tls {
-            TlsSource::Secret { .. } => Some(
+        // The controller and the TLS Secret talk to the same API server: the controller's
+        // kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config) or the in-cluster
+        // ServiceAccount.
+        let client = match &controller_config {
+            Some(controller_config) => Some(controller_config.client().await?),
+            None => None,
+        };
+        let kube = match (&config.tls, &client) {
+            (TlsSource::Files { .. }, _) => None,
+            (TlsSource::Secret { .. }, Some(client)) => Some(client.clone()),
+            (TlsSource::Secret { .. }, None) => Some(
                 kube::Client::try_default()
                     .await
                     .map_err(RuntimeError::Kube)?,
             ),
-            TlsSource::Files { .. } => None,
         };
-        let approver = Runtime::with_kube(config, Arc::new(SystemClock), kube).await?;
+        let mut approver = Runtime::with_kube(config, Arc::new(SystemClock), kube).await?;
+        match (controller_config, client) {
+            (Some(controller_config), Some(client)) => {
+                controller::plug(&mut approver, client, controller_config)?;
+            }
+            _ => tracing::warn!("--attestation-only: serving attestations, never approving"),
+        }
         approver.run(listeners, termination()).await
     })
 }

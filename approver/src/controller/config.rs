@@ -1,0 +1,376 @@
+//! Flags of the controller (part of `rubber-stamp-approver run`), each with an environment
+//! fallback, turned into a checked [`ControllerConfig`]; and the Kubernetes client they name.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{ArgAction, Args};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::cli::input;
+use crate::core::{DenyMode, Policy};
+use crate::runtime::config::parse_duration;
+
+/// The Lease every replica competes for, by default.
+pub const DEFAULT_LEASE_NAME: &str = "rubber-stamp-approver";
+/// Pending CSRs allowed above the number of Nodes before the flood valve closes, by default.
+pub const DEFAULT_FLOOD_HEADROOM: usize = 100;
+/// Largest `--concurrency`.
+pub const MAX_CONCURRENCY: u16 = 1024;
+
+/// Flags of the controller.
+#[derive(Clone, Debug, Args)]
+pub struct ControllerArgs {
+    /// Serve attestations only, without the Kubernetes controller: nothing is ever approved.
+    /// For trying the attestation channel by hand without a cluster.
+    #[arg(long, env = "RUBBER_STAMP_ATTESTATION_ONLY")]
+    pub attestation_only: bool,
+
+    /// Kubeconfig file to reach the API server. Default: `KUBECONFIG`, then `~/.kube/config`,
+    /// then the in-cluster ServiceAccount.
+    #[arg(long, env = "RUBBER_STAMP_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Policy YAML, the same file `check --policy` takes. Default: the built-in policy. Its
+    /// `attestationMaxAge` is also how long attestations are kept and what agents are told
+    /// in every Ack.
+    #[arg(long, env = "RUBBER_STAMP_POLICY", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    /// Override the policy's deny mode: `never` leaves would-be denials pending with a
+    /// Warning Event instead of denying.
+    #[arg(long, env = "RUBBER_STAMP_DENY", value_name = "always|never")]
+    pub deny: Option<DenyMode>,
+
+    /// Decide and explain (Events, metrics, logs say "would approve/deny") but never write
+    /// a decision to a CSR.
+    #[arg(long, env = "RUBBER_STAMP_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// Namespace of the Lease and of the approver's own Events. Default: the kubeconfig's
+    /// or in-cluster namespace.
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Elect one acting replica with a Lease. Without election every replica acts: run
+    /// exactly one.
+    #[arg(long, env = "RUBBER_STAMP_LEADER_ELECT", default_value_t = true, action = ArgAction::Set)]
+    pub leader_elect: bool,
+
+    /// Name of the Lease.
+    #[arg(long, env = "RUBBER_STAMP_LEASE_NAME", default_value = DEFAULT_LEASE_NAME)]
+    pub lease_name: String,
+
+    /// How long a Lease lasts after its last renewal; a standby takes over at most this long
+    /// (plus up to a second) after the leader stops renewing. Whole seconds.
+    #[arg(long, env = "RUBBER_STAMP_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+
+    /// The leader stops acting this long before its Lease could expire (allowance for clock
+    /// skew between replicas and for writes in flight). Whole seconds, at least 1, and at
+    /// least 2 less than --lease-duration.
+    #[arg(long, env = "RUBBER_STAMP_LEASE_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub lease_grace: Duration,
+
+    /// Flood valve: stop approving while more than this many kubelet-serving CSRs are pending.
+    /// Default: the number of Node objects + 100.
+    #[arg(long, env = "RUBBER_STAMP_MAX_PENDING_CSRS", value_name = "N")]
+    pub max_pending_csrs: Option<usize>,
+
+    /// Most CSRs decided at once (each decision waits on the API server).
+    #[arg(long, env = "RUBBER_STAMP_CONCURRENCY", default_value_t = 64,
+          value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_CONCURRENCY)))]
+    pub concurrency: u16,
+
+    /// Decide pending CSRs again at least this often, even when nothing they depend on
+    /// changed (attestation and Node changes trigger a decision at once).
+    #[arg(long, env = "RUBBER_STAMP_PENDING_RESYNC", default_value = "1m", value_parser = parse_duration)]
+    pub pending_resync: Duration,
+
+    /// How long to wait for an agent's answer to a challenge.
+    #[arg(long, env = "RUBBER_STAMP_CHALLENGE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub challenge_timeout: Duration,
+
+    /// How long a SubjectAccessReview answer is reused for the same requestor.
+    #[arg(long, env = "RUBBER_STAMP_ACCESS_REVIEW_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub access_review_ttl: Duration,
+}
+
+/// How the Lease is held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseConfig {
+    /// The Lease's name.
+    pub name: String,
+    /// `leaseDurationSeconds`.
+    pub duration: Duration,
+    /// The leader stops acting this long before the Lease could expire.
+    pub grace: Duration,
+}
+
+/// Everything the controller needs, checked.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// Kubeconfig file; `None` infers (KUBECONFIG, ~/.kube/config, in-cluster).
+    pub kubeconfig: Option<PathBuf>,
+    /// The policy, with `--deny` applied.
+    pub policy: Arc<Policy>,
+    /// Write nothing to CSRs.
+    pub dry_run: bool,
+    /// Namespace of the Lease and the approver's own Events; `None`: the client's default.
+    pub namespace: Option<String>,
+    /// This replica's name: the Lease identity and the Events' reporting instance.
+    pub replica: String,
+    /// Leader election; `None`: this replica always acts.
+    pub lease: Option<LeaseConfig>,
+    /// The flood valve's bound; `None`: Nodes + [`DEFAULT_FLOOD_HEADROOM`].
+    pub max_pending_csrs: Option<usize>,
+    /// Most concurrent reconciles.
+    pub concurrency: u16,
+    /// Longest time between two decisions on a pending CSR.
+    pub pending_resync: Duration,
+    /// How long a challenge may wait for its answer.
+    pub challenge_timeout: Duration,
+    /// How long a SubjectAccessReview answer is reused.
+    pub access_review_ttl: Duration,
+}
+
+/// Why the controller's flags do not make a configuration.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ControllerConfigError {
+    /// The policy file is unusable.
+    #[error("--policy: {0}")]
+    Policy(String),
+    /// The lease timings do not fit together.
+    #[error(
+        "--lease-duration ({duration:?}) and --lease-grace ({grace:?}) must be whole seconds, grace at least 1s and at least 2s less than the duration"
+    )]
+    Lease {
+        /// The duration.
+        duration: Duration,
+        /// The grace.
+        grace: Duration,
+    },
+    /// A setting that must be positive is zero.
+    #[error("--{0} must be greater than zero")]
+    Zero(&'static str),
+}
+
+// === impl ControllerArgs ===
+
+impl ControllerArgs {
+    /// Reads the policy file (or the default policy) and applies `--deny`.
+    pub fn policy(&self) -> Result<Policy, ControllerConfigError> {
+        let mut policy = match &self.policy {
+            Some(path) => input::read_policy(path)
+                .map_err(|e| ControllerConfigError::Policy(e.to_string()))?,
+            None => Policy::default(),
+        };
+        if let Some(mode) = self.deny {
+            policy.deny = mode;
+        }
+        Ok(policy)
+    }
+
+    /// The checked configuration (`None` with `--attestation-only`), for `policy` (read
+    /// with [`policy`](Self::policy)) and this replica's name.
+    pub fn into_config(
+        self,
+        policy: Policy,
+        replica: String,
+    ) -> Result<Option<ControllerConfig>, ControllerConfigError> {
+        if self.attestation_only {
+            return Ok(None);
+        }
+        for (d, flag) in [
+            (self.pending_resync, "pending-resync"),
+            (self.challenge_timeout, "challenge-timeout"),
+        ] {
+            if d.is_zero() {
+                return Err(ControllerConfigError::Zero(flag));
+            }
+        }
+        if self.max_pending_csrs == Some(0) {
+            return Err(ControllerConfigError::Zero("max-pending-csrs"));
+        }
+        let lease = if self.leader_elect {
+            Some(LeaseConfig::new(
+                self.lease_name,
+                self.lease_duration,
+                self.lease_grace,
+            )?)
+        } else {
+            None
+        };
+        Ok(Some(ControllerConfig {
+            kubeconfig: self.kubeconfig,
+            policy: Arc::new(policy),
+            dry_run: self.dry_run,
+            namespace: self.namespace,
+            replica,
+            lease,
+            max_pending_csrs: self.max_pending_csrs,
+            concurrency: self.concurrency,
+            pending_resync: self.pending_resync,
+            challenge_timeout: self.challenge_timeout,
+            access_review_ttl: self.access_review_ttl,
+        }))
+    }
+}
+
+// === impl LeaseConfig ===
+
+impl LeaseConfig {
+    /// Checks that the timings are whole seconds, grace ≥ 1 s and duration ≥ grace + 2 s.
+    pub fn new(
+        name: impl Into<String>,
+        duration: Duration,
+        grace: Duration,
+    ) -> Result<Self, ControllerConfigError> {
+        let whole = |d: Duration| d.subsec_nanos() == 0;
+        let ok = whole(duration)
+            && whole(grace)
+            && grace >= Duration::from_secs(1)
+            && duration >= grace + Duration::from_secs(2);
+        if !ok {
+            return Err(ControllerConfigError::Lease { duration, grace });
+        }
+        Ok(Self {
+            name: name.into(),
+            duration,
+            grace,
+        })
+    }
+
+    /// How long after a renewal the leader may act: the duration minus the grace.
+    pub fn acting_window(&self) -> Duration {
+        self.duration.saturating_sub(self.grace)
+    }
+
+    /// How often the holder renews: twice per acting window, so one renewal may fail (or
+    /// be seen late) without a gap in acting.
+    pub fn renew_interval(&self) -> Duration {
+        Duration::from_secs((self.acting_window().as_secs() / 2).max(1))
+    }
+
+    /// The `grace` kube-lease-manager is given: it renews this long before expiry.
+    pub fn renew_ahead_secs(&self) -> u64 {
+        self.duration
+            .as_secs()
+            .saturating_sub(self.renew_interval().as_secs())
+    }
+
+    /// How often the leader reads the Lease back to confirm its renewals.
+    pub fn confirm_interval(&self) -> Duration {
+        (self.renew_interval() / 2).max(Duration::from_millis(100))
+    }
+}
+
+// === impl ControllerConfig ===
+
+impl ControllerConfig {
+    /// The defaults of every flag, for `policy` and `replica`.
+    pub fn new(policy: Policy, replica: impl Into<String>) -> Self {
+        Self {
+            kubeconfig: None,
+            policy: Arc::new(policy),
+            dry_run: false,
+            namespace: None,
+            replica: replica.into(),
+            lease: Some(LeaseConfig {
+                name: DEFAULT_LEASE_NAME.to_owned(),
+                duration: Duration::from_secs(15),
+                grace: Duration::from_secs(5),
+            }),
+            max_pending_csrs: None,
+            concurrency: 64,
+            pending_resync: Duration::from_secs(60),
+            challenge_timeout: Duration::from_secs(5),
+            access_review_ttl: Duration::from_secs(30),
+        }
+    }
+
+    /// How long attestations count as fresh: the policy's `attestationMaxAge`, the one
+    /// source of truth for freshness, Acks and pruning.
+    pub fn attestation_max_age(&self) -> Duration {
+        max_age_of(&self.policy)
+    }
+
+    /// A client from `--kubeconfig`, else inferred (KUBECONFIG, ~/.kube/config, in-cluster).
+    pub async fn client(&self) -> Result<kube::Client, ClientError> {
+        let config = match &self.kubeconfig {
+            Some(path) => {
+                let kubeconfig =
+                    Kubeconfig::read_from(path).map_err(|e| ClientError::Kubeconfig {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
+                kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                    .await
+                    .map_err(|e| ClientError::Kubeconfig {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?
+            }
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| ClientError::Infer(e.to_string()))?,
+        };
+        kube::Client::try_from(config).map_err(|e| ClientError::Build(e.to_string()))
+    }
+}
+
+/// The policy's attestation max age as a std duration.
+pub fn max_age_of(policy: &Policy) -> Duration {
+    Duration::try_from(policy.attestation_max_age.get()).unwrap_or(Duration::from_secs(300))
+}
+
+/// Why no Kubernetes client could be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The kubeconfig file is unusable.
+    #[error("kubeconfig {path}: {message}")]
+    Kubeconfig {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// No kubeconfig and no in-cluster configuration.
+    #[error(
+        "no Kubernetes configuration: {0} (set --kubeconfig, or run in a cluster, or use --attestation-only)"
+    )]
+    Infer(String),
+    /// The client could not be built from the configuration.
+    #[error("building the Kubernetes client: {0}")]
+    Build(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_timings_derive_renewal_and_confirmation() {
+        let lease =
+            LeaseConfig::new("l", Duration::from_secs(15), Duration::from_secs(5)).expect("valid");
+        assert_eq!(lease.acting_window(), Duration::from_secs(10));
+        assert_eq!(lease.renew_interval(), Duration::from_secs(5));
+        assert_eq!(lease.renew_ahead_secs(), 10);
+        assert_eq!(lease.confirm_interval(), Duration::from_millis(2500));
+        let short =
+            LeaseConfig::new("l", Duration::from_secs(3), Duration::from_secs(1)).expect("valid");
+        assert_eq!(short.renew_interval(), Duration::from_secs(1));
+        assert_eq!(short.renew_ahead_secs(), 2);
+        assert_eq!(short.confirm_interval(), Duration::from_millis(500));
+        for (d, g) in [(3, 2), (2, 1), (5, 0)] {
+            assert!(
+                LeaseConfig::new("l", Duration::from_secs(d), Duration::from_secs(g)).is_err(),
+                "{d}s/{g}s"
+            );
+        }
+        assert!(
+            LeaseConfig::new("l", Duration::from_millis(3500), Duration::from_secs(1)).is_err()
+        );
+    }
+}

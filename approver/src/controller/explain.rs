@@ -1,0 +1,405 @@
+//! What a decision says to people: the Event (reason, type, note in plain words listing the
+//! failing checks), the state key that decides whether it is new, and the messages of the
+//! Approved and Denied conditions.
+
+use std::hash::{DefaultHasher, Hash as _, Hasher as _};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+use super::table::StateKey;
+use super::valve::ValveState;
+use crate::core::{Decision, Outcome as CoreOutcome, Reason, Verdict};
+
+/// `reportingController` of every Event.
+pub const REPORTING_CONTROLLER: &str = "rubber-stamp-approver";
+/// The `action` of decision Events.
+const ACTION: &str = "Decide";
+/// Longest Event note (events.k8s.io/v1 refuses more than 1 KiB).
+pub const MAX_NOTE_BYTES: usize = 1024;
+/// Longest condition message written to a CSR.
+pub const MAX_CONDITION_MESSAGE_BYTES: usize = 4096;
+/// The condition reason of approvals.
+pub const APPROVED_REASON: &str = "AutoApproved";
+
+/// The Event reasons besides the core's pending and deny reasons.
+pub mod reasons {
+    /// Approved (Normal).
+    pub const APPROVED: &str = "Approved";
+    /// Denied (Warning).
+    pub const DENIED: &str = "Denied";
+    /// Dry run: would have been approved (Normal).
+    pub const WOULD_APPROVE: &str = "WouldApprove";
+    /// Dry run: would have been denied (Warning).
+    pub const WOULD_DENY: &str = "WouldDeny";
+    /// Approvable, but the flood valve holds approvals back (Warning).
+    pub const APPROVAL_HELD: &str = "ApprovalHeld";
+    /// On the Lease: approvals stopped (Warning).
+    pub const FLOOD_VALVE_CLOSED: &str = "FloodValveClosed";
+    /// On the Lease: approvals resumed (Normal).
+    pub const FLOOD_VALVE_OPENED: &str = "FloodValveOpened";
+}
+
+/// The outcome label of the decisions metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Approve,
+    Deny,
+    Pending,
+    Held,
+}
+
+impl Outcome {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Deny => "deny",
+            Self::Pending => "pending",
+            Self::Held => "held",
+        }
+    }
+}
+
+/// A decision in words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Explanation {
+    pub(crate) outcome: Outcome,
+    pub(crate) reason: &'static str,
+    pub(crate) warning: bool,
+    pub(crate) note: String,
+    pub(crate) key: StateKey,
+}
+
+/// Explains `verdict` (check 14 included). `held` is the flood valve's state when it holds
+/// an approvable CSR back.
+pub(crate) fn explain(verdict: &Verdict, held: Option<&ValveState>, dry_run: bool) -> Explanation {
+    let (outcome, reason, warning, note) = match (verdict.decision(), held) {
+        (Decision::Approve, Some(valve)) => (
+            Outcome::Held,
+            reasons::APPROVAL_HELD,
+            true,
+            format!(
+                "Every check passed, but approvals are paused: {} kubelet-serving CSRs are pending, more than the flood valve's bound of {}",
+                valve.pending, valve.bound
+            ),
+        ),
+        (Decision::Approve, None) if dry_run => (
+            Outcome::Approve,
+            reasons::WOULD_APPROVE,
+            false,
+            format!("Dry run, would approve: {}", verdict.summary()),
+        ),
+        (Decision::Approve, None) => (
+            Outcome::Approve,
+            reasons::APPROVED,
+            false,
+            format!("Approved: {}", verdict.summary()),
+        ),
+        (Decision::Deny, _) if dry_run => (
+            Outcome::Deny,
+            reasons::WOULD_DENY,
+            true,
+            format!("Dry run, would deny: {}", verdict.summary()),
+        ),
+        (Decision::Deny, _) => (
+            Outcome::Deny,
+            reasons::DENIED,
+            true,
+            format!("Denied: {}", verdict.summary()),
+        ),
+        (Decision::Pending | Decision::Ignore, _) => {
+            // Name the Event after the first failure that needs a person (a conflict, a
+            // would-be denial, …) rather than one that only needs time.
+            let failures = || {
+                verdict
+                    .failed()
+                    .filter(|c| c.outcome() == Some(CoreOutcome::Pending))
+            };
+            let needs_a_person = failures()
+                .find(|c| c.would_deny() || !c.reason().is_some_and(waits_for_time))
+                .and_then(|c| c.reason());
+            let reason = needs_a_person.or_else(|| verdict.reason());
+            (
+                Outcome::Pending,
+                reason.map_or("Pending", Reason::as_str),
+                needs_a_person.is_some(),
+                format!("Left pending: {}", verdict.summary()),
+            )
+        }
+    };
+    Explanation {
+        outcome,
+        reason,
+        warning,
+        note: truncate(note, MAX_NOTE_BYTES),
+        key: StateKey {
+            reason,
+            fingerprint: fingerprint(verdict),
+        },
+    }
+}
+
+/// Reasons that resolve themselves when the agent reports (Normal Events); every other
+/// reason for leaving a CSR pending is a Warning.
+fn waits_for_time(reason: Reason) -> bool {
+    matches!(
+        reason,
+        Reason::AwaitingAttestation | Reason::UnattestedAddress
+    )
+}
+
+/// The failing checks' names, reasons and would-deny flags, hashed.
+fn fingerprint(verdict: &Verdict) -> u64 {
+    let mut h = DefaultHasher::new();
+    verdict.decision().hash(&mut h);
+    for c in verdict.failed() {
+        c.name().hash(&mut h);
+        c.reason().hash(&mut h);
+        c.would_deny().hash(&mut h);
+    }
+    h.finish()
+}
+
+/// The message of the Approved condition: who approved, on which attestation.
+pub(crate) fn approval_message(verdict: &Verdict, replica: &str) -> String {
+    let basis = match verdict.supporting_attestation() {
+        Some(s) => format!(
+            "every check passed against node {}'s attestation received at {}{}",
+            s.node,
+            s.received_at,
+            s.peer_address
+                .map(|p| format!(" from {p}"))
+                .unwrap_or_default()
+        ),
+        None => "every check passed".to_owned(),
+    };
+    truncate(
+        format!("Approved by {REPORTING_CONTROLLER} ({replica}): {basis}"),
+        MAX_CONDITION_MESSAGE_BYTES,
+    )
+}
+
+/// The reason and message of the Denied condition: the failing checks.
+pub(crate) fn denial(verdict: &Verdict, replica: &str) -> (String, String) {
+    let reason = verdict
+        .reason()
+        .map_or_else(|| reasons::DENIED.to_owned(), |r| r.as_str().to_owned());
+    let message = truncate(
+        format!(
+            "Denied by {REPORTING_CONTROLLER} ({replica}): {}",
+            verdict.summary()
+        ),
+        MAX_CONDITION_MESSAGE_BYTES,
+    );
+    (reason, message)
+}
+
+/// At most `max` bytes, cut at a character boundary with an ellipsis.
+pub(crate) fn truncate(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let ellipsis = "…";
+    let mut cut = max.saturating_sub(ellipsis.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push_str(ellipsis);
+    text
+}
+
+/// Publishes one Event about `regarding`. A recorder per Event: kube's recorder keeps every
+/// Event of the last minutes and scans them on each publish, which a storm of thousands of
+/// CSRs would make quadratic; the controller's own state keys already prevent repeats.
+pub(crate) async fn publish(
+    client: &Client,
+    reporter: &Reporter,
+    regarding: &ObjectReference,
+    reason: &str,
+    warning: bool,
+    note: &str,
+) -> Result<(), kube::Error> {
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.to_owned(),
+        note: Some(truncate(note.to_owned(), MAX_NOTE_BYTES)),
+        action: ACTION.to_owned(),
+        secondary: None,
+    };
+    Recorder::new(client.clone(), reporter.clone())
+        .publish(&event, regarding)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::core::{CheckName, CheckReport, DenyMode, Outcome as O, SupportingAttestation};
+
+    use super::*;
+
+    fn mk_verdict(failures: &[(CheckName, O, Reason, &str)], deny: DenyMode) -> Verdict {
+        let mut checks: Vec<CheckReport> = failures
+            .iter()
+            .map(|(n, o, r, d)| CheckReport::failed(*n, *o, *r, *d))
+            .collect();
+        checks.push(CheckReport::passed(CheckName::Scope, "ok"));
+        let supporting = Some(SupportingAttestation {
+            node: "w1".to_owned(),
+            received_at: jiff::Timestamp::UNIX_EPOCH,
+            peer_address: Some("10.0.0.1".parse().expect("ip")),
+        });
+        Verdict::new(Some("w1".to_owned()), checks, supporting, deny)
+    }
+
+    #[test]
+    fn waiting_is_normal_and_conflicts_name_the_event() {
+        let waiting = mk_verdict(
+            &[(
+                CheckName::AttestationFresh,
+                O::Pending,
+                Reason::AwaitingAttestation,
+                "no attestation",
+            )],
+            DenyMode::Always,
+        );
+        let e = explain(&waiting, None, false);
+        assert_eq!(
+            (e.outcome, e.reason, e.warning),
+            (Outcome::Pending, "AwaitingAttestation", false)
+        );
+        assert!(
+            e.note
+                .starts_with("Left pending: attestation-fresh: no attestation")
+        );
+
+        let conflict = mk_verdict(
+            &[
+                (
+                    CheckName::IpSansAttested,
+                    O::Pending,
+                    Reason::UnattestedAddress,
+                    "10.0.0.2 missing",
+                ),
+                (
+                    CheckName::UniqueAmongAttestations,
+                    O::Pending,
+                    Reason::AddressConflict,
+                    "10.0.0.2 is node-b's",
+                ),
+            ],
+            DenyMode::Always,
+        );
+        let e = explain(&conflict, None, false);
+        assert_eq!((e.reason, e.warning), ("AddressConflict", true));
+        assert!(e.note.contains("10.0.0.2 missing") && e.note.contains("node-b"));
+    }
+
+    #[test]
+    fn would_be_denials_warn_and_dry_run_says_would() {
+        let denied = |mode| {
+            mk_verdict(
+                &[(
+                    CheckName::IpSansAttested,
+                    O::Deny,
+                    Reason::AddressNotAttested,
+                    "10.0.0.9 not attested",
+                )],
+                mode,
+            )
+        };
+        let e = explain(&denied(DenyMode::Never), None, false);
+        assert_eq!(
+            (e.outcome, e.reason, e.warning),
+            (Outcome::Pending, "AddressNotAttested", true)
+        );
+        assert!(e.note.contains("would be denied"), "{}", e.note);
+        let e = explain(&denied(DenyMode::Always), None, true);
+        assert_eq!((e.outcome, e.reason), (Outcome::Deny, "WouldDeny"));
+        let (reason, message) = denial(&denied(DenyMode::Always), "r-1");
+        assert_eq!(reason, "AddressNotAttested");
+        assert!(
+            message
+                .starts_with("Denied by rubber-stamp-approver (r-1): ip-sans-attested: 10.0.0.9")
+        );
+    }
+
+    #[test]
+    fn the_state_key_ignores_wording_but_not_failures() {
+        let at = |detail: &str| {
+            mk_verdict(
+                &[(
+                    CheckName::AttestationFresh,
+                    O::Pending,
+                    Reason::AttestationStale,
+                    detail,
+                )],
+                DenyMode::Always,
+            )
+        };
+        let a = explain(&at("received at 10:00"), None, false);
+        let b = explain(&at("received at 10:01"), None, false);
+        assert_eq!(a.key, b.key);
+        let other = mk_verdict(
+            &[
+                (
+                    CheckName::AttestationFresh,
+                    O::Pending,
+                    Reason::AttestationStale,
+                    "x",
+                ),
+                (
+                    CheckName::PeerBinding,
+                    O::Pending,
+                    Reason::PeerMismatch,
+                    "y",
+                ),
+            ],
+            DenyMode::Always,
+        );
+        assert_ne!(explain(&other, None, false).key, a.key);
+    }
+
+    #[test]
+    fn approvals_name_the_attestation_and_held_ones_the_valve() {
+        let ok = mk_verdict(&[], DenyMode::Always);
+        let message = approval_message(&ok, "r-1");
+        assert!(
+            message.contains("(r-1)")
+                && message.contains(
+                    "node w1's attestation received at 1970-01-01T00:00:00Z from 10.0.0.1"
+                ),
+            "{message}"
+        );
+        let valve = ValveState {
+            closed: true,
+            pending: 7,
+            bound: 5,
+            change: None,
+        };
+        let e = explain(&ok, Some(&valve), false);
+        assert_eq!(
+            (e.outcome, e.reason, e.warning),
+            (Outcome::Held, "ApprovalHeld", true)
+        );
+        assert!(e.note.contains(
+            "7 kubelet-serving CSRs are pending, more than the flood valve's bound of 5"
+        ));
+        assert_eq!(explain(&ok, None, true).reason, "WouldApprove");
+        assert_eq!(explain(&ok, None, false).reason, "Approved");
+    }
+
+    #[test]
+    fn truncation_keeps_characters_whole() {
+        assert_eq!(truncate("short".to_owned(), 10), "short");
+        let long = "é".repeat(700);
+        let cut = truncate(long, MAX_NOTE_BYTES);
+        assert!(cut.len() <= MAX_NOTE_BYTES);
+        assert!(cut.ends_with('…'));
+    }
+}

@@ -1,0 +1,166 @@
+//! Check 14: a SubjectAccessReview asking whether the CSR's requestor (username, uid,
+//! groups, extra) may `create` `certificates.k8s.io/certificatesigningrequests`, subresource
+//! `selfnodeserver`. Allowed answers are reused for a short while per requestor, in a
+//! bounded cache; refusals are not, so a fixed binding takes effect at the next decision.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use kube::Api;
+use kube::api::PostParams;
+use tokio::time::Instant;
+
+use crate::core::CsrInput;
+use crate::metrics::ControllerMetrics;
+
+/// Most requestors whose answer is kept.
+pub(crate) const MAX_CACHED_REVIEWS: usize = 16_384;
+
+/// The API group of CertificateSigningRequests.
+const CSR_GROUP: &str = "certificates.k8s.io";
+
+/// Everything a review is asked about: the same requestor always gets the same answer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Requestor {
+    user: String,
+    uid: String,
+    groups: Vec<String>,
+    extra: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Clone, Debug)]
+struct Answer {
+    allowed: bool,
+    detail: String,
+    at: Instant,
+}
+
+/// SubjectAccessReviews with a short-lived cache.
+#[derive(Debug)]
+pub(crate) struct AccessReviews {
+    api: Api<SubjectAccessReview>,
+    ttl: Duration,
+    cache: Mutex<HashMap<Requestor, Answer>>,
+}
+
+// === impl AccessReviews ===
+
+impl AccessReviews {
+    /// Reviews through `api`, reusing answers for `ttl` (zero: never).
+    pub(crate) fn new(api: Api<SubjectAccessReview>, ttl: Duration) -> Self {
+        Self {
+            api,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// May the CSR's requestor create `certificatesigningrequests/selfnodeserver`? Returns
+    /// the answer and a plain-words detail for check 14.
+    pub(crate) async fn selfnodeserver(
+        &self,
+        csr: &CsrInput,
+        metrics: &ControllerMetrics,
+    ) -> Result<(bool, String), kube::Error> {
+        let requestor = Requestor {
+            user: csr.username.clone(),
+            uid: csr.uid.clone(),
+            groups: csr.groups.clone(),
+            extra: csr.extra.clone(),
+        };
+        if let Some(answer) = self.cached(&requestor) {
+            metrics.access_review("cached");
+            return Ok((answer.allowed, answer.detail));
+        }
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(requestor.user.clone()),
+                uid: (!requestor.uid.is_empty()).then(|| requestor.uid.clone()),
+                groups: Some(requestor.groups.clone()),
+                extra: (!requestor.extra.is_empty()).then(|| requestor.extra.clone()),
+                resource_attributes: Some(ResourceAttributes {
+                    group: Some(CSR_GROUP.to_owned()),
+                    resource: Some("certificatesigningrequests".to_owned()),
+                    subresource: Some("selfnodeserver".to_owned()),
+                    verb: Some("create".to_owned()),
+                    ..ResourceAttributes::default()
+                }),
+                ..SubjectAccessReviewSpec::default()
+            },
+            ..SubjectAccessReview::default()
+        };
+        let answered = match self.api.create(&PostParams::default(), &review).await {
+            Ok(answered) => answered,
+            Err(error) => {
+                metrics.access_review("error");
+                return Err(error);
+            }
+        };
+        let status = answered.status.unwrap_or_default();
+        let allowed = status.allowed && status.denied != Some(true);
+        let because = [status.reason, status.evaluation_error]
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let because = if because.is_empty() {
+            String::new()
+        } else {
+            format!(" ({because})")
+        };
+        let detail = if allowed {
+            format!(
+                "{} may create certificatesigningrequests/selfnodeserver{because}",
+                requestor.user
+            )
+        } else {
+            format!(
+                "{} may not create certificatesigningrequests/selfnodeserver (SubjectAccessReview){because}; grant it, e.g. with the rubber-stamp:selfnodeserver ClusterRole bound to system:nodes",
+                requestor.user
+            )
+        };
+        metrics.access_review(if allowed { "allowed" } else { "denied" });
+        if allowed {
+            self.remember(requestor, &detail);
+        }
+        Ok((allowed, detail))
+    }
+
+    fn cached(&self, requestor: &Requestor) -> Option<Answer> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache
+            .get(requestor)
+            .filter(|a| a.at.elapsed() < self.ttl)
+            .cloned()
+    }
+
+    fn remember(&self, requestor: Requestor, detail: &str) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= MAX_CACHED_REVIEWS {
+            let ttl = self.ttl;
+            cache.retain(|_, a| a.at.elapsed() < ttl);
+            if cache.len() >= MAX_CACHED_REVIEWS {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            requestor,
+            Answer {
+                allowed: true,
+                detail: detail.to_owned(),
+                at: Instant::now(),
+            },
+        );
+    }
+}

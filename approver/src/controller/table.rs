@@ -1,0 +1,485 @@
+//! The controller's memory of undecided kubelet-serving CSRs: the parsed request (one per
+//! CSR, parsed once), the node it names, the last explained state (for Event dedup), and
+//! an index node → CSR names so an attestation change triggers only that node's CSRs.
+//!
+//! Entries exist exactly for the CSRs the watch shows as kubelet-serving and undecided, so
+//! memory is bounded by those CSRs; an entry is dropped when its CSR is decided (by us or
+//! anyone) or deleted, or when a re-list no longer shows it. The table's size is the
+//! pending-CSR count the flood valve compares with its bound.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use jiff::Timestamp;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kube::runtime::watcher;
+
+use crate::core::input::FINAL_CONDITIONS;
+use crate::core::{KUBELET_SERVING_SIGNER, ParsedRequest, Policy, RequestError, parse_request};
+
+/// What parsing a CSR's `spec.request` gave.
+pub(crate) type ParseResult = Result<ParsedRequest, RequestError>;
+
+/// A CSR's explained state: the Event reason and a fingerprint of the failing checks (their
+/// names, reasons and would-deny flags, not their wording, so a detail that merely names a
+/// newer timestamp is not a change).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StateKey {
+    pub(crate) reason: &'static str,
+    pub(crate) fingerprint: u64,
+}
+
+/// What recording a state found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Recorded {
+    /// The state differs from the last one recorded (or none was).
+    pub(crate) changed: bool,
+}
+
+/// What the table knew about a CSR when it was decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Decided {
+    /// When this replica first saw the CSR.
+    pub(crate) first_seen: Timestamp,
+    /// Whether the CSR was explained as not approvable (it waited) before.
+    pub(crate) waited: bool,
+}
+
+#[derive(Debug)]
+struct Entry {
+    uid: String,
+    generation: u64,
+    first_seen: Timestamp,
+    parsed: Option<Arc<ParseResult>>,
+    node: Option<String>,
+    state: Option<StateKey>,
+    waited: bool,
+    failures: u32,
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    by_name: HashMap<String, Entry>,
+    by_node: HashMap<String, HashSet<String>>,
+    /// CSRs last explained as `AddressConflict`: another node's change may resolve them.
+    conflicted: HashSet<String>,
+    /// Bumped at the start of every (re-)list of the watch.
+    generation: u64,
+    relisting: bool,
+}
+
+/// The table; cheap to share behind an `Arc`, every method takes the lock briefly and
+/// never across an `.await`.
+#[derive(Debug, Default)]
+pub(crate) struct CsrTable {
+    inner: Mutex<Tables>,
+}
+
+/// True when `csr` is for the kubelet-serving signer and carries no final condition.
+pub(crate) fn in_scope(csr: &CertificateSigningRequest) -> bool {
+    csr.spec.signer_name == KUBELET_SERVING_SIGNER
+        && !csr
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| FINAL_CONDITIONS.contains(&c.type_.as_str()))
+            })
+}
+
+fn name_uid(csr: &CertificateSigningRequest) -> (&str, &str) {
+    (
+        csr.metadata.name.as_deref().unwrap_or_default(),
+        csr.metadata.uid.as_deref().unwrap_or_default(),
+    )
+}
+
+// === impl CsrTable ===
+
+impl CsrTable {
+    fn lock(&self) -> MutexGuard<'_, Tables> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Follows one event of the CSR watch.
+    pub(crate) fn apply_event(&self, event: &watcher::Event<CertificateSigningRequest>) {
+        match event {
+            watcher::Event::Init => {
+                let mut t = self.lock();
+                t.generation += 1;
+                t.relisting = true;
+            }
+            watcher::Event::InitApply(csr) | watcher::Event::Apply(csr) => self.observe(csr),
+            watcher::Event::InitDone => {
+                let mut t = self.lock();
+                if t.relisting {
+                    t.relisting = false;
+                    let current = t.generation;
+                    let gone: Vec<String> = t
+                        .by_name
+                        .iter()
+                        .filter(|(_, e)| e.generation < current)
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    for name in gone {
+                        t.remove(&name);
+                    }
+                }
+            }
+            watcher::Event::Delete(csr) => {
+                let (name, uid) = name_uid(csr);
+                let mut t = self.lock();
+                if t.by_name.get(name).is_some_and(|e| e.uid == uid) {
+                    t.remove(name);
+                }
+            }
+        }
+    }
+
+    /// Adds an undecided kubelet-serving CSR (without parsing it), or forgets a decided one.
+    pub(crate) fn observe(&self, csr: &CertificateSigningRequest) {
+        let (name, uid) = name_uid(csr);
+        let mut t = self.lock();
+        if !in_scope(csr) {
+            t.remove(name);
+            return;
+        }
+        t.upsert(name, uid);
+    }
+
+    /// Forgets a CSR.
+    pub(crate) fn forget(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    /// The CSR's parsed request: the cached one, or parsed now (outside the lock) and kept
+    /// together with the node index entry. The request is immutable, so one parse per CSR
+    /// (uid) is enough.
+    pub(crate) fn parsed(
+        &self,
+        csr: &CertificateSigningRequest,
+        policy: &Policy,
+    ) -> Arc<ParseResult> {
+        let (name, uid) = name_uid(csr);
+        if let Some(parsed) = self
+            .lock()
+            .by_name
+            .get(name)
+            .filter(|e| e.uid == uid)
+            .and_then(|e| e.parsed.clone())
+        {
+            return parsed;
+        }
+        let parsed = Arc::new(parse_request(&csr.spec.request.0, policy));
+        let node = match parsed.as_ref() {
+            Ok(p) => p.node_name().map(str::to_owned),
+            Err(_) => None,
+        };
+        let mut t = self.lock();
+        let entry = t.upsert(name, uid);
+        if let Some(existing) = &entry.parsed {
+            return Arc::clone(existing);
+        }
+        entry.parsed = Some(Arc::clone(&parsed));
+        entry.node.clone_from(&node);
+        if let Some(node) = node {
+            t.by_node.entry(node).or_default().insert(name.to_owned());
+        }
+        parsed
+    }
+
+    /// Names of the undecided CSRs whose request names `node`.
+    pub(crate) fn csrs_of(&self, node: &str) -> Vec<String> {
+        self.lock()
+            .by_node
+            .get(node)
+            .map(|names| names.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The node a CSR's request names, once parsed.
+    pub(crate) fn node_of(&self, name: &str) -> Option<String> {
+        self.lock().by_name.get(name).and_then(|e| e.node.clone())
+    }
+
+    /// Names of the CSRs last explained as an address conflict.
+    pub(crate) fn conflicted(&self) -> Vec<String> {
+        self.lock().conflicted.iter().cloned().collect()
+    }
+
+    /// Records the CSR's explained state; says whether it changed. A CSR the table does
+    /// not hold (decided or deleted meanwhile) reports no change.
+    pub(crate) fn record(&self, name: &str, uid: &str, key: StateKey, waits: bool) -> Recorded {
+        let mut t = self.lock();
+        let Some(entry) = t.by_name.get_mut(name).filter(|e| e.uid == uid) else {
+            return Recorded { changed: false };
+        };
+        let changed = entry.state != Some(key);
+        entry.state = Some(key);
+        entry.waited |= waits;
+        if key.reason == "AddressConflict" {
+            t.conflicted.insert(name.to_owned());
+        } else {
+            t.conflicted.remove(name);
+        }
+        Recorded { changed }
+    }
+
+    /// Forgets a state recorded for the CSR, so the next decision explains itself again
+    /// (its Event could not be published).
+    pub(crate) fn unrecord(&self, name: &str, uid: &str) {
+        if let Some(entry) = self.lock().by_name.get_mut(name).filter(|e| e.uid == uid) {
+            entry.state = None;
+        }
+    }
+
+    /// What the table knows about a CSR about to be decided. Read it before writing the
+    /// decision: the watch may report the decided CSR (and drop the entry) before the
+    /// write's response arrives.
+    pub(crate) fn known(&self, name: &str, uid: &str) -> Option<Decided> {
+        self.lock()
+            .by_name
+            .get(name)
+            .filter(|e| e.uid == uid)
+            .map(|e| Decided {
+                first_seen: e.first_seen,
+                waited: e.waited,
+            })
+    }
+
+    /// Counts a failed reconcile of the CSR; returns the failures in a row.
+    pub(crate) fn failed(&self, name: &str) -> u32 {
+        self.lock().by_name.get_mut(name).map_or(1, |e| {
+            e.failures = e.failures.saturating_add(1);
+            e.failures
+        })
+    }
+
+    /// Resets the CSR's failure count after a successful reconcile.
+    pub(crate) fn succeeded(&self, name: &str) {
+        if let Some(e) = self.lock().by_name.get_mut(name) {
+            e.failures = 0;
+        }
+    }
+
+    /// Undecided kubelet-serving CSRs.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().by_name.len()
+    }
+}
+
+// === impl Tables ===
+
+impl Tables {
+    fn upsert(&mut self, name: &str, uid: &str) -> &mut Entry {
+        let generation = self.generation;
+        if self.by_name.get(name).is_some_and(|e| e.uid != uid) {
+            // Deleted and created again under the same name: a different request.
+            self.remove(name);
+        }
+        let entry = self
+            .by_name
+            .entry(name.to_owned())
+            .or_insert_with(|| Entry {
+                uid: uid.to_owned(),
+                generation,
+                first_seen: Timestamp::now(),
+                parsed: None,
+                node: None,
+                state: None,
+                waited: false,
+                failures: 0,
+            });
+        entry.generation = generation;
+        entry
+    }
+
+    fn remove(&mut self, name: &str) {
+        let Some(entry) = self.by_name.remove(name) else {
+            return;
+        };
+        if let Some(node) = entry.node
+            && let Some(names) = self.by_node.get_mut(&node)
+        {
+            names.remove(name);
+            if names.is_empty() {
+                self.by_node.remove(&node);
+            }
+        }
+        self.conflicted.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::certificates::v1::{
+        CertificateSigningRequestCondition, CertificateSigningRequestSpec,
+        CertificateSigningRequestStatus,
+    };
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    fn mk_csr(
+        name: &str,
+        uid: &str,
+        request: &[u8],
+        condition: Option<&str>,
+    ) -> CertificateSigningRequest {
+        CertificateSigningRequest {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                uid: Some(uid.to_owned()),
+                ..ObjectMeta::default()
+            },
+            spec: CertificateSigningRequestSpec {
+                signer_name: KUBELET_SERVING_SIGNER.to_owned(),
+                request: ByteString(request.to_vec()),
+                ..CertificateSigningRequestSpec::default()
+            },
+            status: condition.map(|c| CertificateSigningRequestStatus {
+                conditions: Some(vec![CertificateSigningRequestCondition {
+                    type_: c.to_owned(),
+                    status: "True".to_owned(),
+                    ..CertificateSigningRequestCondition::default()
+                }]),
+                certificate: None,
+            }),
+        }
+    }
+
+    fn key(reason: &'static str) -> StateKey {
+        StateKey {
+            reason,
+            fingerprint: 1,
+        }
+    }
+
+    #[test]
+    fn decided_and_deleted_csrs_leave_the_table() {
+        let table = CsrTable::default();
+        table.apply_event(&watcher::Event::Apply(mk_csr("a", "u1", b"x", None)));
+        table.apply_event(&watcher::Event::Apply(mk_csr("b", "u2", b"x", None)));
+        assert_eq!(table.len(), 2);
+        table.apply_event(&watcher::Event::Apply(mk_csr(
+            "a",
+            "u1",
+            b"x",
+            Some("Approved"),
+        )));
+        assert_eq!(table.len(), 1);
+        // A delete of another incarnation does not remove the current one.
+        table.apply_event(&watcher::Event::Delete(mk_csr("b", "old", b"x", None)));
+        assert_eq!(table.len(), 1);
+        table.apply_event(&watcher::Event::Delete(mk_csr("b", "u2", b"x", None)));
+        assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn a_relist_drops_what_it_no_longer_shows() {
+        let table = CsrTable::default();
+        for n in ["a", "b", "c"] {
+            table.apply_event(&watcher::Event::Apply(mk_csr(n, n, b"x", None)));
+        }
+        table.apply_event(&watcher::Event::Init);
+        table.apply_event(&watcher::Event::InitApply(mk_csr("b", "b", b"x", None)));
+        table.apply_event(&watcher::Event::InitDone);
+        assert_eq!(table.len(), 1);
+        assert!(table.known("b", "b").is_some());
+    }
+
+    #[test]
+    fn states_are_recorded_once_and_conflicts_are_tracked() {
+        let table = CsrTable::default();
+        table.observe(&mk_csr("a", "u1", b"x", None));
+        assert!(
+            table
+                .record("a", "u1", key("AwaitingAttestation"), true)
+                .changed
+        );
+        assert!(
+            !table
+                .record("a", "u1", key("AwaitingAttestation"), true)
+                .changed
+        );
+        assert!(
+            table
+                .record("a", "u1", key("AddressConflict"), true)
+                .changed
+        );
+        assert_eq!(table.conflicted(), ["a"]);
+        assert!(
+            !table
+                .record("a", "other-uid", key("Approved"), false)
+                .changed
+        );
+        table.unrecord("a", "u1");
+        assert!(
+            table
+                .record("a", "u1", key("AddressConflict"), true)
+                .changed
+        );
+        let decided = table.known("a", "u1").expect("held");
+        assert!(decided.waited);
+        assert!(table.known("a", "other-uid").is_none());
+        table.forget("a");
+        assert!(table.conflicted().is_empty());
+        assert_eq!(table.len(), 0);
+    }
+
+    fn mk_request(node: &str) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec![node.to_owned()]).expect("params");
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::OrganizationName, "system:nodes");
+        dn.push(rcgen::DnType::CommonName, format!("system:node:{node}"));
+        params.distinguished_name = dn;
+        let csr = params.serialize_request(&key).expect("csr");
+        csr.pem().expect("pem").into_bytes()
+    }
+
+    #[test]
+    fn a_parsed_request_indexes_its_node_until_the_csr_leaves() {
+        let table = CsrTable::default();
+        let policy = Policy::default();
+        let request = mk_request("w1");
+        for name in ["a", "b"] {
+            let parsed = table.parsed(&mk_csr(name, name, &request, None), &policy);
+            assert_eq!(
+                parsed.as_ref().as_ref().ok().and_then(|p| p.node_name()),
+                Some("w1")
+            );
+        }
+        let mut of = table.csrs_of("w1");
+        of.sort();
+        assert_eq!(of, ["a", "b"]);
+        table.apply_event(&watcher::Event::Apply(mk_csr(
+            "a",
+            "a",
+            &request,
+            Some("Denied"),
+        )));
+        assert_eq!(table.csrs_of("w1"), ["b"]);
+        table.forget("b");
+        assert!(table.csrs_of("w1").is_empty());
+        assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn parsing_happens_once_per_uid_and_indexes_the_node() {
+        let table = CsrTable::default();
+        let policy = Policy::default();
+        let csr = mk_csr("a", "u1", b"not a pem", None);
+        let first = table.parsed(&csr, &policy);
+        let again = table.parsed(&csr, &policy);
+        assert!(Arc::ptr_eq(&first, &again), "the cached parse is reused");
+        assert!(first.is_err());
+        // Re-created under the same name: parsed again.
+        let recreated = table.parsed(&mk_csr("a", "u2", b"not a pem", None), &policy);
+        assert!(!Arc::ptr_eq(&first, &recreated));
+        assert_eq!(table.len(), 1);
+        assert!(table.csrs_of("anything").is_empty());
+    }
+}
