@@ -747,22 +747,48 @@ enum Mutation {
     Patch(super::patch::PatchType),
 }
 
+/// Whether two objects are equal but for the `time` of their managedFields entries (a
+/// write that changes nothing else is a no-op). Compares in place: no copies.
 fn same_ignoring_times(a: &Value, b: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(list) = v
-            .pointer_mut("/metadata/managedFields")
-            .and_then(Value::as_array_mut)
-        {
-            for e in list {
-                if let Some(m) = e.as_object_mut() {
-                    m.remove("time");
-                }
-            }
-        }
-        v
+    fn same_map(
+        a: &Map<String, Value>,
+        b: &Map<String, Value>,
+        eq: impl Fn(&str, &Value, &Value) -> bool,
+    ) -> bool {
+        a.len() == b.len()
+            && a.iter()
+                .all(|(k, va)| b.get(k).is_some_and(|vb| eq(k, va, vb)))
+    }
+    let entry = |x: &Value, y: &Value| match (x, y) {
+        (Value::Object(x), Value::Object(y)) => same_map(x, y, |k, p, q| k == "time" || p == q),
+        _ => x == y,
     };
-    strip(a) == strip(b)
+    let managed = |x: &Value, y: &Value| match (x, y) {
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| entry(p, q))
+        }
+        _ => x == y,
+    };
+    let metadata = |x: &Value, y: &Value| match (x, y) {
+        (Value::Object(x), Value::Object(y)) => same_map(x, y, |k, p, q| {
+            if k == "managedFields" {
+                managed(p, q)
+            } else {
+                p == q
+            }
+        }),
+        _ => x == y,
+    };
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => same_map(a, b, |k, p, q| {
+            if k == "metadata" {
+                metadata(p, q)
+            } else {
+                p == q
+            }
+        }),
+        _ => a == b,
+    }
 }
 
 fn carry_metadata(
@@ -1363,9 +1389,29 @@ pub fn review(ctx: &Ctx<'_>, info: &RequestInfo) -> Result<Reply, ApiError> {
 mod tests {
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::api::ObjectMeta;
+    use serde_json::json;
 
     use super::FORCED_SUFFIXES;
     use crate::apiserver::{Cluster, ClusterOptions};
+
+    #[test]
+    fn only_managed_field_times_are_ignored_when_looking_for_a_no_op() {
+        let obj = |time: &str, data: &str| {
+            json!({"metadata": {"name": "a", "managedFields": [
+                {"manager": "m", "operation": "Update", "time": time}]},
+                "data": {"k": data}})
+        };
+        let same = super::same_ignoring_times;
+        assert!(same(&obj("t1", "v"), &obj("t2", "v")));
+        assert!(!same(&obj("t1", "v"), &obj("t1", "w")));
+        let mut other_manager = obj("t1", "v");
+        other_manager["metadata"]["managedFields"][0]["manager"] = json!("n");
+        assert!(!same(&obj("t1", "v"), &other_manager));
+        let mut extra = obj("t1", "v");
+        extra["metadata"]["labels"] = json!({"a": "b"});
+        assert!(!same(&obj("t1", "v"), &extra));
+        assert!(!same(&extra, &obj("t1", "v")));
+    }
 
     #[tokio::test]
     async fn a_generated_name_that_is_taken_is_generated_again() {

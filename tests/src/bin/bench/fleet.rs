@@ -655,24 +655,64 @@ impl Kubelets {
         Ok(Self { connections: all })
     }
 
-    /// POSTs `node`'s CSR as `node`; returns the name the API server gave it.
-    pub(crate) async fn create_csr(&self, node: &SimNode, body: Bytes) -> anyhow::Result<String> {
-        let slot = usize::try_from(node.index)? % self.connections.len();
-        let mut send = self.connections[slot].clone();
-        let request = http::Request::post(CSR_PATH)
+    /// Sends one request with `token` on connection `slot`; returns the status and body.
+    pub(crate) async fn request(
+        &self,
+        slot: usize,
+        token: &str,
+        method: http::Method,
+        path: &str,
+        body: Bytes,
+    ) -> anyhow::Result<(http::StatusCode, Bytes)> {
+        let mut send = self.connections[slot % self.connections.len()].clone();
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("https://localhost{path}"))
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json")
             .header(http::header::USER_AGENT, "kubelet/v1.33.0 (bench)")
-            .header(
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", node.token()),
-            )
-            .uri(format!("https://localhost{CSR_PATH}"))
+            .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
             .body(Full::new(body))?;
         send.ready().await?;
         let response = send.send_request(request).await?;
         let status = response.status();
-        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, response.into_body().collect().await?.to_bytes()))
+    }
+
+    /// Opens a watch with `token`; returns the streaming body.
+    pub(crate) async fn watch(
+        &self,
+        token: &str,
+        path: &str,
+    ) -> anyhow::Result<hyper::body::Incoming> {
+        let mut send = self.connections[0].clone();
+        let request = http::Request::get(format!("https://localhost{path}"))
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))?;
+        send.ready().await?;
+        let response = send.send_request(request).await?;
+        if response.status() != http::StatusCode::OK {
+            bail!("watch {path}: {}", response.status());
+        }
+        Ok(response.into_body())
+    }
+
+    /// POSTs `node`'s CSR as `node`; returns the created object's JSON.
+    pub(crate) async fn create_csr_object(
+        &self,
+        node: &SimNode,
+        body: Bytes,
+    ) -> anyhow::Result<Bytes> {
+        let (status, body) = self
+            .request(
+                usize::try_from(node.index)?,
+                &node.token(),
+                http::Method::POST,
+                CSR_PATH,
+                body,
+            )
+            .await?;
         if status != http::StatusCode::CREATED {
             bail!(
                 "{}: creating a CSR: {status}: {}",
@@ -680,17 +720,37 @@ impl Kubelets {
                 String::from_utf8_lossy(&body)
             );
         }
-        #[derive(Deserialize)]
-        struct Created {
-            metadata: Meta,
-        }
-        #[derive(Deserialize)]
-        struct Meta {
-            name: String,
-        }
-        let created: Created = serde_json::from_slice(&body)?;
-        Ok(created.metadata.name)
+        Ok(body)
     }
+
+    /// POSTs `node`'s CSR as `node`; returns the name the API server gave it.
+    pub(crate) async fn create_csr(&self, node: &SimNode, body: Bytes) -> anyhow::Result<String> {
+        let created = self.create_csr_object(node, body).await?;
+        Ok(name_of(&created)?)
+    }
+}
+
+/// `metadata.name` of an object's JSON.
+pub(crate) fn name_of(json: &[u8]) -> serde_json::Result<String> {
+    #[derive(Deserialize)]
+    struct Object {
+        metadata: Meta,
+    }
+    #[derive(Deserialize)]
+    struct Meta {
+        name: String,
+    }
+    serde_json::from_slice::<Object>(json).map(|o| o.metadata.name)
+}
+
+/// The path of a CSR's subresource.
+pub(crate) fn csr_path(name: &str, subresource: &str) -> String {
+    format!("{CSR_PATH}/{name}/{subresource}")
+}
+
+/// The path of a CSR watch from `resource_version`.
+pub(crate) fn csr_watch_path(resource_version: u64) -> String {
+    format!("{CSR_PATH}?watch=true&resourceVersion={resource_version}")
 }
 
 /// Generates every node's CSR (ECDSA keys and signatures) on `threads` threads.

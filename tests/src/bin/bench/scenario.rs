@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail};
 use bytes::Bytes;
 use rubber_stamp_approver::core::{Policy, parse_request};
-use rubber_stamp_testbed::apiserver::{ClusterOptions, UserInfo};
+use rubber_stamp_testbed::apiserver::{Cluster, ClusterOptions, UserInfo};
 use rubber_stamp_testbed::channel::procfs::{self, Usage};
 use rubber_stamp_testbed::controller::{APPROVER_NAMESPACE, ControllerBed, deploy_rbac_yaml};
 
@@ -93,6 +93,9 @@ pub(crate) async fn run(args: &Args, bin_dir: PathBuf) -> anyhow::Result<Run> {
         args.replicas, machine.cores, machine.load_at_start
     );
     let bed = set_up(args, bin_dir).await?;
+    let threads = std::thread::available_parallelism().map_or(2, usize::from);
+    let csrs = fleet::csrs(&bed.nodes, threads)?;
+    apiserver_alone(args, &bed.nodes, &csrs, &mut report).await?;
 
     // The replicas: the first to start takes the Lease.
     let mut approvers = Vec::new();
@@ -181,8 +184,6 @@ pub(crate) async fn run(args: &Args, bin_dir: PathBuf) -> anyhow::Result<Run> {
 
     // Storm.
     let kubelets = Kubelets::connect(bed.bed.cluster.addr(), bed.bed.cluster.ca_pem(), 16).await?;
-    let threads = std::thread::available_parallelism().map_or(2, usize::from);
-    let csrs = fleet::csrs(&bed.nodes, threads)?;
     let observer = CsrObserver::start(&bed.bed.cluster)?;
     let storm = storm(args, &approvers, &kubelets, &bed.nodes, &csrs, &observer).await?;
     storm.add_to(&mut report, n);
@@ -237,6 +238,161 @@ pub(crate) async fn run(args: &Args, bin_dir: PathBuf) -> anyhow::Result<Run> {
     Ok(Run { machine, report })
 }
 
+/// Room for every CSR's creation, approval and issue in the watch history and in a
+/// watcher's backlog, so nobody is told to re-list in the middle of a storm.
+fn cluster_options(n: usize) -> ClusterOptions {
+    ClusterOptions {
+        history_limit: 4 * n + 10_000,
+        watch_channel_capacity: 4 * n + 16_384,
+        ..ClusterOptions::default()
+    }
+}
+
+/// The testbed cluster alone, in its own instance: every node creates its CSR at once,
+/// then an admin approves them all at once, while one client watches every CSR change
+/// and the signer issues every certificate.
+async fn apiserver_alone(
+    args: &Args,
+    nodes: &[SimNode],
+    csrs: &[(Bytes, Vec<u8>)],
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    use http_body_util::BodyExt as _;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let s = "apiserver";
+    let n = nodes.len();
+    eprintln!("bench: the testbed cluster alone: {n} creations, {n} approvals");
+    let cluster = Cluster::start(cluster_options(n)).await?;
+    for node in nodes {
+        cluster.add_token(
+            &node.token(),
+            UserInfo::new(&format!("system:node:{}", node.name), &["system:nodes"]),
+        );
+    }
+    let admin = "bench-admin";
+    cluster.add_token(admin, UserInfo::new(admin, &["system:masters"]));
+    let client = Kubelets::connect(cluster.addr(), cluster.ca_pem(), 16).await?;
+    let observer = CsrObserver::start(&cluster)?;
+    let watched = Arc::new(AtomicUsize::new(0));
+    let mut stream = client
+        .watch(
+            admin,
+            &fleet::csr_watch_path(cluster.objects().resource_version()),
+        )
+        .await?
+        .into_data_stream();
+    let reader = tokio::spawn({
+        let watched = Arc::clone(&watched);
+        async move {
+            while let Some(Ok(chunk)) = stream.next().await {
+                let lines = chunk.iter().filter(|b| **b == b'\n').count();
+                watched.fetch_add(lines, Ordering::Relaxed);
+            }
+        }
+    });
+    let before = procfs::usage(std::process::id())?;
+
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (node, (body, _)) in nodes.iter().zip(csrs) {
+        let (client, node, body) = (client.clone(), node.clone(), body.clone());
+        tasks.spawn(async move { client.create_csr_object(&node, body).await });
+    }
+    let mut created = Vec::with_capacity(n);
+    while let Some(joined) = tasks.join_next().await {
+        created.push(joined??);
+    }
+    let creating = started.elapsed();
+
+    let started = Instant::now();
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    for (i, object) in created.iter().enumerate() {
+        let mut csr: serde_json::Value = serde_json::from_slice(object)?;
+        let name = fleet::name_of(object)?;
+        csr["status"]["conditions"] = serde_json::json!([{"type": "Approved", "status": "True",
+            "reason": "Bench", "message": "approved by the benchmark", "lastUpdateTime": now}]);
+        let body = Bytes::from(serde_json::to_vec(&csr)?);
+        let client = client.clone();
+        tasks.spawn(async move {
+            let path = fleet::csr_path(&name, "approval");
+            let (status, body) = client
+                .request(i, admin, http::Method::PUT, &path, body)
+                .await?;
+            if status != http::StatusCode::OK {
+                bail!(
+                    "approving {name}: {status}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+            }
+            Ok(body)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined??;
+    }
+    let approving = started.elapsed();
+    observer
+        .wait("every certificate issued", args.storm_timeout, |t| {
+            t.issued.len() >= n
+        })
+        .await?;
+    let issuing = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while watched.load(Ordering::Relaxed) < 3 * n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after = procfs::usage(std::process::id())?;
+    reader.abort();
+    let events = watched.load(Ordering::Relaxed);
+    report.add(
+        s,
+        &format!("{n} CSRs created at once"),
+        creating.as_secs_f64(),
+        "s",
+    );
+    report.add(
+        s,
+        "creations per second",
+        n as f64 / creating.as_secs_f64(),
+        "1/s",
+    );
+    report.add(
+        s,
+        &format!("{n} approvals at once"),
+        approving.as_secs_f64(),
+        "s",
+    );
+    report.add(
+        s,
+        "approvals per second",
+        n as f64 / approving.as_secs_f64(),
+        "1/s",
+    );
+    report.add(
+        s,
+        "first approval sent → all issued",
+        issuing.as_secs_f64(),
+        "s",
+    );
+    report.add(
+        s,
+        "watch events delivered (3 per CSR)",
+        events as f64,
+        "events",
+    );
+    let cpu = after.cpu.saturating_sub(before.cpu);
+    report.add(s, "CPU (server, signer, clients)", cpu.as_secs_f64(), "s");
+    report.add(s, "CPU per CSR", cpu.as_secs_f64() * 1e6 / n as f64, "µs");
+    if events < 3 * n {
+        bail!("the watcher saw {events} events, not {}", 3 * n);
+    }
+    cluster.shutdown().await;
+    Ok(())
+}
+
 async fn set_up(args: &Args, bin_dir: PathBuf) -> anyhow::Result<Bed> {
     let n = args.nodes;
     for binary in ["rubber-stamp-approver", "rubber-stamp-agent"] {
@@ -245,14 +401,7 @@ async fn set_up(args: &Args, bin_dir: PathBuf) -> anyhow::Result<Bed> {
         }
     }
     let started = Instant::now();
-    // Room for every CSR's creation, approval and issue in the watch history and in a
-    // watcher's backlog, so nobody is told to re-list in the middle of the storm.
-    let options = ClusterOptions {
-        history_limit: 4 * n + 10_000,
-        watch_channel_capacity: 4 * n + 16_384,
-        ..ClusterOptions::default()
-    };
-    let bed = ControllerBed::start_with(&deploy_rbac_yaml()?, options).await?;
+    let bed = ControllerBed::start_with(&deploy_rbac_yaml()?, cluster_options(n)).await?;
     let dir = tempfile::tempdir()?;
     let kubeconfig = bed
         .cluster
