@@ -103,6 +103,12 @@ impl Spawned {
         procfs::usage(self.pid).with_context(|| format!("reading {}'s usage", self.name))
     }
 
+    /// Its CPU time, to the nanosecond.
+    pub(crate) fn cpu_precise(&self) -> anyhow::Result<Duration> {
+        procfs::cpu_time_precise(self.pid)
+            .with_context(|| format!("reading {}'s CPU time", self.name))
+    }
+
     fn signal(&self, signal: Signal) -> anyhow::Result<()> {
         let pid = Pid::from_raw(i32::try_from(self.pid)?)
             .ok_or_else(|| anyhow!("{}: pid 0", self.name))?;

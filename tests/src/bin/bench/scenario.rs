@@ -710,8 +710,8 @@ async fn steady(
         .iter()
         .map(|a| a.process.usage())
         .collect::<anyhow::Result<_>>()?;
-    let idle_before = idle_agent.process.usage()?;
-    let busy_before = busy_agent.process.usage()?;
+    let idle_cpu_before = idle_agent.process.cpu_precise()?;
+    let busy_cpu_before = busy_agent.process.cpu_precise()?;
     let started = Instant::now();
     tokio::time::sleep(window).await;
     let elapsed = started.elapsed();
@@ -721,6 +721,14 @@ async fn steady(
         .collect::<anyhow::Result<_>>()?;
     let idle_after = idle_agent.process.usage()?;
     let busy_after = busy_agent.process.usage()?;
+    let idle_cpu = idle_agent
+        .process
+        .cpu_precise()?
+        .saturating_sub(idle_cpu_before);
+    let busy_cpu = busy_agent
+        .process
+        .cpu_precise()?
+        .saturating_sub(busy_cpu_before);
     let acks_after: usize = fleet.status().acks.iter().sum();
 
     report.add(
@@ -755,14 +763,18 @@ async fn steady(
     report.add(
         s,
         &format!("agent CPU idle over {:.0?}", elapsed),
-        ms(idle_after.cpu.saturating_sub(idle_before.cpu)),
+        ms(idle_cpu),
         "ms",
+    );
+    report.add(
+        s,
+        "agent CPU idle",
+        100.0 * idle_cpu.as_secs_f64() / elapsed.as_secs_f64(),
+        "% core",
     );
     let beats = (elapsed.as_secs_f64() / beat.as_secs_f64())
         .floor()
         .max(1.0);
-    let busy_cpu = busy_after.cpu.saturating_sub(busy_before.cpu);
-    let idle_cpu = idle_after.cpu.saturating_sub(idle_before.cpu);
     report.add(
         s,
         "agent CPU per heartbeat",
