@@ -6,13 +6,14 @@
 //! - [`apiserver`]: the testbed cluster, an in-memory Kubernetes API server.
 //! - [`channel`]: the attested channel in-process: approver and agents on port 0, raw
 //!   clients with any certificate.
-//! - [`controller`]: approver replicas with their controller against the testbed cluster,
-//!   under the shipped RBAC; scripted agents; kubelet-shaped CSRs.
 //! - [`deploy`]: the `deploy/` manifests rendered with kubectl; the rendered RBAC loaded
 //!   into a testbed cluster ([`deploy::load_rendered_rbac`]).
+//! - [`controller`]: approver replicas with their controller against the testbed cluster,
+//!   under the shipped RBAC; scripted agents; kubelet-shaped CSRs.
 //! - [`hosts`]: simulated hosts in network namespaces.
 //! - [`kubelet`]: the kubelet simulator (serving CSR bootstrap, HTTPS).
 //! - [`pki`]: test certificate authorities and leaf certificates (rcgen).
+//! - [`sandbox`]: the whole system on one machine (the `sandbox` binary, end-to-end tests).
 
 pub mod apiserver;
 pub mod channel;
@@ -21,3 +22,4 @@ pub mod deploy;
 pub mod hosts;
 pub mod kubelet;
 pub mod pki;
+pub mod sandbox;

@@ -178,7 +178,6 @@ fn the_namespaced_roles_grant_only_what_the_code_uses() -> TestResult {
             grant("coordination.k8s.io", "leases", Some(LEASE), "patch"),
             // Flood-valve Warning Events on the approver's own Lease.
             grant("events.k8s.io", "events", None, "create"),
-            grant("events.k8s.io", "events", None, "patch"),
             // approver/src/pki/secret.rs: get, create, update of the two objects.
             grant("", "secrets", None, "create"),
             grant("", "secrets", Some(&secret), "get"),
@@ -193,10 +192,7 @@ fn the_namespaced_roles_grant_only_what_the_code_uses() -> TestResult {
     assert_eq!(csr_events["metadata"]["namespace"], "default");
     assert_eq!(
         grants(csr_events),
-        BTreeSet::from([
-            grant("events.k8s.io", "events", None, "create"),
-            grant("events.k8s.io", "events", None, "patch"),
-        ])
+        BTreeSet::from([grant("events.k8s.io", "events", None, "create"),])
     );
     // Kubelets may ask for serving certificates for themselves (what check 14 asks).
     let selfnodeserver = role(base, "ClusterRole", "rubber-stamp:selfnodeserver")?;
@@ -706,10 +702,6 @@ fn probes_ports_and_names_match_what_the_binaries_serve() -> TestResult {
     Ok(())
 }
 
-/// Flags the manifests pass that `run` does not define yet. Once they exist this test
-/// fails: then remove them from this list. (The controller's flags arrived with issue 5.)
-const AWAITING_CONTROLLER: &[&str] = &[];
-
 fn long_flags(cmd: &clap::Command) -> BTreeSet<String> {
     cmd.get_arguments()
         .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
@@ -722,12 +714,6 @@ fn every_flag_in_the_manifests_exists_in_the_binaries() -> TestResult {
     let run = cli.find_subcommand("run").ok_or("run")?;
     let run_flags = long_flags(run);
     let agent_flags = long_flags(&rubber_stamp_agent::config::AgentArgs::command());
-    for pending in AWAITING_CONTROLLER {
-        assert!(
-            !run_flags.contains(*pending),
-            "{pending} now exists: remove it from AWAITING_CONTROLLER"
-        );
-    }
     let flag = |arg: &str| arg.split('=').next().unwrap_or(arg).to_owned();
     for overlay in ["base", "overlays/audit", "overlays/single-replica"] {
         let objects = deploy::render(overlay)?;
@@ -736,7 +722,7 @@ fn every_flag_in_the_manifests_exists_in_the_binaries() -> TestResult {
         for arg in &args[1..] {
             let f = flag(arg);
             assert!(
-                run_flags.contains(&f) || AWAITING_CONTROLLER.contains(&f.as_str()),
+                run_flags.contains(&f),
                 "{overlay}: approver flag {f} does not exist"
             );
         }

@@ -196,7 +196,11 @@ async fn decide_and_act(
             }
             Decision::Pending => {
                 let mut action = ctx.explain(&current, &verdict, None).await;
-                if verdict.pending_only_on_predating_facts()
+                // Any SAN pending only because the facts predate the CSR (checks 8/9)
+                // asks the agent for fresh ones now, even when another check (say a
+                // conflict) also holds the CSR: the fresh report turns that SAN into a
+                // decision instead of a wait for the next heartbeat.
+                if verdict.waits_on_predating_facts()
                     && let Some(node) = verdict.node()
                     && let Some(wait) = ctx.challenge(node)
                 {

@@ -126,13 +126,13 @@ pub struct RunArgs {
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_filter: String,
 
-    /// The approver's own CA and serving certificate (when no --tls-cert/--tls-key).
-    #[command(flatten)]
-    pub pki: PkiArgs,
-
     /// The controller's flags (policy, deny mode, dry run, leader election, flood valve).
     #[command(flatten)]
     pub controller: ControllerArgs,
+
+    /// The approver's own CA and serving certificate (when no --tls-cert/--tls-key).
+    #[command(flatten)]
+    pub pki: PkiArgs,
 }
 
 /// Where the attestation port's serving certificate comes from.
@@ -267,6 +267,9 @@ impl RunArgs {
                 return Err(ConfigError::Zero(flag));
             }
         }
+        let controller = self
+            .controller
+            .into_config(policy, self.replica_name.clone())?;
         let reload_interval = self.pki.tls_refresh_interval;
         let pki = self.pki.into_config()?;
         let tls = match (self.tls_cert, self.tls_key) {
@@ -284,9 +287,6 @@ impl RunArgs {
                 pki,
             },
         };
-        let controller = self
-            .controller
-            .into_config(policy, self.replica_name.clone())?;
         let run = RunConfig {
             listen: ListenAddrs {
                 grpc: self.grpc_listen,
@@ -378,21 +378,6 @@ mod tests {
     }
 
     #[test]
-    fn certificate_files_or_the_secret() {
-        let files = parse(&[]).expect("config");
-        assert!(
-            matches!(&files.tls, TlsSource::Files { files, reload_interval }
-                if files.cert == std::path::Path::new("c") && *reload_interval == Duration::from_secs(60))
-        );
-        let cli = Cli::try_parse_from(["run", "--client-ca", "ca", "--tls-namespace", "ops"])
-            .expect("parse");
-        let config = cli.run.into_config().expect("config");
-        assert!(matches!(&config.tls, TlsSource::Secret { pki, .. }
-                if pki.namespace == "ops" && pki.secret == "rubber-stamp-approver-tls"));
-        assert!(Cli::try_parse_from(["run", "--client-ca", "ca", "--tls-cert", "c"]).is_err());
-    }
-
-    #[test]
     fn the_policy_is_the_one_source_of_the_max_age() {
         let dir = tempfile::tempdir().expect("tempdir");
         let policy = dir.path().join("policy.yaml");
@@ -452,6 +437,21 @@ mod tests {
         );
         assert!(parse(&["--max-pending-csrs", "0"]).is_err());
         assert!(parse(&["--concurrency", "0"]).is_err());
+    }
+
+    #[test]
+    fn certificate_files_or_the_secret() {
+        let files = parse(&[]).expect("config");
+        assert!(
+            matches!(&files.tls, TlsSource::Files { files, reload_interval }
+                if files.cert == std::path::Path::new("c") && *reload_interval == Duration::from_secs(60))
+        );
+        let cli = Cli::try_parse_from(["run", "--client-ca", "ca", "--tls-namespace", "ops"])
+            .expect("parse");
+        let config = cli.run.into_config().expect("config");
+        assert!(matches!(&config.tls, TlsSource::Secret { pki, .. }
+                if pki.namespace == "ops" && pki.secret == "rubber-stamp-approver-tls"));
+        assert!(Cli::try_parse_from(["run", "--client-ca", "ca", "--tls-cert", "c"]).is_err());
     }
 
     #[test]

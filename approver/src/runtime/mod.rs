@@ -50,6 +50,12 @@ const HEALTH_STOP_TIMEOUT: Duration = Duration::from_secs(1);
 /// Why `run` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// No Kubernetes client for the controller.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The controller could not be set up.
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
     /// The flags do not make a configuration.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -95,12 +101,6 @@ pub enum RuntimeError {
     /// The async runtime could not start.
     #[error("starting the async runtime: {0}")]
     Io(io::Error),
-    /// No Kubernetes client for the controller.
-    #[error(transparent)]
-    Client(#[from] ClientError),
-    /// The controller could not be set up.
-    #[error(transparent)]
-    Controller(#[from] ControllerError),
 }
 
 /// The three listening sockets, bound before anything else starts.
@@ -478,24 +478,20 @@ pub fn main(args: RunArgs) -> Result<(), RuntimeError> {
         let listeners = Listeners::bind(&config.listen).await?;
         let addrs = listeners.local_addrs().map_err(RuntimeError::Io)?;
         tracing::info!(grpc = %addrs.grpc, health = %addrs.health, admin = %addrs.admin, "listening");
-        // The controller and the TLS Secret talk to the same API server: the controller's
-        // kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config) or the in-cluster
-        // ServiceAccount.
-        let client = match &controller_config {
-            Some(controller_config) => Some(controller_config.client().await?),
-            None => None,
-        };
-        let kube = match (&config.tls, &client) {
-            (TlsSource::Files { .. }, _) => None,
-            (TlsSource::Secret { .. }, Some(client)) => Some(client.clone()),
-            (TlsSource::Secret { .. }, None) => Some(
+        // One API client for the controller and the TLS Secret: the controller's
+        // --kubeconfig (else $KUBECONFIG, ~/.kube/config, in-cluster). With
+        // --attestation-only the Secret mode still needs one: the default lookup.
+        let kube = match (&controller_config, &config.tls) {
+            (Some(controller_config), _) => Some(controller_config.client().await?),
+            (None, TlsSource::Secret { .. }) => Some(
                 kube::Client::try_default()
                     .await
                     .map_err(RuntimeError::Kube)?,
             ),
+            (None, TlsSource::Files { .. }) => None,
         };
-        let mut approver = Runtime::with_kube(config, Arc::new(SystemClock), kube).await?;
-        match (controller_config, client) {
+        let mut approver = Runtime::with_kube(config, Arc::new(SystemClock), kube.clone()).await?;
+        match (controller_config, kube) {
             (Some(controller_config), Some(client)) => {
                 controller::plug(&mut approver, client, controller_config)?;
             }

@@ -2,9 +2,8 @@
 //! objects of `deploy/` (and the Namespace they live in), and variants with one rule taken
 //! out, so a test can show that every rule is needed.
 //!
-//! [`deploy_rbac_yaml`] is the one place that decides what "the shipped RBAC" is; it reads
-//! the files `deploy/base/kustomization.yaml` lists and keeps the kinds the testbed serves
-//! for authorisation. (Once CI renders the kustomization, read the rendered output here.)
+//! [`deploy_rbac_yaml`] is the one place that decides what "the shipped RBAC" is: the
+//! kustomize-rendered `deploy/base`, keeping the kinds the testbed serves for authorisation.
 
 use std::path::{Path, PathBuf};
 
@@ -29,27 +28,22 @@ pub fn deploy_base() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/base")
 }
 
-/// The shipped RBAC (and Namespace) as one multi-document YAML string.
+/// The shipped RBAC (and Namespace) as one multi-document YAML string: `deploy/base`
+/// rendered by `kubectl kustomize` (as an operator applies it), keeping the kinds the
+/// testbed serves for authorisation.
 pub fn deploy_rbac_yaml() -> Result<String, BedError> {
-    let base = deploy_base();
-    let kustomization = read(&base.join("kustomization.yaml"))?;
-    let kustomization: Value = serde_yaml::from_str(&kustomization)?;
-    let resources = kustomization
-        .get("resources")
-        .and_then(Value::as_sequence)
-        .ok_or_else(|| BedError::Rbac("kustomization.yaml lists no resources".to_owned()))?;
-    let mut docs = Vec::new();
-    for resource in resources {
-        let file = resource
-            .as_str()
-            .ok_or_else(|| BedError::Rbac(format!("resource {resource:?} is not a path")))?;
-        let text = read(&base.join(file))?;
-        for doc in documents(&text)? {
-            let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
-            if LOADED_KINDS.contains(&kind) {
-                docs.push(doc);
-            }
-        }
+    let rendered = crate::deploy::rendered_base().map_err(|e| BedError::Rbac(e.to_string()))?;
+    let docs = rendered
+        .iter()
+        .filter(|o| {
+            o["kind"]
+                .as_str()
+                .is_some_and(|kind| LOADED_KINDS.contains(&kind))
+        })
+        .map(|o| serde_yaml::to_value(o).map_err(BedError::from))
+        .collect::<Result<Vec<Value>, BedError>>()?;
+    if docs.is_empty() {
+        return Err(BedError::Rbac("deploy/base renders no RBAC".to_owned()));
     }
     join(&docs)
 }
@@ -174,13 +168,6 @@ fn join(docs: &[Value]) -> Result<String, BedError> {
         out.push_str(&serde_yaml::to_string(doc)?);
     }
     Ok(out)
-}
-
-fn read(path: &Path) -> Result<String, BedError> {
-    std::fs::read_to_string(path).map_err(|source| BedError::File {
-        path: path.to_owned(),
-        source,
-    })
 }
 
 #[cfg(test)]

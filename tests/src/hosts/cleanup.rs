@@ -226,6 +226,19 @@ pub(crate) fn kill_namespace_processes(netns: &str) -> Result<usize, HostsError>
 pub(crate) fn delete_namespace(netns: &str) -> Result<(), HostsError> {
     match ip(&["netns", "delete", netns]) {
         Err(e) if !is_not_found(&e) => Err(e),
+        _ => remove_etc_dir(netns),
+    }
+}
+
+/// Removes `/etc/netns/<netns>` (the per-host files `ip netns exec` mounts
+/// over `/etc`, written by `Host::set_hosts_file`) if it exists.
+fn remove_etc_dir(netns: &str) -> Result<(), HostsError> {
+    let dir = super::network::etc_dir(netns);
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(HostsError::Io {
+            path: dir,
+            source: e,
+        }),
         _ => Ok(()),
     }
 }

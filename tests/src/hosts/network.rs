@@ -31,6 +31,10 @@ const SET_HOSTNAME_THEN_EXEC: &str = r#"printf '%s' "$0" > /proc/sys/kernel/host
 /// Start of the per-run log directory's name in the temp dir; the PID follows.
 pub(crate) const RUN_DIR_PREFIX: &str = "rubber-stamp-hosts-";
 
+/// Where `ip netns exec` finds files to bind-mount over `/etc` for a
+/// namespace (iproute2's `NETNS_ETC_DIR`).
+const NETNS_ETC_DIR: &str = "/etc/netns";
+
 /// Link types tried, in order, for [`Host::add_dummy`].
 const DUMMY_KINDS: &[&str] = &["dummy", "ifb"];
 
@@ -157,6 +161,11 @@ impl Network {
             "nf_call_arptables",
             "0",
         ])?;
+        // A bridge without an address of its own takes the lowest MAC of its
+        // ports, so adding a host could change it, and hosts that cached the
+        // old one would lose the root namespace's addresses until their ARP
+        // entries expire. A fixed, locally administered address never moves.
+        ip(&["link", "set", br, "address", &bridge_mac()])?;
         ip(&["addr", "add", &self.gateway_v4_net().to_string(), "dev", br])?;
         ip(&[
             "addr",
@@ -303,6 +312,22 @@ impl Network {
         ))
     }
 
+    /// Adds another address of the run's IPv4 subnet to the bridge, for a
+    /// second server in the root namespace that hosts must reach at an
+    /// address of its own (e.g. a second approver replica on the same port).
+    /// Removed with the bridge.
+    pub fn add_root_address(&self) -> Result<Ipv4Net, HostsError> {
+        let address = self.allocate_ipv4()?;
+        ip(&[
+            "addr",
+            "add",
+            &address.to_string(),
+            "dev",
+            &self.shared.bridge,
+        ])?;
+        Ok(address)
+    }
+
     /// The directory holding every process's stdout/stderr. Removed on drop
     /// unless a panic is unwinding or `RS_KEEP_HOST_LOGS=1`.
     pub fn run_dir(&self) -> &Path {
@@ -345,6 +370,16 @@ fn carry_over(from: &Command, to: &mut Command) {
     if let Some(dir) = from.get_current_dir() {
         to.current_dir(dir);
     }
+}
+
+/// A random locally administered unicast MAC address.
+fn bridge_mac() -> String {
+    let mut b: [u8; 6] = rand::random();
+    b[0] = (b[0] & 0xfc) | 0x02;
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn allocate(used: &mut BTreeSet<u32>) -> Result<u32, HostsError> {
@@ -610,8 +645,69 @@ impl Host {
         })
     }
 
+    /// Gives the host its own `/etc/hosts`: `localhost` plus `entries`
+    /// (address, names). Written to `/etc/netns/<netns>/hosts`, which `ip
+    /// netns exec` bind-mounts over `/etc/hosts` for every process started
+    /// afterwards (so name resolution through `getaddrinfo` sees it, as a
+    /// cluster DNS name would resolve on a real node). Removed with the
+    /// namespace, also by [`sweep_stale`](super::sweep_stale).
+    pub fn set_hosts_file(&self, entries: &[(IpAddr, &str)]) -> Result<PathBuf, HostsError> {
+        let dir = etc_dir(&self.netns);
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| HostsError::Io { path, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let mut text = format!(
+            "127.0.0.1\tlocalhost {0}\n::1\tlocalhost {0}\n",
+            self.hostname
+        );
+        for (address, names) in entries {
+            text.push_str(&format!("{address}\t{names}\n"));
+        }
+        let path = dir.join("hosts");
+        std::fs::write(&path, text).map_err(io(&path))?;
+        Ok(path)
+    }
+
+    /// Sets a sysctl of the host's network namespace, `key` as a path under
+    /// `/proc/sys` (e.g. `net/ipv4/conf/all/arp_ignore`).
+    pub async fn set_sysctl(&self, key: &str, value: &str) -> Result<(), HostsError> {
+        if key.is_empty()
+            || key.starts_with('/')
+            || key.split('/').any(|part| part.is_empty() || part == "..")
+        {
+            return Err(HostsError::InvalidName {
+                what: "sysctl key",
+                value: key.to_owned(),
+                reason: "must be a relative path under /proc/sys without `..`",
+            });
+        }
+        let mut write = Command::new(&self.shared.tools.sh);
+        write
+            .arg("-c")
+            .arg(r#"printf '%s' "$1" > "/proc/sys/$0""#)
+            .arg(key)
+            .arg(value);
+        let output = self.run(&write, Duration::from_secs(5)).await?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(HostsError::Command {
+                command: format!("sysctl {key}={value} in {}", self.netns),
+                status: output.status,
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            })
+        }
+    }
+
     /// Whether `ip` is on any interface of this host right now.
     pub fn has_address(&self, ip: IpAddr) -> Result<bool, HostsError> {
         Ok(self.addresses()?.iter().any(|a| a.address.addr() == ip))
     }
+}
+
+/// `/etc/netns/<netns>`: the files `ip netns exec` mounts over `/etc`.
+pub(crate) fn etc_dir(netns: &str) -> PathBuf {
+    Path::new(NETNS_ETC_DIR).join(netns)
 }

@@ -1,0 +1,555 @@
+//! The honest/rogue scenario of the README: honest nodes get verified serving
+//! certificates; a node asking for another node's IP is denied; a node that
+//! puts that IP on a dummy interface so its agent attests it stays pending
+//! (AddressConflict); a node whose agent never runs stays pending
+//! (AwaitingAttestation). Then the CIS 1.1.21 proof.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::csr::{self, Condition, CsrRow};
+use super::proof::{self, Verified};
+use super::{Mode, Sandbox, SandboxError};
+
+/// The interface the squatter puts the stolen address on.
+pub const DUMMY_INTERFACE: &str = "dummy0";
+
+/// What a node in the scenario does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Runs its agent and asks for its own names and addresses.
+    Honest,
+    /// Asks for a certificate naming `victim`'s IPv4 besides its own.
+    Thief {
+        /// Whose address it asks for.
+        victim: String,
+    },
+    /// Adds `victim`'s IPv4 to a dummy interface so its agent attests it,
+    /// and asks for it.
+    Squatter {
+        /// Whose address it claims.
+        victim: String,
+    },
+    /// Its agent never runs.
+    Silent,
+}
+
+impl Role {
+    /// Whether the node is one of the rogue cases.
+    pub fn is_rogue(&self) -> bool {
+        !matches!(self, Self::Honest)
+    }
+
+    /// The approver's expected answer, in words and as (condition, reason).
+    pub fn expected(&self) -> (Condition, &'static str) {
+        match self {
+            Self::Honest => (Condition::Approved, "AutoApproved"),
+            Self::Thief { .. } => (Condition::Denied, "AddressNotAttested"),
+            Self::Squatter { .. } => (Condition::Pending, "AddressConflict"),
+            Self::Silent => (Condition::Pending, "AwaitingAttestation"),
+        }
+    }
+}
+
+/// How to run the scenario.
+#[derive(Clone, Debug)]
+pub struct ScenarioOptions {
+    /// Honest nodes (`worker-1`…).
+    pub honest: usize,
+    /// Include the three rogue cases.
+    pub rogues: bool,
+    /// How long the CSRs may take to reach their expected state.
+    pub timeout: Duration,
+}
+
+impl Default for ScenarioOptions {
+    fn default() -> Self {
+        Self {
+            honest: 3,
+            rogues: true,
+            timeout: Duration::from_secs(40),
+        }
+    }
+}
+
+/// The node names and roles of a scenario.
+pub fn cast(options: &ScenarioOptions) -> Vec<(String, Role)> {
+    let mut cast: Vec<(String, Role)> = (1..=options.honest)
+        .map(|i| (format!("worker-{i}"), Role::Honest))
+        .collect();
+    if options.rogues && options.honest > 0 {
+        let victim = "worker-1".to_owned();
+        cast.push((
+            "thief".to_owned(),
+            Role::Thief {
+                victim: victim.clone(),
+            },
+        ));
+        cast.push(("squatter".to_owned(), Role::Squatter { victim }));
+        cast.push(("no-agent".to_owned(), Role::Silent));
+    }
+    cast
+}
+
+/// One line of the proof.
+#[derive(Clone, Debug)]
+pub struct ProofLine {
+    /// The node connected to.
+    pub node: String,
+    /// Where.
+    pub addr: Option<SocketAddr>,
+    /// The name (IP) the certificate had to carry.
+    pub expected: Option<IpAddr>,
+    /// What was shown, or why it failed.
+    pub result: Result<Verified, String>,
+    /// Whether this line expects a verified certificate.
+    pub should_verify: bool,
+}
+
+impl ProofLine {
+    /// Whether the line came out as it should.
+    pub fn as_expected(&self) -> bool {
+        self.result.is_ok() == self.should_verify
+    }
+}
+
+/// What the scenario ended with.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The nodes and their roles.
+    pub cast: Vec<(String, Role)>,
+    /// Every CSR at the end.
+    pub rows: Vec<CsrRow>,
+    /// The proof.
+    pub proofs: Vec<ProofLine>,
+    /// Rogue nodes whose CSR ended other than expected (but not approved).
+    pub surprises: Vec<String>,
+    /// Why the run failed; empty on success (exit code 0).
+    pub problems: Vec<String>,
+}
+
+impl Outcome {
+    /// Every honest CSR approved and issued, every honest kubelet verified,
+    /// and no rogue CSR approved.
+    pub fn success(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The rows of one node.
+    pub fn rows_of(&self, node: &str) -> Vec<&CsrRow> {
+        self.rows.iter().filter(|r| r.node == node).collect()
+    }
+}
+
+/// Runs the scenario in `sandbox` and narrates it, ending with the table and
+/// the proof.
+pub async fn run(
+    sandbox: &mut Sandbox,
+    options: &ScenarioOptions,
+) -> Result<Outcome, SandboxError> {
+    let cast = cast(options);
+    if cast.is_empty() {
+        return Err(SandboxError::Setup("no nodes to run".into()));
+    }
+    let leader = sandbox
+        .wait_leader(None, sandbox.context().timings.lease_duration * 3)
+        .await?;
+    sandbox.say(
+        "approver",
+        format!(
+            "{leader} holds the Lease {}/{}: it alone acts on CSRs; every replica holds every attestation",
+            super::control::NAMESPACE,
+            super::control::LEASE_NAME
+        ),
+    );
+
+    for (name, _) in &cast {
+        sandbox.add_node(name).await?;
+    }
+    let (honest_cast, rogue_cast): (Vec<_>, Vec<_>) =
+        cast.iter().cloned().partition(|(_, r)| !r.is_rogue());
+
+    // Phase 1: the honest nodes join and get their certificates.
+    sandbox.say(
+        "sandbox",
+        "phase 1: the honest nodes start their agents, then their kubelets ask for serving certificates",
+    );
+    start_agents(sandbox, &honest_cast).await?;
+    start_kubelets(sandbox, &honest_cast)?;
+    let honest_settled = settle(sandbox, &honest_cast, options.timeout).await;
+    let honest: Vec<&str> = honest_cast.iter().map(|(n, _)| n.as_str()).collect();
+    for name in &honest {
+        if let Err(e) = sandbox
+            .node_mut(name)?
+            .wait_kubelet_serving(Duration::from_secs(5))
+            .await
+        {
+            sandbox.say(name, format!("kubelet-sim is not serving: {e}"));
+        }
+    }
+
+    // Phase 2: the rogue cases, said before they happen. They come after the
+    // honest nodes have their certificates: while a node claims another's
+    // address, a CSR naming it waits on both sides (a conflict cannot tell
+    // the owner from the claimant), so a claim made first would hold up the
+    // victim's certificate too.
+    if !rogue_cast.is_empty() && honest_settled {
+        sandbox.say(
+            "sandbox",
+            "phase 2: rogue nodes join a cluster whose honest nodes have their certificates",
+        );
+        announce_rogues(sandbox, &rogue_cast).await?;
+        start_agents(sandbox, &rogue_cast).await?;
+        start_kubelets(sandbox, &rogue_cast)?;
+        settle(sandbox, &rogue_cast, options.timeout).await;
+    }
+    sandbox.stop_narration();
+    let mut rows = sandbox.rows().await?;
+    let order = |node: &str| {
+        cast.iter()
+            .position(|(n, _)| n == node)
+            .unwrap_or(usize::MAX)
+    };
+    rows.sort_by(|a, b| {
+        (order(&a.node), a.created, &a.name).cmp(&(order(&b.node), b.created, &b.name))
+    });
+
+    let narrator = sandbox.narrator().clone();
+    narrator.raw("");
+    narrator
+        .raw("$ kubectl get csr   (the sandbox's view: node, requested SANs, condition, reason)");
+    narrator.raw(csr::render_table(&rows));
+
+    let proofs = prove(sandbox, &cast, &rows).await;
+    let (surprises, problems) = judge(&cast, &rows, &proofs);
+    for s in &surprises {
+        narrator.say("note", s);
+    }
+    narrator.raw("");
+    if problems.is_empty() {
+        narrator.raw(format!(
+            "RESULT: PASS — every honest node ({}) got an approved, issued serving certificate that verifies for its IP; no rogue node got one.",
+            honest.join(", ")
+        ));
+    } else {
+        narrator.raw("RESULT: FAIL");
+        for p in &problems {
+            narrator.raw(format!("  - {p}"));
+        }
+    }
+    Ok(Outcome {
+        cast,
+        rows,
+        proofs,
+        surprises,
+        problems,
+    })
+}
+
+/// Says what each rogue is about to do and sets the squatter's claim up.
+async fn announce_rogues(
+    sandbox: &mut Sandbox,
+    rogues: &[(String, Role)],
+) -> Result<(), SandboxError> {
+    for (name, role) in rogues {
+        match role {
+            Role::Honest => {}
+            Role::Thief { victim } => {
+                let ip = victim_ip(sandbox, victim)?;
+                sandbox.say(
+                    name,
+                    format!(
+                        "rogue: its kubelet will ask for a certificate naming {victim}'s address {ip} too; its agent attests only its own addresses → expect Denied (AddressNotAttested)"
+                    ),
+                );
+            }
+            Role::Squatter { victim } => {
+                let ip = victim_ip(sandbox, victim)?;
+                let prefix = if ip.is_ipv4() { 32 } else { 128 };
+                let net = IpNet::new(ip, prefix)
+                    .map_err(|e| SandboxError::Setup(format!("address {ip}: {e}")))?;
+                let on = sandbox
+                    .node_mut(name)?
+                    .claim_address(DUMMY_INTERFACE, net)
+                    .await?;
+                sandbox.say(
+                    name,
+                    format!(
+                        "rogue: adds {victim}'s address {ip} to {on}, so its agent attests it as its own, and its kubelet asks for it → expect Pending (AddressConflict: {victim} attests it too, and {victim}'s Node lists it)"
+                    ),
+                );
+            }
+            Role::Silent => sandbox.say(
+                name,
+                "its agent never runs: nothing attests this node → expect Pending (AwaitingAttestation)",
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Starts the agents of `nodes` (except silent ones) and waits until every
+/// replica has their attestations.
+async fn start_agents(sandbox: &mut Sandbox, nodes: &[(String, Role)]) -> Result<(), SandboxError> {
+    let agents: Vec<&str> = nodes
+        .iter()
+        .filter(|(_, r)| *r != Role::Silent)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if agents.is_empty() {
+        return Ok(());
+    }
+    for name in &agents {
+        sandbox.start_agent(name)?;
+    }
+    let how = match sandbox.mode() {
+        Mode::Namespaces => format!(
+            "rubber-stamp-agent started in {}, dialing {} (each host's /etc/hosts resolves it to every replica)",
+            agents.join(", "),
+            sandbox.context().approver_service
+        ),
+        Mode::Loopback { .. } => format!(
+            "in-process attesters started for {} (loopback mode: facts supplied by the sandbox)",
+            agents.join(", ")
+        ),
+    };
+    sandbox.say("agents", how);
+    sandbox
+        .wait_attested(&agents, Duration::from_secs(20))
+        .await
+}
+
+/// Starts the kubelets of `nodes`; the thief asks for its victim's address too.
+fn start_kubelets(sandbox: &mut Sandbox, nodes: &[(String, Role)]) -> Result<(), SandboxError> {
+    for (name, role) in nodes {
+        let ips: Option<Vec<IpAddr>> = match role {
+            Role::Thief { victim } => {
+                let mut ips = sandbox.node(name)?.addresses();
+                ips.push(victim_ip(sandbox, victim)?);
+                Some(ips)
+            }
+            _ => None,
+        };
+        sandbox.start_kubelet(name, ips.as_deref())?;
+    }
+    let names: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
+    sandbox.say(
+        "kubelets",
+        format!(
+            "kubelet-sim started on {}: each creates a kubernetes.io/kubelet-serving CSR with its node's client certificate, as a kubelet with serverTLSBootstrap: true does",
+            names.join(", ")
+        ),
+    );
+    Ok(())
+}
+
+/// Waits until every CSR of `nodes` is where its role says; says so if not.
+async fn settle(sandbox: &Sandbox, nodes: &[(String, Role)], within: Duration) -> bool {
+    let settled = sandbox
+        .wait_rows("the CSRs to reach their expected state", within, |rows| {
+            nodes.iter().all(|(name, role)| {
+                let mine: Vec<&CsrRow> = rows.iter().filter(|r| &r.node == name).collect();
+                let (condition, reason) = role.expected();
+                !mine.is_empty()
+                    && mine.iter().all(|r| match condition {
+                        Condition::Approved => r.approved_and_issued(),
+                        _ => r.condition == condition && r.reason == reason,
+                    })
+            })
+        })
+        .await;
+    match settled {
+        Ok(_) => true,
+        Err(e) => {
+            sandbox.say("sandbox", format!("not everything settled: {e}"));
+            false
+        }
+    }
+}
+
+/// The IPv4 address of `victim` (the one a rogue targets).
+fn victim_ip(sandbox: &Sandbox, victim: &str) -> Result<IpAddr, SandboxError> {
+    sandbox
+        .node(victim)?
+        .ipv4()
+        .map(IpAddr::V4)
+        .ok_or_else(|| SandboxError::Setup(format!("{victim} has no IPv4 address")))
+}
+
+/// Connects to every honest kubelet as kube-apiserver would, and shows that
+/// no rogue has a certificate and no node can pose as another.
+async fn prove(sandbox: &Sandbox, cast: &[(String, Role)], rows: &[CsrRow]) -> Vec<ProofLine> {
+    let narrator = sandbox.narrator().clone();
+    let ca = sandbox.control().cluster.ca_pem().to_owned();
+    narrator.raw("");
+    narrator.raw(
+        "CIS 1.1.21 proof: connect to each kubelet as kube-apiserver does with --kubelet-certificate-authority (trusting only the cluster CA, expecting the node's IP):",
+    );
+    let mut lines = Vec::new();
+    for (name, role) in cast {
+        let Ok(node) = sandbox.node(name) else {
+            continue;
+        };
+        if role.is_rogue() {
+            let mine: Vec<&CsrRow> = rows.iter().filter(|r| &r.node == name).collect();
+            let state = mine
+                .iter()
+                .map(|r| format!("{} {} ({})", r.name, r.condition_text(), r.reason))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let issued = mine.iter().any(|r| r.issued);
+            let serving = node.kubelet_serving();
+            let line = ProofLine {
+                node: name.clone(),
+                addr: serving,
+                expected: None,
+                result: if issued || serving.is_some() {
+                    Err(format!("HAS A CERTIFICATE: {state}"))
+                } else {
+                    Err(format!(
+                        "no certificate: {state}; its kubelet-sim has nothing to serve with"
+                    ))
+                },
+                should_verify: false,
+            };
+            narrator.raw(format!(
+                "  {name:<10} {}",
+                line.result.as_ref().err().map_or("", String::as_str)
+            ));
+            lines.push(line);
+            continue;
+        }
+        let Some(serving) = node.kubelet_serving() else {
+            let line = ProofLine {
+                node: name.clone(),
+                addr: None,
+                expected: None,
+                result: Err("its kubelet-sim is not serving".to_owned()),
+                should_verify: true,
+            };
+            narrator.raw(format!(
+                "  {name:<10} FAILED: its kubelet-sim is not serving"
+            ));
+            lines.push(line);
+            continue;
+        };
+        for expected in node.addresses() {
+            let addr = match node.placement() {
+                super::node::Placement::Host(_) => SocketAddr::new(expected, serving.port()),
+                super::node::Placement::Loopback { .. } => serving,
+            };
+            let result = proof::verify_kubelet(&ca, addr, expected)
+                .await
+                .map_err(|e| e.to_string());
+            match &result {
+                Ok(v) => narrator.raw(format!(
+                    "  {name:<10} {addr} verified for {expected}: {} issued by {}, SANs {}, valid until {}; GET /healthz → {}",
+                    v.subject,
+                    v.issuer,
+                    v.sans.join(", "),
+                    v.not_after,
+                    v.healthz
+                )),
+                Err(e) => narrator.raw(format!("  {name:<10} {addr} FAILED for {expected}: {e}")),
+            }
+            lines.push(ProofLine {
+                node: name.clone(),
+                addr: Some(addr),
+                expected: Some(expected),
+                result,
+                should_verify: true,
+            });
+        }
+    }
+    // A node with a valid certificate cannot pose as another one.
+    let honest: Vec<&str> = cast
+        .iter()
+        .filter(|(_, r)| !r.is_rogue())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if let [first, second, ..] = honest.as_slice()
+        && let (Ok(a), Ok(b)) = (sandbox.node(first), sandbox.node(second))
+        && let (Some(victim), Some(impostor)) = (a.ipv4(), b.kubelet_serving())
+    {
+        let result = proof::verify_kubelet(&ca, impostor, IpAddr::V4(victim))
+            .await
+            .map_err(|e| e.to_string());
+        match &result {
+            Ok(_) => narrator.raw(format!(
+                "  {second:<10} its certificate was ACCEPTED for {first}'s address {victim}"
+            )),
+            Err(e) => narrator.raw(format!(
+                "  {second:<10} its valid certificate offered for {first}'s address {victim} is refused ({e}): a node cannot pose as another"
+            )),
+        }
+        lines.push(ProofLine {
+            node: (*second).to_owned(),
+            addr: Some(impostor),
+            expected: Some(IpAddr::V4(victim)),
+            result,
+            should_verify: false,
+        });
+    }
+    lines
+}
+
+/// Surprises (rogue CSRs ending other than expected, but unapproved) and
+/// problems (what fails the run).
+fn judge(
+    cast: &[(String, Role)],
+    rows: &[CsrRow],
+    proofs: &[ProofLine],
+) -> (Vec<String>, Vec<String>) {
+    let mut surprises = Vec::new();
+    let mut problems = Vec::new();
+    for (name, role) in cast {
+        let mine: Vec<&CsrRow> = rows.iter().filter(|r| &r.node == name).collect();
+        if !role.is_rogue() {
+            if mine.is_empty() {
+                problems.push(format!("{name} (honest) created no CSR"));
+            }
+            for r in &mine {
+                if !r.approved_and_issued() {
+                    problems.push(format!(
+                        "{name} (honest): {} is {} ({}) instead of Approved,Issued",
+                        r.name,
+                        r.condition_text(),
+                        r.reason
+                    ));
+                }
+            }
+            continue;
+        }
+        let (condition, reason) = role.expected();
+        for r in &mine {
+            if r.condition == Condition::Approved || r.issued {
+                problems.push(format!("{name} (rogue): {} was APPROVED", r.name));
+            } else if r.condition != condition || r.reason != reason {
+                surprises.push(format!(
+                    "{name}: {} ended {} ({}), expected {:?} ({reason})",
+                    r.name,
+                    r.condition_text(),
+                    r.reason,
+                    condition
+                ));
+            }
+        }
+        if mine.is_empty() {
+            surprises.push(format!("{name}: created no CSR"));
+        }
+    }
+    for p in proofs {
+        if !p.as_expected() {
+            problems.push(match &p.result {
+                Ok(_) => format!(
+                    "{}: a certificate verified where none should ({:?} for {:?})",
+                    p.node, p.addr, p.expected
+                ),
+                Err(e) => format!("{}: proof failed: {e}", p.node),
+            });
+        }
+    }
+    (surprises, problems)
+}
