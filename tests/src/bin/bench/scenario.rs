@@ -908,12 +908,17 @@ fn floor(csrs: &[(Bytes, Vec<u8>)], storm: &Storm, report: &mut Report) -> anyho
         full.as_secs_f64() * 1e6,
         "µs",
     );
-    report.add_at_most(
+    // Not the target's quantity: the target (≤ 3×) excludes API round trips, which this
+    // whole-process figure includes (HTTP, TLS and JSON of three watch events and three
+    // requests per CSR). docs/performance.md splits a profile of the leader instead.
+    report.add(
         s,
-        "ratio",
+        "ratio, API round trips included",
         full.as_secs_f64() / floor.as_secs_f64().max(1e-12),
         "×",
-        3.0,
+    );
+    report.note(
+        "floor: the ≤ 3× target excludes API round trips; the whole-process ratio above includes them (see docs/performance.md for the profile split)".to_owned(),
     );
     Ok(())
 }
