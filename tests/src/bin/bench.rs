@@ -147,7 +147,24 @@ fn main() -> anyhow::Result<()> {
 fn build_binaries() -> anyhow::Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let status = std::process::Command::new(cargo)
+    let mut command = std::process::Command::new(cargo);
+    // `cargo run` gives this process the bench package's CARGO_PKG_*, CARGO_MANIFEST_* and
+    // the like. Build scripts (ring's) rerun when those change in cargo's own environment,
+    // so passing them on would rebuild ring and all above it here, and again on the next
+    // plain build: several minutes per run.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                key.as_ref(),
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE" | "OUT_DIR"
+            )
+        {
+            command.env_remove(key.as_ref());
+        }
+    }
+    let status = command
         .arg("build")
         .arg("--release")
         .arg("--manifest-path")
