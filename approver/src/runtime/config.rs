@@ -140,7 +140,8 @@ pub struct RunArgs {
     #[arg(long, env = "RUBBER_STAMP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Log filter, `tracing` env-filter syntax (e.g. `info,rubber_stamp_approver=debug`).
+    /// Log filter: a default level and `target=level` directives, comma-separated (e.g.
+    /// `info,rubber_stamp_approver=debug`).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_filter: String,
 

@@ -715,13 +715,10 @@ impl Objects<'_> {
             .clone()
             .unwrap_or_else(|| "default".to_owned());
         let value = (resources::kind(id).normalize)(serde_json::to_value(obj)?)?;
-        let (key, value) = rest::prepare_create(self.state, user, id, &ns, value, Some("testbed"))?;
-        let stored = self
-            .state
-            .store
-            .create(id, key.clone(), value)
-            .map_err(|_| ApiError::already_exists(resources::kind(id), &key.name))?;
-        Ok(serde_json::from_slice(&stored.json)?)
+        match rest::create_object(self.state, user, id, &ns, value, Some("testbed"), false)? {
+            rest::Created::Stored(stored) => Ok(serde_json::from_slice(&stored.json)?),
+            rest::Created::DryRun(value) => Ok(serde_json::from_value(value)?),
+        }
     }
 
     /// Replaces an object wholesale (status included, no strategy), keeping
@@ -786,6 +783,15 @@ impl Objects<'_> {
             .store
             .delete(id, &ObjectKey::new(ns, name), None)
             .is_ok())
+    }
+
+    /// Every change committed to a kind from now on, as the store commits it (no HTTP, no
+    /// selectors): for benchmarks that time writes from inside the cluster. The receiver
+    /// holds up to `watch_channel_capacity` undelivered changes; past that it lags.
+    pub fn subscribe<K: Resource>(
+        &self,
+    ) -> Result<tokio::sync::broadcast::Receiver<Arc<store::Change>>, ClusterError> {
+        Ok(self.state.store.subscribe(resource_id::<K>()?))
     }
 
     /// Drops all retained watch history: watches from older resourceVersions get 410.

@@ -25,6 +25,8 @@ use super::{Reply, State};
 
 /// How many times a write is retried on an internal resourceVersion race.
 const MAX_WRITE_ATTEMPTS: usize = 16;
+/// How many names a create with `generateName` tries (kube-apiserver: 8).
+const GENERATE_NAME_ATTEMPTS: usize = 8;
 
 /// Everything a verb handler needs about the request.
 #[derive(Debug)]
@@ -280,7 +282,20 @@ fn new_uid() -> String {
     )
 }
 
+/// Suffixes tests force on `generateName`, taken before random ones.
+#[cfg(test)]
+pub(crate) static FORCED_SUFFIXES: std::sync::Mutex<Vec<String>> =
+    std::sync::Mutex::new(Vec::new());
+
 fn generate_suffix() -> String {
+    #[cfg(test)]
+    if let Some(forced) = FORCED_SUFFIXES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .pop()
+    {
+        return forced;
+    }
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     (0..5)
         .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
@@ -669,23 +684,58 @@ pub fn create(ctx: &Ctx<'_>, info: &RequestInfo) -> Result<Reply, ApiError> {
     let mut warnings = Vec::new();
     let body = decode_body(ctx.content_type, &ctx.body)?;
     let body = normalize(k, ctx, body, &mut warnings)?;
-    let (key, obj) = prepare_create(
+    let manager = ctx.field_manager();
+    match create_object(
         ctx.state,
         ctx.user,
         info.id,
         &info.namespace,
         body,
-        Some(&ctx.field_manager()),
-    )?;
-    if dry_run {
-        return Ok(object_reply(201, k, &obj, ctx.output, warnings));
+        Some(&manager),
+        dry_run,
+    )? {
+        Created::DryRun(obj) => Ok(object_reply(201, k, &obj, ctx.output, warnings)),
+        Created::Stored(stored) => {
+            Ok(stored_reply(201, k, &stored, ctx.output)?.with_warnings(warnings))
+        }
     }
-    let stored = ctx
-        .state
-        .store
-        .create(info.id, key.clone(), obj)
-        .map_err(|e| store_err(e, k, &key.name))?;
-    Ok(stored_reply(201, k, &stored, ctx.output)?.with_warnings(warnings))
+}
+
+/// What [`create_object`] made.
+#[derive(Debug)]
+pub enum Created {
+    /// The object as it would have been stored (`dryRun=All`).
+    DryRun(Value),
+    /// The stored object.
+    Stored(Arc<StoredObject>),
+}
+
+/// Prepares (identity, defaults, validation) and stores a new object. A generated name
+/// that is taken is generated again, as kube-apiserver does since 1.32
+/// (RetryGenerateName): five random characters collide within a few thousand objects.
+pub fn create_object(
+    state: &State,
+    user: &UserInfo,
+    id: ResourceId,
+    namespace: &str,
+    body: Value,
+    manager: Option<&str>,
+    dry_run: bool,
+) -> Result<Created, ApiError> {
+    let generated = meta_str(&body, "name").is_empty();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let (key, obj) = prepare_create(state, user, id, namespace, body.clone(), manager)?;
+        if dry_run {
+            return Ok(Created::DryRun(obj));
+        }
+        match state.store.create(id, key.clone(), obj) {
+            Ok(stored) => return Ok(Created::Stored(stored)),
+            Err(StoreError::AlreadyExists) if generated && attempts < GENERATE_NAME_ATTEMPTS => {}
+            Err(e) => return Err(store_err(e, kind(id), &key.name)),
+        }
+    }
 }
 
 // === update and patch ===
@@ -697,22 +747,48 @@ enum Mutation {
     Patch(super::patch::PatchType),
 }
 
+/// Whether two objects are equal but for the `time` of their managedFields entries (a
+/// write that changes nothing else is a no-op). Compares in place: no copies.
 fn same_ignoring_times(a: &Value, b: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(list) = v
-            .pointer_mut("/metadata/managedFields")
-            .and_then(Value::as_array_mut)
-        {
-            for e in list {
-                if let Some(m) = e.as_object_mut() {
-                    m.remove("time");
-                }
-            }
-        }
-        v
+    fn same_map(
+        a: &Map<String, Value>,
+        b: &Map<String, Value>,
+        eq: impl Fn(&str, &Value, &Value) -> bool,
+    ) -> bool {
+        a.len() == b.len()
+            && a.iter()
+                .all(|(k, va)| b.get(k).is_some_and(|vb| eq(k, va, vb)))
+    }
+    let entry = |x: &Value, y: &Value| match (x, y) {
+        (Value::Object(x), Value::Object(y)) => same_map(x, y, |k, p, q| k == "time" || p == q),
+        _ => x == y,
     };
-    strip(a) == strip(b)
+    let managed = |x: &Value, y: &Value| match (x, y) {
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| entry(p, q))
+        }
+        _ => x == y,
+    };
+    let metadata = |x: &Value, y: &Value| match (x, y) {
+        (Value::Object(x), Value::Object(y)) => same_map(x, y, |k, p, q| {
+            if k == "managedFields" {
+                managed(p, q)
+            } else {
+                p == q
+            }
+        }),
+        _ => x == y,
+    };
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => same_map(a, b, |k, p, q| {
+            if k == "metadata" {
+                metadata(p, q)
+            } else {
+                p == q
+            }
+        }),
+        _ => a == b,
+    }
 }
 
 fn carry_metadata(
@@ -1307,4 +1383,60 @@ pub fn review(ctx: &Ctx<'_>, info: &RequestInfo) -> Result<Reply, ApiError> {
     }
     obj["status"] = status;
     Ok(object_reply(201, k, &obj, ctx.output, warnings))
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ObjectMeta;
+    use serde_json::json;
+
+    use super::FORCED_SUFFIXES;
+    use crate::apiserver::{Cluster, ClusterOptions};
+
+    #[test]
+    fn only_managed_field_times_are_ignored_when_looking_for_a_no_op() {
+        let obj = |time: &str, data: &str| {
+            json!({"metadata": {"name": "a", "managedFields": [
+                {"manager": "m", "operation": "Update", "time": time}]},
+                "data": {"k": data}})
+        };
+        let same = super::same_ignoring_times;
+        assert!(same(&obj("t1", "v"), &obj("t2", "v")));
+        assert!(!same(&obj("t1", "v"), &obj("t1", "w")));
+        let mut other_manager = obj("t1", "v");
+        other_manager["metadata"]["managedFields"][0]["manager"] = json!("n");
+        assert!(!same(&obj("t1", "v"), &other_manager));
+        let mut extra = obj("t1", "v");
+        extra["metadata"]["labels"] = json!({"a": "b"});
+        assert!(!same(&obj("t1", "v"), &extra));
+        assert!(!same(&extra, &obj("t1", "v")));
+    }
+
+    #[tokio::test]
+    async fn a_generated_name_that_is_taken_is_generated_again() {
+        let cluster = Cluster::start(ClusterOptions {
+            signer: None,
+            ..ClusterOptions::default()
+        })
+        .await
+        .expect("cluster");
+        let generated = ConfigMap {
+            metadata: ObjectMeta {
+                generate_name: Some("retry-".to_owned()),
+                namespace: Some("default".to_owned()),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        };
+        // The first create takes "retry-taken"; the second draws it again, then "fresh".
+        *FORCED_SUFFIXES.lock().expect("lock") =
+            vec!["fresh".to_owned(), "taken".to_owned(), "taken".to_owned()];
+        let first = cluster.objects().create(&generated).expect("first");
+        let second = cluster.objects().create(&generated).expect("second");
+        assert_eq!(first.metadata.name.as_deref(), Some("retry-taken"));
+        assert_eq!(second.metadata.name.as_deref(), Some("retry-fresh"));
+        assert!(FORCED_SUFFIXES.lock().expect("lock").is_empty());
+        cluster.shutdown().await;
+    }
 }

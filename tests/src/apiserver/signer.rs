@@ -186,7 +186,10 @@ pub fn decide(ca: &Ca, config: &SignerConfig, csr: &Value) -> Option<Outcome> {
     {
         return None;
     }
-    let der = match csr::parse_request(csr) {
+    // The API server verified the request's signature when the CSR was created (its spec
+    // is immutable); `issue` verifies it once more, as kube-controller-manager's signer
+    // does before signing.
+    let der = match csr::request_der(csr) {
         Ok(d) => d.0,
         Err(e) => return Some(Outcome::Failed(e)),
     };
@@ -276,6 +279,46 @@ fn scan(store: &Store, ca: &Ca, config: &SignerConfig) {
     }
 }
 
+/// Whether a committed CSR may need the signer: a kubelet-serving request that is
+/// approved and neither denied, failed nor issued. Read from the committed JSON without
+/// building a `Value`, since most changes (creations, the signer's own writes) do not.
+fn concerns_signer(json: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Glance {
+        #[serde(default)]
+        spec: Spec,
+        #[serde(default)]
+        status: Status,
+    }
+    #[derive(Default, serde::Deserialize)]
+    struct Spec {
+        #[serde(default, rename = "signerName")]
+        signer_name: String,
+    }
+    #[derive(Default, serde::Deserialize)]
+    struct Status {
+        #[serde(default)]
+        conditions: Vec<Condition>,
+        #[serde(default)]
+        certificate: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Condition {
+        #[serde(default, rename = "type")]
+        type_: String,
+    }
+    // Anything unexpected is looked at the slow way.
+    let Ok(csr) = serde_json::from_slice::<Glance>(json) else {
+        return true;
+    };
+    let has = |ty: &str| csr.status.conditions.iter().any(|c| c.type_ == ty);
+    csr.spec.signer_name == KUBELET_SERVING
+        && has("Approved")
+        && !has("Denied")
+        && !has("Failed")
+        && csr.status.certificate.is_empty()
+}
+
 /// Runs the signer until `shutdown`.
 pub async fn run(
     store: Arc<Store>,
@@ -289,7 +332,8 @@ pub async fn run(
         tokio::select! {
             () = shutdown.cancelled() => return,
             r = rx.recv() => match r {
-                Ok(change) if change.kind != ChangeType::Deleted => handle(&store, &ca, &config, &change.key),
+                Ok(change) if change.kind != ChangeType::Deleted
+                    && concerns_signer(&change.object.json) => handle(&store, &ca, &config, &change.key),
                 Ok(_) => {}
                 Err(RecvError::Lagged(_)) => scan(&store, &ca, &config),
                 Err(RecvError::Closed) => return,
@@ -317,6 +361,40 @@ mod tests {
 
     fn u(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn only_approved_unissued_kubelet_serving_requests_concern_the_signer() {
+        let csr = |signer: &str, conditions: &[&str], certificate: &str| {
+            let conditions: Vec<Value> = conditions
+                .iter()
+                .map(|t| json!({"type": t, "status": "True"}))
+                .collect();
+            serde_json::to_vec(&json!({
+                "spec": {"signerName": signer, "request": "…"},
+                "status": {"conditions": conditions, "certificate": certificate},
+            }))
+            .expect("json")
+        };
+        assert!(concerns_signer(&csr(KUBELET_SERVING, &["Approved"], "")));
+        assert!(!concerns_signer(&csr(KUBELET_SERVING, &[], "")));
+        assert!(!concerns_signer(&csr(
+            KUBELET_SERVING,
+            &["Approved"],
+            "LS0t"
+        )));
+        assert!(!concerns_signer(&csr(
+            KUBELET_SERVING,
+            &["Approved", "Failed"],
+            ""
+        )));
+        assert!(!concerns_signer(&csr(KUBELET_SERVING, &["Denied"], "")));
+        assert!(!concerns_signer(&csr(
+            "example.com/other",
+            &["Approved"],
+            ""
+        )));
+        assert!(concerns_signer(b"not json"), "the slow path decides");
     }
 
     #[test]

@@ -291,6 +291,8 @@ async fn spawn_approver(
     Spawned::start(
         Command::new(bin_dir.join("rubber-stamp-approver"))
             .arg("run")
+            // No cluster here: the attestation servers only.
+            .arg("--attestation-only")
             .args(["--grpc-listen", "127.0.0.1:0"])
             .args(["--health-listen", "127.0.0.1:0"])
             .args(["--admin-listen", "127.0.0.1:0"])

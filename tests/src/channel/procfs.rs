@@ -84,6 +84,31 @@ pub fn usage(pid: u32) -> Result<Usage, ProcError> {
     })
 }
 
+/// CPU time of every thread of `pid`, in nanoseconds, from `/proc/<pid>/task/*/schedstat`
+/// (the scheduler's own accounting, far finer than the 10 ms ticks of `stat`). Threads that
+/// exited are not counted.
+pub fn cpu_time_precise(pid: u32) -> Result<Duration, ProcError> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(|source| ProcError::Read { pid, source })?;
+    let mut total = 0u64;
+    for task in tasks {
+        let task = task.map_err(|source| ProcError::Read { pid, source })?;
+        // A thread may exit between listing and reading.
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse::<u64>().ok())
+            .ok_or(ProcError::Format {
+                pid,
+                file: "schedstat",
+            })?;
+    }
+    Ok(Duration::from_nanos(total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +118,21 @@ mod tests {
         let usage = usage(std::process::id()).expect("usage");
         assert!(usage.rss_kib > 0);
         assert!(usage.peak_rss_kib >= usage.rss_kib);
+    }
+
+    #[test]
+    fn precise_cpu_time_grows_with_work() {
+        let pid = std::process::id();
+        let before = cpu_time_precise(pid).expect("schedstat");
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(30) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let after = cpu_time_precise(pid).expect("schedstat");
+        assert!(
+            after.saturating_sub(before) >= Duration::from_millis(10),
+            "{before:?} → {after:?}"
+        );
     }
 }
