@@ -74,6 +74,16 @@ pub enum IdentityError {
         /// What was wrong.
         source: rustls_pki_types::pem::Error,
     },
+    /// The private key is not the certificate's (or not a key rustls can use).
+    #[error("{key} does not hold the private key of the certificate in {cert}: {reason}")]
+    Mismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What rustls said.
+        reason: String,
+    },
     /// The leaf certificate is not valid X.509.
     #[error("{path}: certificate does not parse: {reason}")]
     X509 {
@@ -118,9 +128,21 @@ impl IdentitySource {
             .ok_or(rustls_pki_types::pem::Error::NoItemsFound)
             .map_err(certificate_error)?
             .map_err(certificate_error)?;
-        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| IdentityError::Key {
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| IdentityError::Key {
             path: self.key_path().to_owned(),
             source,
+        })?;
+        // A half-rotated pair (separate files written one after the other) is refused here,
+        // so the agent keeps its previous identity instead of failing every handshake.
+        rustls::sign::CertifiedKey::from_der(
+            vec![leaf.clone().into_owned()],
+            key,
+            &rustls::crypto::ring::default_provider(),
+        )
+        .map_err(|e| IdentityError::Mismatch {
+            cert: cert_path.to_owned(),
+            key: self.key_path().to_owned(),
+            reason: e.to_string(),
         })?;
         let (_, cert) = X509Certificate::from_der(&leaf).map_err(|e| IdentityError::X509 {
             path: cert_path.to_owned(),
@@ -252,10 +274,22 @@ mod tests {
         let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
         std::fs::write(&c, &cert).expect("write");
         std::fs::write(&k, &key).expect("write");
-        let separate = IdentitySource::Separate { cert: c, key: k }
-            .load()
-            .expect("separate");
+        let separate = IdentitySource::Separate {
+            cert: c.clone(),
+            key: k.clone(),
+        }
+        .load()
+        .expect("separate");
         assert_eq!(separate.serial, id.serial);
+
+        // Another certificate's key is refused, naming both files.
+        let (_, other_key) = mk_pems("system:node:worker-1");
+        std::fs::write(&k, &other_key).expect("write");
+        let mismatch = IdentitySource::Separate { cert: c, key: k }.load();
+        assert!(
+            matches!(mismatch, Err(IdentityError::Mismatch { .. })),
+            "{mismatch:?}"
+        );
     }
 
     #[test]
