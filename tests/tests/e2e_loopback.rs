@@ -85,7 +85,12 @@ fn the_sandbox_binary_in_loopback_mode_says_so_and_passes() {
         ["Pending", "AwaitingAttestation"],
         "{context}"
     );
-    for rogue in ["thief", "squatter", "no-agent"] {
+    assert_eq!(
+        &row("dns-thief")[3..],
+        ["Denied", "NameNotAllowed"],
+        "{context}"
+    );
+    for rogue in ["thief", "squatter", "no-agent", "dns-thief"] {
         assert!(
             stdout
                 .lines()

@@ -76,6 +76,24 @@ async fn honest_nodes_are_approved_and_every_rogue_case_is_not() {
     assert_eq!(silent.len(), 1);
     assert_eq!(silent[0].condition, Condition::Pending);
     assert_eq!(silent[0].reason, "AwaitingAttestation");
+    let dns_thief = outcome.rows_of("dns-thief");
+    assert_eq!(dns_thief.len(), 1);
+    assert_eq!(
+        dns_thief[0].condition,
+        Condition::Denied,
+        "{:?}",
+        dns_thief[0]
+    );
+    assert_eq!(dns_thief[0].reason, "NameNotAllowed");
+    assert!(
+        dns_thief[0]
+            .dns
+            .iter()
+            .any(|d| d == scenario::SERVICE_HOSTNAME),
+        "{:?}",
+        dns_thief[0]
+    );
+    assert!(!dns_thief[0].issued);
 
     // The squatter's agent really attested the stolen address (on its dummy
     // interface): the conflict is the approver's finding, not a missing fact.
@@ -86,6 +104,16 @@ async fn honest_nodes_are_approved_and_every_rogue_case_is_not() {
                 .any(|(iface, ip)| iface == scenario::DUMMY_INTERFACE && ip == stolen),
             "{replica}: {a:?}"
         );
+    }
+    // The DNS thief's agent really attested the Service name as its hostname (the
+    // real agent read it from its UTS namespace): the denial is the policy's.
+    for (replica, attestation) in sandbox
+        .attestations_of("dns-thief")
+        .await
+        .expect("snapshot")
+    {
+        let a = attestation.unwrap_or_else(|| panic!("{replica} has no attestation of dns-thief"));
+        assert_eq!(a.hostname, scenario::SERVICE_HOSTNAME, "{replica}");
     }
 
     // The proof: every honest node's kubelet verified for each of its IPs,

@@ -590,20 +590,17 @@ impl Ctx<'_> {
                 suffixes.join(", ")
             )
         };
-        let hostname = if hostname_counts {
-            format!("its attested hostname {}", quoted(&a.hostname))
-        } else {
-            format!(
-                "its attested hostname {} (which does not count: it is neither the node name nor shares its first label)",
-                quoted(&a.hostname)
-            )
-        };
+        let hostname = format!("its attested hostname {}", quoted(&a.hostname));
         let missing_detail = || {
-            format!(
-                "{} {} neither the node name {node} nor {hostname}{with_suffix}",
-                Listed(&missing.items, missing.count),
-                if missing.count == 1 { "is" } else { "are" },
-            )
+            let names = Listed(&missing.items, missing.count);
+            let is = if missing.count == 1 { "is" } else { "are" };
+            if hostname_counts {
+                format!("{names} {is} neither the node name {node} nor {hostname}{with_suffix}")
+            } else {
+                format!(
+                    "{names} {is} not the node name {node}{with_suffix}; {hostname} does not count: it is neither the node name nor shares its first label"
+                )
+            }
         };
         if !not_allowed.is_empty() {
             return deny_not_allowed((!missing.is_empty()).then(missing_detail));

@@ -22,7 +22,7 @@ const EXIT_ERROR: u8 = 3;
 /// Runs kubelet-rubber-stamp end to end on this machine: the testbed
 /// Kubernetes API server with its kubelet-serving signer and the project's
 /// RBAC, two leader-elected `rubber-stamp-approver` replicas, honest nodes and
-/// three rogue cases, each node running the real `rubber-stamp-agent` and
+/// four rogue cases, each node running the real `rubber-stamp-agent` and
 /// `kubelet-sim`. Prints what happens and why, a `kubectl get csr`-style
 /// table, and proves the point of CIS 1.1.21 by verifying each honest
 /// kubelet's certificate against the cluster CA and the node's IP.
@@ -39,7 +39,7 @@ struct Args {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=50))]
     nodes: u8,
 
-    /// Leave out the rogue nodes (thief, squatter, no-agent).
+    /// Leave out the rogue nodes (thief, squatter, no-agent, dns-thief).
     #[arg(long)]
     no_rogues: bool,
 

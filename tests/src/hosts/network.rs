@@ -600,6 +600,12 @@ impl Host {
     /// namespace carrying the host's hostname. Program, arguments,
     /// environment changes and working directory carry over; stdio does not.
     pub fn command(&self, cmd: &Command) -> Command {
+        self.command_as(cmd, &self.hostname)
+    }
+
+    /// [`command`](Self::command), with `hostname` as the UTS hostname the command
+    /// sees instead of the host's own: what root on a node gets by renaming it.
+    pub fn command_as(&self, cmd: &Command, hostname: &str) -> Command {
         let t = self.shared.tools;
         let mut wrapped = Command::new(&t.ip);
         wrapped
@@ -612,7 +618,7 @@ impl Host {
             .arg(&t.sh)
             .arg("-c")
             .arg(SET_HOSTNAME_THEN_EXEC)
-            .arg(&self.hostname)
+            .arg(hostname)
             .arg(cmd.get_program())
             .args(cmd.get_args());
         carry_over(cmd, &mut wrapped);
@@ -623,8 +629,19 @@ impl Host {
     /// own process group, output captured under the network's run directory,
     /// killed with its group when the handle is dropped.
     pub fn spawn(&self, label: &str, cmd: &Command) -> Result<HostProcess, HostsError> {
+        self.spawn_as(label, cmd, &self.hostname)
+    }
+
+    /// [`spawn`](Self::spawn) with `hostname` as the process's UTS hostname
+    /// (see [`command_as`](Self::command_as)).
+    pub fn spawn_as(
+        &self,
+        label: &str,
+        cmd: &Command,
+        hostname: &str,
+    ) -> Result<HostProcess, HostsError> {
         let label = format!("{}-{label}", self.hostname);
-        HostProcess::spawn(&label, self.command(cmd), &self.shared.run_dir)
+        HostProcess::spawn(&label, self.command_as(cmd, hostname), &self.shared.run_dir)
     }
 
     /// Runs `cmd` inside the host to completion (at most `timeout`, then it

@@ -75,6 +75,8 @@ enum Agent {
 #[derive(Debug)]
 pub struct SimNode {
     name: String,
+    /// The UTS hostname its processes see (the node name unless changed).
+    hostname: String,
     dir: PathBuf,
     credentials: NodeCredentials,
     machine_id: String,
@@ -117,6 +119,7 @@ impl SimNode {
         };
         Ok(Self {
             name: name.to_owned(),
+            hostname: name.to_owned(),
             dir,
             credentials,
             machine_id,
@@ -130,9 +133,21 @@ impl SimNode {
         })
     }
 
-    /// The node name (also its hostname).
+    /// The node name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The hostname its agent and kubelet see: the node name unless
+    /// [`set_hostname`](Self::set_hostname) changed it.
+    pub fn hostname(&self) -> &str {
+        &self.hostname
+    }
+
+    /// What root on the node does with `hostname NAME`: processes started
+    /// afterwards (agent, kubelet) see `hostname`. The node name stays.
+    pub fn set_hostname(&mut self, hostname: &str) {
+        hostname.clone_into(&mut self.hostname);
     }
 
     /// Where it lives.
@@ -330,7 +345,11 @@ impl SimNode {
                     .arg("--boot-id-path")
                     .arg(self.dir.join("boot_id"))
                     .args(["--log-filter", "info"]);
-                Agent::Process(host.spawn(&format!("agent{}", self.agent_starts), &cmd)?)
+                Agent::Process(host.spawn_as(
+                    &format!("agent{}", self.agent_starts),
+                    &cmd,
+                    &self.hostname,
+                )?)
             }
             Placement::Loopback {
                 source,
@@ -364,7 +383,7 @@ impl SimNode {
                         backoff_max: ctx.timings.agent_backoff_max,
                     },
                     ReportedFacts {
-                        hostname: self.name.clone(),
+                        hostname: self.hostname.clone(),
                         interfaces,
                         machine_id: self.machine_id.clone(),
                         boot_id: self.boot_id.clone(),
@@ -455,7 +474,7 @@ impl SimNode {
                 if let Some(ips) = ips {
                     cmd.arg("--node-ip").arg(join(ips));
                 }
-                host.spawn("kubelet-sim", &cmd)?
+                host.spawn_as("kubelet-sim", &cmd, &self.hostname)?
             }
             Placement::Loopback { source, .. } => {
                 // What discovery finds on a host: its own addresses and any
@@ -466,7 +485,7 @@ impl SimNode {
                         .iter()
                         .flat_map(|(_, nets)| nets.iter().map(IpNet::addr)),
                 );
-                cmd.args(["--hostname-override", &self.name])
+                cmd.args(["--hostname-override", &self.hostname])
                     .arg("--node-ip")
                     .arg(join(ips.unwrap_or(&all)))
                     .arg("--address")

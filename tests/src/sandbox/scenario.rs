@@ -2,7 +2,9 @@
 //! certificates; a node asking for another node's IP is denied; a node that
 //! puts that IP on a dummy interface so its agent attests it stays pending
 //! (AddressConflict); a node whose agent never runs stays pending
-//! (AwaitingAttestation). Then the CIS 1.1.21 proof.
+//! (AwaitingAttestation); a node renamed to a cluster Service's name, whose
+//! agent attests that hostname, is denied (NameNotAllowed). Then the CIS
+//! 1.1.21 proof.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -15,6 +17,9 @@ use super::{Mode, Sandbox, SandboxError};
 
 /// The interface the squatter puts the stolen address on.
 pub const DUMMY_INTERFACE: &str = "dummy0";
+
+/// The hostname the DNS thief gives its node: the API server's in-cluster name.
+pub const SERVICE_HOSTNAME: &str = "kubernetes.default.svc";
 
 /// What a node in the scenario does.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +39,9 @@ pub enum Role {
     },
     /// Its agent never runs.
     Silent,
+    /// Renames the node to a cluster Service name (root's `hostname`), so its
+    /// agent attests that hostname and its kubelet asks for it.
+    DnsThief,
 }
 
 impl Role {
@@ -49,6 +57,7 @@ impl Role {
             Self::Thief { .. } => (Condition::Denied, "AddressNotAttested"),
             Self::Squatter { .. } => (Condition::Pending, "AddressConflict"),
             Self::Silent => (Condition::Pending, "AwaitingAttestation"),
+            Self::DnsThief => (Condition::Denied, "NameNotAllowed"),
         }
     }
 }
@@ -58,7 +67,7 @@ impl Role {
 pub struct ScenarioOptions {
     /// Honest nodes (`worker-1`…).
     pub honest: usize,
-    /// Include the three rogue cases.
+    /// Include the four rogue cases.
     pub rogues: bool,
     /// How long the CSRs may take to reach their expected state.
     pub timeout: Duration,
@@ -89,6 +98,7 @@ pub fn cast(options: &ScenarioOptions) -> Vec<(String, Role)> {
         ));
         cast.push(("squatter".to_owned(), Role::Squatter { victim }));
         cast.push(("no-agent".to_owned(), Role::Silent));
+        cast.push(("dns-thief".to_owned(), Role::DnsThief));
     }
     cast
 }
@@ -285,6 +295,15 @@ async fn announce_rogues(
                 name,
                 "its agent never runs: nothing attests this node → expect Pending (AwaitingAttestation)",
             ),
+            Role::DnsThief => {
+                sandbox.node_mut(name)?.set_hostname(SERVICE_HOSTNAME);
+                sandbox.say(
+                    name,
+                    format!(
+                        "rogue: root renames the node {SERVICE_HOSTNAME}, so its agent attests that hostname and its kubelet asks for a certificate with that name → expect Denied (NameNotAllowed: a cluster Service name; nor would a hostname that is not the node name count)"
+                    ),
+                );
+            }
         }
     }
     Ok(())
