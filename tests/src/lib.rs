@@ -23,3 +23,4 @@ pub mod hosts;
 pub mod kubelet;
 pub mod pki;
 pub mod sandbox;
+pub mod spawned;

@@ -9,18 +9,17 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{anyhow, bail};
 use clap::{Parser, Subcommand};
 use futures::StreamExt as _;
-use rubber_stamp_testbed::channel::procfs::{self, Usage};
+use rubber_stamp_testbed::channel::procfs::Usage;
 use rubber_stamp_testbed::channel::raw::{self, RawStream};
 use rubber_stamp_testbed::channel::{ChannelPki, SERVER_NAME, http_get};
 use rubber_stamp_testbed::pki::Leaf;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use rubber_stamp_testbed::spawned::{Spawned, parse_metrics};
+use tokio::process::Command;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -107,7 +106,7 @@ async fn approver_load(
     let mut approver = spawn_approver(bin_dir, pki, agents).await?;
     let (grpc, admin) = (approver.addr("grpc")?, approver.addr("admin")?);
     tokio::time::sleep(settle).await;
-    let baseline = procfs::usage(approver.pid)?;
+    let baseline = approver.usage()?;
 
     let started = Instant::now();
     let opened: Vec<Result<RawStream, String>> = futures::stream::iter(leaves.iter().enumerate())
@@ -159,10 +158,10 @@ async fn approver_load(
     }
 
     tokio::time::sleep(settle).await;
-    let connected = procfs::usage(approver.pid)?;
+    let connected = approver.usage()?;
 
     // A second round: every agent reports again (a heartbeat).
-    let before_round = procfs::usage(approver.pid)?;
+    let before_round = approver.usage()?;
     let started = Instant::now();
     let acks =
         futures::stream::iter(streams.iter_mut().enumerate())
@@ -174,20 +173,20 @@ async fn approver_load(
             .count()
             .await;
     let round_time = started.elapsed();
-    let after_round = procfs::usage(approver.pid)?;
+    let after_round = approver.usage()?;
 
     tokio::time::sleep(idle).await;
-    let after_idle = procfs::usage(approver.pid)?;
+    let after_idle = approver.usage()?;
 
     drop(streams);
     tokio::time::sleep(settle).await;
-    let closed = procfs::usage(approver.pid)?;
+    let closed = approver.usage()?;
     let stop_time = approver.terminate().await?;
 
     let n = agents as f64;
     let per_stream = (connected.rss_kib as f64 - baseline.rss_kib as f64) * 1024.0 / n;
     println!();
-    println!("approver (pid {}), {agents} agents:", approver.pid);
+    println!("approver (pid {}), {agents} agents:", approver.pid());
     print_usage("  idle, no agents          ", baseline);
     print_usage("  all streams open         ", connected);
     print_usage("  after the second round   ", after_round);
@@ -217,6 +216,7 @@ async fn agent_idle(bin_dir: &Path, pki: &ChannelPki, over: Duration) -> anyhow:
     let (grpc, admin) = (approver.addr("grpc")?, approver.addr("admin")?);
     let identity = pki.write_combined(&pki.node("idle-node")?, "idle-node")?;
     let mut agent = Spawned::start(
+        "agent",
         Command::new(bin_dir.join("rubber-stamp-agent"))
             .arg("--approver")
             .arg(grpc.to_string())
@@ -246,15 +246,15 @@ async fn agent_idle(bin_dir: &Path, pki: &ChannelPki, over: Duration) -> anyhow:
     }
     // Let start-up allocations and the first report settle before measuring.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let start = procfs::usage(agent.pid)?;
+    let start = agent.usage()?;
     tokio::time::sleep(over).await;
-    let end = procfs::usage(agent.pid)?;
+    let end = agent.usage()?;
     let stop_time = agent.terminate().await?;
     approver.terminate().await?;
     let cpu = end.cpu.saturating_sub(start.cpu);
     println!(
         "agent (pid {}), default intervals (poll 10 s, heartbeat 60 s), one approver:",
-        agent.pid
+        agent.pid()
     );
     print_usage("  at start of measurement ", start);
     print_usage("  at end of measurement   ", end);
@@ -289,6 +289,7 @@ async fn spawn_approver(
     connections: usize,
 ) -> anyhow::Result<Spawned> {
     Spawned::start(
+        "approver",
         Command::new(bin_dir.join("rubber-stamp-approver"))
             .arg("run")
             // No cluster here: the attestation servers only.
@@ -314,95 +315,7 @@ async fn spawn_approver(
     .await
 }
 
-/// A child process whose JSON log line with `message == ready_message` was seen.
-struct Spawned {
-    child: Child,
-    pid: u32,
-    ready_line: HashMap<String, String>,
-}
-
-impl Spawned {
-    async fn start(command: &mut Command, ready_message: &str) -> anyhow::Result<Self> {
-        let program = format!("{:?}", command.as_std().get_program());
-        let mut child = command
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {program} (build it first: cargo build --release -p rubber-stamp-approver -p rubber-stamp-agent)"))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| anyhow!("{program} exited at once"))?;
-        let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
-        let mut lines = BufReader::new(stderr).lines();
-        let ready_line = tokio::time::timeout(Duration::from_secs(20), async {
-            while let Some(line) = lines.next_line().await? {
-                let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(&line) else {
-                    eprintln!("{program}: {line}");
-                    continue;
-                };
-                if fields.get("message").and_then(|m| m.as_str()) == Some(ready_message) {
-                    return Ok(fields
-                        .into_iter()
-                        .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
-                        .collect());
-                }
-            }
-            Err(anyhow!("{program} exited before logging {ready_message:?}"))
-        })
-        .await
-        .map_err(|_| anyhow!("{program} did not log {ready_message:?} within 20 s"))??;
-        // Keep draining its logs so it never blocks on a full pipe.
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("\"level\":\"ERROR\"") || line.contains("\"level\":\"WARN\"") {
-                    eprintln!("{line}");
-                }
-            }
-        });
-        Ok(Self {
-            child,
-            pid,
-            ready_line,
-        })
-    }
-
-    fn addr(&self, field: &str) -> anyhow::Result<SocketAddr> {
-        self.ready_line
-            .get(field)
-            .ok_or_else(|| anyhow!("no {field} in the ready log line"))?
-            .parse()
-            .with_context(|| format!("parsing {field}"))
-    }
-
-    /// Sends SIGTERM and waits (up to 20 s) for a clean exit; returns how long it took.
-    async fn terminate(&mut self) -> anyhow::Result<Duration> {
-        let started = Instant::now();
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status()
-            .await?;
-        if !status.success() {
-            bail!("kill -TERM {} failed", self.pid);
-        }
-        let exit = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
-            .await
-            .map_err(|_| anyhow!("pid {} did not exit within 20 s of SIGTERM", self.pid))??;
-        if !exit.success() {
-            bail!("pid {} exited with {exit}", self.pid);
-        }
-        Ok(started.elapsed())
-    }
-}
-
 async fn metrics(admin: SocketAddr) -> anyhow::Result<HashMap<String, f64>> {
     let (_, text) = http_get(admin, "/metrics").await?;
-    Ok(text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_owned(), value.parse().ok()?))
-        })
-        .collect())
+    Ok(parse_metrics(&text))
 }
