@@ -152,8 +152,9 @@ pub fn normalise(
     // Past the limits, what a serving certificate can name goes first: a busy node has
     // hundreds of pod devices (`cali…`, `lxc…`, `veth…`) that sort before `eth0` and
     // carry at most link-local addresses.
+    // A stable sort keeps the map's name order within each rank.
     let mut ranked: Vec<(String, BTreeSet<IpNet>)> = by_name.into_iter().collect();
-    ranked.sort_by_key(|(name, nets)| (!nets.iter().any(|n| is_routable(n.addr())), name.clone()));
+    ranked.sort_by_key(|(_, nets)| !nets.iter().any(|n| is_routable(n.addr())));
     let mut budget = limits::MAX_ADDRESSES_PER_REPORT;
     let mut interfaces: Vec<Interface> = ranked
         .into_iter()

@@ -143,6 +143,8 @@ pub struct ConnectionLimits {
 
 /// Counts of something held per key, each count bounded; a [`Held`] gives its unit back
 /// when dropped.
+/// Clones share the counts.
+#[derive(Clone)]
 struct Tally<K: Eq + Hash + Clone>(Arc<Mutex<HashMap<K, usize>>>);
 
 /// One unit of a [`Tally`], returned on drop.
@@ -241,7 +243,7 @@ async fn accept_loop(
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let handshakes = Tally::new();
-    let peers = Arc::new(Tally::new());
+    let peers = Tally::new();
     loop {
         let (tcp, address) = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -276,7 +278,7 @@ async fn accept_loop(
         let acceptor = acceptor.clone();
         let metrics = metrics.clone();
         let tx = tx.clone();
-        let peers = Arc::clone(&peers);
+        let peers = peers.clone();
         tokio::spawn(async move {
             let handshaken =
                 tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await;
