@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ipnet::IpNet;
+use rubber_stamp_proto::ids::{is_boot_id, is_machine_id};
 use rubber_stamp_proto::limits;
 use rubber_stamp_proto::v1::{IpPrefix, NetworkInterface, NodeReport};
 use sysinfo::{Networks, System};
@@ -90,7 +91,7 @@ impl FactSource {
         });
         let mut facts = normalise(&hostname, interfaces)?;
         facts.machine_id = read_id(&self.machine_id_path, is_machine_id);
-        facts.boot_id = read_id(&self.boot_id_path, is_uuid);
+        facts.boot_id = read_id(&self.boot_id_path, is_boot_id);
         Ok(facts)
     }
 }
@@ -211,20 +212,6 @@ fn read_id(path: &Path, valid: fn(&str) -> bool) -> Option<String> {
     }
 }
 
-fn is_lower_hex(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-fn is_machine_id(s: &str) -> bool {
-    s.len() == 32 && is_lower_hex(s)
-}
-
-fn is_uuid(s: &str) -> bool {
-    let groups: Vec<&str> = s.split('-').collect();
-    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]) && groups.iter().all(|g| is_lower_hex(g))
-}
-
 // === impl NodeFacts ===
 
 impl NodeFacts {
@@ -240,13 +227,7 @@ impl NodeFacts {
                     addresses: i
                         .addresses
                         .iter()
-                        .map(|net| IpPrefix {
-                            address: match net.addr() {
-                                IpAddr::V4(a) => a.octets().to_vec(),
-                                IpAddr::V6(a) => a.octets().to_vec(),
-                            },
-                            prefix_length: u32::from(net.prefix_len()),
-                        })
+                        .map(|net| IpPrefix::new(net.addr(), net.prefix_len()))
                         .collect(),
                 })
                 .collect(),
@@ -456,10 +437,10 @@ mod tests {
         );
         std::fs::write(&machine, "garbage\n").expect("write");
         assert_eq!(read_id(&machine, is_machine_id), None);
-        assert_eq!(read_id(&dir.path().join("missing"), is_uuid), None);
+        assert_eq!(read_id(&dir.path().join("missing"), is_boot_id), None);
         let boot = dir.path().join("boot_id");
         std::fs::write(&boot, "01234567-89ab-cdef-0123-456789abcdef\n").expect("write");
-        assert!(read_id(&boot, is_uuid).is_some());
+        assert!(read_id(&boot, is_boot_id).is_some());
     }
 
     #[test]

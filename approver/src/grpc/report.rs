@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
+use rubber_stamp_proto::ids::{is_boot_id, is_machine_id};
 use rubber_stamp_proto::limits;
 use rubber_stamp_proto::v1::{AgentMessage, IpPrefix, NetworkInterface, NodeReport, agent_message};
 
@@ -147,7 +148,7 @@ impl TryFrom<NodeReport> for ValidReport {
         let hostname = parse_hostname(&report.hostname)?;
         let interfaces = parse_interfaces(report.interfaces)?;
         let machine_id = parse_optional(report.machine_id, is_machine_id, ReportError::MachineId)?;
-        let boot_id = parse_optional(report.boot_id, is_uuid, ReportError::BootId)?;
+        let boot_id = parse_optional(report.boot_id, is_boot_id, ReportError::BootId)?;
         let agent_version = if report.agent_version.is_empty() {
             None
         } else if report.agent_version.len() > limits::MAX_AGENT_VERSION_BYTES
@@ -305,22 +306,6 @@ fn parse_optional(
     } else {
         Err(error(value))
     }
-}
-
-fn is_lower_hex(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// systemd's machine-id format: 32 lower-case hex digits.
-fn is_machine_id(s: &str) -> bool {
-    s.len() == 32 && is_lower_hex(s)
-}
-
-/// The kernel's boot id format: a lower-case 8-4-4-4-12 UUID.
-fn is_uuid(s: &str) -> bool {
-    let groups: Vec<&str> = s.split('-').collect();
-    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]) && groups.iter().all(|g| is_lower_hex(g))
 }
 
 #[cfg(test)]

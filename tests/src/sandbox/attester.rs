@@ -209,13 +209,7 @@ fn message(facts: &ReportedFacts, sequence: u64, nonce: Vec<u8>) -> AgentMessage
                     name: name.clone(),
                     addresses: addresses
                         .iter()
-                        .map(|net| IpPrefix {
-                            address: match net.addr() {
-                                IpAddr::V4(a) => a.octets().to_vec(),
-                                IpAddr::V6(a) => a.octets().to_vec(),
-                            },
-                            prefix_length: u32::from(net.prefix_len()),
-                        })
+                        .map(|net| IpPrefix::new(net.addr(), net.prefix_len()))
                         .collect(),
                 })
                 .collect(),
