@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use ipnet::IpNet;
 use rubber_stamp_proto::ids::{is_boot_id, is_machine_id};
 use rubber_stamp_proto::limits;
-use rubber_stamp_proto::v1::{IpPrefix, NetworkInterface, NodeReport};
+use rubber_stamp_proto::sources;
+use rubber_stamp_proto::v1::{self, IpPrefix, NetworkInterface, NodeReport};
 use sysinfo::{Networks, System};
 use tokio::sync::watch;
 
@@ -27,6 +28,11 @@ pub struct NodeFacts {
     pub machine_id: Option<String>,
     /// Contents of the boot-id file, if it holds a UUID.
     pub boot_id: Option<String>,
+    /// What the interface facts leave out (interfaces or addresses past the wire
+    /// contract's limits, names it cannot carry), in plain words; `None` when they
+    /// hold everything the kernel listed. Sent with every report, so the approver
+    /// never takes a cut list for the whole node.
+    pub interfaces_cut: Option<String>,
 }
 
 /// One interface.
@@ -107,8 +113,9 @@ impl std::fmt::Debug for FactSource {
 
 /// Builds normalised facts from raw interface data, within the wire contract's limits:
 /// names sorted, addresses canonical (IPv4-mapped IPv6 becomes IPv4), sorted and unique.
-/// Interfaces whose name the contract cannot carry are skipped, and addresses past the
-/// per-interface and per-report limits are dropped (in sorted order); both are logged.
+/// Interfaces whose name the contract cannot carry are skipped, and interfaces and
+/// addresses past the contract's limits are dropped (routable ones kept first); all of
+/// it is logged and said in [`NodeFacts::interfaces_cut`], so the report says it is cut.
 pub fn normalise(
     hostname: &str,
     interfaces: impl IntoIterator<Item = (String, Vec<(IpAddr, u8)>)>,
@@ -122,12 +129,14 @@ pub fn normalise(
         return Err(FactsError::NoHostname);
     }
     let mut by_name: BTreeMap<String, BTreeSet<IpNet>> = BTreeMap::new();
+    let mut cut = Cut::default();
     for (name, addresses) in interfaces {
         if name.is_empty()
             || name.len() > limits::MAX_INTERFACE_NAME_BYTES
             || name.chars().any(char::is_control)
         {
             tracing::warn!(name = ?name, "skipping an interface whose name cannot be reported");
+            cut.unnamed += 1;
             continue;
         }
         let nets = by_name.entry(name).or_default();
@@ -149,6 +158,7 @@ pub fn normalise(
             limit = limits::MAX_INTERFACES,
             "too many interfaces; reporting those with routable addresses first"
         );
+        cut.interfaces = by_name.len() - limits::MAX_INTERFACES;
     }
     // Past the limits, what a serving certificate can name goes first: a busy node has
     // hundreds of pod devices (`cali…`, `lxc…`, `veth…`) that sort before `eth0` and
@@ -164,6 +174,7 @@ pub fn normalise(
             let keep = nets.len().min(limits::MAX_ADDRESSES_PER_INTERFACE).min(budget);
             if keep < nets.len() {
                 tracing::warn!(interface = %name, addresses = nets.len(), reported = keep, "too many addresses on an interface; reporting the routable ones first");
+                cut.addresses += nets.len() - keep;
             }
             budget -= keep;
             let mut nets: Vec<IpNet> = nets.into_iter().collect();
@@ -182,7 +193,47 @@ pub fn normalise(
         interfaces,
         machine_id: None,
         boot_id: None,
+        interfaces_cut: cut.describe(),
     })
+}
+
+/// What [`normalise`] left out.
+#[derive(Debug, Default)]
+struct Cut {
+    /// Interfaces whose name the contract cannot carry.
+    unnamed: usize,
+    /// Interfaces past the per-report limit.
+    interfaces: usize,
+    /// Addresses past the per-interface or per-report limit.
+    addresses: usize,
+}
+
+impl Cut {
+    fn describe(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if self.unnamed > 0 {
+            parts.push(format!(
+                "{} interfaces whose names the report cannot carry",
+                self.unnamed
+            ));
+        }
+        if self.interfaces > 0 {
+            parts.push(format!(
+                "{} interfaces past the limit of {}",
+                self.interfaces,
+                limits::MAX_INTERFACES
+            ));
+        }
+        if self.addresses > 0 {
+            parts.push(format!(
+                "{} addresses past the limits of {} per interface and {} per report",
+                self.addresses,
+                limits::MAX_ADDRESSES_PER_INTERFACE,
+                limits::MAX_ADDRESSES_PER_REPORT
+            ));
+        }
+        (!parts.is_empty()).then(|| format!("left out {}", parts.join(", ")))
+    }
 }
 
 /// An address a serving certificate could name: not loopback, link-local, multicast or
@@ -236,6 +287,10 @@ impl NodeFacts {
             agent_version: AGENT_VERSION.to_owned(),
             nonce,
             sequence,
+            sources: vec![v1::FactSource::new(
+                sources::INTERFACES,
+                self.interfaces_cut.clone(),
+            )],
         }
     }
 }
@@ -371,6 +426,18 @@ mod tests {
             limits::MAX_ADDRESSES_PER_INTERFACE
         );
         assert!(normalise(" ", Vec::new()).is_err());
+        // What was left out is said, and travels with the report: a cut list never
+        // passes for the whole node.
+        let cut = facts.interfaces_cut.as_deref().expect("the cut is said");
+        assert!(cut.contains("2 interfaces whose names"), "{cut}");
+        assert!(cut.contains("36 addresses past the limits"), "{cut}");
+        let source = &facts.to_report(1, Vec::new()).sources[0];
+        assert_eq!(
+            (source.name.as_str(), source.complete),
+            ("interfaces", false)
+        );
+        assert!(source.problem.len() <= limits::MAX_SOURCE_PROBLEM_BYTES);
+        assert_eq!(source.problem, cut);
     }
 
     #[test]
@@ -389,6 +456,14 @@ mod tests {
         interfaces.push(("lo".to_owned(), vec![(ip("127.0.0.1"), 8)]));
         let facts = normalise("n", interfaces).expect("facts");
         assert_eq!(facts.interfaces.len(), limits::MAX_INTERFACES);
+        assert!(
+            facts
+                .interfaces_cut
+                .as_deref()
+                .is_some_and(|c| c.contains("46 interfaces past the limit of 256")),
+            "{:?}",
+            facts.interfaces_cut
+        );
         let names: Vec<&str> = facts.interfaces.iter().map(|i| i.name.as_str()).collect();
         assert!(names.contains(&"eth0"), "eth0 dropped");
         assert!(names.is_sorted(), "reported in name order");
@@ -424,6 +499,11 @@ mod tests {
         assert_eq!(addrs[0].address, [10, 0, 0, 11]);
         assert_eq!(addrs[0].prefix_length, 24);
         assert_eq!(addrs[1].address.len(), 16);
+        // Nothing was left out: the interfaces source is complete.
+        assert_eq!(facts.interfaces_cut, None);
+        assert_eq!(report.sources.len(), 1);
+        assert_eq!(report.sources[0].name, "interfaces");
+        assert!(report.sources[0].complete && report.sources[0].problem.is_empty());
     }
 
     #[test]

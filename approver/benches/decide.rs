@@ -12,8 +12,9 @@ use jiff::{SignedDuration, Timestamp};
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
 use rubber_stamp_approver::core::policy::DnsSuffix;
 use rubber_stamp_approver::core::{
-    Attestation, AttestationSet, CsrInput, Decision, InterfaceFacts, KUBELET_SERVING_SIGNER,
-    NodeAddress, NodeRecord, NodeSet, Policy, decide, decide_parsed, parse_request,
+    Attestation, AttestationSet, CsrInput, Decision, INTERFACES_SOURCE, InterfaceFacts,
+    KUBELET_SERVING_SIGNER, NodeAddress, NodeRecord, NodeSet, Policy, SourceReport, decide,
+    decide_parsed, parse_request,
 };
 
 const NODES: u32 = 10_000;
@@ -76,6 +77,7 @@ fn attestations(extra: &[IpAddr]) -> AttestationSet {
                 machine_id: Some(format!("machine-{i}")),
                 boot_id: Some(format!("boot-{i}")),
                 agent_version: None,
+                sources: vec![SourceReport::complete(INTERFACES_SOURCE)],
             }
         })
         .collect()

@@ -33,6 +33,8 @@ pub fn csr_facts(csr: &CertificateSigningRequest) -> CsrInput {
         extra: spec.extra.clone().unwrap_or_default(),
         expiration_seconds: spec.expiration_seconds,
         created_at: csr.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        // Only the controller knows when it first saw the CSR; it fills this in.
+        seen_at: None,
         conditions: csr
             .status
             .as_ref()

@@ -4,8 +4,9 @@
 //! small vocabulary (so names and addresses collide often), then decided. Besides
 //! "never panics", it checks invariants with an independent, naive oracle: an
 //! approval must be justified by the facts, a denial for a missing SAN must rest
-//! on fresh facts received after the CSR, `deny: never` never denies, and
-//! `decide` agrees with `decide_parsed`.
+//! on evidence (fresh, complete, consistent facts received after the CSR, not
+//! doubted by the Node), `deny: never` never denies, and `decide` agrees with
+//! `decide_parsed`.
 #![no_main]
 
 use std::net::IpAddr;
@@ -19,7 +20,7 @@ use rcgen::{
 };
 use rubber_stamp_approver::core::policy::DnsSuffix;
 use rubber_stamp_approver::core::{
-    Attestation, AttestationSet, CheckName, CsrInput, Decision, DenyMode, InterfaceFacts,
+    Attestation, INTERFACES_SOURCE, SourceReport, AttestationSet, CheckName, CsrInput, Decision, DenyMode, InterfaceFacts,
     KUBELET_SERVING_SIGNER, NodeAddress, NodeRecord, NodeSet, Policy, Reason, decide,
     decide_parsed, names, parse_request,
 };
@@ -62,6 +63,10 @@ enum Name {
     Lan(u8),
     /// A cluster Service name (always denied by default).
     Service(u8),
+    /// A name of the API server or of loopback (always denied).
+    Reserved(u8),
+    /// An IPv4 address in one of inet_aton's spellings.
+    Numeric(u32),
     Raw(String),
 }
 
@@ -74,6 +79,14 @@ impl Name {
             Self::Suffixed(i) => format!("{}.nodes.example.com", NODES[*i as usize % 3]),
             Self::Lan(i) => format!("{}.lan", NODES[*i as usize % 3]),
             Self::Service(i) => format!("{}.default.svc.cluster.local", NODES[*i as usize % 3]),
+            Self::Reserved(i) => ["kubernetes", "kubernetes.default", "localhost", "a.localhost"]
+                [*i as usize % 4]
+                .to_owned(),
+            Self::Numeric(n) => match n % 3 {
+                0 => format!("10.{}", n >> 8),
+                1 => format!("0x{:x}.0.0.{}", n >> 24, n & 0xff),
+                _ => format!("0{:o}.0.0.1", (n >> 8) & 0xff),
+            },
             Self::Raw(s) => s.chars().take(80).collect(),
         }
     }
@@ -129,6 +142,9 @@ struct Att {
     received: i16,
     machine: Option<u8>,
     boot: Option<u8>,
+    /// None: the agent says nothing about completeness (an old agent);
+    /// Some(false): it says the interfaces were cut.
+    complete: Option<bool>,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -150,6 +166,8 @@ struct Knobs {
     denied: Option<(Ip, u8)>,
     allowed: Option<(Ip, u8)>,
     max_expiration: Option<u32>,
+    clock_skew: u8,
+    overlapping_suffixes: bool,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -165,6 +183,8 @@ struct Input {
     usages: u8,
     expiration: Option<i32>,
     created: Option<i16>,
+    /// When the approver first saw the CSR (None: offline).
+    seen: Option<i16>,
     condition: Option<u8>,
     signer_ok: bool,
     attestations: Vec<Att>,
@@ -235,7 +255,14 @@ fn policy(k: &Knobs) -> Policy {
         } else {
             DenyMode::Always
         },
-        max_expiration_seconds: k.max_expiration.map(|m| m.max(600)),
+        max_expiration_seconds: k
+            .max_expiration
+            .map_or(Policy::default().max_expiration_seconds, |m| {
+                m.clamp(600, i32::MAX as u32)
+            }),
+        clock_skew: rubber_stamp_approver::core::policy::HumanDuration::new(
+            SignedDuration::from_secs(i64::from(k.clock_skew % 30)),
+        ),
         ..Policy::default()
     };
     p.attestation_max_age = rubber_stamp_approver::core::policy::HumanDuration::new(
@@ -243,6 +270,10 @@ fn policy(k: &Knobs) -> Policy {
     );
     if k.suffix {
         p.allowed_dns_suffixes = DnsSuffix::new("nodes.example.com").into_iter().collect();
+        if k.overlapping_suffixes {
+            p.allowed_dns_suffixes
+                .extend(DnsSuffix::new("example.com").into_iter());
+        }
     }
     p.denied_cidrs = k.denied.iter().filter_map(|(ip, n)| net(ip, *n)).collect();
     p.allowed_cidrs = k.allowed.iter().filter_map(|(ip, n)| net(ip, *n)).collect();
@@ -280,6 +311,7 @@ fuzz_target!(|input: Input| {
         },
         expiration_seconds: input.expiration,
         created_at: input.created.map(t),
+        seen_at: input.seen.map(t),
         conditions: input
             .condition
             .map(|c| ["Approved", "Denied", "Failed", "Other"][c as usize % 4].to_owned())
@@ -313,6 +345,11 @@ fuzz_target!(|input: Input| {
             machine_id: a.machine.map(|m| format!("m{}", m % 3)),
             boot_id: a.boot.map(|b| format!("b{}", b % 3)),
             agent_version: None,
+            sources: match a.complete {
+                None => Vec::new(),
+                Some(true) => vec![SourceReport::complete(INTERFACES_SOURCE)],
+                Some(false) => vec![SourceReport::incomplete(INTERFACES_SOURCE, "cut")],
+            },
         })
         .collect();
     let set: AttestationSet = attestations.iter().cloned().collect();
@@ -359,8 +396,11 @@ fuzz_target!(|input: Input| {
     let fresh =
         |a: &Attestation| now.duration_since(a.received_at) <= policy.attestation_max_age.get();
 
-    // A denial for a SAN missing from the facts rests on fresh facts that
-    // were received at least a second after the CSR's creation.
+    // A denial for a SAN missing from the facts rests on evidence: fresh facts,
+    // received after the CSR (after the approver's own sighting, else a second
+    // plus the skew bound after its creation), not from the future, complete by
+    // the agent's account, containing the connection's source address, and with
+    // no machine-id or boot-id the Node contradicts.
     for c in verdict.failed() {
         if matches!(
             c.reason(),
@@ -371,9 +411,31 @@ fuzz_target!(|input: Input| {
                 .node()
                 .expect("a denial for an unattested SAN names a node");
             let a = latest(named).expect("a denial for an unattested SAN needs facts");
-            assert!(fresh(&a));
-            let created = csr.created_at.expect("and a known creation time");
-            assert!(a.received_at.duration_since(created) >= SignedDuration::from_secs(1));
+            assert!(fresh(&a) && a.received_at <= now);
+            match csr.seen_at {
+                Some(seen) => assert!(a.received_at > seen),
+                None => {
+                    let created = csr.created_at.expect("and a known creation time");
+                    assert!(
+                        a.received_at.duration_since(created)
+                            >= SignedDuration::from_secs(1) + policy.clock_skew.get()
+                    );
+                }
+            }
+            assert!(a.sources.iter().any(|s| s.source == INTERFACES_SOURCE));
+            assert!(a.sources.iter().all(|s| s.complete), "denied on a cut report");
+            let peer = a.peer_address.expect("denied without a source address");
+            assert!(
+                a.addresses().any(|(_, ip)| ip == peer.to_canonical()),
+                "denied on a report without its own source address"
+            );
+            for n in node_records.iter().flatten().filter(|n| n.name == named) {
+                for (ours, theirs) in [(&a.machine_id, &n.machine_id), (&a.boot_id, &n.boot_id)] {
+                    if let (Some(o), Some(t)) = (ours, theirs) {
+                        assert_eq!(o, t, "denied on facts the Node doubts");
+                    }
+                }
+            }
         }
     }
 
@@ -435,22 +497,39 @@ fuzz_target!(|input: Input| {
             policy.denied_suffix_of(dns).is_none(),
             "{dns} approved in a denied domain"
         );
-        let base = policy.strip_allowed_suffix(dns).unwrap_or(dns);
+        assert!(names::reserved_name(dns).is_none(), "{dns} approved, a reserved name");
+        assert!(!names::spells_an_ipv4_address(dns), "{dns} approved, an IPv4 spelling");
+        // Every reading: the name, and the name without each allowed suffix it ends in.
+        let readings: Vec<&str> = std::iter::once(dns.as_str())
+            .chain(policy.allowed_dns_suffixes.iter().filter_map(|s| {
+                dns.strip_suffix(s.as_str())
+                    .filter(|b| !b.is_empty() && !b.ends_with('.'))
+            }))
+            .collect();
         let hostname_counts = !policy.hostname_must_match_node_name
-            || names::hostname_matches_node(&own.hostname, node);
+            || names::hostname_matches_node(
+                &own.hostname,
+                node,
+                policy.allowed_dns_suffixes.iter().map(DnsSuffix::as_str),
+            );
         let mine = |n: &str| {
             names::same_name(n, node) || (hostname_counts && names::same_name(n, &own.hostname))
         };
         assert!(
-            mine(dns) || mine(base),
+            readings.iter().any(|r| mine(r)),
             "{dns} approved but neither node name nor hostname"
         );
         for other in set.iter() {
             if other.node_name != node && fresh(other) {
-                assert!(
-                    !names::same_name(dns, &other.node_name)
-                        && !names::same_name(dns, &other.hostname)
-                );
+                for r in &readings {
+                    assert!(
+                        !names::same_name(r, &other.node_name)
+                            && !names::same_name(r, &other.hostname),
+                        "{dns} approved although {} is also {}",
+                        r,
+                        other.node_name
+                    );
+                }
             }
         }
     }
@@ -461,7 +540,7 @@ fuzz_target!(|input: Input| {
             .to_canonical();
         assert!(own.addresses().any(|(_, a)| a == peer));
     }
-    if let (Some(max), Some(secs)) = (policy.max_expiration_seconds, csr.expiration_seconds) {
-        assert!(i64::from(secs) <= i64::from(max));
+    if let Some(secs) = csr.expiration_seconds {
+        assert!(i64::from(secs) <= i64::from(policy.max_expiration_seconds));
     }
 });

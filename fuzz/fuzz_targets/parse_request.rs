@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use rubber_stamp_approver::core::{
+    INTERFACES_SOURCE, SourceReport,
     Attestation, AttestationSet, CsrInput, Decision, InterfaceFacts, KUBELET_SERVING_SIGNER,
     Policy, decide_parsed, names, parse_request,
 };
@@ -35,6 +36,7 @@ fn world() -> &'static AttestationSet {
                 machine_id: None,
                 boot_id: None,
                 agent_version: None,
+                sources: vec![SourceReport::complete(INTERFACES_SOURCE)],
             })
             .collect()
     })

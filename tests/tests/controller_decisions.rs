@@ -248,22 +248,10 @@ async fn a_csr_for_another_nodes_address_is_denied_once_a_challenge_brings_facts
     let csr = bed.create_csr("node-a", &[ip(1), ip(2)]).await?;
     let name = csr.name_any();
     // Against facts older than the CSR it waits (the IP may be new), with a Warning for the
-    // conflict with node-b.
-    eventually("the AddressConflict Event", WITHIN, || {
-        bed.event_reasons(&name)
-            .is_ok_and(|r| r == ["AddressConflict"])
-    })
-    .await?;
-    let pending = &bed.events_about(&name)?[0];
-    assert_eq!(pending.type_.as_deref(), Some("Warning"));
-    let note = pending.note.as_deref().unwrap_or_default();
-    assert!(
-        note.contains("10.0.0.2 is also attested by node-b"),
-        "{note}"
-    );
-    // No report from the test's side: the controller challenges node-a's agent because
-    // 10.0.0.2 is missing from facts that predate the CSR, and the answer (once it is a
-    // full second past the CSR's creation) settles it without waiting for a heartbeat.
+    // conflict with node-b. No report from the test's side: the controller challenges
+    // node-a's agent because 10.0.0.2 is missing from facts that predate the CSR, and the
+    // answer — received after this replica first saw the CSR, on its own clock — settles
+    // it without waiting for a heartbeat.
     let csr = wait_for_csr(&bed, &name, WITHIN, |c| !conditions(c).is_empty()).await?;
     assert!(
         a.challenges_answered() >= 1,
@@ -277,11 +265,18 @@ async fn a_csr_for_another_nodes_address_is_denied_once_a_challenge_brings_facts
         message.contains("10.0.0.2 is not on any interface node-a's agent reported"),
         "{message}"
     );
-    eventually("the Denied Event", WITHIN, || {
+    eventually("the AddressConflict and Denied Events", WITHIN, || {
         bed.event_reasons(&name)
             .is_ok_and(|r| r == ["AddressConflict", "Denied"])
     })
     .await?;
+    let pending = &bed.events_about(&name)?[0];
+    assert_eq!(pending.type_.as_deref(), Some("Warning"));
+    let note = pending.note.as_deref().unwrap_or_default();
+    assert!(
+        note.contains("10.0.0.2 is also attested by node-b"),
+        "{note}"
+    );
     let metrics = replica.controller_metrics();
     assert_eq!(metrics.decisions("deny", "Denied", false), 1);
     assert_eq!(metrics.writes("deny", "ok"), 1);

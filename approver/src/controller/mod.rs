@@ -186,7 +186,7 @@ impl Controller {
             .namespace
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_owned());
-        let table = Arc::new(CsrTable::default());
+        let table = Arc::new(CsrTable::new(store.clock()));
         let nodes = Arc::new(NodeIndex::default());
         let (triggers, streams) = Triggers::new(Arc::clone(&table));
         let own_object = match &config.lease {

@@ -161,7 +161,10 @@ async fn decide_and_act(
     }
     let mut current = csr;
     for _ in 0..MAX_ATTEMPTS {
-        let input = facts(&current);
+        let mut input = facts(&current);
+        // "Received after the CSR" is judged on this replica's clock: against its own
+        // first sighting, not the API server's creationTimestamp.
+        input.seen_at = ctx.table.first_seen(&name, &uid);
         let mut verdict = ctx.decide(&input, &parsed);
         if verdict.decision() == Decision::Approve {
             let (allowed, detail) = ctx

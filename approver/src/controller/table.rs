@@ -16,6 +16,7 @@ use kube::runtime::watcher;
 
 use crate::core::input::FINAL_CONDITIONS;
 use crate::core::{KUBELET_SERVING_SIGNER, ParsedRequest, Policy, RequestError, parse_request};
+use crate::store::{Clock, SystemClock};
 
 /// What parsing a CSR's `spec.request` gave.
 pub(crate) type ParseResult = Result<ParsedRequest, RequestError>;
@@ -70,9 +71,18 @@ struct Tables {
 
 /// The table; cheap to share behind an `Arc`, every method takes the lock briefly and
 /// never across an `.await`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct CsrTable {
     inner: Mutex<Tables>,
+    /// Stamps first sightings: the attestation store's clock, so that "received after
+    /// the CSR was seen" compares two readings of one clock.
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for CsrTable {
+    fn default() -> Self {
+        Self::new(Arc::new(SystemClock))
+    }
 }
 
 /// True when `csr` is for the kubelet-serving signer and carries no final condition.
@@ -98,6 +108,14 @@ fn name_uid(csr: &CertificateSigningRequest) -> (&str, &str) {
 // === impl CsrTable ===
 
 impl CsrTable {
+    /// An empty table stamping first sightings with `clock`.
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            inner: Mutex::default(),
+            clock,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Tables> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -140,12 +158,13 @@ impl CsrTable {
     /// Adds an undecided kubelet-serving CSR (without parsing it), or forgets a decided one.
     pub(crate) fn observe(&self, csr: &CertificateSigningRequest) {
         let (name, uid) = name_uid(csr);
+        let now = self.clock.now();
         let mut t = self.lock();
         if !in_scope(csr) {
             t.remove(name);
             return;
         }
-        t.upsert(name, uid);
+        t.upsert(name, uid, now);
     }
 
     /// Forgets a CSR.
@@ -176,8 +195,9 @@ impl CsrTable {
             Ok(p) => p.node_name().map(str::to_owned),
             Err(_) => None,
         };
+        let now = self.clock.now();
         let mut t = self.lock();
-        let entry = t.upsert(name, uid);
+        let entry = t.upsert(name, uid, now);
         if let Some(existing) = &entry.parsed {
             return Arc::clone(existing);
         }
@@ -187,6 +207,15 @@ impl CsrTable {
             t.by_node.entry(node).or_default().insert(name.to_owned());
         }
         parsed
+    }
+
+    /// When this replica first saw the CSR (on the attestation store's clock).
+    pub(crate) fn first_seen(&self, name: &str, uid: &str) -> Option<Timestamp> {
+        self.lock()
+            .by_name
+            .get(name)
+            .filter(|e| e.uid == uid)
+            .map(|e| e.first_seen)
     }
 
     /// Names of the undecided CSRs whose request names `node`.
@@ -272,7 +301,7 @@ impl CsrTable {
 // === impl Tables ===
 
 impl Tables {
-    fn upsert(&mut self, name: &str, uid: &str) -> &mut Entry {
+    fn upsert(&mut self, name: &str, uid: &str, now: Timestamp) -> &mut Entry {
         let generation = self.generation;
         if self.by_name.get(name).is_some_and(|e| e.uid != uid) {
             // Deleted and created again under the same name: a different request.
@@ -284,7 +313,7 @@ impl Tables {
             .or_insert_with(|| Entry {
                 uid: uid.to_owned(),
                 generation,
-                first_seen: Timestamp::now(),
+                first_seen: now,
                 parsed: None,
                 node: None,
                 state: None,

@@ -130,7 +130,9 @@ mod tests {
     use kube::api::ObjectMeta;
 
     use super::*;
-    use crate::core::{InterfaceFacts, KUBELET_SERVING_SIGNER, Policy};
+    use crate::core::{
+        INTERFACES_SOURCE, InterfaceFacts, KUBELET_SERVING_SIGNER, Policy, SourceReport,
+    };
     use crate::store::{AttestationStore, NodeFacts, StoreConfig, SystemClock};
 
     fn mk_facts() -> NodeFacts {
@@ -143,6 +145,7 @@ mod tests {
             machine_id: None,
             boot_id: None,
             agent_version: None,
+            sources: vec![SourceReport::complete(INTERFACES_SOURCE)],
         }
     }
 

@@ -47,9 +47,71 @@ pub struct Attestation {
     /// The agent's version, for operators only; never used in decisions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
+    /// Each source of facts the agent read for this report, and whether it read it
+    /// completely. A report that does not list [`INTERFACES_SOURCE`] as complete
+    /// (an agent older than this field says nothing) never supports a denial.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceReport>,
+}
+
+/// The source of the interface facts: the kernel's interfaces and addresses, with the
+/// hostname.
+pub const INTERFACES_SOURCE: &str = "interfaces";
+
+/// One source of an agent's facts, as the agent described its reading of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SourceReport {
+    /// Which source (`interfaces`, …).
+    pub source: String,
+    /// The agent read it without error and reported everything it read.
+    pub complete: bool,
+    /// When not complete: what is missing, in the agent's words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+impl SourceReport {
+    /// A source the agent read completely.
+    pub fn complete(source: &str) -> Self {
+        Self {
+            source: source.to_owned(),
+            complete: true,
+            problem: None,
+        }
+    }
+
+    /// A source whose reading left `problem` out.
+    pub fn incomplete(source: &str, problem: impl Into<String>) -> Self {
+        Self {
+            source: source.to_owned(),
+            complete: false,
+            problem: Some(problem.into()),
+        }
+    }
 }
 
 impl Attestation {
+    /// `Ok` when the agent says it read every source of facts completely, with the
+    /// interfaces among them; otherwise what is missing, in plain words. Only a
+    /// complete report can show that a SAN is *not* the node's.
+    pub fn completeness(&self) -> Result<(), String> {
+        if !self.sources.iter().any(|s| s.source == INTERFACES_SOURCE) {
+            return Err(
+                "the agent does not say that it read its interfaces completely (agents before 0.2 do not)"
+                    .to_owned(),
+            );
+        }
+        match self.sources.iter().find(|s| !s.complete) {
+            None => Ok(()),
+            Some(s) => Err(format!(
+                "the agent says its {} facts are incomplete: {}",
+                s.source,
+                s.problem.as_deref().unwrap_or("no reason given")
+            )),
+        }
+    }
+
     /// Every address on every interface, with the interface it is on.
     pub fn addresses(&self) -> impl Iterator<Item = (&str, IpAddr)> + '_ {
         self.interfaces.iter().flat_map(|iface| {

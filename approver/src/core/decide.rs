@@ -13,9 +13,9 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::attestation::{Attestation, AttestationLookup, canonical_ip};
 use super::input::{CsrInput, KUBELET_SERVING_SIGNER};
-use super::names::{hostname_matches_node, quoted, same_name};
-use super::node::{AddressKey, NodeLookup};
-use super::policy::Policy;
+use super::names::{hostname_matches_node, quoted, reserved_name, same_name};
+use super::node::{AddressKey, NodeLookup, NodeRecord};
+use super::policy::{HumanDuration, Policy};
 use super::request::{
     MAX_PROBLEMS_KEPT, NODE_CN_PREFIX, NODES_GROUP, ParsedRequest, RequestError, parse_request,
 };
@@ -29,7 +29,8 @@ pub const USAGE_KEY_ENCIPHERMENT: &str = "key encipherment";
 pub const USAGE_SERVER_AUTH: &str = "server auth";
 
 /// The creation timestamp has one-second resolution: an attestation counts as
-/// "received after the CSR" only when it is at least this much later.
+/// "received after the CSR" by that timestamp only when it is at least this much
+/// later (plus the policy's clock skew, since the two come from different clocks).
 const CREATION_RESOLUTION: SignedDuration = SignedDuration::from_secs(1);
 
 /// Decides on a CSR, parsing its request first (out-of-scope CSRs are not parsed).
@@ -95,7 +96,8 @@ pub fn decide_parsed(
 
     let node = req.node_name();
     let attestation = node.and_then(|n| attestations.attestation(n));
-    let facts = Facts::new(csr, attestation, policy, now);
+    let node_record = node.and_then(|n| nodes.and_then(|ns| ns.node(n)));
+    let facts = Facts::new(csr, attestation, node_record.as_deref(), policy, now);
     let ctx = Ctx {
         csr,
         req,
@@ -165,20 +167,25 @@ pub fn is_fresh(received_at: Timestamp, now: Timestamp, policy: &Policy) -> bool
 }
 
 /// What the node's own attestation allows the SAN checks to conclude.
+///
+/// A denial cannot be undone, so a SAN missing from the facts is a definite
+/// violation only when the facts are evidence that the node lacks it: fresh,
+/// received after the CSR (judged on one clock), complete by the agent's own
+/// account, consistent (they contain the address the report's connection came
+/// from: the host's own view of itself), and not doubted by the Node object
+/// (machine-id and boot-id). Anything less leaves the CSR pending and says why.
 struct Facts {
     attestation: Option<Arc<Attestation>>,
     fresh: bool,
-    /// A SAN missing from these facts is a definite violation (deny):
-    /// they are fresh and were received after the CSR was created.
-    conclusive: bool,
-    /// When not conclusive, why not, in plain words.
-    why_inconclusive: String,
+    /// Why these facts cannot show that the node lacks a SAN; empty when they can.
+    doubts: Vec<String>,
 }
 
 impl Facts {
     fn new(
         csr: &CsrInput,
         attestation: Option<Arc<Attestation>>,
+        node: Option<&NodeRecord>,
         policy: &Policy,
         now: Timestamp,
     ) -> Self {
@@ -186,37 +193,90 @@ impl Facts {
             return Self {
                 attestation: None,
                 fresh: false,
-                conclusive: false,
-                why_inconclusive: String::new(),
+                doubts: vec!["there is no attestation".to_owned()],
             };
         };
         let fresh = is_fresh(a.received_at, now, policy);
-        let (conclusive, why) = match csr.created_at {
-            _ if !fresh => (false, "the attestation is stale".to_owned()),
-            None => (
-                false,
-                "the CSR's creation time is unknown, so the facts may predate it".to_owned(),
+        let mut doubts = Vec::new();
+        if !fresh {
+            doubts.push("the attestation is stale".to_owned());
+        }
+        if a.received_at > now {
+            doubts.push(format!(
+                "the attestation's receive time {} lies ahead of the approver's clock ({now})",
+                a.received_at
+            ));
+        }
+        if let Some(doubt) = Self::predates(csr, &a, policy) {
+            doubts.push(doubt);
+        }
+        if let Err(incomplete) = a.completeness() {
+            doubts.push(incomplete);
+        }
+        match a.peer_address.map(canonical_ip) {
+            None => doubts.push(
+                "the approver recorded no source address for the report, so it cannot be tied to the host that sent it"
+                    .to_owned(),
             ),
-            Some(created) if a.received_at.duration_since(created) < CREATION_RESOLUTION => (
-                false,
-                format!(
-                    "the attestation (received {}) predates the CSR (created {created})",
-                    a.received_at
-                ),
-            ),
-            Some(_) => (true, String::new()),
-        };
+            Some(peer) if !a.addresses().any(|(_, ip)| ip == peer) => doubts.push(format!(
+                "the report does not contain {peer}, the address its connection came from, so it may not describe the host that sent it"
+            )),
+            Some(_) => {}
+        }
+        if let Some(node) = node {
+            let mismatched: Vec<&str> = id_comparisons(&a, node)
+                .filter(|c| !c.matches)
+                .map(|c| c.what)
+                .collect();
+            if !mismatched.is_empty() {
+                doubts.push(format!(
+                    "the agent's {} differs from Node {}'s, so the facts may come from another machine",
+                    mismatched.join(" and "),
+                    node.name
+                ));
+            }
+        }
         Self {
             attestation: Some(a),
             fresh,
-            conclusive,
-            why_inconclusive: why,
+            doubts,
         }
+    }
+
+    /// Why the attestation may predate the CSR, if it may. On the deciding approver's
+    /// own clock when it knows when it first saw the CSR; otherwise against the CSR's
+    /// `creationTimestamp` (the API server's clock) with the policy's skew bound.
+    fn predates(csr: &CsrInput, a: &Attestation, policy: &Policy) -> Option<String> {
+        match (csr.seen_at, csr.created_at) {
+            (Some(seen), _) if a.received_at <= seen => Some(format!(
+                "the attestation (received {}) is not newer than this approver's first sighting of the CSR ({seen})",
+                a.received_at
+            )),
+            (Some(_), _) => None,
+            (None, None) => {
+                Some("the CSR's creation time is unknown, so the facts may predate it".to_owned())
+            }
+            (None, Some(created)) => {
+                let margin = CREATION_RESOLUTION + policy.clock_skew.get();
+                (a.received_at.duration_since(created) < margin).then(|| {
+                    format!(
+                        "the attestation (received {}) is not clearly newer than the CSR (created {created}; allowing {} for the creation time's resolution and clock skew)",
+                        a.received_at,
+                        HumanDuration::new(margin)
+                    )
+                })
+            }
+        }
+    }
+
+    /// True when a SAN missing from these facts is a definite violation.
+    fn conclusive(&self) -> bool {
+        self.doubts.is_empty()
     }
 
     /// The outcome and reason for a SAN missing from these facts.
     fn missing(&self, deny_reason: Reason) -> (Outcome, Reason) {
-        if self.conclusive {
+        if self.conclusive() {
             (Outcome::Deny, deny_reason)
         } else {
             (Outcome::Pending, Reason::UnattestedAddress)
@@ -224,15 +284,57 @@ impl Facts {
     }
 
     fn explain(&self, detail: String) -> String {
-        if self.conclusive {
+        if self.conclusive() {
             detail
         } else {
             format!(
-                "{detail}; waiting for a fresh report instead of denying because {}",
-                self.why_inconclusive
+                "{detail}; waiting for a fresh, complete report from the node's agent instead of denying, because {}",
+                self.doubts.join("; ")
             )
         }
     }
+}
+
+/// One identifier known to both the agent and the Node object.
+struct IdComparison {
+    what: &'static str,
+    field: &'static str,
+    ours: String,
+    theirs: String,
+    matches: bool,
+}
+
+/// The machine-id and boot-id that both the attestation and the Node state.
+fn id_comparisons<'a>(
+    a: &'a Attestation,
+    node: &'a NodeRecord,
+) -> impl Iterator<Item = IdComparison> + 'a {
+    [
+        (
+            "machine-id",
+            "machineID",
+            a.machine_id.as_deref(),
+            node.machine_id.as_deref(),
+        ),
+        (
+            "boot-id",
+            "bootID",
+            a.boot_id.as_deref(),
+            node.boot_id.as_deref(),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(what, field, ours, theirs)| {
+        let ours = ours.map(str::trim).filter(|s| !s.is_empty())?;
+        let theirs = theirs.map(str::trim).filter(|s| !s.is_empty())?;
+        Some(IdComparison {
+            what,
+            field,
+            matches: ours.eq_ignore_ascii_case(theirs),
+            ours: ours.to_owned(),
+            theirs: theirs.to_owned(),
+        })
+    })
 }
 
 struct Ctx<'a> {
@@ -524,10 +626,13 @@ impl Ctx<'_> {
         if dns.is_empty() {
             return CheckReport::passed(CheckName::DnsSansAttested, "no DNS SANs requested");
         }
-        // Names in the cluster's own domains are denied whatever the facts say.
+        // Names of the API server and of loopback, and names in the cluster's own
+        // domains, are denied whatever the facts say.
         let mut not_allowed = Problems::default();
         for name in dns {
-            if let Some(suffix) = self.policy.denied_suffix_of(name) {
+            if let Some(why) = reserved_name(name) {
+                not_allowed.push(|| format!("{name} is {why}, never a node's"));
+            } else if let Some(suffix) = self.policy.denied_suffix_of(name) {
                 not_allowed.push(|| {
                     format!(
                         "{name} is in the denied domain {}",
@@ -565,14 +670,15 @@ impl Ctx<'_> {
             };
         };
         // The hostname is the agent's word; the node name is the certificate's.
-        let hostname_counts =
-            !self.policy.hostname_must_match_node_name || hostname_matches_node(&a.hostname, node);
+        let hostname_counts = !self.policy.hostname_must_match_node_name
+            || hostname_matches_node(&a.hostname, node, self.policy.allowed_suffixes());
         let owns =
             |name: &str| same_name(name, node) || (hostname_counts && same_name(name, &a.hostname));
         let mut missing = Problems::default();
         for name in dns {
-            let ok = owns(name) || self.policy.strip_allowed_suffix(name).is_some_and(&owns);
-            if !ok {
+            // Every reading of the name counts (with overlapping allowed suffixes there
+            // are several), whatever the order of the policy's list.
+            if !self.policy.readings(name).any(owns) {
                 missing.push(|| name.clone());
             }
         }
@@ -598,7 +704,7 @@ impl Ctx<'_> {
                 format!("{names} {is} neither the node name {node} nor {hostname}{with_suffix}")
             } else {
                 format!(
-                    "{names} {is} not the node name {node}{with_suffix}; {hostname} does not count: it is neither the node name nor shares its first label"
+                    "{names} {is} not the node name {node}{with_suffix}; {hostname} does not count: it is neither the node name nor its first label, alone or followed by an allowed suffix"
                 )
             }
         };
@@ -828,12 +934,6 @@ impl Ctx<'_> {
         holder
     }
 
-    /// The names a DNS SAN could stand for: itself and, with an allowed
-    /// suffix, its base.
-    fn name_forms<'n>(&self, name: &'n str) -> [Option<&'n str>; 2] {
-        [Some(name), self.policy.strip_allowed_suffix(name)]
-    }
-
     // 11, attestations
     fn unique_among_attestations(&self) -> CheckReport {
         let node = match self.need_node(CheckName::UniqueAmongAttestations) {
@@ -865,7 +965,7 @@ impl Ctx<'_> {
             });
         }
         for name in &sans.dns {
-            for form in self.name_forms(name).into_iter().flatten() {
+            for form in self.policy.readings(name) {
                 self.attestations
                     .visit_claimants_of_name(form, &mut |other| {
                         if other.node_name != node && self.is_fresh(other) {
@@ -918,7 +1018,7 @@ impl Ctx<'_> {
             });
         }
         for name in &sans.dns {
-            for form in self.name_forms(name).into_iter().flatten() {
+            for form in self.policy.readings(name) {
                 nodes.visit_nodes_listing(&AddressKey::Name(form.to_owned()), &mut |other| {
                     if other != node {
                         conflicts
@@ -963,34 +1063,20 @@ impl Ctx<'_> {
                 format!("there is no Node named {node}"),
             );
         };
-        let attested = self.facts.attestation.as_deref();
         let mut compared = Vec::with_capacity(2);
         let mut mismatches = Problems::default();
-        for (what, field, ours, theirs) in [
-            (
-                "machine-id",
-                "machineID",
-                attested.and_then(|a| a.machine_id.as_deref()),
-                record.machine_id.as_deref(),
-            ),
-            (
-                "boot-id",
-                "bootID",
-                attested.and_then(|a| a.boot_id.as_deref()),
-                record.boot_id.as_deref(),
-            ),
-        ] {
-            let ours = ours.map(str::trim).filter(|s| !s.is_empty());
-            let theirs = theirs.map(str::trim).filter(|s| !s.is_empty());
-            if let (Some(ours), Some(theirs)) = (ours, theirs) {
-                if ours.eq_ignore_ascii_case(theirs) {
-                    compared.push(what);
+        if let Some(a) = self.facts.attestation.as_deref() {
+            for c in id_comparisons(a, &record) {
+                if c.matches {
+                    compared.push(c.what);
                 } else {
                     mismatches.push(|| {
                         format!(
-                            "the agent's {what} {} differs from Node {node}'s status.nodeInfo.{field} {}",
-                            quoted(ours),
-                            quoted(theirs)
+                            "the agent's {} {} differs from Node {node}'s status.nodeInfo.{} {}",
+                            c.what,
+                            quoted(&c.ours),
+                            c.field,
+                            quoted(&c.theirs)
                         )
                     });
                 }
@@ -1014,22 +1100,19 @@ impl Ctx<'_> {
 
     // 13
     fn expiration(&self) -> CheckReport {
-        let requested = self.csr.expiration_seconds;
-        match (requested, self.policy.max_expiration_seconds) {
-            (_, None) => {
-                CheckReport::passed(CheckName::Expiration, "the policy sets no maximum duration")
-            }
-            (None, Some(max)) => CheckReport::passed(
+        let max = self.policy.max_expiration_seconds;
+        match self.csr.expiration_seconds {
+            None => CheckReport::passed(
                 CheckName::Expiration,
                 format!(
-                    "no expirationSeconds requested (the signer's default applies; policy maximum {max}s)"
+                    "no expirationSeconds requested (the signer's --cluster-signing-duration applies; policy maximum {max}s)"
                 ),
             ),
-            (Some(secs), Some(max)) if i64::from(secs) <= i64::from(max) => CheckReport::passed(
+            Some(secs) if i64::from(secs) <= i64::from(max) => CheckReport::passed(
                 CheckName::Expiration,
                 format!("expirationSeconds {secs} is within the maximum of {max}"),
             ),
-            (Some(secs), Some(max)) => CheckReport::failed(
+            Some(secs) => CheckReport::failed(
                 CheckName::Expiration,
                 Outcome::Deny,
                 Reason::ExpirationTooLong,

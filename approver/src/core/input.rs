@@ -37,8 +37,13 @@ pub struct CsrInput {
     pub extra: BTreeMap<String, Vec<String>>,
     /// `spec.expirationSeconds`.
     pub expiration_seconds: Option<i32>,
-    /// `metadata.creationTimestamp`, when known.
+    /// `metadata.creationTimestamp`, when known (the API server's clock).
     pub created_at: Option<Timestamp>,
+    /// When the deciding approver first saw the CSR, on the same clock that stamps
+    /// attestations' `receivedAt`. A report received after this describes the node
+    /// after the CSR existed, judged on one clock; without it (offline `check`) the
+    /// decision compares with `created_at` and allows the policy's `clockSkew`.
+    pub seen_at: Option<Timestamp>,
     /// The `type` of every entry in `status.conditions`.
     pub conditions: Vec<String>,
 }

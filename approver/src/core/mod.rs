@@ -21,7 +21,8 @@ pub mod request;
 pub mod verdict;
 
 pub use attestation::{
-    Attestation, AttestationLookup, AttestationSet, AttestationSnapshot, InterfaceFacts,
+    Attestation, AttestationLookup, AttestationSet, AttestationSnapshot, INTERFACES_SOURCE,
+    InterfaceFacts, SourceReport,
 };
 pub use decide::{decide, decide_parsed, is_fresh};
 pub use input::{CsrInput, KUBELET_SERVING_SIGNER};

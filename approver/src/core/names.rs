@@ -4,7 +4,8 @@
 //! look-alikes: DNS names lower case without a trailing dot, valid DNS-1123
 //! hostnames (no wildcard, no NUL, ASCII only, not an IP address in disguise);
 //! IPs neither IPv4-mapped/compatible IPv6 nor loopback, link-local,
-//! multicast, unspecified or broadcast.
+//! multicast, unspecified or broadcast. Names that belong to the cluster's API
+//! server or to loopback are never a node's, whatever it attests.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -37,7 +38,8 @@ pub enum HostnameError {
     BadCharacter,
     /// A label starting or ending with `-`.
     HyphenAtEdge,
-    /// The whole name is an IPv4 address written as a DNS name.
+    /// The whole name is an IPv4 address written as a DNS name, in any
+    /// spelling `inet_aton` reads as one (`10.0.0.1`, `10.25`, `0x0a.1`, `012.0.0.1`).
     LooksLikeIp,
 }
 
@@ -54,7 +56,9 @@ impl fmt::Display for HostnameError {
             Self::LabelTooLong => "has a label longer than 63 bytes",
             Self::BadCharacter => "contains a character other than a-z, 0-9, '-' and '.'",
             Self::HyphenAtEdge => "has a label starting or ending with '-'",
-            Self::LooksLikeIp => "an IP address written as a DNS name",
+            Self::LooksLikeIp => {
+                "an IP address written as a DNS name (every label a number, as inet_aton reads it)"
+            }
         })
     }
 }
@@ -114,10 +118,65 @@ pub fn canonical_hostname(text: &str) -> Result<String, HostnameError> {
     }
     let lower = bare.to_ascii_lowercase();
     check_dns1123_subdomain(&lower)?;
-    if lower.parse::<Ipv4Addr>().is_ok() {
+    if spells_an_ipv4_address(&lower) {
         return Err(HostnameError::LooksLikeIp);
     }
     Ok(lower)
+}
+
+/// True when every label of `name` is a number as C's `inet_aton` (and so glibc's
+/// resolver, `ping`, and the URL standard's IPv4 parser) reads one: decimal digits,
+/// octal with a leading `0`, or hex after `0x`. Such a name is an IPv4 address to
+/// those readers (`10.25` is 10.0.0.25, `012.0.0.1` is 10.0.0.1, `0xa.1` is
+/// 10.0.0.1), so a certificate naming it would name an address the IP checks never
+/// saw. Refused whatever the count or range of the labels: no host is named that way.
+pub fn spells_an_ipv4_address(name: &str) -> bool {
+    fn is_number(label: &str) -> bool {
+        match label.strip_prefix("0x") {
+            // `0x` alone is 0 to inet_aton.
+            Some(hex) => hex.bytes().all(|b| b.is_ascii_hexdigit()),
+            None => !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit()),
+        }
+    }
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name
+            .split('.')
+            .all(|label| is_number(&label.to_ascii_lowercase()))
+}
+
+/// Names that belong to the cluster's API server or to loopback: never a node's,
+/// whatever it attests. `kubernetes`, `kubernetes.default` and
+/// `kubernetes.default.svc` are in kube-apiserver's own serving certificate and
+/// resolve to it in every pod through the search path; `localhost` and its
+/// relatives are loopback on every machine (RFC 6761), so a client that trusts the
+/// cluster CA for them would trust any node. Names under the cluster domain are the
+/// policy's `deniedDnsSuffixes`.
+pub const RESERVED_NAMES: &[&str] = &[
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "localhost",
+    "localhost.localdomain",
+];
+
+/// Suffixes (with their leading dot) under which every name is reserved: RFC 6761's
+/// `.localhost`.
+pub const RESERVED_SUFFIXES: &[&str] = &[".localhost"];
+
+/// Why a canonical DNS name is reserved for the cluster or loopback, if it is.
+pub fn reserved_name(name: &str) -> Option<&'static str> {
+    if RESERVED_NAMES.contains(&name) {
+        Some(if name.starts_with("kubernetes") {
+            "a name of the cluster's API server"
+        } else {
+            "a loopback name"
+        })
+    } else if RESERVED_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+        Some("under .localhost, a loopback domain")
+    } else {
+        None
+    }
 }
 
 /// True when `a` and `b` are the same DNS name once canonical (case and one
@@ -129,18 +188,31 @@ pub fn same_name(a: &str, b: &str) -> bool {
 }
 
 /// True when a self-reported `hostname` may stand for the node `node`: it is
-/// the node name, or its first label is the node name's first label
-/// (`worker-1` and `worker-1.example.com`, `ip-10-0-0-1.ec2.internal` and
-/// `ip-10-0-0-1`). Case and one trailing dot do not matter.
-pub fn hostname_matches_node(hostname: &str, node: &str) -> bool {
-    let first = |n: &str| {
-        let n = n.strip_suffix('.').unwrap_or(n);
-        n.split('.').next().unwrap_or_default().to_owned()
-    };
-    same_name(hostname, node) || {
-        let (h, n) = (first(hostname), first(node));
-        !h.is_empty() && h.eq_ignore_ascii_case(&n)
+/// the node name or the node name's first label (`ip-10-0-0-1` for node
+/// `ip-10-0-0-1.ec2.internal`), either of them followed by nothing or by one of
+/// `suffixes` (each with its leading dot, as the policy keeps allowed DNS
+/// suffixes). Anything else — `worker-1.evil.example` for node `worker-1` — is a
+/// name the node chose for itself outside the domains the operator allowed, and
+/// supports no DNS SAN. Case and one trailing dot do not matter.
+pub fn hostname_matches_node<'s>(
+    hostname: &str,
+    node: &str,
+    suffixes: impl IntoIterator<Item = &'s str>,
+) -> bool {
+    let hostname = hostname.strip_suffix('.').unwrap_or(hostname);
+    let node = node.strip_suffix('.').unwrap_or(node);
+    let first = node.split('.').next().unwrap_or_default();
+    let is_base =
+        |base: &str| !base.is_empty() && (same_name(base, node) || same_name(base, first));
+    if is_base(hostname) {
+        return true;
     }
+    suffixes.into_iter().any(|suffix| {
+        hostname.len() > suffix.len()
+            && hostname.is_char_boundary(hostname.len() - suffix.len())
+            && hostname[hostname.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            && is_base(&hostname[..hostname.len() - suffix.len()])
+    })
 }
 
 /// Why an IP address may not appear in a serving certificate.
@@ -275,6 +347,14 @@ mod tests {
             ("worker_1", HostnameError::BadCharacter),
             ("10.0.0.1", HostnameError::LooksLikeIp),
             ("10.0.0.1.", HostnameError::LooksLikeIp),
+            // inet_aton's other spellings of IPv4 addresses.
+            ("10.0.0.031", HostnameError::LooksLikeIp),
+            ("10.25", HostnameError::LooksLikeIp),
+            ("167772161", HostnameError::LooksLikeIp),
+            ("0x0a.0.0.1", HostnameError::LooksLikeIp),
+            ("0XA.1", HostnameError::LooksLikeIp),
+            ("0x.0x", HostnameError::LooksLikeIp),
+            ("1.2.3.4.5", HostnameError::LooksLikeIp),
         ] {
             assert_eq!(canonical_hostname(text), Err(err), "{text:?}");
         }
@@ -301,18 +381,96 @@ mod tests {
     }
 
     #[test]
-    fn hostname_matches_node_by_name_or_first_label() {
-        assert!(hostname_matches_node("worker-1", "worker-1"));
-        assert!(hostname_matches_node("Worker-1.example.com.", "worker-1"));
+    fn names_with_a_letter_in_some_label_are_hosts() {
+        for name in [
+            "worker-1",
+            "10-0-0-1",
+            "ip-10-0-0-1.ec2.internal",
+            "cn-hangzhou.192.168.0.1",
+            "1.2.3.a",
+            "0xg.1",
+            "1e3",
+        ] {
+            assert!(!spells_an_ipv4_address(name), "{name}");
+            assert!(canonical_hostname(name).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn reserved_names() {
+        for name in [
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "localhost",
+            "localhost.localdomain",
+            "a.localhost",
+            "worker-1.localhost",
+        ] {
+            assert!(reserved_name(name).is_some(), "{name}");
+        }
+        for name in [
+            "kubernetes-1",
+            "worker-1",
+            "localhost-1",
+            "mylocalhost",
+            "kubernetes.io",
+        ] {
+            assert!(reserved_name(name).is_none(), "{name}");
+        }
+    }
+
+    #[test]
+    fn hostname_matches_node_by_name_or_first_label_under_allowed_suffixes_only() {
+        let none: [&str; 0] = [];
+        assert!(hostname_matches_node("worker-1", "worker-1", none));
+        assert!(hostname_matches_node("Worker-1.", "worker-1", none));
         assert!(hostname_matches_node(
             "ip-10-0-0-1",
-            "ip-10-0-0-1.ec2.internal"
+            "ip-10-0-0-1.ec2.internal",
+            none
         ));
-        assert!(!hostname_matches_node("worker-2", "worker-1"));
-        assert!(!hostname_matches_node("worker-12.example.com", "worker-1"));
-        assert!(!hostname_matches_node("kubernetes.default.svc", "worker-1"));
-        assert!(!hostname_matches_node("", "worker-1"));
-        assert!(!hostname_matches_node(".worker-1", "worker-1"));
+        // A first label followed by a domain the operator did not allow names an
+        // outside domain: not the node's.
+        assert!(!hostname_matches_node(
+            "worker-1.example.com",
+            "worker-1",
+            none
+        ));
+        assert!(!hostname_matches_node("fl-1.evil.example", "fl-1", none));
+        assert!(hostname_matches_node(
+            "Worker-1.Example.com.",
+            "worker-1",
+            [".example.com"]
+        ));
+        assert!(hostname_matches_node(
+            "ip-10-0-0-1.nodes.lan",
+            "ip-10-0-0-1.ec2.internal",
+            [".nodes.lan"]
+        ));
+        assert!(!hostname_matches_node(
+            "fl-1.evil.example",
+            "fl-1",
+            [".example"]
+        ));
+        assert!(!hostname_matches_node("worker-2", "worker-1", none));
+        assert!(!hostname_matches_node(
+            "worker-12.example.com",
+            "worker-1",
+            [".example.com"]
+        ));
+        assert!(!hostname_matches_node(
+            "kubernetes.default.svc",
+            "worker-1",
+            none
+        ));
+        assert!(!hostname_matches_node("", "worker-1", none));
+        assert!(!hostname_matches_node(".worker-1", "worker-1", none));
+        assert!(!hostname_matches_node(
+            ".example.com",
+            "worker-1",
+            [".example.com"]
+        ));
     }
 
     #[test]

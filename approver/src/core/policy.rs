@@ -32,6 +32,16 @@ pub const MAX_SANS: usize = 10_000;
 pub const MAX_ATTESTATION_AGE: SignedDuration = SignedDuration::from_secs(24 * 60 * 60);
 /// Smallest `maxExpirationSeconds` (the API server refuses shorter requests).
 pub const MIN_EXPIRATION_SECONDS: u32 = 600;
+/// Default largest `expirationSeconds`: one year, kube-controller-manager's default
+/// `--cluster-signing-duration` (8760h). The signer caps durations too, but the
+/// approver does not rely on a setting it cannot see.
+pub const DEFAULT_MAX_EXPIRATION_SECONDS: u32 = 365 * 24 * 60 * 60;
+/// Default bound on how far the API server's clock and the approver's may differ,
+/// where the decision must compare a CSR's `creationTimestamp` with an attestation's
+/// `receivedAt` (offline `check`; the controller compares on its own clock).
+pub const DEFAULT_CLOCK_SKEW: SignedDuration = SignedDuration::from_secs(5);
+/// Largest `clockSkew` a policy may set.
+pub const MAX_CLOCK_SKEW: SignedDuration = SignedDuration::from_secs(10 * 60);
 /// Most entries in any one list of the policy.
 pub const MAX_LIST_ENTRIES: usize = 1024;
 /// Longest interface pattern (Linux interface names have at most 15 bytes).
@@ -317,9 +327,14 @@ pub struct Policy {
     /// Require the agent's connection to come from one of the node's own
     /// addresses (check 10). Switch off behind NAT. Default: true.
     pub peer_binding: bool,
-    /// Largest `spec.expirationSeconds` accepted, if set. Default: no limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_expiration_seconds: Option<u32>,
+    /// Largest `spec.expirationSeconds` accepted. Default: one year (8760h),
+    /// kube-controller-manager's default signing duration.
+    pub max_expiration_seconds: u32,
+    /// How far apart the API server's clock and the approver's may be. Used only
+    /// where the decision must compare a CSR's `creationTimestamp` (API server's
+    /// clock) with an attestation's `receivedAt` (approver's clock) — offline
+    /// `check` — to tell whether facts were received after the CSR. Default `5s`.
+    pub clock_skew: HumanDuration,
     /// What a failed `deny` check does: `always` denies, `never` leaves the
     /// CSR pending. Default: `always`. The controller's `--deny` flag overrides it.
     pub deny: DenyMode,
@@ -346,7 +361,8 @@ impl Default for Policy {
                 .collect(),
             hostname_must_match_node_name: true,
             peer_binding: true,
-            max_expiration_seconds: None,
+            max_expiration_seconds: DEFAULT_MAX_EXPIRATION_SECONDS,
+            clock_skew: HumanDuration(DEFAULT_CLOCK_SKEW),
             deny: DenyMode::Always,
         }
     }
@@ -396,13 +412,24 @@ impl Policy {
                 ),
             ));
         }
-        if let Some(max) = self.max_expiration_seconds
-            && max < MIN_EXPIRATION_SECONDS
-        {
+        let max = self.max_expiration_seconds;
+        if max < MIN_EXPIRATION_SECONDS || i32::try_from(max).is_err() {
             return Err(invalid(
                 "maxExpirationSeconds",
                 format!(
-                    "{max} is below {MIN_EXPIRATION_SECONDS}, the shortest duration Kubernetes accepts"
+                    "{max} is outside {MIN_EXPIRATION_SECONDS} (the shortest duration Kubernetes accepts)..={}",
+                    i32::MAX
+                ),
+            ));
+        }
+        let skew = self.clock_skew.get();
+        if skew < SignedDuration::ZERO || skew > MAX_CLOCK_SKEW {
+            return Err(invalid(
+                "clockSkew",
+                format!(
+                    "{} is not between 0s and {}",
+                    self.clock_skew,
+                    HumanDuration(MAX_CLOCK_SKEW)
                 ),
             ));
         }
@@ -480,12 +507,21 @@ impl Policy {
         self.allowed_cidrs.is_empty() && self.denied_cidrs.is_empty()
     }
 
-    /// If `san` is `<base><suffix>` for an allowed suffix, returns `base`.
-    pub fn strip_allowed_suffix<'a>(&self, san: &'a str) -> Option<&'a str> {
-        self.allowed_dns_suffixes.iter().find_map(|s| {
+    /// Every reading of a canonical DNS SAN: the name itself, then `base` for each
+    /// allowed suffix such that `san` is `<base><suffix>`. With overlapping suffixes
+    /// (`example.com` and `nodes.example.com`) a name has several readings, and every
+    /// one of them counts — for ownership and for uniqueness — whatever the order of
+    /// the list.
+    pub fn readings<'a>(&'a self, san: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        std::iter::once(san).chain(self.allowed_dns_suffixes.iter().filter_map(move |s| {
             san.strip_suffix(s.as_str())
                 .filter(|base| !base.is_empty() && !base.ends_with('.'))
-        })
+        }))
+    }
+
+    /// The allowed DNS suffixes, each with its leading dot.
+    pub fn allowed_suffixes(&self) -> impl Iterator<Item = &str> + '_ {
+        self.allowed_dns_suffixes.iter().map(DnsSuffix::as_str)
     }
 }
 
@@ -514,7 +550,8 @@ mod tests {
             assert!(p.denied_suffix_of(name).is_none(), "{name}");
         }
         assert_eq!(p.deny, DenyMode::Always);
-        assert!(p.max_expiration_seconds.is_none());
+        assert_eq!(p.max_expiration_seconds, 31_536_000);
+        assert_eq!(p.clock_skew.get(), SignedDuration::from_secs(5));
         for name in [
             "lo",
             "kube-ipvs0",
@@ -529,6 +566,23 @@ mod tests {
             assert!(!p.is_excluded_interface(name), "{name} should count");
         }
         assert_eq!(p.clone().validated().ok(), Some(p));
+    }
+
+    #[test]
+    fn overlapping_suffixes_give_every_reading_whatever_the_order() {
+        for yaml in [
+            "allowedDnsSuffixes: [example.com, nodes.example.com]",
+            "allowedDnsSuffixes: [nodes.example.com, example.com]",
+        ] {
+            let p = Policy::from_yaml(yaml).expect("valid policy");
+            let mut readings: Vec<&str> = p.readings("web-1.nodes.example.com").collect();
+            readings.sort_unstable();
+            assert_eq!(
+                readings,
+                ["web-1", "web-1.nodes", "web-1.nodes.example.com"],
+                "{yaml}"
+            );
+        }
     }
 
     #[test]
@@ -568,14 +622,14 @@ deny: never
         assert_eq!(p.allowed_dns_suffixes[0].as_str(), ".nodes.example.com");
         assert_eq!(p.allowed_dns_suffixes[1].as_str(), ".lan");
         assert!(!p.peer_binding);
-        assert_eq!(p.max_expiration_seconds, Some(86400));
+        assert_eq!(p.max_expiration_seconds, 86400);
         assert_eq!(p.deny, DenyMode::Never);
         assert_eq!(
-            p.strip_allowed_suffix("worker-1.nodes.example.com"),
-            Some("worker-1")
+            p.readings("worker-1.nodes.example.com").collect::<Vec<_>>(),
+            ["worker-1.nodes.example.com", "worker-1"]
         );
-        assert_eq!(p.strip_allowed_suffix(".lan"), None);
-        assert_eq!(p.strip_allowed_suffix("worker-1"), None);
+        assert_eq!(p.readings(".lan").collect::<Vec<_>>(), [".lan"]);
+        assert_eq!(p.readings("worker-1").collect::<Vec<_>>(), ["worker-1"]);
     }
 
     #[test]
@@ -588,6 +642,8 @@ deny: never
             ("attestationMaxAge: 2d", "not a duration"),
             ("attestationMaxAge: soon", "not a duration"),
             ("maxExpirationSeconds: 60", "maxExpirationSeconds"),
+            ("maxExpirationSeconds: 4000000000", "maxExpirationSeconds"),
+            ("clockSkew: 1h", "clockSkew"),
             ("excludedInterfaces: ['c*ni']", "only once, at the end"),
             ("excludedInterfaces: ['']", "empty"),
             (

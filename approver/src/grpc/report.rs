@@ -7,9 +7,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use rubber_stamp_proto::ids::{is_boot_id, is_machine_id};
 use rubber_stamp_proto::limits;
-use rubber_stamp_proto::v1::{AgentMessage, IpPrefix, NetworkInterface, NodeReport, agent_message};
+use rubber_stamp_proto::sources::is_source_name;
+use rubber_stamp_proto::v1::{
+    AgentMessage, FactSource, IpPrefix, NetworkInterface, NodeReport, agent_message,
+};
 
 use crate::core::InterfaceFacts;
+use crate::core::attestation::SourceReport;
 use crate::core::attestation::canonical_name;
 use crate::store::{NodeFacts, Nonce};
 
@@ -125,6 +129,24 @@ pub enum ReportError {
     /// The nonce is too long.
     #[error("nonce is {0} bytes long; the limit is {max}", max = limits::MAX_NONCE_BYTES)]
     NonceTooLong(usize),
+    /// Too many fact sources.
+    #[error("report lists {0} fact sources; the limit is {max}", max = limits::MAX_SOURCES)]
+    TooManySources(usize),
+    /// A fact source name is not one the contract allows.
+    #[error(
+        "fact source name {0:?} is not 1..={max} bytes of lower-case letters, digits, ':' and '-'",
+        max = limits::MAX_SOURCE_NAME_BYTES
+    )]
+    SourceName(String),
+    /// The same fact source twice.
+    #[error("fact source {0:?} is listed more than once")]
+    DuplicateSource(String),
+    /// A source's problem text is too long or has control characters.
+    #[error(
+        "fact source {0:?}: problem must be at most {max} bytes without control characters",
+        max = limits::MAX_SOURCE_PROBLEM_BYTES
+    )]
+    SourceProblem(String),
 }
 
 impl TryFrom<AgentMessage> for ValidReport {
@@ -163,6 +185,7 @@ impl TryFrom<NodeReport> for ValidReport {
             n if n > limits::MAX_NONCE_BYTES => return Err(ReportError::NonceTooLong(n)),
             _ => Some(Nonce::from_bytes(report.nonce)),
         };
+        let sources = parse_sources(report.sources)?;
         Ok(Self {
             facts: NodeFacts {
                 hostname,
@@ -170,11 +193,39 @@ impl TryFrom<NodeReport> for ValidReport {
                 machine_id,
                 boot_id,
                 agent_version,
+                sources,
             },
             nonce,
             sequence: report.sequence,
         })
     }
+}
+
+/// The fact sources in report order, each name once, within the contract's limits.
+fn parse_sources(sources: Vec<FactSource>) -> Result<Vec<SourceReport>, ReportError> {
+    if sources.len() > limits::MAX_SOURCES {
+        return Err(ReportError::TooManySources(sources.len()));
+    }
+    let mut parsed: Vec<SourceReport> = Vec::with_capacity(sources.len());
+    for source in sources {
+        if !is_source_name(&source.name) {
+            return Err(ReportError::SourceName(source.name));
+        }
+        if parsed.iter().any(|s| s.source == source.name) {
+            return Err(ReportError::DuplicateSource(source.name));
+        }
+        if source.problem.len() > limits::MAX_SOURCE_PROBLEM_BYTES
+            || source.problem.chars().any(char::is_control)
+        {
+            return Err(ReportError::SourceProblem(source.name));
+        }
+        parsed.push(SourceReport {
+            source: source.name,
+            complete: source.complete,
+            problem: (!source.problem.is_empty()).then_some(source.problem),
+        });
+    }
+    Ok(parsed)
 }
 
 /// An RFC 1123 host name: dot-separated labels of 1–63 letters, digits and `-`, not
@@ -345,6 +396,7 @@ mod tests {
             agent_version: "0.1.0".to_owned(),
             nonce: vec![7; 16],
             sequence: 1,
+            sources: vec![FactSource::new("interfaces", None)],
         }
     }
 
@@ -378,6 +430,45 @@ mod tests {
         assert_eq!(valid.nonce, Some(Nonce::from_bytes(vec![7; 16])));
         assert_eq!(valid.facts.agent_version.as_deref(), Some("0.1.0"));
         assert_eq!(valid.sequence, 1);
+        assert_eq!(valid.facts.sources, [SourceReport::complete("interfaces")]);
+    }
+
+    #[test]
+    fn the_wire_and_the_core_name_the_interface_source_alike() {
+        assert_eq!(
+            rubber_stamp_proto::sources::INTERFACES,
+            crate::core::INTERFACES_SOURCE
+        );
+    }
+
+    #[test]
+    fn sources_say_what_is_missing_and_an_old_agent_says_nothing() {
+        let report = NodeReport {
+            sources: vec![FactSource::new(
+                "interfaces",
+                Some("left out 3 addresses".to_owned()),
+            )],
+            ..mk_report()
+        };
+        let valid = ValidReport::try_from(report).expect("valid");
+        assert_eq!(
+            valid.facts.sources,
+            [SourceReport::incomplete(
+                "interfaces",
+                "left out 3 addresses"
+            )]
+        );
+        let old = NodeReport {
+            sources: Vec::new(),
+            ..mk_report()
+        };
+        assert!(
+            ValidReport::try_from(old)
+                .expect("valid")
+                .facts
+                .sources
+                .is_empty()
+        );
     }
 
     #[test]
@@ -540,6 +631,48 @@ mod tests {
                     ..r()
                 },
                 "machine_id \"ABC\"",
+            ),
+            (
+                NodeReport {
+                    sources: vec![FactSource::new("interfaces", None); 9],
+                    ..r()
+                },
+                "9 fact sources; the limit is 8",
+            ),
+            (
+                NodeReport {
+                    sources: vec![FactSource::new("Interfaces", None)],
+                    ..r()
+                },
+                "fact source name \"Interfaces\"",
+            ),
+            (
+                NodeReport {
+                    sources: vec![FactSource::new(&"a".repeat(33), None)],
+                    ..r()
+                },
+                "is not 1..=32 bytes",
+            ),
+            (
+                NodeReport {
+                    sources: vec![FactSource::new("interfaces", None); 2],
+                    ..r()
+                },
+                "\"interfaces\" is listed more than once",
+            ),
+            (
+                NodeReport {
+                    sources: vec![FactSource::new("interfaces", Some("x".repeat(257)))],
+                    ..r()
+                },
+                "at most 256 bytes",
+            ),
+            (
+                NodeReport {
+                    sources: vec![FactSource::new("interfaces", Some("a\nb".to_owned()))],
+                    ..r()
+                },
+                "without control characters",
             ),
             (
                 NodeReport {

@@ -24,6 +24,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::core::attestation::SourceReport;
 use crate::core::{
     Attestation, AttestationLookup, AttestationSet, AttestationSnapshot, InterfaceFacts,
 };
@@ -70,6 +71,8 @@ pub struct NodeFacts {
     pub boot_id: Option<String>,
     /// The agent's version, for operators.
     pub agent_version: Option<String>,
+    /// The sources of facts the agent read, and how completely.
+    pub sources: Vec<SourceReport>,
 }
 
 /// A challenge nonce: random bytes the agent must echo in its answering report.
@@ -252,7 +255,13 @@ impl AttestationStore {
         &self.inner.config
     }
 
-    /// The current time on the store's clock.
+    /// The clock that stamps `receivedAt`: other parts that compare their own times
+    /// with it (the controller's first sighting of a CSR) read this same clock.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.inner.clock)
+    }
+
+    /// The store's current time: the clock `receivedAt` is stamped with.
     pub fn now(&self) -> Timestamp {
         self.inner.clock.now()
     }
@@ -324,6 +333,7 @@ impl AttestationStore {
             machine_id: facts.machine_id,
             boot_id: facts.boot_id,
             agent_version: facts.agent_version,
+            sources: facts.sources,
         });
         let kind = {
             let old = write(&self.inner.attestations).insert(Arc::clone(&attestation));

@@ -7,6 +7,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use super::*;
+use crate::core::INTERFACES_SOURCE;
 
 #[derive(Debug)]
 struct ManualClock(Mutex<Timestamp>);
@@ -48,6 +49,7 @@ fn mk_facts(hostname: &str, ip: [u8; 4]) -> NodeFacts {
         machine_id: None,
         boot_id: None,
         agent_version: Some("test".to_owned()),
+        sources: vec![SourceReport::complete(INTERFACES_SOURCE)],
     }
 }
 

@@ -5,10 +5,11 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use rcgen::{ExtendedKeyUsagePurpose, KeyUsagePurpose, SanType};
-use rubber_stamp_approver::core::policy::{DnsSuffix, InterfacePattern};
+use rubber_stamp_approver::core::policy::{DnsSuffix, HumanDuration, InterfacePattern};
 use rubber_stamp_approver::core::{
-    AttestationSet, CheckName, CheckStatus, CsrInput, Decision, DenyMode, NodeSet, Outcome,
-    ParsedRequest, Policy, Reason, Verdict, decide, decide_parsed, parse_request,
+    AttestationSet, CheckName, CheckStatus, CsrInput, Decision, DenyMode, INTERFACES_SOURCE,
+    NodeSet, Outcome, ParsedRequest, Policy, Reason, SourceReport, Verdict, decide, decide_parsed,
+    parse_request,
 };
 
 use super::support::{CsrSpec, World, at, csr_input, dns_san, ip, pem_of};
@@ -695,14 +696,31 @@ fn dns_sans_must_be_the_node_name_or_attested_hostname() {
         &[(C::DnsSansAttested, Reason::NameNotAttested)],
     );
     assert!(detail(&v, C::DnsSansAttested).contains("db.example.com"));
-    // The attested hostname counts when it shares the node name's first label.
+    // The attested hostname counts under an allowed suffix...
     case(
         &CsrSpec::kubelet("worker-1", &["worker-1", "worker-1.lan"], &["10.0.0.11"]),
         same,
-        |w| w.attestation_mut("worker-1").hostname = "Worker-1.lan".to_owned(),
+        |w| {
+            w.attestation_mut("worker-1").hostname = "Worker-1.lan".to_owned();
+            w.policy.allowed_dns_suffixes = vec![DnsSuffix::new("lan").expect("suffix")];
+        },
         Decision::Approve,
         &[],
     );
+    // ...but a node's first label followed by a domain the operator did not allow
+    // names an outside domain (issue 12, finding 14).
+    let v = case(
+        &CsrSpec::kubelet(
+            "worker-1",
+            &["worker-1", "worker-1.evil.example"],
+            &["10.0.0.11"],
+        ),
+        same,
+        |w| w.attestation_mut("worker-1").hostname = "worker-1.evil.example".to_owned(),
+        Decision::Deny,
+        &[(C::DnsSansAttested, Reason::NameNotAttested)],
+    );
+    assert!(detail(&v, C::DnsSansAttested).contains("does not count"));
     // A hostname unrelated to the node name is the agent's word alone: it
     // supports no DNS SAN (another node's short name, a name of any domain)...
     let v = case(
@@ -746,10 +764,10 @@ fn cluster_service_names_are_denied_whatever_the_node_attests() {
             Decision::Deny,
             &deny,
         );
+        let d = detail(&v, C::DnsSansAttested);
         assert!(
-            detail(&v, C::DnsSansAttested).contains("denied domain"),
-            "{name}: {}",
-            detail(&v, C::DnsSansAttested)
+            d.contains("denied domain") || d.contains("the cluster's API server"),
+            "{name}: {d}"
         );
         // Definite: denied without any attestation at all.
         case(
@@ -786,7 +804,7 @@ fn cluster_service_names_are_denied_whatever_the_node_attests() {
     case(
         &CsrSpec::kubelet("worker-1", &["worker-1.mysvc"], &["10.0.0.11"]),
         same,
-        |w| w.attestation_mut("worker-1").hostname = "worker-1.mysvc".to_owned(),
+        |w| w.policy.allowed_dns_suffixes = vec![DnsSuffix::new("mysvc").expect("suffix")],
         Decision::Approve,
         &[],
     );
@@ -857,7 +875,7 @@ fn unattested_ip_is_pending_against_facts_older_than_the_csr() {
         v.pending_only_on_predating_facts(),
         "the controller should challenge the agent"
     );
-    assert!(detail(&v, C::IpSansAttested).contains("predates the CSR"));
+    assert!(detail(&v, C::IpSansAttested).contains("not clearly newer than the CSR"));
     assert_eq!(v.reason(), Some(Reason::UnattestedAddress));
     // Received within the creation timestamp's second: may still predate it.
     case(
@@ -1246,7 +1264,7 @@ fn the_node_must_exist_and_match_the_attested_ids() {
 
 #[test]
 fn expiration_beyond_the_policy_maximum_is_denied() {
-    let max = |w: &mut World| w.policy.max_expiration_seconds = Some(86_400);
+    let max = |w: &mut World| w.policy.max_expiration_seconds = 86_400;
     case(
         &good(),
         |c| c.expiration_seconds = Some(864_000),
@@ -1268,9 +1286,19 @@ fn expiration_beyond_the_policy_maximum_is_denied() {
         Decision::Approve,
         &[],
     );
-    case(
+    // The shipped default is one year, kube-controller-manager's signing duration
+    // (issue 12, finding 7): the approver does not rely on the signer's cap.
+    let v = case(
         &good(),
         |c| c.expiration_seconds = Some(i32::MAX),
+        as_is,
+        Decision::Deny,
+        &[(C::Expiration, Reason::ExpirationTooLong)],
+    );
+    assert!(detail(&v, C::Expiration).contains("31536000"));
+    case(
+        &good(),
+        |c| c.expiration_seconds = Some(31_536_000),
         as_is,
         Decision::Approve,
         &[],
@@ -1326,12 +1354,14 @@ fn summary_names_every_failing_check_on_one_line() {
         &CsrSpec::kubelet("worker-1", &["worker-1"], &["10.0.0.11", "10.0.0.99"]),
         |c| c.expiration_seconds = Some(999_999),
         |w| {
-            w.policy.max_expiration_seconds = Some(86_400);
+            w.policy.max_expiration_seconds = 86_400;
             w.attestation_mut("worker-1").peer_address = Some(ip("192.0.2.1"));
         },
         Decision::Deny,
         &[
-            (C::IpSansAttested, Reason::AddressNotAttested),
+            // The report does not contain its own source address: it cannot show
+            // that the node lacks 10.0.0.99, so that SAN waits.
+            (C::IpSansAttested, Reason::UnattestedAddress),
             (C::PeerBinding, Reason::PeerMismatch),
             (C::Expiration, Reason::ExpirationTooLong),
         ],
@@ -1341,7 +1371,7 @@ fn summary_names_every_failing_check_on_one_line() {
     for name in ["ip-sans-attested:", "peer-binding:", "expiration:"] {
         assert!(s.contains(name), "{s}");
     }
-    assert_eq!(v.reason(), Some(Reason::AddressNotAttested));
+    assert_eq!(v.reason(), Some(Reason::ExpirationTooLong));
 }
 
 #[test]
@@ -1359,4 +1389,316 @@ fn verdict_json_has_the_documented_shape() {
     assert_eq!(skipped.len(), 2);
     assert!(skipped.iter().all(|c| c["passed"].is_null()));
     assert_eq!(json["supportingAttestation"]["node"], "worker-1");
+}
+
+// === evidence before denial ===
+//
+// A denial cannot be undone: a SAN missing from the node's facts is denied only when the
+// facts demonstrably describe the host after the CSR existed — received after it on one
+// clock, complete by the agent's account, consistent with the connection they came on,
+// and not doubted by the Node object. Everything else waits (`UnattestedAddress`) and
+// says why.
+
+/// worker-1 asks for its own address and 10.0.0.99, which it does not have.
+fn asks_for_a_foreign_ip() -> CsrSpec {
+    CsrSpec::kubelet("worker-1", &["worker-1"], &["10.0.0.11", "10.0.0.99"])
+}
+
+const WAITS: [(CheckName, Reason); 1] = [(C::IpSansAttested, Reason::UnattestedAddress)];
+
+#[test]
+fn an_incomplete_report_never_supports_a_denial() {
+    // The agent cut its list at a limit, and says so.
+    let v = case(
+        &asks_for_a_foreign_ip(),
+        same,
+        |w| {
+            w.attestation_mut("worker-1").sources = vec![SourceReport::incomplete(
+                INTERFACES_SOURCE,
+                "left out 12 addresses past the limits",
+            )];
+        },
+        Decision::Pending,
+        &WAITS,
+    );
+    let d = detail(&v, C::IpSansAttested);
+    assert!(d.contains("incomplete: left out 12 addresses"), "{d}");
+    assert!(d.contains("instead of denying"), "{d}");
+    // An agent that does not say (older than the field) is not taken as complete.
+    let v = case(
+        &asks_for_a_foreign_ip(),
+        same,
+        |w| w.attestation_mut("worker-1").sources.clear(),
+        Decision::Pending,
+        &WAITS,
+    );
+    assert!(detail(&v, C::IpSansAttested).contains("does not say"));
+    // What an incomplete report does contain still supports an approval.
+    case(
+        &good(),
+        same,
+        |w| w.attestation_mut("worker-1").sources.clear(),
+        Decision::Approve,
+        &[],
+    );
+}
+
+#[test]
+fn a_report_without_its_own_source_address_never_supports_a_denial() {
+    // An empty report (an agent that could not read its interfaces) from the node's
+    // own address: it is not the node's view of itself.
+    let v = case(
+        &asks_for_a_foreign_ip(),
+        same,
+        |w| {
+            let a = w.attestation_mut("worker-1");
+            a.interfaces.clear();
+            a.peer_address = Some(ip("10.0.0.11"));
+        },
+        Decision::Pending,
+        &[
+            (C::IpSansAttested, Reason::UnattestedAddress),
+            (C::PeerBinding, Reason::PeerMismatch),
+        ],
+    );
+    assert!(detail(&v, C::IpSansAttested).contains("does not contain 10.0.0.11"));
+    // No source address recorded at all.
+    let v = case(
+        &asks_for_a_foreign_ip(),
+        same,
+        |w| w.attestation_mut("worker-1").peer_address = None,
+        Decision::Pending,
+        &[
+            (C::IpSansAttested, Reason::UnattestedAddress),
+            (C::PeerBinding, Reason::PeerMismatch),
+        ],
+    );
+    assert!(detail(&v, C::IpSansAttested).contains("no source address"));
+    // Behind NAT with peer binding off: the same rule holds, so nothing is denied.
+    case(
+        &asks_for_a_foreign_ip(),
+        same,
+        |w| {
+            w.policy.peer_binding = false;
+            w.attestation_mut("worker-1").peer_address = Some(ip("192.0.2.1"));
+        },
+        Decision::Pending,
+        &WAITS,
+    );
+}
+
+#[test]
+fn doubted_facts_never_support_a_denial() {
+    // The Node says another machine: the facts may not be this node's.
+    let v = case(
+        &asks_for_a_foreign_ip(),
+        same,
+        |w| w.node_mut("worker-1").machine_id = Some("machine-other".to_owned()),
+        Decision::Pending,
+        &[
+            (C::IpSansAttested, Reason::UnattestedAddress),
+            (C::NodeObject, Reason::NodeMismatch),
+        ],
+    );
+    assert!(detail(&v, C::IpSansAttested).contains("may come from another machine"));
+    case(
+        &asks_for_a_foreign_ip(),
+        same,
+        |w| w.node_mut("worker-1").boot_id = Some("boot-other".to_owned()),
+        Decision::Pending,
+        &[
+            (C::IpSansAttested, Reason::UnattestedAddress),
+            (C::NodeObject, Reason::NodeMismatch),
+        ],
+    );
+    // Received "after now": the approver's clock stepped back, or the store is wrong.
+    let v = case(
+        &asks_for_a_foreign_ip(),
+        same,
+        |w| w.attestation_mut("worker-1").received_at = at(90),
+        Decision::Pending,
+        &WAITS,
+    );
+    assert!(detail(&v, C::IpSansAttested).contains("ahead of the approver's clock"));
+}
+
+#[test]
+fn after_the_csr_is_judged_on_the_approvers_own_clock() {
+    // The API server's clock runs 40 s ahead: its creationTimestamp (t0) is later than
+    // the approver's own sighting (t0 − 40 s on the approver's clock). A report received
+    // 30 s after that sighting is after the CSR, whatever creationTimestamp says.
+    case(
+        &asks_for_a_foreign_ip(),
+        |c| c.seen_at = Some(at(-40)),
+        |w| w.attestation_mut("worker-1").received_at = at(-10),
+        Decision::Deny,
+        &[(C::IpSansAttested, Reason::AddressNotAttested)],
+    );
+    // The API server's clock runs behind: creationTimestamp says the report (30 s
+    // later) came after, but the approver saw the CSR only at t0 + 45 s, after it.
+    let v = case(
+        &asks_for_a_foreign_ip(),
+        |c| c.seen_at = Some(at(45)),
+        as_is,
+        Decision::Pending,
+        &WAITS,
+    );
+    assert!(detail(&v, C::IpSansAttested).contains("first sighting of the CSR"));
+    // Received at the very instant of the sighting: not after it.
+    case(
+        &asks_for_a_foreign_ip(),
+        |c| c.seen_at = Some(at(30)),
+        as_is,
+        Decision::Pending,
+        &WAITS,
+    );
+    // Offline (no sighting), the creation time is compared with the policy's skew bound.
+    case(
+        &asks_for_a_foreign_ip(),
+        same,
+        |w| w.attestation_mut("worker-1").received_at = at(5),
+        Decision::Pending,
+        &WAITS,
+    );
+    case(
+        &asks_for_a_foreign_ip(),
+        same,
+        |w| w.attestation_mut("worker-1").received_at = at(7),
+        Decision::Deny,
+        &[(C::IpSansAttested, Reason::AddressNotAttested)],
+    );
+    case(
+        &asks_for_a_foreign_ip(),
+        same,
+        |w| {
+            w.attestation_mut("worker-1").received_at = at(7);
+            w.policy.clock_skew = HumanDuration::new(jiff::SignedDuration::from_secs(30));
+        },
+        Decision::Pending,
+        &WAITS,
+    );
+}
+
+#[test]
+fn names_of_the_api_server_and_of_loopback_are_never_a_nodes() {
+    // A node named `kubernetes`, whose hostname is `kubernetes.default`, attests both.
+    for name in ["kubernetes", "kubernetes.default"] {
+        let spec = CsrSpec::kubelet("kubernetes", &[name], &["10.0.0.13"]);
+        let mut csr = csr_input("kubernetes", &spec.pem());
+        csr.username = "system:node:kubernetes".to_owned();
+        let mut world = World::two_workers();
+        let mut a = world.attestation_mut("worker-2").clone();
+        a.node_name = "kubernetes".to_owned();
+        a.hostname = "kubernetes.default".to_owned();
+        a.interfaces[1].addresses = vec!["10.0.0.13/24".parse().expect("net")];
+        a.peer_address = Some(ip("10.0.0.13"));
+        a.machine_id = Some("machine-kubernetes".to_owned());
+        a.boot_id = Some("boot-kubernetes".to_owned());
+        world.attestations.push(a);
+        world
+            .nodes
+            .get_or_insert_with(Vec::new)
+            .push(super::support::node_record("kubernetes", &["10.0.0.13"]));
+        world.policy.hostname_must_match_node_name = false;
+        let v = world.decide(&csr);
+        expect(
+            &v,
+            Decision::Deny,
+            &[(C::DnsSansAttested, Reason::NameNotAllowed)],
+        );
+        assert!(detail(&v, C::DnsSansAttested).contains("the cluster's API server"));
+    }
+    // A node named `localhost`, and the loopback domain.
+    for (node, name) in [
+        ("localhost", "localhost"),
+        ("worker-1", "localhost.localdomain"),
+        ("worker-1", "worker-1.localhost"),
+    ] {
+        let spec = CsrSpec::kubelet(node, &[name], &["10.0.0.11"]);
+        let mut csr = csr_input(node, &spec.pem());
+        csr.username = format!("system:node:{node}");
+        let mut world = World::two_workers();
+        let a = world.attestation_mut("worker-1");
+        a.node_name = node.to_owned();
+        a.hostname = name.to_owned();
+        world.policy.hostname_must_match_node_name = false;
+        world.policy.allowed_dns_suffixes = vec![DnsSuffix::new("localhost").expect("suffix")];
+        let v = world.decide(&csr);
+        let got = v.check(C::DnsSansAttested).and_then(|c| c.reason());
+        assert_eq!(
+            got,
+            Some(Reason::NameNotAllowed),
+            "{node} {name}:\n{}",
+            render(&v)
+        );
+        assert_eq!(v.decision(), Decision::Deny);
+        assert!(detail(&v, C::DnsSansAttested).contains("loopback"));
+    }
+}
+
+#[test]
+fn every_reading_of_a_name_counts_whatever_the_order_of_the_suffixes() {
+    let orders: [&[&str]; 2] = [
+        &["example.com", "nodes.example.com"],
+        &["nodes.example.com", "example.com"],
+    ];
+    for order in orders {
+        let suffixes = |w: &mut World| {
+            w.policy.allowed_dns_suffixes = order
+                .iter()
+                .map(|s| DnsSuffix::new(s).expect("suffix"))
+                .collect();
+        };
+        // worker-1's honest name under the longer suffix is approved in both orders.
+        case(
+            &CsrSpec::kubelet("worker-1", &["worker-1.nodes.example.com"], &["10.0.0.11"]),
+            same,
+            suffixes,
+            Decision::Approve,
+            &[],
+        );
+        // `worker-1.nodes.example.com` is also node `worker-1.nodes` + `example.com`:
+        // when such a node exists, the name is ambiguous and waits in both orders.
+        let v = case(
+            &CsrSpec::kubelet("worker-1", &["worker-1.nodes.example.com"], &["10.0.0.11"]),
+            same,
+            |w| {
+                suffixes(w);
+                w.attestation_mut("worker-2").node_name = "worker-1.nodes".to_owned();
+                w.node_mut("worker-2").name = "worker-1.nodes".to_owned();
+            },
+            Decision::Pending,
+            &[
+                (C::UniqueAmongAttestations, Reason::AddressConflict),
+                (C::UniqueAmongNodes, Reason::AddressConflict),
+            ],
+        );
+        assert!(detail(&v, C::UniqueAmongAttestations).contains("worker-1.nodes"));
+    }
+}
+
+#[test]
+fn every_spelling_inet_aton_reads_as_an_address_is_refused() {
+    for name in [
+        "10.0.0.031",
+        "10.25",
+        "167772171",
+        "0xa.0.0.11",
+        "012.0.0.013",
+    ] {
+        let v = case(
+            &CsrSpec::kubelet("worker-1", &["worker-1", name], &["10.0.0.11"]),
+            same,
+            |w| {
+                w.attestation_mut("worker-1").hostname = name.to_owned();
+                w.policy.hostname_must_match_node_name = false;
+            },
+            Decision::Deny,
+            &[(C::SanShape, Reason::SanInvalid)],
+        );
+        assert!(
+            detail(&v, C::SanShape).contains("IP address written as a DNS name"),
+            "{name}"
+        );
+    }
 }

@@ -8,8 +8,9 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 use rubber_stamp_approver::core::{
-    Attestation, AttestationSet, CsrInput, InterfaceFacts, KUBELET_SERVING_SIGNER, NodeAddress,
-    NodeRecord, NodeSet, Policy, Verdict, decide,
+    Attestation, AttestationSet, CsrInput, INTERFACES_SOURCE, InterfaceFacts,
+    KUBELET_SERVING_SIGNER, NodeAddress, NodeRecord, NodeSet, Policy, SourceReport, Verdict,
+    decide,
 };
 
 /// When the test CSRs are created.
@@ -153,6 +154,7 @@ pub(crate) fn attestation(
         machine_id: Some(format!("machine-{node}")),
         boot_id: Some(format!("boot-{node}")),
         agent_version: Some("test".to_owned()),
+        sources: vec![SourceReport::complete(INTERFACES_SOURCE)],
     }
 }
 

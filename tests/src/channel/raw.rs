@@ -5,10 +5,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use prost::Message as _;
+use rubber_stamp_proto::sources;
 use rubber_stamp_proto::v1::attestation_client::AttestationClient;
 use rubber_stamp_proto::v1::{
-    Ack, AgentMessage, ApproverMessage, IpPrefix, NetworkInterface, NodeReport, agent_message,
-    approver_message,
+    Ack, AgentMessage, ApproverMessage, FactSource, IpPrefix, NetworkInterface, NodeReport,
+    agent_message, approver_message,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -124,6 +125,7 @@ pub fn report(sequence: u64, hostname: &str, addresses: &[(IpAddr, u32)]) -> Age
             agent_version: "raw-test-client".to_owned(),
             nonce: Vec::new(),
             sequence,
+            sources: vec![FactSource::new(sources::INTERFACES, None)],
         })),
     }
 }

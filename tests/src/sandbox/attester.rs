@@ -16,10 +16,11 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable as _};
 use ipnet::IpNet;
 use rubber_stamp_proto::limits;
+use rubber_stamp_proto::sources;
 use rubber_stamp_proto::v1::attestation_client::AttestationClient;
 use rubber_stamp_proto::v1::{
-    AgentMessage, ApproverMessage, IpPrefix, NetworkInterface, NodeReport, agent_message,
-    approver_message,
+    AgentMessage, ApproverMessage, FactSource, IpPrefix, NetworkInterface, NodeReport,
+    agent_message, approver_message,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -218,6 +219,7 @@ fn message(facts: &ReportedFacts, sequence: u64, nonce: Vec<u8>) -> AgentMessage
             agent_version: "sandbox-loopback-attester".to_owned(),
             nonce,
             sequence,
+            sources: vec![FactSource::new(sources::INTERFACES, None)],
         })),
     }
 }

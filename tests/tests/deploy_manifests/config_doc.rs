@@ -160,7 +160,7 @@ fn policy_sections(policy_md: &str) -> Vec<(String, String)> {
 fn policy_table(policy_md: &str) -> Result<String, String> {
     let defaults = serde_json::to_value(Policy::default()).map_err(|e| e.to_string())?;
     let every = serde_json::to_value(Policy {
-        max_expiration_seconds: Some(600),
+        max_expiration_seconds: 600,
         ..Policy::default()
     })
     .map_err(|e| e.to_string())?;

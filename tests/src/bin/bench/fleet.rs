@@ -25,9 +25,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rubber_stamp_proto::sources;
 use rubber_stamp_proto::v1::attestation_client::AttestationClient;
 use rubber_stamp_proto::v1::{
-    AgentMessage, IpPrefix, NetworkInterface, NodeReport, agent_message, approver_message,
+    AgentMessage, FactSource, IpPrefix, NetworkInterface, NodeReport, agent_message,
+    approver_message,
 };
 use rubber_stamp_testbed::channel::SERVER_NAME;
 use rubber_stamp_testbed::kubelet::{NodeIdentity, ServingRequest};
@@ -106,6 +108,7 @@ impl SimNode {
                 agent_version: "bench-sim-agent".to_owned(),
                 nonce,
                 sequence,
+                sources: vec![FactSource::new(sources::INTERFACES, None)],
             })),
         }
     }
