@@ -13,6 +13,7 @@
 
 pub mod attestation;
 pub mod decide;
+pub mod der;
 pub mod input;
 pub mod names;
 pub mod node;

@@ -24,6 +24,7 @@ use x509_parser::oid_registry::{
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::{AttributeTypeAndValue, SubjectPublicKeyInfo};
 
+use super::der::FramingError;
 use super::names::{self, HostnameError, IpProblem};
 use super::policy::Policy;
 
@@ -64,6 +65,19 @@ pub enum RequestError {
     /// The DER is not a PKCS#10 CertificationRequest.
     #[error("the request is not valid PKCS#10 DER ({0})")]
     Der(String),
+    /// The DER framing is laxer than Go's `encoding/asn1` accepts (a wrong tag class,
+    /// a non-minimal length, …): kube-apiserver would refuse the request.
+    #[error("the request is not valid PKCS#10 DER (malformed at {0})")]
+    Framing(#[from] FramingError),
+    /// A public key of an algorithm we do not accept, or one the signature algorithm
+    /// does not use.
+    #[error("the request's public key is {key}, which {why}")]
+    UnsupportedKey {
+        /// The key algorithm (name or OID) and curve.
+        key: String,
+        /// Why it is refused.
+        why: &'static str,
+    },
     /// Bytes after the DER structure.
     #[error("{0} stray bytes follow the PKCS#10 structure")]
     TrailingBytes(usize),
@@ -336,6 +350,7 @@ fn pem_der(text: &[u8]) -> Result<CertificateSigningRequestDer<'static>, Request
 }
 
 fn parse_der(der: &[u8], max_sans: usize) -> Result<ParsedRequest, RequestError> {
+    super::der::check_request(der)?;
     let (rest, csr) = X509CertificationRequest::from_der(der).map_err(|e| {
         let text = e.to_string();
         RequestError::Der(text.chars().take(120).collect())
@@ -348,6 +363,8 @@ fn parse_der(der: &[u8], max_sans: usize) -> Result<ParsedRequest, RequestError>
         return Err(RequestError::Version(info.version.0));
     }
     let signature_algorithm = signature_algorithm_name(&csr.signature_algorithm.algorithm)?;
+    let key = key_kind(&info.subject_pki);
+    check_key(&key, signature_algorithm)?;
     csr.verify_signature()
         .map_err(|_| RequestError::BadSignature)?;
 
@@ -396,7 +413,7 @@ fn parse_der(der: &[u8], max_sans: usize) -> Result<ParsedRequest, RequestError>
     }
     Ok(ParsedRequest {
         der_len: der.len(),
-        key: key_kind(&info.subject_pki),
+        key,
         signature_algorithm,
         node_name,
         subject_problems,
@@ -431,6 +448,30 @@ fn signature_algorithm_name(oid: &Oid<'_>) -> Result<&'static str, RequestError>
         oid.to_id_string()
     };
     Err(RequestError::UnsupportedSignature(name))
+}
+
+/// Refuses a key of an unknown algorithm (even one whose parameters name a known
+/// curve: Go leaves such a key unparsed and its signature unverifiable), an ECDSA key
+/// on a curve we do not verify, and a key of another family than the signature's.
+fn check_key(key: &KeyKind, signature_algorithm: &str) -> Result<(), RequestError> {
+    let refuse = |why| {
+        Err(RequestError::UnsupportedKey {
+            key: key.to_string(),
+            why,
+        })
+    };
+    let family_matches = match key {
+        KeyKind::EcdsaP256 | KeyKind::EcdsaP384 => signature_algorithm.starts_with("ecdsa"),
+        KeyKind::Rsa(_) => signature_algorithm.contains("RSA"),
+        KeyKind::Ed25519 => signature_algorithm == "Ed25519",
+        KeyKind::EcdsaOther => return refuse("is not on P-256 or P-384"),
+        KeyKind::Other(_) => return refuse("is not RSA, ECDSA or Ed25519"),
+    };
+    if family_matches {
+        Ok(())
+    } else {
+        refuse("does not match the signature algorithm")
+    }
 }
 
 fn requested_extensions<'a>(
@@ -604,7 +645,9 @@ fn key_kind(spki: &SubjectPublicKeyInfo<'_>) -> KeyKind {
             Some(curve) if curve == OID_NIST_EC_P384 => KeyKind::EcdsaP384,
             _ => KeyKind::EcdsaOther,
         }
-    } else if alg.algorithm == OID_PKCS1_RSAENCRYPTION || alg.algorithm == OID_PKCS1_RSASSAPSS {
+    } else if alg.algorithm == OID_PKCS1_RSAENCRYPTION {
+        // Go reads RSA keys only under rsaEncryption; an id-RSASSA-PSS key is unknown
+        // to it (the PSS *signature* of an rsaEncryption key is fine).
         let bits = spki.parsed().map(|k| k.key_size()).unwrap_or(0);
         KeyKind::Rsa(bits)
     } else if alg.algorithm == OID_SIG_ED25519 {

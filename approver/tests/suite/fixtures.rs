@@ -325,3 +325,34 @@ fn go_kubelet_fqdn_is_approved_with_the_suffix_allowed() {
     let v = world.decide(&csr_input("worker-1", &read("go/kubelet-fqdn.csr.pem")));
     assert_eq!(v.decision(), Decision::Approve, "{}", v.summary());
 }
+
+/// Every request of `go-framing/` that Go's `x509.ParseCertificateRequest` (with
+/// `CheckSignature`) refuses, the core refuses too; the unmutated request parses.
+#[test]
+fn the_core_refuses_every_framing_go_refuses() {
+    let policy = rubber_stamp_approver::core::Policy::default();
+    let dir = fixtures_dir().join("go-framing");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("go-framing folder")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "der"))
+        .collect();
+    files.sort();
+    let (mut refused_by_go, mut base) = (0, 0);
+    for path in &files {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.unwrap_or_default();
+        let der = std::fs::read(path).expect("fixture");
+        let pem = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der));
+        let ours = rubber_stamp_approver::core::parse_request(pem.as_bytes(), &policy);
+        if name.ends_with("go_reject.der") {
+            refused_by_go += 1;
+            assert!(ours.is_err(), "{name}: Go refuses it, the core accepted it");
+        } else if name.contains("-base-") {
+            base += 1;
+            assert!(ours.is_ok(), "{name}: {ours:?}");
+        }
+    }
+    assert_eq!(base, 1);
+    assert!(refused_by_go >= 70, "only {refused_by_go} refused requests");
+}
