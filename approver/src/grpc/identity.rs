@@ -1,5 +1,6 @@
 //! A node's identity, taken only from its verified client certificate:
-//! exactly one `CN=system:node:<name>` and `O=system:nodes` among the organisations.
+//! exactly one `CN=system:node:<name>` and exactly one organisation, `O=system:nodes` —
+//! the same subject rule the decision applies to the CSR itself (check 3).
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -49,9 +50,9 @@ pub enum IdentityError {
         /// Why it is not a node name.
         source: NodeNameError,
     },
-    /// No organisation is `system:nodes`.
-    #[error("client certificate subject has no O=system:nodes")]
-    NotInNodesGroup,
+    /// The organisations are not exactly `[system:nodes]`.
+    #[error("client certificate organisations are {0:?}, not exactly [\"system:nodes\"]")]
+    NotInNodesGroup(Vec<String>),
 }
 
 impl IdentityError {
@@ -65,7 +66,7 @@ impl IdentityError {
             Self::CommonNameNotText => "common_name_not_text",
             Self::NotANode(_) => "not_a_node_certificate",
             Self::BadNodeName { .. } => "invalid_node_name",
-            Self::NotInNodesGroup => "not_in_nodes_group",
+            Self::NotInNodesGroup(_) => "not_in_nodes_group",
         }
     }
 }
@@ -91,11 +92,16 @@ pub fn node_identity(cert_der: &[u8]) -> Result<NodeIdentity, IdentityError> {
             name: name.to_owned(),
             source,
         })?;
-    if !subject
+    // Exactly one organisation: a certificate that is also in another group
+    // (`system:masters`, say) is not a plain kubelet identity, and the CSR check
+    // refuses such a subject too.
+    let orgs: Vec<String> = subject
         .iter_organization()
-        .any(|o| o.as_str() == Ok(NODES_GROUP))
-    {
-        return Err(IdentityError::NotInNodesGroup);
+        .take(8)
+        .map(|o| o.as_str().unwrap_or("<not text>").to_owned())
+        .collect();
+    if orgs != [NODES_GROUP] {
+        return Err(IdentityError::NotInNodesGroup(orgs));
     }
     Ok(NodeIdentity {
         node,
@@ -152,16 +158,21 @@ mod tests {
     }
 
     #[test]
-    fn other_organisations_next_to_system_nodes_are_fine() {
-        let der = mk_cert(&[
-            (DnType::OrganizationName, "example"),
-            (second_o(), "system:nodes"),
-            (DnType::CommonName, "system:node:a.b"),
-        ]);
-        assert_eq!(
-            node_identity(&der).map(|i| i.node.to_string()),
-            Ok("a.b".into())
-        );
+    fn other_organisations_next_to_system_nodes_are_refused() {
+        for orgs in [
+            ["system:nodes", "system:masters"],
+            ["example", "system:nodes"],
+            ["system:nodes", "system:nodes"],
+        ] {
+            let der = mk_cert(&[
+                (DnType::OrganizationName, orgs[0]),
+                (second_o(), orgs[1]),
+                (DnType::CommonName, "system:node:worker-1"),
+            ]);
+            let err = node_identity(&der).expect_err("refused");
+            assert_eq!(err.metric_label(), "not_in_nodes_group", "{orgs:?}: {err}");
+            assert!(err.to_string().contains(orgs[1]), "{err}");
+        }
     }
 
     #[test]
