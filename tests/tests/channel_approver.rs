@@ -374,6 +374,37 @@ async fn bad_reports_close_only_their_own_stream_with_a_precise_status() -> Test
 }
 
 #[tokio::test]
+async fn a_report_without_interfaces_is_refused_and_never_stored() -> TestResult {
+    let pki = ChannelPki::new()?;
+    let approver = start(&pki).await?;
+    let mut stream = stream_as(&pki, &approver, "worker-1").await?;
+    stream
+        .report(raw::report(1, "worker-1", &[(ip(10, 0, 0, 11), 24)]))
+        .await?;
+    let before = approver.store().attestation("worker-1");
+
+    // What an agent out of descriptors would have sent: sysinfo listed nothing.
+    let mut empty = raw::report(2, "worker-1", &[]);
+    if let Some(rubber_stamp_proto::v1::agent_message::Kind::Report(r)) = &mut empty.kind {
+        r.interfaces.clear();
+    }
+    let status = stream.report(empty).await.expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "report has no interfaces; every node has at least a loopback interface, so the agent failed to read them"
+    );
+    assert_eq!(approver.metrics().grpc.closed_streams("invalid_report"), 1);
+    assert_eq!(
+        approver.store().attestation("worker-1"),
+        before,
+        "the last complete report stands"
+    );
+    approver.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn reports_faster_than_the_rate_limit_close_the_stream() -> TestResult {
     let pki = ChannelPki::new()?;
     let mut config = approver_config(&pki);
