@@ -327,6 +327,8 @@ pub fn agent_config(
         timings: fast_timings(),
         machine_id_path: "/etc/machine-id".into(),
         boot_id_path: "/proc/sys/kernel/random/boot_id".into(),
+        health: AgentConfig::DEFAULT_HEALTH,
+        reserved_descriptors: 64,
     }
 }
 
