@@ -9,6 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use rubber_stamp_listen::{Budget, Clamp, PlaintextLimits};
 
 use crate::identity::IdentitySource;
 
@@ -59,6 +60,36 @@ pub struct AgentArgs {
         default_value = "0.0.0.0:10271"
     )]
     pub health_listen: SocketAddr,
+
+    /// Most connections open on the health port. A new connection past it closes the
+    /// oldest of the source address with the most (one that has not sent a request first).
+    /// Every pod on the node can reach this port.
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_HEALTH_MAX_CONNECTIONS",
+        default_value_t = 32
+    )]
+    pub health_max_connections: usize,
+
+    /// Most connections open on the health port from one source address; a new one closes
+    /// that address's oldest.
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_HEALTH_MAX_CONNECTIONS_PER_SOURCE",
+        default_value_t = 4
+    )]
+    pub health_max_connections_per_source: usize,
+
+    /// Longest a new connection to the health port may stay silent before it is closed.
+    #[arg(long, env = "RUBBER_STAMP_HEALTH_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub health_request_timeout: Duration,
+
+    /// Open files kept for everything but the health port's connections (streams to the
+    /// approver replicas, reading the node's facts and certificate). The health port's
+    /// connection limit must fit in the open-file limit less this; if it does not, it is
+    /// lowered, with a warning, at start.
+    #[arg(long, env = "RUBBER_STAMP_RESERVED_DESCRIPTORS", default_value_t = 64)]
+    pub reserved_descriptors: usize,
 
     /// How often the node's facts are read; a change is reported at once.
     #[arg(long, env = "RUBBER_STAMP_POLL_INTERVAL", default_value = "10s", value_parser = parse_duration)]
@@ -200,6 +231,10 @@ pub struct AgentConfig {
     pub machine_id_path: PathBuf,
     /// Where the boot id is read from.
     pub boot_id_path: PathBuf,
+    /// Limits of the health port.
+    pub health: PlaintextLimits,
+    /// Open files kept for everything but the health port's connections.
+    pub reserved_descriptors: usize,
 }
 
 /// Every interval and timeout of the agent.
@@ -234,6 +269,9 @@ pub enum ConfigError {
     /// `--backoff-min` is above `--backoff-max`.
     #[error("--backoff-min must not exceed --backoff-max")]
     Backoff,
+    /// A connection limit is zero.
+    #[error("--{0} must be greater than zero")]
+    ZeroLimit(&'static str),
 }
 
 // === impl AgentArgs ===
@@ -250,9 +288,21 @@ impl AgentArgs {
             (self.backoff_min, "backoff-min"),
             (self.keepalive_interval, "keepalive-interval"),
             (self.keepalive_timeout, "keepalive-timeout"),
+            (self.health_request_timeout, "health-request-timeout"),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero(flag));
+            }
+        }
+        for (value, flag) in [
+            (self.health_max_connections, "health-max-connections"),
+            (
+                self.health_max_connections_per_source,
+                "health-max-connections-per-source",
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::ZeroLimit(flag));
             }
         }
         if self.backoff_min > self.backoff_max {
@@ -286,7 +336,33 @@ impl AgentArgs {
             },
             machine_id_path: self.machine_id_path,
             boot_id_path: self.boot_id_path,
+            health: PlaintextLimits {
+                max_connections: self.health_max_connections,
+                max_connections_per_source: self.health_max_connections_per_source,
+                request_timeout: self.health_request_timeout,
+            },
+            reserved_descriptors: self.reserved_descriptors,
         })
+    }
+}
+
+// === impl AgentConfig ===
+
+impl AgentConfig {
+    /// The health port's defaults: 32 connections, 4 per source, 5 s to speak.
+    pub const DEFAULT_HEALTH: PlaintextLimits = PlaintextLimits {
+        max_connections: 32,
+        max_connections_per_source: 4,
+        request_timeout: Duration::from_secs(5),
+    };
+
+    /// Lowers the health port's connection limit if the open-file limit `nofile` (`None`:
+    /// unlimited) cannot hold it next to the reserve; returns what was lowered.
+    pub fn fit_descriptors(&mut self, nofile: Option<u64>) -> Vec<Clamp> {
+        let mut budget = Budget::new(nofile, self.reserved_descriptors, "--reserved-descriptors");
+        self.health.max_connections =
+            budget.grant("--health-max-connections", self.health.max_connections);
+        budget.clamps().to_vec()
     }
 }
 
@@ -355,6 +431,33 @@ mod tests {
         );
         assert_eq!(config.timings.poll_interval, Duration::from_secs(10));
         assert_eq!(config.timings.heartbeat_interval, Duration::from_secs(60));
+        assert_eq!(config.health, AgentConfig::DEFAULT_HEALTH);
+        assert_eq!(config.reserved_descriptors, 64);
+    }
+
+    #[test]
+    fn the_health_limit_is_fitted_into_the_open_file_limit() {
+        let mut config = parse(&["--approver", "a:1"]).expect("config");
+        assert!(config.fit_descriptors(Some(1024)).is_empty());
+        assert!(config.fit_descriptors(None).is_empty());
+        let mut config =
+            parse(&["--approver", "a:1", "--health-max-connections", "5000"]).expect("config");
+        let clamps = config.fit_descriptors(Some(1024));
+        assert_eq!(clamps.len(), 1);
+        assert_eq!(clamps[0].flag, "--health-max-connections");
+        assert_eq!(
+            config.health.max_connections, 960,
+            "1024 less a reserve of 64"
+        );
+        assert!(
+            parse(&[
+                "--approver",
+                "a:1",
+                "--health-max-connections-per-source",
+                "0"
+            ])
+            .is_err_and(|e| e.contains("--health-max-connections-per-source"))
+        );
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! The node's facts: hostname and every interface with its addresses (from `sysinfo`),
 //! plus machine id and boot id when readable; normalised so equal facts compare equal.
+//!
+//! A read that finds no interface, or no address on any interface, is an error, never
+//! facts: every host has `lo`, and `sysinfo` fails silently (out of descriptors it lists
+//! nothing). The approver denies a SAN missing from fresh facts, so facts that are
+//! incomplete must not be reported at all.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -53,11 +58,27 @@ pub enum FactsError {
     /// The network interfaces could not be listed.
     #[error("listing network interfaces: {0}")]
     Networks(String),
+    /// No interface was read: every host has `lo`, so listing them failed.
+    #[error("no network interface could be read ({cause}); every host has at least `lo`")]
+    NoInterfaces {
+        /// What opening the interface list ourselves says (e.g. too many open files).
+        cause: String,
+    },
+    /// Interfaces were read but none has an address: reading the addresses failed.
+    #[error("none of the {interfaces} network interfaces has an address ({cause})")]
+    NoAddresses {
+        /// How many interfaces were listed.
+        interfaces: usize,
+        /// What opening the interface list ourselves says (e.g. too many open files).
+        cause: String,
+    },
 }
 
-/// Reads the node's facts; holds the `sysinfo` state between reads.
+/// Where the kernel lists network interfaces; opened to learn why a read came back empty.
+const SYS_CLASS_NET: &str = "/sys/class/net";
+
+/// Reads the node's facts.
 pub struct FactSource {
-    networks: Networks,
     machine_id_path: PathBuf,
     boot_id_path: PathBuf,
 }
@@ -67,26 +88,31 @@ pub struct FactSource {
 pub struct Facts {
     source: Arc<Mutex<FactSource>>,
     tx: watch::Sender<Option<Arc<NodeFacts>>>,
+    readable: watch::Sender<bool>,
 }
 
 // === impl FactSource ===
 
 impl FactSource {
-    /// A source reading the ids from these files (missing files mean "unknown").
+    /// A source reading the ids from these files (missing files mean "unknown"). Fails
+    /// when the node's facts cannot be read at all.
     pub fn new(machine_id_path: PathBuf, boot_id_path: PathBuf) -> Result<Self, FactsError> {
+        Networks::new_with_refreshed_list().map_err(|e| FactsError::Networks(e.to_string()))?;
         Ok(Self {
-            networks: Networks::new_with_refreshed_list()
-                .map_err(|e| FactsError::Networks(e.to_string()))?,
             machine_id_path,
             boot_id_path,
         })
     }
 
-    /// Reads the facts now.
+    /// Reads the facts now; an empty read is an error (see the module docs).
     pub fn gather(&mut self) -> Result<NodeFacts, FactsError> {
-        self.networks.refresh(true);
+        // A fresh list every time: a refreshed `Networks` keeps an interface's previous
+        // addresses when the new read finds none (the interface lost its last address, or
+        // getifaddrs failed), which would report addresses the node no longer has.
+        let networks =
+            Networks::new_with_refreshed_list().map_err(|e| FactsError::Networks(e.to_string()))?;
         let hostname = System::host_name().map_err(|_| FactsError::NoHostname)?;
-        let interfaces = self.networks.iter().map(|(name, data)| {
+        let interfaces = networks.iter().map(|(name, data)| {
             (
                 name.to_string_lossy().into_owned(),
                 data.ip_networks()
@@ -95,10 +121,35 @@ impl FactSource {
                     .collect::<Vec<_>>(),
             )
         });
-        let mut facts = normalise(&hostname, interfaces)?;
+        let facts = normalise(&hostname, interfaces)?;
+        let mut facts = complete(facts, why_unreadable)?;
         facts.machine_id = read_id(&self.machine_id_path, is_machine_id);
         facts.boot_id = read_id(&self.boot_id_path, is_boot_id);
         Ok(facts)
+    }
+}
+
+/// `facts` if they are a complete read: at least one interface, and an address on at
+/// least one. Otherwise the error, with `cause()` saying why the read may have failed.
+fn complete(facts: NodeFacts, cause: impl FnOnce() -> String) -> Result<NodeFacts, FactsError> {
+    if facts.interfaces.is_empty() {
+        return Err(FactsError::NoInterfaces { cause: cause() });
+    }
+    if facts.interfaces.iter().all(|i| i.addresses.is_empty()) {
+        return Err(FactsError::NoAddresses {
+            interfaces: facts.interfaces.len(),
+            cause: cause(),
+        });
+    }
+    Ok(facts)
+}
+
+/// Why reading the interfaces may have failed: `sysinfo` does not say, so open their list
+/// ourselves (out of descriptors, this fails the same way).
+fn why_unreadable() -> String {
+    match std::fs::read_dir(SYS_CLASS_NET) {
+        Err(error) => format!("opening {SYS_CLASS_NET}: {error}"),
+        Ok(_) => format!("{SYS_CLASS_NET} opens; sysinfo reported no error"),
     }
 }
 
@@ -303,16 +354,31 @@ impl Facts {
         Self {
             source: Arc::new(Mutex::new(source)),
             tx: watch::channel(None).0,
+            readable: watch::channel(false).0,
         }
     }
 
-    /// Reads the facts now; subscribers are notified if they changed.
+    /// Reads the facts now; subscribers are notified if they changed. Every read of the
+    /// agent goes through here: a failed one publishes nothing and turns
+    /// [`readable`](Self::readable) off until a read succeeds.
     pub fn refresh(&self) -> Result<Arc<NodeFacts>, FactsError> {
-        let facts = self
+        let gathered = self
             .source
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .gather()?;
+            .gather();
+        let ok = gathered.is_ok();
+        let was_ok = self.readable.send_replace(ok);
+        let facts = match gathered {
+            Ok(facts) => {
+                if !was_ok {
+                    tracing::info!("the node's facts are readable");
+                }
+                facts
+            }
+            // Callers log it with their context (poll, connect, heartbeat, challenge).
+            Err(error) => return Err(error),
+        };
         let mut latest = None;
         self.tx.send_if_modified(|current| {
             if let Some(current) = current
@@ -341,6 +407,11 @@ impl Facts {
     /// Notified whenever the facts change.
     pub fn subscribe(&self) -> watch::Receiver<Option<Arc<NodeFacts>>> {
         self.tx.subscribe()
+    }
+
+    /// Whether the last read succeeded (false before the first).
+    pub fn readable(&self) -> watch::Receiver<bool> {
+        self.readable.subscribe()
     }
 }
 
@@ -521,6 +592,35 @@ mod tests {
         let boot = dir.path().join("boot_id");
         std::fs::write(&boot, "01234567-89ab-cdef-0123-456789abcdef\n").expect("write");
         assert!(read_id(&boot, is_boot_id).is_some());
+    }
+
+    #[test]
+    fn an_empty_read_is_an_error_never_facts() {
+        let cause = || "too many open files".to_owned();
+        let empty = normalise("n", Vec::new()).expect("normalised");
+        let error = complete(empty, cause).expect_err("no interfaces");
+        assert!(
+            matches!(error, FactsError::NoInterfaces { .. }),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "no network interface could be read (too many open files); every host has at least `lo`"
+        );
+        // Interfaces listed but their addresses not read (getifaddrs failed).
+        let bare = normalise(
+            "n",
+            [("lo".to_owned(), vec![]), ("eth0".to_owned(), vec![])],
+        )
+        .expect("normalised");
+        let error = complete(bare, cause).expect_err("no addresses");
+        assert!(
+            matches!(error, FactsError::NoAddresses { interfaces: 2, .. }),
+            "{error:?}"
+        );
+        let whole =
+            normalise("n", [("lo".to_owned(), vec![(ip("127.0.0.1"), 8)])]).expect("normalised");
+        assert_eq!(complete(whole.clone(), cause).expect("complete"), whole);
     }
 
     #[test]

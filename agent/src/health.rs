@@ -2,10 +2,17 @@
 //!
 //! - liveness: service `""`, `SERVING` while the process runs;
 //! - readiness: service [`READINESS_SERVICE`] (`attested`), `SERVING` only while at least
-//!   one approver replica acknowledged a report within its max age.
+//!   one approver replica acknowledged a report within its max age, and the node's facts
+//!   were read.
+//!
+//! With host networking every pod on the node can reach this port, so its listener is
+//! bounded (`rubber-stamp-listen`): a flood of idle connections evicts its own oldest and
+//! never takes the descriptors the agent needs to read the node's facts.
 
+use std::sync::Arc;
+
+use rubber_stamp_listen::PlaintextLimits;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
@@ -18,10 +25,14 @@ pub const LIVENESS_SERVICE: &str = "";
 /// The readiness service name: this node is attested.
 pub const READINESS_SERVICE: &str = "attested";
 
-/// Serves health on `listener` until `stop`, mirroring `readiness` into the readiness
-/// service.
+/// The listener's name in logs.
+const LISTENER: &str = "health";
+
+/// Serves health on `listener` within `limits` until `stop`, mirroring `readiness` into
+/// the readiness service.
 pub async fn serve(
     listener: TcpListener,
+    limits: PlaintextLimits,
     readiness: Readiness,
     stop: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
@@ -34,7 +45,10 @@ pub async fn serve(
         .add_service(HealthServer::new(HealthService::from_health_reporter(
             reporter,
         )))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned())
+        .serve_with_incoming_shutdown(
+            rubber_stamp_listen::plaintext(listener, LISTENER, limits, Arc::new(()), stop.clone()),
+            stop.cancelled_owned(),
+        )
         .await;
     mirror.abort();
     served

@@ -30,7 +30,8 @@ fn main() -> ExitCode {
 fn run(args: AgentArgs) -> anyhow::Result<()> {
     init_logging(args.log_format, &args.log_filter)?;
     let health_listen = args.health_listen;
-    let config = args.into_config()?;
+    let mut config = args.into_config()?;
+    runtime::fit_descriptors(&mut config);
     // One thread is plenty for a handful of streams and keeps the idle agent small.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,8 +1,10 @@
 //! Readiness: the agent is attested while at least one approver replica acknowledged a
-//! report within the max age that replica announced in its Ack.
+//! report within the max age that replica announced in its Ack, and its last read of the
+//! node's facts succeeded (a failed read sends nothing, so the node may soon be unattested).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -14,15 +16,17 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone, Debug)]
 pub struct Readiness {
     fresh_until: Arc<Mutex<HashMap<SocketAddr, Instant>>>,
+    facts_readable: Arc<AtomicBool>,
     wake: Arc<Notify>,
     ready: watch::Sender<bool>,
 }
 
 impl Readiness {
-    /// Not ready.
+    /// Not ready (no Ack yet; facts not known to be unreadable).
     pub fn new() -> Self {
         Self {
             fresh_until: Arc::default(),
+            facts_readable: Arc::new(AtomicBool::new(true)),
             wake: Arc::default(),
             ready: watch::channel(false).0,
         }
@@ -35,9 +39,43 @@ impl Readiness {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(endpoint, until);
-        self.ready
-            .send_if_modified(|ready| !std::mem::replace(ready, true));
+        self.recompute();
         self.wake.notify_one();
+    }
+
+    /// Records whether the last read of the node's facts succeeded.
+    pub fn facts_readable(&self, readable: bool) {
+        self.facts_readable.store(readable, Ordering::SeqCst);
+        self.recompute();
+        self.wake.notify_one();
+    }
+
+    /// Follows `readable` (the facts' read state) until `stop`.
+    pub async fn follow_facts(self, mut readable: watch::Receiver<bool>, stop: CancellationToken) {
+        loop {
+            self.facts_readable(*readable.borrow_and_update());
+            tokio::select! {
+                () = stop.cancelled() => return,
+                changed = readable.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// Ready when facts are readable and some Ack is fresh; the earliest Ack expiry.
+    fn recompute(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let next = {
+            let mut fresh = self
+                .fresh_until
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            fresh.retain(|_, until| *until > now);
+            fresh.values().min().copied()
+        };
+        let ready = next.is_some() && self.facts_readable.load(Ordering::SeqCst);
+        self.ready
+            .send_if_modified(|current| std::mem::replace(current, ready) != ready);
+        next
     }
 
     /// Whether some replica's Ack is still within its max age.
@@ -53,18 +91,7 @@ impl Readiness {
     /// Turns readiness off when the last Ack ages out, until `stop`.
     pub async fn expire(self, stop: CancellationToken) {
         loop {
-            let now = Instant::now();
-            let next = {
-                let mut fresh = self
-                    .fresh_until
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                fresh.retain(|_, until| *until > now);
-                fresh.values().min().copied()
-            };
-            let ready = next.is_some();
-            self.ready
-                .send_if_modified(|current| std::mem::replace(current, ready) != ready);
+            let next = self.recompute();
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = self.wake.notified() => {}
@@ -118,5 +145,33 @@ mod tests {
 
         stop.cancel();
         expiry.await.expect("expiry loop stops");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_read_of_the_facts_turns_readiness_off_until_a_read_succeeds() {
+        let readiness = Readiness::new();
+        let stop = CancellationToken::new();
+        let (readable, follow) = watch::channel(true);
+        let follower = tokio::spawn(readiness.clone().follow_facts(follow, stop.clone()));
+        let mut changes = readiness.subscribe();
+        readiness.acked(
+            "10.0.0.1:8443".parse().expect("addr"),
+            Duration::from_secs(300),
+        );
+        assert!(readiness.is_ready());
+
+        readable.send_replace(false);
+        changes.mark_unchanged();
+        changes.changed().await.expect("sender alive");
+        assert!(
+            !readiness.is_ready(),
+            "the Ack is fresh but the facts are not"
+        );
+        readable.send_replace(true);
+        changes.changed().await.expect("sender alive");
+        assert!(readiness.is_ready());
+
+        stop.cancel();
+        follower.await.expect("follower stops");
     }
 }

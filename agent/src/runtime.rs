@@ -45,7 +45,7 @@ pub async fn run(
         config.boot_id_path.clone(),
     )?);
     if let Err(error) = facts.refresh() {
-        tracing::warn!(%error, "cannot read the node's facts yet");
+        tracing::warn!(%error, "cannot read the node's facts yet; reporting nothing until a read succeeds");
     }
     let (identity_tx, identity) = watch::channel(None);
     let readiness = Readiness::new();
@@ -65,12 +65,14 @@ pub async fn run(
         identity_tx,
         stop.clone(),
     ));
+    let readable = facts.readable();
     tasks.spawn(poll_facts(
         facts,
         config.timings.poll_interval,
         stop.clone(),
     ));
     tasks.spawn(readiness.clone().expire(stop.clone()));
+    tasks.spawn(readiness.clone().follow_facts(readable, stop.clone()));
     tasks.spawn(manage_endpoints(
         context,
         resolver,
@@ -79,7 +81,7 @@ pub async fn run(
         config.timings.resolve_interval,
         stop.clone(),
     ));
-    let served = health::serve(health, readiness, stop.clone()).await;
+    let served = health::serve(health, config.health, readiness, stop.clone()).await;
     // The health server returns only once `stop` is cancelled (or on error).
     stop.cancel();
     if tokio::time::timeout(STOP_TIMEOUT, async {
@@ -94,6 +96,31 @@ pub async fn run(
     served.map_err(Into::into)
 }
 
+/// Raises the open-file limit to the hard limit and lowers the health port's connection
+/// limit if it cannot hold it, logging both.
+pub fn fit_descriptors(config: &mut AgentConfig) {
+    let nofile = match rubber_stamp_listen::raise_nofile_limit() {
+        Ok(limit) => {
+            tracing::info!(soft_before = ?limit.before, soft = ?limit.soft, hard = ?limit.hard, "open-file limit");
+            limit.soft
+        }
+        Err(error) => {
+            tracing::warn!(%error, "keeping the open-file limit");
+            error.soft
+        }
+    };
+    for clamp in config.fit_descriptors(nofile) {
+        tracing::warn!(
+            flag = clamp.flag,
+            configured = clamp.configured,
+            used = clamp.used,
+            open_file_limit = clamp.limit,
+            reserved = clamp.reserved,
+            "{clamp}"
+        );
+    }
+}
+
 async fn poll_facts(facts: Facts, interval: Duration, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -102,7 +129,7 @@ async fn poll_facts(facts: Facts, interval: Duration, stop: CancellationToken) {
             () = stop.cancelled() => return,
             _ = ticks.tick() => {
                 if let Err(error) = facts.refresh() {
-                    tracing::warn!(%error, "reading the node's facts failed");
+                    tracing::warn!(%error, "reading the node's facts failed; reporting nothing and not ready until a read succeeds");
                 }
             }
         }

@@ -71,7 +71,8 @@ pub enum SessionError {
     /// The approver ended the stream without a status.
     #[error("the approver closed the stream")]
     Closed,
-    /// The facts could not be read.
+    /// The facts could not be read (or the read came back empty): nothing is reported,
+    /// the stream ends and is retried after the backoff, and readiness is off meanwhile.
     #[error(transparent)]
     Facts(#[from] FactsError),
 }

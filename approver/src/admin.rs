@@ -1,10 +1,10 @@
 //! The admin HTTP server: the attestation snapshot (`/attestations`, the JSON that
 //! `check --attestations` reads), live streams (`/streams`) and Prometheus `/metrics`.
 //!
-//! It serves read-only views and should be reachable only from inside the cluster.
+//! It serves read-only views and should be reachable only from inside the cluster. Its
+//! listener is bounded like every other (`rubber-stamp-listen`).
 
-use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
@@ -13,8 +13,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use jiff::Timestamp;
+use rubber_stamp_listen::{Admitted, Events, Incoming, PlaintextLimits};
 use serde::Serialize;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{self, Metrics};
 use crate::store::{AttestationStore, LiveStreamInfo};
@@ -56,16 +58,52 @@ pub fn router(store: AttestationStore, metrics: Arc<Metrics>) -> Router {
         .with_state(AdminState { store, metrics })
 }
 
-/// Serves the admin routes on `listener` until `shutdown` completes.
+/// Serves the admin routes on `listener` within `limits` until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
+    limits: PlaintextLimits,
     store: AttestationStore,
     metrics: Arc<Metrics>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(store, metrics))
-        .with_graceful_shutdown(shutdown)
+    let local = listener.local_addr()?;
+    let events: Arc<dyn Events> = Arc::new(metrics.listeners.clone());
+    let incoming = rubber_stamp_listen::plaintext(
+        listener,
+        metrics::listener::ADMIN,
+        limits,
+        events,
+        shutdown.clone(),
+    );
+    axum::serve(BoundedListener { incoming, local }, router(store, metrics))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
+}
+
+/// The bounded accept loop's connections as an `axum` listener.
+struct BoundedListener {
+    incoming: Incoming<Admitted<TcpStream>>,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for BoundedListener {
+    type Io = Admitted<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.incoming.next_admitted().await {
+            Some(connection) => {
+                let peer = connection.peer();
+                (connection, peer)
+            }
+            // The loop stopped (shutdown): nothing more to accept.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
 }
 
 async fn attestations(State(state): State<AdminState>) -> Response {

@@ -4,11 +4,16 @@
 //! - readiness: service [`READINESS_SERVICE`] (`rubberstamp.v1.Attestation`), `SERVING`
 //!   only while the attestation server accepts streams (off before it starts and as soon
 //!   as shutdown begins).
+//!
+//! Its listener is bounded like every other (`rubber-stamp-listen`): a flood of idle
+//! connections evicts its own oldest, so the kubelet's probe is still answered, and the
+//! process keeps descriptors in reserve for it while the attestation port is saturated.
 
-use std::future::Future;
+use std::sync::Arc;
 
+use rubber_stamp_listen::{Events, PlaintextLimits};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
@@ -51,16 +56,26 @@ impl Health {
             .await;
     }
 
-    /// Serves `grpc.health.v1` on `listener` (plaintext HTTP/2) until `shutdown` completes.
+    /// Serves `grpc.health.v1` on `listener` (plaintext HTTP/2) within `limits` until
+    /// `shutdown` is cancelled; `events` hears of accept errors and shed connections.
     pub async fn serve(
         &self,
         listener: TcpListener,
-        shutdown: impl Future<Output = ()>,
+        limits: PlaintextLimits,
+        events: Arc<dyn Events>,
+        shutdown: CancellationToken,
     ) -> Result<(), HealthServeError> {
         let service = HealthServer::new(HealthService::from_health_reporter(self.reporter.clone()));
+        let incoming = rubber_stamp_listen::plaintext(
+            listener,
+            crate::metrics::listener::HEALTH,
+            limits,
+            events,
+            shutdown.clone(),
+        );
         tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
             .await?;
         Ok(())
     }

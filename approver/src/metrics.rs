@@ -26,6 +26,8 @@ pub struct Metrics {
     pub tls: crate::pki::TlsMetrics,
     /// The Kubernetes controller.
     pub controller: ControllerMetrics,
+    /// Every listener's accept errors and shed connections.
+    pub listeners: ListenerMetrics,
 }
 
 /// A `reason` label: why a connection or stream was refused or closed.
@@ -64,11 +66,13 @@ impl Metrics {
         let tls = crate::pki::TlsMetrics::register(registry.sub_registry_with_prefix("tls"));
         let controller =
             ControllerMetrics::register(registry.sub_registry_with_prefix("controller"));
+        let listeners = ListenerMetrics::register(&mut registry);
         Self {
             registry,
             grpc,
             tls,
             controller,
+            listeners,
         }
     }
 
@@ -96,6 +100,7 @@ impl fmt::Debug for Metrics {
         f.debug_struct("Metrics")
             .field("grpc", &self.grpc)
             .field("controller", &self.controller)
+            .field("listeners", &self.listeners)
             .finish_non_exhaustive()
     }
 }
@@ -179,6 +184,90 @@ impl GrpcMetrics {
         self.closed_streams
             .get(&ReasonLabel { reason })
             .map_or(0, |c| c.get())
+    }
+}
+
+/// Names of the approver's listeners, the `listener` label.
+pub mod listener {
+    /// The mTLS attestation port.
+    pub const ATTESTATION: &str = "attestation";
+    /// The plaintext `grpc.health.v1` port.
+    pub const HEALTH: &str = "health";
+    /// The admin HTTP port.
+    pub const ADMIN: &str = "admin";
+}
+
+/// A `listener` label: `attestation`, `health` or `admin`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabel {
+    /// The listener.
+    pub listener: &'static str,
+}
+
+/// Labels of a connection a listener closed before serving it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShedLabels {
+    /// The listener.
+    pub listener: &'static str,
+    /// `evicted_per_source`, `evicted_total` or `request_timeout`.
+    pub reason: &'static str,
+}
+
+/// Metrics of every listener (no prefix beyond `rubber_stamp_`): what the bounded accept
+/// loops of `rubber-stamp-listen` report.
+#[derive(Clone, Debug, Default)]
+pub struct ListenerMetrics {
+    /// Failed `accept(2)` calls by listener (`EMFILE`, `ENFILE`, `ENOBUFS`, …).
+    pub accept_errors: Family<ListenerLabel, Counter>,
+    /// Connections closed to stay within a listener's limits, by listener and reason.
+    pub shed_connections: Family<ShedLabels, Counter>,
+}
+
+// === impl ListenerMetrics ===
+
+impl ListenerMetrics {
+    /// Creates the families and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "accept_errors",
+            "Failed accepts by listener; the listener backs off while descriptors or buffers are exhausted",
+            metrics.accept_errors.clone(),
+        );
+        registry.register(
+            "shed_connections",
+            "Connections closed before they were served, to stay within a listener's limits, by listener and reason",
+            metrics.shed_connections.clone(),
+        );
+        metrics
+    }
+
+    /// Current count of accept errors of `listener`.
+    pub fn accept_errors(&self, listener: &'static str) -> u64 {
+        self.accept_errors
+            .get(&ListenerLabel { listener })
+            .map_or(0, |c| c.get())
+    }
+
+    /// Current count of connections `listener` shed for `reason`.
+    pub fn shed_connections(&self, listener: &'static str, reason: &'static str) -> u64 {
+        self.shed_connections
+            .get(&ShedLabels { listener, reason })
+            .map_or(0, |c| c.get())
+    }
+}
+
+impl rubber_stamp_listen::Events for ListenerMetrics {
+    fn accept_failed(&self, listener: &'static str, _: &std::io::Error) {
+        self.accept_errors
+            .get_or_create(&ListenerLabel { listener })
+            .inc();
+    }
+
+    fn shed(&self, listener: &'static str, reason: &'static str) {
+        self.shed_connections
+            .get_or_create(&ShedLabels { listener, reason })
+            .inc();
     }
 }
 
@@ -444,6 +533,8 @@ impl ControllerMetrics {
 
 #[cfg(test)]
 mod tests {
+    use rubber_stamp_listen::Events as _;
+
     use super::*;
 
     #[test]
@@ -465,6 +556,23 @@ mod tests {
         );
         assert!(
             text.contains("rubber_stamp_attestation_live_streams 3"),
+            "{text}"
+        );
+        metrics
+            .listeners
+            .accept_failed(listener::HEALTH, &std::io::Error::other("EMFILE"));
+        metrics
+            .listeners
+            .shed(listener::ATTESTATION, "evicted_total");
+        let text = metrics.encode().expect("encode");
+        assert!(
+            text.contains("rubber_stamp_accept_errors_total{listener=\"health\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "rubber_stamp_shed_connections_total{listener=\"attestation\",reason=\"evicted_total\"} 1"
+            ),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));

@@ -10,6 +10,7 @@ use rubber_stamp_approver::health::{LIVENESS_SERVICE, READINESS_SERVICE};
 use rubber_stamp_approver::runtime::Listeners;
 use rubber_stamp_approver::store::ChallengeError;
 use rubber_stamp_proto::v1::{AgentMessage, approver_message};
+use rubber_stamp_testbed::channel::flood::connect_from;
 use rubber_stamp_testbed::channel::raw::{self, RawStream};
 use rubber_stamp_testbed::channel::{
     ChannelPki, TestApprover, approver_config, health_status, http_get, kubelet_spec, wait_for,
@@ -202,46 +203,88 @@ async fn one_node_cannot_hold_more_than_its_share_of_connections() -> TestResult
     Ok(())
 }
 
+/// Whether the approver closed `stream` (end of stream or reset) within five seconds.
+async fn closed_by_approver(stream: &mut tokio::net::TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(stream, &mut byte)
+        )
+        .await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
 #[tokio::test]
-async fn one_source_cannot_hold_every_handshake_slot() -> TestResult {
+async fn a_source_full_of_silent_handshakes_loses_its_oldest_and_an_agent_still_attaches()
+-> TestResult {
     let pki = ChannelPki::new()?;
     let mut config = approver_config(&pki);
     config.grpc.connections.max_handshakes_per_source = 2;
-    config.grpc.connections.handshake_timeout = Duration::from_secs(1);
+    config.grpc.connections.client_hello_timeout = Duration::from_secs(1);
     let approver = TestApprover::start(config).await?;
     let addr = approver.addrs.grpc;
     // Two connections that never send a ClientHello hold this source's two slots...
-    let _idle = [
+    let mut idle = [
         tokio::net::TcpStream::connect(addr).await?,
         tokio::net::TcpStream::connect(addr).await?,
     ];
-    let grpc = &approver.metrics().grpc;
-    // ...so a third is closed at once (it reads end-of-stream, not a handshake).
-    wait_for("source_handshake_limit", Duration::from_secs(5), || async {
-        let Ok(mut third) = tokio::net::TcpStream::connect(addr).await else {
-            return false;
-        };
-        let mut byte = [0u8; 1];
-        let closed = matches!(
-            tokio::time::timeout(
-                Duration::from_millis(500),
-                tokio::io::AsyncReadExt::read(&mut third, &mut byte)
-            )
-            .await,
-            Ok(Ok(0) | Err(_))
-        );
-        closed && grpc.refused_connections("source_handshake_limit") >= 1
-    })
-    .await?;
-    // Once their handshakes time out, the source may connect again.
-    wait_for("handshake_timeout", Duration::from_secs(5), || async {
-        grpc.refused_connections("handshake_timeout") >= 2
-    })
-    .await?;
+    // ...a third takes the oldest one's slot rather than being refused...
+    let _third = tokio::net::TcpStream::connect(addr).await?;
+    assert!(closed_by_approver(&mut idle[0]).await, "oldest evicted");
+    let listeners = &approver.metrics().listeners;
+    assert_eq!(
+        listeners.shed_connections("attestation", "evicted_per_source"),
+        1
+    );
+    // ...and so does an agent from the same address, at once, while the others still
+    // hold their slots.
     let mut stream = stream_as(&pki, &approver, "worker-1").await?;
     stream
         .report(raw::report(1, "worker-1", &[(ip(10, 0, 0, 11), 24)]))
         .await?;
+    assert!(closed_by_approver(&mut idle[1]).await);
+    // A silent connection that is not evicted is closed when its ClientHello is late.
+    let _late = tokio::net::TcpStream::connect(addr).await?;
+    let grpc = &approver.metrics().grpc;
+    wait_for("client_hello_timeout", Duration::from_secs(5), || async {
+        grpc.refused_connections("client_hello_timeout") >= 1
+    })
+    .await?;
+    approver.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_flood_of_silent_handshakes_from_many_sources_cannot_lock_an_agent_out() -> TestResult {
+    let pki = ChannelPki::new()?;
+    let mut config = approver_config(&pki);
+    config.grpc.connections.max_handshakes = 16;
+    config.grpc.connections.max_handshakes_per_source = 8;
+    let approver = TestApprover::start(config).await?;
+    let addr = approver.addrs.grpc;
+    // Eight addresses, eight silent connections each: four times the handshake slots.
+    let mut flood = Vec::new();
+    for source in 10..18 {
+        for _ in 0..8 {
+            flood.push(connect_from(ip(127, 0, 0, source), addr).await?);
+        }
+    }
+    let listeners = &approver.metrics().listeners;
+    wait_for("the flood to be shed", Duration::from_secs(5), || async {
+        listeners.shed_connections("attestation", "evicted_total") >= 48
+    })
+    .await?;
+    // Every new connection evicts the busiest source's oldest, never the agent's.
+    let started = std::time::Instant::now();
+    let mut stream = stream_as(&pki, &approver, "worker-1").await?;
+    stream
+        .report(raw::report(1, "worker-1", &[(ip(10, 0, 0, 11), 24)]))
+        .await?;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(approver.store().attestation("worker-1").is_some());
+    drop(flood);
     approver.stop().await?;
     Ok(())
 }
@@ -368,6 +411,37 @@ async fn bad_reports_close_only_their_own_stream_with_a_precise_status() -> Test
             .live_stream("worker-2")
             .map(|s| s.peer_address),
         Some(ip(127, 0, 0, 1))
+    );
+    approver.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_report_without_interfaces_is_refused_and_never_stored() -> TestResult {
+    let pki = ChannelPki::new()?;
+    let approver = start(&pki).await?;
+    let mut stream = stream_as(&pki, &approver, "worker-1").await?;
+    stream
+        .report(raw::report(1, "worker-1", &[(ip(10, 0, 0, 11), 24)]))
+        .await?;
+    let before = approver.store().attestation("worker-1");
+
+    // What an agent out of descriptors would have sent: sysinfo listed nothing.
+    let mut empty = raw::report(2, "worker-1", &[]);
+    if let Some(rubber_stamp_proto::v1::agent_message::Kind::Report(r)) = &mut empty.kind {
+        r.interfaces.clear();
+    }
+    let status = stream.report(empty).await.expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "report has no interfaces; every node has at least a loopback interface, so the agent failed to read them"
+    );
+    assert_eq!(approver.metrics().grpc.closed_streams("invalid_report"), 1);
+    assert_eq!(
+        approver.store().attestation("worker-1"),
+        before,
+        "the last complete report stands"
     );
     approver.stop().await?;
     Ok(())

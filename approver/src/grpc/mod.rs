@@ -1,8 +1,8 @@
 //! The attestation gRPC server: mutually authenticated TLS, node identity from the verified
 //! client certificate, reports checked at the edge and written to the store.
 //!
-//! - [`tls`]: server TLS configuration, accept loop (connection limit, handshake timeout),
-//!   the per-connection [`PeerInfo`].
+//! - [`tls`]: server TLS configuration, the handshake step of the port's bounded accept
+//!   loop (handshake and connection limits, timeouts), the per-connection [`PeerInfo`].
 //! - [`identity`]: `CN=system:node:<name>`, `O=system:nodes` → [`NodeIdentity`].
 //! - [`report`]: `NodeReport` → [`ValidReport`] with precise `invalid_argument` reasons.
 //! - [`service`]: the `Attest` stream itself.
@@ -31,7 +31,7 @@ pub use tls::{ConnectionLimits, PeerInfo, TlsError, TlsFiles};
 /// Every limit of the attestation server.
 #[derive(Clone, Debug)]
 pub struct GrpcConfig {
-    /// Connection limit and handshake timeout.
+    /// Handshake and connection limits, ClientHello and handshake timeouts.
     pub connections: ConnectionLimits,
     /// Message size and report rate per stream.
     pub streams: StreamLimits,
@@ -54,6 +54,8 @@ impl Default for GrpcConfig {
         Self {
             connections: ConnectionLimits {
                 max_connections: 20_000,
+                max_handshakes: 1024,
+                client_hello_timeout: Duration::from_secs(5),
                 handshake_timeout: Duration::from_secs(10),
                 max_handshakes_per_source: 64,
                 max_connections_per_peer: 4,
@@ -80,11 +82,13 @@ pub struct ServeError(#[from] tonic::transport::Error);
 
 /// Serves the attestation API on `listener` until `shutdown` is cancelled, then ends every
 /// stream (agents reconnect to another replica) and waits for connections to close.
+/// `events` hears of accept errors and of connections shed by the accept loop.
 pub async fn serve(
     listener: TcpListener,
     tls: std::sync::Arc<rustls::ServerConfig>,
     store: AttestationStore,
     metrics: GrpcMetrics,
+    events: std::sync::Arc<dyn rubber_stamp_listen::Events>,
     config: GrpcConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
@@ -93,6 +97,7 @@ pub async fn serve(
         tls,
         config.connections,
         metrics.clone(),
+        events,
         shutdown.clone(),
     );
     let service = AttestationService::new(

@@ -60,6 +60,12 @@ pub enum ReportError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// No interfaces at all: every host has at least `lo`, so the agent failed to read
+    /// them (e.g. out of descriptors). Taken as proof it would deny the node's CSRs.
+    #[error(
+        "report has no interfaces; every node has at least a loopback interface, so the agent failed to read them"
+    )]
+    NoInterfaces,
     /// Too many interfaces.
     #[error("report has {0} interfaces; the limit is {max}", max = limits::MAX_INTERFACES)]
     TooManyInterfaces(usize),
@@ -264,6 +270,9 @@ fn parse_hostname(hostname: &str) -> Result<String, ReportError> {
 }
 
 fn parse_interfaces(interfaces: Vec<NetworkInterface>) -> Result<Vec<InterfaceFacts>, ReportError> {
+    if interfaces.is_empty() {
+        return Err(ReportError::NoInterfaces);
+    }
     if interfaces.len() > limits::MAX_INTERFACES {
         return Err(ReportError::TooManyInterfaces(interfaces.len()));
     }
@@ -543,6 +552,13 @@ mod tests {
                     ..r()
                 },
                 "only letters, digits",
+            ),
+            (
+                NodeReport {
+                    interfaces: Vec::new(),
+                    ..r()
+                },
+                "report has no interfaces; every node has at least a loopback interface",
             ),
             (
                 NodeReport {

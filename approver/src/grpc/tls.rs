@@ -1,6 +1,7 @@
 //! The attestation port's TLS: a rustls server configuration that requires a client
-//! certificate from the cluster CA, and the accept loop that enforces the connection limit
-//! and handshake timeout and derives each connection's node identity once.
+//! certificate from the cluster CA, and the handshake step of the port's bounded accept
+//! loop: ClientHello and handshake timeouts, the per-node and total limits of
+//! authenticated connections, and each connection's node identity, derived once.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -12,23 +13,23 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::Stream;
 use prometheus_client::metrics::gauge::Gauge;
-use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
+use rubber_stamp_listen::{Events, Incoming, Pending, PoolLimits, Throttle};
+use rustls::server::{Acceptor, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_rustls::TlsAcceptor;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 
 use super::identity::{IdentityError, NodeIdentity, node_identity};
-use crate::metrics::GrpcMetrics;
+use crate::metrics::{GrpcMetrics, listener};
 
 /// The files the attestation port's TLS is built from.
 #[derive(Clone, Debug)]
@@ -127,13 +128,20 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 /// Limits the accept loop enforces.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
-    /// Most connections open at once, handshakes in progress included. Past it a new
-    /// connection is closed at once.
+    /// Most authenticated connections open at once (handshakes in progress count
+    /// separately, [`max_handshakes`](Self::max_handshakes)). Past it a connection is closed
+    /// once its handshake completes.
     pub max_connections: usize,
-    /// Longest a TLS handshake may take.
+    /// Most TLS handshakes in progress at once. A new connection past it closes the oldest
+    /// handshake of the source address with the most in progress.
+    pub max_handshakes: usize,
+    /// Longest a new connection may take to send its TLS ClientHello.
+    pub client_hello_timeout: Duration,
+    /// Longest a TLS handshake may take, from the connection's acceptance.
     pub handshake_timeout: Duration,
-    /// Most handshakes in progress from one source address: one host cannot hold every
-    /// slot with handshakes it never finishes.
+    /// Most handshakes in progress from one source address: a new connection past it
+    /// closes that source's oldest handshake, so one host cannot hold every slot with
+    /// handshakes it never finishes.
     pub max_handshakes_per_source: usize,
     /// Most open connections of one node (its certificate's name; a certificate naming
     /// no node counts against its source address). An agent needs one per replica;
@@ -211,112 +219,132 @@ pub struct AttestedConnection {
     _open: GaugeGuard,
 }
 
-/// Accepts TCP connections from `listener`, runs each handshake concurrently (bounded by
-/// the connection limit and the handshake timeout) and yields the connections that
-/// completed it, until `shutdown` or until the returned stream is dropped.
+/// What every handshake of the attestation port shares.
+struct Handshakes {
+    tls: Arc<ServerConfig>,
+    limits: ConnectionLimits,
+    metrics: GrpcMetrics,
+    /// Authenticated connections (`max_connections`).
+    established: Arc<Semaphore>,
+    /// Authenticated connections per node (`max_connections_per_peer`).
+    peers: Tally<PeerKey>,
+    /// Handshake failures are the peer's doing and can come by the thousand.
+    failure_log: Mutex<Throttle>,
+}
+
+/// Accepts TCP connections from `listener` with the bounded accept loop of
+/// `rubber-stamp-listen` (handshakes in progress bounded in total and per source, the
+/// oldest evicted to make room), runs each handshake concurrently within the ClientHello
+/// and handshake timeouts, and yields the connections that completed it and fit the
+/// per-node and total connection limits, until `shutdown` or until the stream is dropped.
 pub(crate) fn incoming(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     limits: ConnectionLimits,
     metrics: GrpcMetrics,
+    events: Arc<dyn Events>,
     shutdown: CancellationToken,
-) -> impl Stream<Item = Result<AttestedConnection, io::Error>> {
-    let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(
-        listener,
-        TlsAcceptor::from(tls),
+) -> Incoming<AttestedConnection> {
+    let handshakes = Arc::new(Handshakes {
+        tls,
         limits,
         metrics,
-        tx,
+        established: Arc::new(Semaphore::new(limits.max_connections)),
+        peers: Tally::new(),
+        failure_log: Mutex::new(Throttle::new(Duration::from_secs(5))),
+    });
+    rubber_stamp_listen::accept(
+        listener,
+        listener::ATTESTATION,
+        PoolLimits {
+            total: limits.max_handshakes,
+            per_source: limits.max_handshakes_per_source,
+        },
+        events,
         shutdown,
-    ));
-    ReceiverStream::new(rx)
+        move |pending| Arc::clone(&handshakes).run(pending),
+    )
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    limits: ConnectionLimits,
-    metrics: GrpcMetrics,
-    tx: mpsc::Sender<Result<AttestedConnection, io::Error>>,
-    shutdown: CancellationToken,
-) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let handshakes = Tally::new();
-    let peers = Tally::new();
-    loop {
-        let (tcp, address) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tx.closed() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Per-connection errors (ECONNABORTED, …) are the peer's; running out
-                    // of descriptors is ours and clears only when connections close.
-                    tracing::warn!(%error, "accepting a connection failed");
-                    if error.raw_os_error().is_some_and(|e| e == 24 || e == 23) {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            metrics.refuse_connection("connection_limit");
-            tracing::warn!(%address, limit = limits.max_connections, "connection limit reached; closing new connection");
-            continue;
-        };
-        let source = address.ip().to_canonical();
-        let Some(handshake) = handshakes.take(source, limits.max_handshakes_per_source) else {
-            metrics.refuse_connection("source_handshake_limit");
-            tracing::warn!(%address, limit = limits.max_handshakes_per_source, "too many handshakes in progress from this address; closing new connection");
-            continue;
-        };
-        if let Err(error) = tcp.set_nodelay(true) {
+// === impl Handshakes ===
+
+impl Handshakes {
+    /// One connection's handshake; the connection if it completed and fits the limits.
+    async fn run(self: Arc<Self>, pending: Pending) -> Option<AttestedConnection> {
+        let Pending {
+            stream,
+            peer: address,
+            slot,
+        } = pending;
+        let deadline = Instant::now() + self.limits.handshake_timeout;
+        if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%address, %error, "could not set TCP_NODELAY");
         }
-        let acceptor = acceptor.clone();
-        let metrics = metrics.clone();
-        let tx = tx.clone();
-        let peers = peers.clone();
-        tokio::spawn(async move {
-            let handshaken =
-                tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await;
-            drop(handshake);
-            let tls = match handshaken {
-                Err(_) => {
-                    metrics.refuse_connection("handshake_timeout");
-                    tracing::info!(%address, "TLS handshake timed out");
-                    return;
-                }
-                Ok(Err(error)) => {
-                    let reason = handshake_failure(&error);
-                    metrics.refuse_connection(reason);
-                    tracing::info!(%address, reason, %error, "TLS handshake refused");
-                    return;
-                }
-                Ok(Ok(tls)) => tls,
-            };
-            let info = PeerInfo::of(&tls, address);
-            let key = match &info.identity {
-                Ok(identity) => PeerKey::Node(identity.node.as_str().to_owned()),
-                Err(_) => PeerKey::Source(source),
-            };
-            let Some(peer) = peers.take(key, limits.max_connections_per_peer) else {
-                metrics.refuse_connection("peer_connection_limit");
-                tracing::warn!(%address, identity = ?info.identity.as_ref().map(|i| i.node.as_str()), limit = limits.max_connections_per_peer, "too many connections of this node; closing the new one");
-                return;
-            };
-            let connection = AttestedConnection {
-                tls,
-                info: Arc::new(info),
-                _permit: permit,
-                _peer: peer,
-                _open: GaugeGuard::inc(&metrics.connections),
-            };
-            // The server stopped accepting; the connection just closes.
-            let _ = tx.send(Ok(connection)).await;
-        });
+        let hello = tokio::time::timeout_at(
+            deadline.min(Instant::now() + self.limits.client_hello_timeout),
+            LazyConfigAcceptor::new(Acceptor::default(), stream),
+        );
+        let start = match hello.await {
+            Err(_) => return self.failed(address, "client_hello_timeout", None),
+            Ok(Err(error)) => return self.failed(address, handshake_failure(&error), Some(error)),
+            Ok(Ok(start)) => start,
+        };
+        // A connection that sent its ClientHello goes after the silent ones of its source.
+        slot.spoke();
+        let tls = match tokio::time::timeout_at(deadline, start.into_stream(Arc::clone(&self.tls)))
+            .await
+        {
+            Err(_) => return self.failed(address, "handshake_timeout", None),
+            Ok(Err(error)) => return self.failed(address, handshake_failure(&error), Some(error)),
+            Ok(Ok(tls)) => tls,
+        };
+        // No longer a handshake in progress: the connection limits below take over.
+        drop(slot);
+        let info = PeerInfo::of(&tls, address);
+        let key = match &info.identity {
+            Ok(identity) => PeerKey::Node(identity.node.as_str().to_owned()),
+            Err(_) => PeerKey::Source(info.address.ip()),
+        };
+        let Some(peer) = self.peers.take(key, self.limits.max_connections_per_peer) else {
+            self.metrics.refuse_connection("peer_connection_limit");
+            tracing::warn!(%address, identity = ?info.identity.as_ref().map(|i| i.node.as_str()), limit = self.limits.max_connections_per_peer, "too many connections of this node; closing the new one");
+            return None;
+        };
+        let Ok(permit) = Arc::clone(&self.established).try_acquire_owned() else {
+            self.metrics.refuse_connection("connection_limit");
+            tracing::warn!(%address, limit = self.limits.max_connections, "connection limit reached; closing new connection");
+            return None;
+        };
+        Some(AttestedConnection {
+            tls,
+            info: Arc::new(info),
+            _permit: permit,
+            _peer: peer,
+            _open: GaugeGuard::inc(&self.metrics.connections),
+        })
+    }
+
+    /// Counts and logs (at a bounded rate) a handshake that did not complete.
+    fn failed(
+        &self,
+        address: SocketAddr,
+        reason: &'static str,
+        error: Option<io::Error>,
+    ) -> Option<AttestedConnection> {
+        self.metrics.refuse_connection(reason);
+        let due = self
+            .failure_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .admit(Instant::now());
+        let error = error.map(|e| e.to_string()).unwrap_or_default();
+        match due {
+            Some(held_back) => {
+                tracing::info!(%address, reason, error, held_back, "TLS handshake refused");
+            }
+            None => tracing::debug!(%address, reason, error, "TLS handshake refused"),
+        }
+        None
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use rubber_stamp_listen::{Budget, Clamp, PlaintextLimits};
 
 use crate::controller::config::max_age_of;
 use crate::controller::{ControllerArgs, ControllerConfig, ControllerConfigError};
@@ -58,13 +59,21 @@ pub struct RunArgs {
     #[arg(long, env = "POD_NAME", default_value = "rubber-stamp-approver")]
     pub replica_name: String,
 
-    /// Most open connections on the attestation port (handshakes included); further
-    /// connections are closed at once.
+    /// Most authenticated connections on the attestation port (TLS handshakes in progress
+    /// count separately, --max-handshakes); past it a connection is closed once its
+    /// handshake completes.
     #[arg(long, env = "RUBBER_STAMP_MAX_CONNECTIONS", default_value_t = 20_000)]
     pub max_connections: usize,
 
-    /// Most TLS handshakes in progress from one source address; further connections
-    /// from it are closed at once. Raise it when many agents share one address (NAT).
+    /// Most TLS handshakes in progress on the attestation port. A new connection past it
+    /// closes the oldest handshake of the source address with the most in progress, so a
+    /// flood of connections that never finish their handshake cannot lock agents out.
+    #[arg(long, env = "RUBBER_STAMP_MAX_HANDSHAKES", default_value_t = 1024)]
+    pub max_handshakes: usize,
+
+    /// Most TLS handshakes in progress from one source address; a new connection from it
+    /// closes that address's oldest handshake. Raise it when many agents share one address
+    /// (NAT).
     #[arg(
         long,
         env = "RUBBER_STAMP_MAX_HANDSHAKES_PER_SOURCE",
@@ -89,9 +98,61 @@ pub struct RunArgs {
     )]
     pub max_streams_per_connection: u32,
 
+    /// Longest a new connection to the attestation port may take to send its TLS
+    /// ClientHello.
+    #[arg(long, env = "RUBBER_STAMP_CLIENT_HELLO_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub client_hello_timeout: Duration,
+
     /// Longest a TLS handshake may take.
     #[arg(long, env = "RUBBER_STAMP_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
+
+    /// Most connections open on the health port. A new connection past it closes the
+    /// oldest of the source address with the most (one that has not sent a request first).
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_HEALTH_MAX_CONNECTIONS",
+        default_value_t = 64
+    )]
+    pub health_max_connections: usize,
+
+    /// Most connections open on the health port from one source address; a new one closes
+    /// that address's oldest.
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_HEALTH_MAX_CONNECTIONS_PER_SOURCE",
+        default_value_t = 8
+    )]
+    pub health_max_connections_per_source: usize,
+
+    /// Longest a new connection to the health port may stay silent before it is closed.
+    #[arg(long, env = "RUBBER_STAMP_HEALTH_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub health_request_timeout: Duration,
+
+    /// Most connections open on the admin port. A new connection past it closes the
+    /// oldest of the source address with the most (one that has not sent a request first).
+    #[arg(long, env = "RUBBER_STAMP_ADMIN_MAX_CONNECTIONS", default_value_t = 64)]
+    pub admin_max_connections: usize,
+
+    /// Most connections open on the admin port from one source address; a new one closes
+    /// that address's oldest.
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_ADMIN_MAX_CONNECTIONS_PER_SOURCE",
+        default_value_t = 16
+    )]
+    pub admin_max_connections_per_source: usize,
+
+    /// Longest a new connection to the admin port may stay silent before it is closed.
+    #[arg(long, env = "RUBBER_STAMP_ADMIN_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub admin_request_timeout: Duration,
+
+    /// Open files kept for everything but the listeners' connections (the API client,
+    /// certificate files, the runtime). The connection limits of the health, admin and
+    /// attestation ports, in that order, must fit in the open-file limit less this; one
+    /// that does not is lowered, with a warning, at start.
+    #[arg(long, env = "RUBBER_STAMP_RESERVED_DESCRIPTORS", default_value_t = 256)]
+    pub reserved_descriptors: usize,
 
     /// Interval of HTTP/2 keepalive pings to agents.
     #[arg(long, env = "RUBBER_STAMP_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
@@ -213,11 +274,42 @@ pub struct ListenAddrs {
     pub admin: SocketAddr,
 }
 
+/// Limits of the plaintext listeners and the descriptors kept in reserve.
+#[derive(Clone, Copy, Debug)]
+pub struct ListenerLimits {
+    /// The health port.
+    pub health: PlaintextLimits,
+    /// The admin port.
+    pub admin: PlaintextLimits,
+    /// Open files kept for everything but the listeners' connections.
+    pub reserved_descriptors: usize,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self {
+            health: PlaintextLimits {
+                max_connections: 64,
+                max_connections_per_source: 8,
+                request_timeout: Duration::from_secs(5),
+            },
+            admin: PlaintextLimits {
+                max_connections: 64,
+                max_connections_per_source: 16,
+                request_timeout: Duration::from_secs(5),
+            },
+            reserved_descriptors: 256,
+        }
+    }
+}
+
 /// Everything `run` needs, checked.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
     /// Listen addresses (tests pass their own listeners instead).
     pub listen: ListenAddrs,
+    /// Limits of the health and admin ports, and the descriptor reserve.
+    pub listeners: ListenerLimits,
     /// Where the attestation port's certificate comes from, and the client CA.
     pub tls: TlsSource,
     /// Store settings.
@@ -267,6 +359,9 @@ impl RunArgs {
         let policy = self.controller.policy()?;
         let max_age = max_age_of(&policy);
         positive(self.handshake_timeout, "handshake-timeout")?;
+        positive(self.client_hello_timeout, "client-hello-timeout")?;
+        positive(self.health_request_timeout, "health-request-timeout")?;
+        positive(self.admin_request_timeout, "admin-request-timeout")?;
         positive(self.keepalive_interval, "keepalive-interval")?;
         positive(self.report_interval, "report-interval")?;
         if self.keepalive_timeout >= self.keepalive_interval {
@@ -274,7 +369,18 @@ impl RunArgs {
         }
         for (value, flag) in [
             (self.max_connections, "max-connections"),
+            (self.max_handshakes, "max-handshakes"),
             (self.max_handshakes_per_source, "max-handshakes-per-source"),
+            (self.health_max_connections, "health-max-connections"),
+            (
+                self.health_max_connections_per_source,
+                "health-max-connections-per-source",
+            ),
+            (self.admin_max_connections, "admin-max-connections"),
+            (
+                self.admin_max_connections_per_source,
+                "admin-max-connections-per-source",
+            ),
             (self.max_connections_per_node, "max-connections-per-node"),
             (
                 self.max_streams_per_connection as usize,
@@ -314,6 +420,19 @@ impl RunArgs {
                 health: self.health_listen,
                 admin: self.admin_listen,
             },
+            listeners: ListenerLimits {
+                health: PlaintextLimits {
+                    max_connections: self.health_max_connections,
+                    max_connections_per_source: self.health_max_connections_per_source,
+                    request_timeout: self.health_request_timeout,
+                },
+                admin: PlaintextLimits {
+                    max_connections: self.admin_max_connections,
+                    max_connections_per_source: self.admin_max_connections_per_source,
+                    request_timeout: self.admin_request_timeout,
+                },
+                reserved_descriptors: self.reserved_descriptors,
+            },
             tls,
             store: StoreConfig {
                 max_age,
@@ -323,6 +442,8 @@ impl RunArgs {
             grpc: GrpcConfig {
                 connections: ConnectionLimits {
                     max_connections: self.max_connections,
+                    max_handshakes: self.max_handshakes,
+                    client_hello_timeout: self.client_hello_timeout,
                     handshake_timeout: self.handshake_timeout,
                     max_handshakes_per_source: self.max_handshakes_per_source,
                     max_connections_per_peer: self.max_connections_per_node,
@@ -343,6 +464,32 @@ impl RunArgs {
             drain_timeout: self.drain_timeout,
         };
         Ok((run, controller))
+    }
+}
+
+impl RunConfig {
+    /// Lowers the connection limits that the open-file limit `nofile` (`None`: unlimited)
+    /// cannot hold next to the reserve: the health port first (it must answer while the
+    /// attestation port is saturated), then the admin port, then handshakes in progress (at
+    /// most a quarter of what is left), then authenticated connections. Returns what was
+    /// lowered, for the log.
+    pub fn fit_descriptors(&mut self, nofile: Option<u64>) -> Vec<Clamp> {
+        let listeners = &mut self.listeners;
+        let connections = &mut self.grpc.connections;
+        let mut budget = Budget::new(
+            nofile,
+            listeners.reserved_descriptors,
+            "--reserved-descriptors",
+        );
+        listeners.health.max_connections =
+            budget.grant("--health-max-connections", listeners.health.max_connections);
+        listeners.admin.max_connections =
+            budget.grant("--admin-max-connections", listeners.admin.max_connections);
+        connections.max_handshakes =
+            budget.grant_part("--max-handshakes", connections.max_handshakes, 1, 4);
+        connections.max_connections =
+            budget.grant("--max-connections", connections.max_connections);
+        budget.clamps().to_vec()
     }
 }
 
@@ -475,6 +622,30 @@ mod tests {
         assert!(matches!(&config.tls, TlsSource::Secret { pki, .. }
                 if pki.namespace == "ops" && pki.secret == "rubber-stamp-approver-tls"));
         assert!(Cli::try_parse_from(["run", "--client-ca", "ca", "--tls-cert", "c"]).is_err());
+    }
+
+    #[test]
+    fn connection_limits_are_fitted_into_the_open_file_limit() {
+        let mut config = parse(&[]).expect("config");
+        assert!(config.fit_descriptors(Some(1_048_576)).is_empty());
+        assert_eq!(config.grpc.connections.max_connections, 20_000);
+        let clamps = config.fit_descriptors(Some(1024));
+        let flags: Vec<_> = clamps.iter().map(|c| c.flag).collect();
+        assert_eq!(flags, ["--max-handshakes", "--max-connections"]);
+        assert_eq!(config.listeners.health.max_connections, 64, "health first");
+        assert_eq!(config.grpc.connections.max_handshakes, 160);
+        assert_eq!(config.grpc.connections.max_connections, 480);
+        let total = config.listeners.reserved_descriptors
+            + config.listeners.health.max_connections
+            + config.listeners.admin.max_connections
+            + config.grpc.connections.max_handshakes
+            + config.grpc.connections.max_connections;
+        assert_eq!(total, 1024);
+        assert!(
+            parse(&["--health-max-connections", "0"])
+                .is_err_and(|e| e.contains("--health-max-connections"))
+        );
+        assert!(parse(&["--client-hello-timeout", "0s"]).is_err());
     }
 
     #[test]

@@ -37,7 +37,9 @@ use crate::metrics::Metrics;
 use crate::pki::{CertificateFiles, PkiError, SecretPki, ServingCertificate};
 use crate::store::{AttestationStore, Clock, SystemClock};
 
-pub use config::{ConfigError, ListenAddrs, LogFormat, RunArgs, RunConfig, TlsSource};
+pub use config::{
+    ConfigError, ListenAddrs, ListenerLimits, LogFormat, RunArgs, RunConfig, TlsSource,
+};
 
 /// The error type of a task run next to the servers.
 pub type TaskError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -264,13 +266,16 @@ impl Runtime {
             stop,
             tasks,
         } = self;
+        let events: Arc<dyn rubber_stamp_listen::Events> = Arc::new(metrics.listeners.clone());
         let health_stop = CancellationToken::new();
         let mut health_server = tokio::spawn({
             let health = health.clone();
+            let limits = config.listeners.health;
+            let events = Arc::clone(&events);
             let health_stop = health_stop.clone();
             async move {
                 health
-                    .serve(listeners.health, health_stop.cancelled_owned())
+                    .serve(listeners.health, limits, events, health_stop)
                     .await
             }
         });
@@ -279,9 +284,10 @@ impl Runtime {
         set.spawn(named("admin server", {
             let serve = admin::serve(
                 listeners.admin,
+                config.listeners.admin,
                 store.clone(),
                 Arc::clone(&metrics),
-                stop.clone().cancelled_owned(),
+                stop.clone(),
             );
             async move { serve.await.map_err(Into::into) }
         }));
@@ -292,6 +298,7 @@ impl Runtime {
                 tls,
                 store.clone(),
                 metrics.grpc.clone(),
+                events,
                 config.grpc.clone(),
                 stop.clone(),
             );
@@ -448,6 +455,36 @@ async fn bootstrap_pki(
     Ok(pki)
 }
 
+/// Raises the open-file limit to the hard limit and lowers the connection limits that it
+/// cannot hold, logging both.
+fn fit_descriptors(config: &mut RunConfig) {
+    let nofile = match rubber_stamp_listen::raise_nofile_limit() {
+        Ok(limit) => {
+            tracing::info!(
+                soft_before = ?limit.before,
+                soft = ?limit.soft,
+                hard = ?limit.hard,
+                "open-file limit"
+            );
+            limit.soft
+        }
+        Err(error) => {
+            tracing::warn!(%error, "keeping the open-file limit");
+            error.soft
+        }
+    };
+    for clamp in config.fit_descriptors(nofile) {
+        tracing::warn!(
+            flag = clamp.flag,
+            configured = clamp.configured,
+            used = clamp.used,
+            open_file_limit = clamp.limit,
+            reserved = clamp.reserved,
+            "{clamp}"
+        );
+    }
+}
+
 /// Completes on SIGTERM or SIGINT.
 pub async fn termination() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -469,7 +506,8 @@ pub async fn termination() {
 /// controller (unless `--attestation-only`), then [`Runtime::run`] until SIGTERM/SIGINT.
 pub fn main(args: RunArgs) -> Result<(), RuntimeError> {
     logging::init(args.log_format, &args.log_filter)?;
-    let (config, controller_config) = args.into_parts()?;
+    let (mut config, controller_config) = args.into_parts()?;
+    fit_descriptors(&mut config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

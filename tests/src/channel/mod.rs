@@ -1,7 +1,8 @@
 //! Helpers for the attested-channel tests and harnesses: the channel's PKI on disk, an
 //! approver and agents running in-process on port 0, raw gRPC clients presenting any
-//! certificate, and polling with a deadline.
+//! certificate, floods of idle connections, and polling with a deadline.
 
+pub mod flood;
 pub mod procfs;
 pub mod raw;
 
@@ -18,7 +19,9 @@ use rubber_stamp_agent::resolve::{Resolution, Resolve};
 use rubber_stamp_approver::grpc::{GrpcConfig, TlsFiles};
 use rubber_stamp_approver::metrics::Metrics;
 use rubber_stamp_approver::pki::ServingCertificate;
-use rubber_stamp_approver::runtime::{ListenAddrs, Listeners, RunConfig, Runtime, RuntimeError};
+use rubber_stamp_approver::runtime::{
+    ListenAddrs, ListenerLimits, Listeners, RunConfig, Runtime, RuntimeError,
+};
 use rubber_stamp_approver::store::{AttestationStore, StoreConfig, SystemClock};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -173,6 +176,7 @@ pub fn approver_config(pki: &ChannelPki) -> RunConfig {
             health: any,
             admin: any,
         },
+        listeners: ListenerLimits::default(),
         tls: pki.server_files.clone().into(),
         store: StoreConfig::default(),
         grpc,
@@ -323,6 +327,8 @@ pub fn agent_config(
         timings: fast_timings(),
         machine_id_path: "/etc/machine-id".into(),
         boot_id_path: "/proc/sys/kernel/random/boot_id".into(),
+        health: AgentConfig::DEFAULT_HEALTH,
+        reserved_descriptors: 64,
     }
 }
 

@@ -79,12 +79,12 @@ const NEEDED: [Needed; 3] = [
     Needed {
         package: "rubber-stamp-approver",
         bin: "rubber-stamp-approver",
-        sources: &["approver/src", "approver/Cargo.toml", "proto"],
+        sources: &["approver/src", "approver/Cargo.toml", "proto", "listen"],
     },
     Needed {
         package: "rubber-stamp-agent",
         bin: "rubber-stamp-agent",
-        sources: &["agent/src", "agent/Cargo.toml", "proto"],
+        sources: &["agent/src", "agent/Cargo.toml", "proto", "listen"],
     },
     Needed {
         package: "rubber-stamp-testbed",
@@ -99,6 +99,7 @@ const NEEDED: [Needed; 3] = [
             "approver/src",
             "agent/src",
             "proto",
+            "listen",
         ],
     },
 ];

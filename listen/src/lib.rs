@@ -1,0 +1,28 @@
+//! Bounded listeners for the agent and the approver: every accepted connection holds a slot
+//! of a pool bounded in total and per source address, a full pool makes room by closing the
+//! oldest connection of the busiest source, accept errors back off and are logged at a
+//! bounded rate, and the process's open-file limit is raised and budgeted at start.
+//!
+//! Both binaries use it for every listener (the approver's attestation, health and admin
+//! ports, the agent's health port), so there is one implementation of these rules.
+//!
+//! # Layout
+//!
+//! - [`descriptors`]: raise `RLIMIT_NOFILE` to the hard limit; fit connection limits into it.
+//! - [`pool`]: connection slots per source address, and which one to evict when full.
+//! - [`accept`]: the accept loop: slots, eviction, backoff on accept errors, and the
+//!   plaintext gate (a connection must send its first bytes in time).
+//! - [`connection`]: [`Admitted`], a connection that holds its slot and fails once evicted.
+//! - [`throttle`]: at most one log line per interval, counting the ones held back.
+
+pub mod accept;
+pub mod connection;
+pub mod descriptors;
+pub mod pool;
+pub mod throttle;
+
+pub use accept::{Events, Incoming, Pending, PlaintextLimits, accept, plaintext};
+pub use connection::Admitted;
+pub use descriptors::{Budget, Clamp, NofileLimit, raise_nofile_limit};
+pub use pool::{Eviction, Pool, PoolFull, PoolLimits, Slot};
+pub use throttle::Throttle;
