@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use rubber_stamp_approver::core::{
     Attestation, AttestationSet, CsrInput, Decision, InterfaceFacts, KUBELET_SERVING_SIGNER,
-    Policy, decide_parsed, names, parse_request,
+    Observed, Policy, decide_parsed, names, parse_request,
 };
 
 fn world() -> &'static AttestationSet {
@@ -76,8 +76,7 @@ fuzz_target!(|data: &[u8]| {
     let verdict = decide_parsed(
         &csr,
         parsed.as_ref(),
-        world(),
-        None,
+        Observed::attestations(world()),
         &policy,
         jiff::Timestamp::UNIX_EPOCH,
     );

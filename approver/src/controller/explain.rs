@@ -145,7 +145,7 @@ pub(crate) fn explain(verdict: &Verdict, held: Option<&ValveState>, dry_run: boo
 fn waits_for_time(reason: Reason) -> bool {
     matches!(
         reason,
-        Reason::AwaitingAttestation | Reason::UnattestedAddress
+        Reason::AwaitingAttestation | Reason::UnattestedAddress | Reason::AwaitingServices
     )
 }
 

@@ -1,6 +1,7 @@
-//! The Kubernetes controller: watch kubelet-serving CSRs and Nodes, decide with the core
-//! against the attestation store, act (approve or deny through `/approval`, or leave
-//! pending), explain (Events, metrics, logs) — on the Lease holder only.
+//! The Kubernetes controller: watch kubelet-serving CSRs, Nodes, Services and ServiceCIDRs,
+//! decide with the core against the attestation store, act (approve or deny through
+//! `/approval`, or leave pending), explain (Events, metrics, logs) — on the Lease holder
+//! only.
 //!
 //! Every replica runs the watches and keeps its caches warm (CSR reflector, parsed
 //! requests, Node index, attestations from its own gRPC server), so a standby that becomes
@@ -13,7 +14,8 @@
 //! - `reconcile`: one decision on one CSR, and acting on it.
 //! - `table`: per-CSR memory (parsed request, node index, last explained state).
 //! - `nodes`: Node objects as a live `NodeSet`.
-//! - `triggers`: attestation and Node changes → the CSRs they affect.
+//! - `services`: Services and ServiceCIDRs as a live `ServiceSet`.
+//! - `triggers`: attestation, Node and Service changes → the CSRs they affect.
 //! - [`leader`]: the Lease and the local "may act until" deadline.
 //! - `review`: check 14 (SubjectAccessReview) with a short cache.
 //! - `valve`: the flood valve.
@@ -33,6 +35,7 @@ pub mod leader;
 mod nodes;
 mod reconcile;
 mod review;
+mod services;
 mod table;
 mod triggers;
 mod valve;
@@ -44,7 +47,8 @@ use std::time::Duration;
 
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use k8s_openapi::api::core::v1::{Node, ObjectReference};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Service};
+use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kube::runtime::controller::{self, Controller as KubeController};
 use kube::runtime::events::Reporter;
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
@@ -68,6 +72,7 @@ use leader::Election;
 use nodes::NodeIndex;
 use reconcile::Context;
 use review::AccessReviews;
+use services::ServiceIndex;
 use table::CsrTable;
 use triggers::Triggers;
 use valve::FloodValve;
@@ -188,6 +193,7 @@ impl Controller {
             .unwrap_or_else(|| client.default_namespace().to_owned());
         let table = Arc::new(CsrTable::default());
         let nodes = Arc::new(NodeIndex::default());
+        let services = Arc::new(ServiceIndex::default());
         let (triggers, streams) = Triggers::new(Arc::clone(&table));
         let own_object = match &config.lease {
             Some(lease) => ObjectReference {
@@ -211,6 +217,7 @@ impl Controller {
             csrs: csrs.clone(),
             store: store.clone(),
             nodes: Arc::clone(&nodes),
+            services: Arc::clone(&services),
             table: Arc::clone(&table),
             policy: Arc::clone(&config.policy),
             dry_run: config.dry_run,
@@ -251,6 +258,30 @@ impl Controller {
             async move {
                 watch.await;
                 "the Node watch"
+            }
+        });
+        tasks.spawn({
+            let watch = services::watch_services(
+                Api::<Service>::all(client.clone()),
+                Arc::clone(&services),
+                triggers.clone(),
+                background.clone(),
+            );
+            async move {
+                watch.await;
+                "the Service watch"
+            }
+        });
+        tasks.spawn({
+            let watch = services::watch_service_cidrs(
+                Api::<ServiceCIDR>::all(client.clone()),
+                Arc::clone(&services),
+                triggers.clone(),
+                background.clone(),
+            );
+            async move {
+                watch.await;
+                "the ServiceCIDR watch"
             }
         });
         tasks.spawn({

@@ -1,5 +1,5 @@
 //! One decision on one CSR: parse (once), decide (the core, against the live attestation
-//! store and Node index), check 14, then act — approve or deny through `/approval` with
+//! store, Node index and Service index), check 14, then act — approve or deny through `/approval` with
 //! the CSR's resourceVersion, or leave it pending — and explain (Event, metric, log line)
 //! when its state changed.
 
@@ -23,10 +23,13 @@ use super::explain::{self, APPROVED_REASON, Explanation, Outcome, reasons};
 use super::leader::Leadership;
 use super::nodes::NodeIndex;
 use super::review::AccessReviews;
+use super::services::ServiceIndex;
 use super::table::{CsrTable, Decided, ParseResult};
 use super::triggers::Triggers;
 use super::valve::{FloodValve, ValveChange, ValveState};
-use crate::core::{CheckName, CheckReport, CsrInput, Decision, Policy, Verdict, decide_parsed};
+use crate::core::{
+    CheckName, CheckReport, CsrInput, Decision, Observed, Policy, Verdict, decide_parsed,
+};
 use crate::k8s;
 use crate::metrics::ControllerMetrics;
 use crate::store::AttestationStore;
@@ -95,6 +98,7 @@ pub(crate) struct Context {
     pub(crate) csrs: Api<CertificateSigningRequest>,
     pub(crate) store: AttestationStore,
     pub(crate) nodes: Arc<NodeIndex>,
+    pub(crate) services: Arc<ServiceIndex>,
     pub(crate) table: Arc<CsrTable>,
     pub(crate) policy: Arc<Policy>,
     pub(crate) dry_run: bool,
@@ -248,20 +252,19 @@ pub(crate) fn error_policy(
 // === impl Context ===
 
 impl Context {
-    /// The core's verdict, under one consistent view of attestations and Nodes (read
-    /// locks, attestations first, released before any `.await`).
+    /// The core's verdict, under one consistent view of attestations, Nodes and Services
+    /// (read locks, in that order, released before any `.await`).
     fn decide(&self, input: &CsrInput, parsed: &ParseResult) -> Verdict {
         let now = self.store.now();
         let attestations = self.store.read();
         let nodes = self.nodes.read();
-        decide_parsed(
-            input,
-            parsed.as_ref(),
-            &*attestations,
-            Some(&*nodes),
-            &self.policy,
-            now,
-        )
+        let services = self.services.read();
+        let observed = Observed {
+            attestations: &*attestations,
+            nodes: Some(&*nodes),
+            services: Some(&*services),
+        };
+        decide_parsed(input, parsed.as_ref(), observed, &self.policy, now)
     }
 
     /// The flood valve against the current pending count; announces a change.

@@ -1,6 +1,8 @@
 //! The controller's memory of undecided kubelet-serving CSRs: the parsed request (one per
 //! CSR, parsed once), the node it names, the last explained state (for Event dedup), and
-//! an index node → CSR names so an attestation change triggers only that node's CSRs.
+//! an index node → CSR names so an attestation change triggers only that node's CSRs, and
+//! an index IP SAN → CSR names so a Service change triggers only the CSRs asking for its
+//! addresses.
 //!
 //! Entries exist exactly for the CSRs the watch shows as kubelet-serving and undecided, so
 //! memory is bounded by those CSRs; an entry is dropped when its CSR is decided (by us or
@@ -8,6 +10,7 @@
 //! pending-CSR count the flood valve compares with its bound.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use jiff::Timestamp;
@@ -61,6 +64,8 @@ struct Entry {
 struct Tables {
     by_name: HashMap<String, Entry>,
     by_node: HashMap<String, HashSet<String>>,
+    /// IP SAN → CSRs asking for it (once parsed).
+    by_ip: HashMap<IpAddr, HashSet<String>>,
     /// CSRs last explained as `AddressConflict`: another node's change may resolve them.
     conflicted: HashSet<String>,
     /// Bumped at the start of every (re-)list of the watch.
@@ -186,7 +191,32 @@ impl CsrTable {
         if let Some(node) = node {
             t.by_node.entry(node).or_default().insert(name.to_owned());
         }
+        if let Ok(p) = parsed.as_ref() {
+            for ip in &p.sans().ips {
+                t.by_ip.entry(*ip).or_default().insert(name.to_owned());
+            }
+        }
         parsed
+    }
+
+    /// Names of the undecided CSRs asking for any of `ips` as an IP SAN.
+    pub(crate) fn csrs_asking_for(&self, ips: &HashSet<IpAddr>) -> HashSet<String> {
+        let t = self.lock();
+        ips.iter()
+            .filter_map(|ip| t.by_ip.get(ip))
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// Names of the undecided CSRs asking for any IP SAN accepted by `matches`.
+    pub(crate) fn csrs_asking_for_any(&self, matches: impl Fn(IpAddr) -> bool) -> HashSet<String> {
+        let t = self.lock();
+        t.by_ip
+            .iter()
+            .filter(|(ip, _)| matches(**ip))
+            .flat_map(|(_, names)| names.iter().cloned())
+            .collect()
     }
 
     /// Names of the undecided CSRs whose request names `node`.
@@ -305,6 +335,16 @@ impl Tables {
             names.remove(name);
             if names.is_empty() {
                 self.by_node.remove(&node);
+            }
+        }
+        if let Some(Ok(parsed)) = entry.parsed.as_deref() {
+            for ip in &parsed.sans().ips {
+                if let Some(names) = self.by_ip.get_mut(ip) {
+                    names.remove(name);
+                    if names.is_empty() {
+                        self.by_ip.remove(ip);
+                    }
+                }
             }
         }
         self.conflicted.remove(name);
@@ -465,6 +505,30 @@ mod tests {
         table.forget("b");
         assert!(table.csrs_of("w1").is_empty());
         assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn a_parsed_request_indexes_its_ip_sans_until_the_csr_leaves() {
+        let table = CsrTable::default();
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec!["w1".to_owned()]).expect("params");
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress("10.96.0.1".parse().expect("ip")));
+        let pem = params
+            .serialize_request(&key)
+            .expect("csr")
+            .pem()
+            .expect("pem");
+        table.parsed(&mk_csr("a", "a", pem.as_bytes(), None), &Policy::default());
+        let ip: IpAddr = "10.96.0.1".parse().expect("ip");
+        assert_eq!(
+            table.csrs_asking_for(&HashSet::from([ip])),
+            HashSet::from(["a".to_owned()])
+        );
+        assert_eq!(table.csrs_asking_for_any(|i| i.is_ipv4()).len(), 1);
+        table.forget("a");
+        assert!(table.csrs_asking_for(&HashSet::from([ip])).is_empty());
     }
 
     #[test]

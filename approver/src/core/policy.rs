@@ -134,6 +134,18 @@ impl fmt::Display for DenyMode {
     }
 }
 
+/// What check 9 does with an IP SAN that a Service holds or a Service range contains.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ServiceAddressMode {
+    /// Deny it, whatever the node attests (an external or load-balancer IP that the
+    /// node's own Node lists excepted; see `core::services`).
+    #[default]
+    Deny,
+    /// Do not look at the cluster's Services (exotic setups; docs/policy.md says when).
+    Ignore,
+}
+
 /// An interface name pattern: an exact name, or a prefix followed by one `*`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InterfacePattern {
@@ -320,6 +332,9 @@ pub struct Policy {
     /// Largest `spec.expirationSeconds` accepted, if set. Default: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_expiration_seconds: Option<u32>,
+    /// IP SANs that a Service holds or a ServiceCIDR contains: `deny` (default) or
+    /// `ignore`.
+    pub service_addresses: ServiceAddressMode,
     /// What a failed `deny` check does: `always` denies, `never` leaves the
     /// CSR pending. Default: `always`. The controller's `--deny` flag overrides it.
     pub deny: DenyMode,
@@ -347,6 +362,7 @@ impl Default for Policy {
             hostname_must_match_node_name: true,
             peer_binding: true,
             max_expiration_seconds: None,
+            service_addresses: ServiceAddressMode::Deny,
             deny: DenyMode::Always,
         }
     }
@@ -514,6 +530,7 @@ mod tests {
             assert!(p.denied_suffix_of(name).is_none(), "{name}");
         }
         assert_eq!(p.deny, DenyMode::Always);
+        assert_eq!(p.service_addresses, ServiceAddressMode::Deny);
         assert!(p.max_expiration_seconds.is_none());
         for name in [
             "lo",
@@ -552,6 +569,7 @@ deniedCidrs: [10.96.0.1/12]
 allowedDnsSuffixes: [nodes.Example.com., .lan]
 peerBinding: false
 maxExpirationSeconds: 86400
+serviceAddresses: ignore
 deny: never
 "#;
         let p = Policy::from_yaml(yaml).map_err(|e| e.to_string());
@@ -570,6 +588,7 @@ deny: never
         assert!(!p.peer_binding);
         assert_eq!(p.max_expiration_seconds, Some(86400));
         assert_eq!(p.deny, DenyMode::Never);
+        assert_eq!(p.service_addresses, ServiceAddressMode::Ignore);
         assert_eq!(
             p.strip_allowed_suffix("worker-1.nodes.example.com"),
             Some("worker-1")
@@ -605,6 +624,7 @@ deny: never
             ),
             ("deniedCidrs: [10.0.0.0/33]", "invalid"),
             ("deny: sometimes", "sometimes"),
+            ("serviceAddresses: allow", "allow"),
             ("peerBnding: true", "unknown field"),
             ("- a list", "invalid"),
         ] {

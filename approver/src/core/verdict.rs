@@ -212,6 +212,9 @@ pub enum Reason {
     NodeMismatch,
     /// Check 14: the SubjectAccessReview did not allow the requestor.
     SubjectAccessDenied,
+    /// Check 9: the Services or ServiceCIDRs have not been listed yet, so no IP SAN can
+    /// be told apart from a Service's address.
+    AwaitingServices,
 }
 
 impl Reason {
@@ -237,6 +240,7 @@ impl Reason {
             Self::NodeMissing => "NodeMissing",
             Self::NodeMismatch => "NodeMismatch",
             Self::SubjectAccessDenied => "SubjectAccessDenied",
+            Self::AwaitingServices => "AwaitingServices",
         }
     }
 }
