@@ -5,7 +5,7 @@
 //! written in dry run, challenged when the facts predate them, kept pending when the
 //! SubjectAccessReview refuses; Events once per change of state, metrics for every outcome;
 //! a Service's address denied under the shipped policy (and re-decided when a Service
-//! changes).
+//! changes); one node's flood of CSRs holding only that node's approvals.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -635,6 +635,100 @@ async fn a_node_attesting_the_kubernetes_service_ip_is_denied_under_the_shipped_
     );
     drop(rogue);
     drop(late);
+    replica.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_nodes_flood_of_pending_csrs_holds_only_that_nodes_approvals() -> TestResult {
+    // The default bounds: Nodes + 100 for the cluster, 10 per node.
+    let (bed, replica) = bed_and_replica(|_| {}).await?;
+    bed.add_node("flood-1", &[ip(70)])?;
+    bed.add_node("honest-1", &[ip(71)])?;
+    let metrics = replica.controller_metrics();
+    // 115 CSRs from one node that stay pending (its agent is not running): more than
+    // the 102 the cluster-wide valve allows.
+    let mut flood = Vec::new();
+    for _ in 0..115 {
+        flood.push(bed.create_csr("flood-1", &[ip(70)]).await?.name_any());
+    }
+    eventually("the flood counted", WITHIN, || {
+        metrics.pending_csrs.get() == 115
+    })
+    .await?;
+    eventually("flood-1 held", WITHIN, || {
+        metrics.flood_valve_held_nodes.get() == 1
+    })
+    .await?;
+    assert_eq!(
+        metrics.flood_valve_closed.get(),
+        0,
+        "one node cannot close the cluster-wide valve"
+    );
+
+    // Another node's honest CSR is approved meanwhile.
+    let honest = bed.agent("honest-1", &[&replica], &[ip(71)]).await?;
+    honest.report().await?;
+    let name = bed.create_csr("honest-1", &[ip(71)]).await?.name_any();
+    wait_for_csr(&bed, &name, WITHIN, is_approved).await?;
+
+    // The flooding node's CSRs, approvable once its agent reports, are all held.
+    let flooder = bed.agent("flood-1", &[&replica], &[ip(70)]).await?;
+    flooder.report().await?;
+    eventually(
+        "the NodeApprovalsHeld Event on Node flood-1",
+        WITHIN,
+        || {
+            bed.event_reasons("flood-1")
+                .is_ok_and(|r| r == ["NodeApprovalsHeld"])
+        },
+    )
+    .await?;
+    let event = &bed.events_about("flood-1")?[0];
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        event.regarding.as_ref().and_then(|r| r.kind.as_deref()),
+        Some("Node")
+    );
+    let note = event.note.as_deref().unwrap_or_default();
+    assert!(
+        note.starts_with(
+            "Approvals for node flood-1 are held: 115 kubelet-serving CSRs from system:node:flood-1 are pending, more than the per-node bound of 10"
+        ),
+        "{note}"
+    );
+    eventually("an ApprovalHeld Event on one of them", WITHIN, || {
+        bed.event_reasons(&flood[0])
+            .is_ok_and(|r| r.last().is_some_and(|r| r == "ApprovalHeld"))
+    })
+    .await?;
+    for name in &flood {
+        assert!(conditions(&bed.csr(name)?.ok_or("gone")?).is_empty());
+    }
+    assert!(
+        replica
+            .metrics_text()
+            .await?
+            .contains("rubber_stamp_controller_flood_valve_held_nodes 1")
+    );
+
+    // Cleaned up to within its bound, the node's approvals resume by themselves.
+    for name in &flood[10..] {
+        bed.cluster
+            .objects()
+            .delete::<CertificateSigningRequest>("", name)?;
+    }
+    for name in &flood[..10] {
+        wait_for_csr(&bed, name, WITHIN, is_approved).await?;
+    }
+    eventually("the NodeApprovalsResumed Event", WITHIN, || {
+        bed.event_reasons("flood-1")
+            .is_ok_and(|r| r == ["NodeApprovalsHeld", "NodeApprovalsResumed"])
+    })
+    .await?;
+    assert_eq!(metrics.flood_valve_held_nodes.get(), 0);
+    drop(honest);
+    drop(flooder);
     replica.stop().await?;
     Ok(())
 }

@@ -39,6 +39,47 @@ pub mod reasons {
     pub const FLOOD_VALVE_CLOSED: &str = "FloodValveClosed";
     /// On the Lease: approvals resumed (Normal).
     pub const FLOOD_VALVE_OPENED: &str = "FloodValveOpened";
+    /// On a Node: its approvals are held, it has too many pending CSRs (Warning).
+    pub const NODE_APPROVALS_HELD: &str = "NodeApprovalsHeld";
+    /// On a Node: its approvals resumed (Normal).
+    pub const NODE_APPROVALS_RESUMED: &str = "NodeApprovalsResumed";
+}
+
+/// A flood valve holding an approvable CSR back.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Held<'a> {
+    /// The requestor's own bound.
+    Node(&'a NodeHold),
+    /// The cluster-wide bound.
+    Valve(&'a ValveState),
+}
+
+/// The per-node flood valve's hold on one requestor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct NodeHold {
+    /// `spec.username` of the held CSRs.
+    pub(crate) requestor: String,
+    /// The node, when the requestor is `system:node:<name>`.
+    pub(crate) node: Option<String>,
+    /// Its pending kubelet-serving CSRs.
+    pub(crate) pending: usize,
+    /// `--max-pending-csrs-per-node`.
+    pub(crate) bound: usize,
+}
+
+/// The note of the `NodeApprovalsHeld` Event.
+pub(crate) fn node_hold_note(hold: &NodeHold) -> String {
+    let who = hold
+        .node
+        .as_deref()
+        .map_or_else(|| hold.requestor.clone(), |n| format!("node {n}"));
+    truncate(
+        format!(
+            "Approvals for {who} are held: {} kubelet-serving CSRs from {} are pending, more than the per-node bound of {}. Other nodes are still approved. Delete the unwanted CSRs (kubectl get csr) and find out why the node makes so many",
+            hold.pending, hold.requestor, hold.bound
+        ),
+        MAX_NOTE_BYTES,
+    )
 }
 
 /// The outcome label of the decisions metric.
@@ -71,17 +112,30 @@ pub(crate) struct Explanation {
     pub(crate) key: StateKey,
 }
 
-/// Explains `verdict` (check 14 included). `held` is the flood valve's state when it holds
-/// an approvable CSR back.
-pub(crate) fn explain(verdict: &Verdict, held: Option<&ValveState>, dry_run: bool) -> Explanation {
+/// Explains `verdict` (check 14 included). `held` is the flood valve that holds an
+/// approvable CSR back, if one does.
+pub(crate) fn explain(verdict: &Verdict, held: Option<Held<'_>>, dry_run: bool) -> Explanation {
     let (outcome, reason, warning, note) = match (verdict.decision(), held) {
-        (Decision::Approve, Some(valve)) => (
+        (Decision::Approve, Some(Held::Valve(valve))) => (
             Outcome::Held,
             reasons::APPROVAL_HELD,
             true,
             format!(
                 "Every check passed, but approvals are paused: {} kubelet-serving CSRs are pending, more than the flood valve's bound of {}",
                 valve.pending, valve.bound
+            ),
+        ),
+        (Decision::Approve, Some(Held::Node(hold))) => (
+            Outcome::Held,
+            reasons::APPROVAL_HELD,
+            true,
+            format!(
+                "Every check passed, but approvals for {} are held: it has {} kubelet-serving CSRs pending, more than the per-node bound of {}",
+                hold.node
+                    .as_deref()
+                    .map_or_else(|| hold.requestor.clone(), |n| format!("node {n}")),
+                hold.pending,
+                hold.bound
             ),
         ),
         (Decision::Approve, None) if dry_run => (
@@ -128,11 +182,12 @@ pub(crate) fn explain(verdict: &Verdict, held: Option<&ValveState>, dry_run: boo
             )
         }
     };
+    let note = truncate(note, MAX_NOTE_BYTES);
     Explanation {
         outcome,
         reason,
         warning,
-        note: truncate(note, MAX_NOTE_BYTES),
+        note,
         key: StateKey {
             reason,
             fingerprint: fingerprint(verdict),
@@ -382,7 +437,7 @@ mod tests {
             bound: 5,
             change: None,
         };
-        let e = explain(&ok, Some(&valve), false);
+        let e = explain(&ok, Some(Held::Valve(&valve)), false);
         assert_eq!(
             (e.outcome, e.reason, e.warning),
             (Outcome::Held, "ApprovalHeld", true)
@@ -392,6 +447,32 @@ mod tests {
         ));
         assert_eq!(explain(&ok, None, true).reason, "WouldApprove");
         assert_eq!(explain(&ok, None, false).reason, "Approved");
+    }
+
+    #[test]
+    fn a_node_held_by_its_own_bound_is_named() {
+        let ok = mk_verdict(&[], DenyMode::Always);
+        let hold = NodeHold {
+            requestor: "system:node:w1".to_owned(),
+            node: Some("w1".to_owned()),
+            pending: 12,
+            bound: 10,
+        };
+        let e = explain(&ok, Some(Held::Node(&hold)), false);
+        assert_eq!(
+            (e.outcome, e.reason, e.warning),
+            (Outcome::Held, "ApprovalHeld", true)
+        );
+        assert!(
+            e.note
+                .contains("approvals for node w1 are held: it has 12 kubelet-serving CSRs pending, more than the per-node bound of 10"),
+            "{}",
+            e.note
+        );
+        let note = node_hold_note(&hold);
+        assert!(note.starts_with(
+            "Approvals for node w1 are held: 12 kubelet-serving CSRs from system:node:w1"
+        ));
     }
 
     #[test]

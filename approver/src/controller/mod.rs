@@ -18,7 +18,7 @@
 //! - `triggers`: attestation, Node and Service changes → the CSRs they affect.
 //! - [`leader`]: the Lease and the local "may act until" deadline.
 //! - `review`: check 14 (SubjectAccessReview) with a short cache.
-//! - `valve`: the flood valve.
+//! - `valve`: the flood valves (per node, and cluster-wide).
 //! - [`explain`]: Events and condition messages.
 //!
 //! Wiring (what `run` does, and what tests do):
@@ -40,7 +40,7 @@ mod table;
 mod triggers;
 mod valve;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::ready;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -191,7 +191,7 @@ impl Controller {
             .namespace
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_owned());
-        let table = Arc::new(CsrTable::default());
+        let table = Arc::new(CsrTable::new(config.max_pending_csrs_per_node));
         let nodes = Arc::new(NodeIndex::default());
         let services = Arc::new(ServiceIndex::default());
         let (triggers, streams) = Triggers::new(Arc::clone(&table));
@@ -235,6 +235,7 @@ impl Controller {
             },
             own_object,
             challenged: Mutex::new(HashMap::new()),
+            held_requestors: Mutex::new(HashSet::new()),
         });
         tracing::info!(
             replica = %config.replica,
@@ -420,8 +421,9 @@ fn report(
     }
 }
 
-/// Every [`STATUS_INTERVAL`]: gauges (pending CSRs, attested and unattested nodes) and the
-/// flood valve (which reopens here once the pending CSRs are back within the bound).
+/// Every [`STATUS_INTERVAL`]: gauges (pending CSRs, attested and unattested nodes, nodes
+/// held) and the flood valves (which reopen here once the pending CSRs are back within
+/// their bounds).
 async fn status_loop(ctx: Arc<Context>, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(STATUS_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -433,10 +435,23 @@ async fn status_loop(ctx: Arc<Context>, stop: CancellationToken) {
         ctx.metrics
             .pending_csrs
             .set(i64::try_from(ctx.table.len()).unwrap_or(i64::MAX));
+        ctx.metrics
+            .flood_valve_held_nodes
+            .set(i64::try_from(ctx.table.requestors_over_bound()).unwrap_or(i64::MAX));
         if !ctx.nodes.is_ready() {
             continue;
         }
         ctx.valve_state();
+        let released = ctx.release_requestors();
+        let sent = async {
+            for requestor in &released {
+                ctx.triggers.requestor(requestor).await;
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = sent => {}
+        }
         let (attested, unattested) = attestation_coverage(&ctx);
         ctx.metrics
             .attested_nodes

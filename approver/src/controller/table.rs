@@ -1,13 +1,15 @@
 //! The controller's memory of undecided kubelet-serving CSRs: the parsed request (one per
-//! CSR, parsed once), the node it names, the last explained state (for Event dedup), and
-//! an index node → CSR names so an attestation change triggers only that node's CSRs, and
-//! an index IP SAN → CSR names so a Service change triggers only the CSRs asking for its
-//! addresses.
+//! CSR, parsed once), the node it names, the last explained state (for Event dedup), an
+//! index node → CSR names so an attestation change triggers only that node's CSRs, an
+//! index IP SAN → CSR names so a Service change triggers only the CSRs asking for its
+//! addresses, and the CSRs of each requestor (`spec.username`, which the API server set)
+//! for the per-node flood valve.
 //!
 //! Entries exist exactly for the CSRs the watch shows as kubelet-serving and undecided, so
 //! memory is bounded by those CSRs; an entry is dropped when its CSR is decided (by us or
-//! anyone) or deleted, or when a re-list no longer shows it. The table's size is the
-//! pending-CSR count the flood valve compares with its bound.
+//! anyone) or deleted, or when a re-list no longer shows it. The flood valves read their
+//! counts here: each requestor's pending CSRs against the per-node bound, and the total,
+//! counting at most that bound per requestor, against the cluster-wide bound.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -17,6 +19,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::runtime::watcher;
 
+use super::config::DEFAULT_MAX_PENDING_CSRS_PER_NODE;
 use crate::core::input::FINAL_CONDITIONS;
 use crate::core::{KUBELET_SERVING_SIGNER, ParsedRequest, Policy, RequestError, parse_request};
 
@@ -51,6 +54,8 @@ pub(crate) struct Decided {
 #[derive(Debug)]
 struct Entry {
     uid: String,
+    /// `spec.username`: who created the CSR, as the API server authenticated it.
+    requestor: String,
     generation: u64,
     first_seen: Timestamp,
     parsed: Option<Arc<ParseResult>>,
@@ -66,6 +71,14 @@ struct Tables {
     by_node: HashMap<String, HashSet<String>>,
     /// IP SAN → CSRs asking for it (once parsed).
     by_ip: HashMap<IpAddr, HashSet<String>>,
+    /// Requestor → its CSRs.
+    by_requestor: HashMap<String, HashSet<String>>,
+    /// The per-requestor bound of the per-node flood valve.
+    per_requestor_bound: usize,
+    /// Σ min(CSRs of a requestor, bound): what the cluster-wide valve counts.
+    capped_total: usize,
+    /// Requestors with more CSRs than the bound.
+    over_bound: usize,
     /// CSRs last explained as `AddressConflict`: another node's change may resolve them.
     conflicted: HashSet<String>,
     /// Bumped at the start of every (re-)list of the watch.
@@ -75,9 +88,15 @@ struct Tables {
 
 /// The table; cheap to share behind an `Arc`, every method takes the lock briefly and
 /// never across an `.await`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct CsrTable {
     inner: Mutex<Tables>,
+}
+
+impl Default for CsrTable {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_PENDING_CSRS_PER_NODE)
+    }
 }
 
 /// True when `csr` is for the kubelet-serving signer and carries no final condition.
@@ -100,9 +119,24 @@ fn name_uid(csr: &CertificateSigningRequest) -> (&str, &str) {
     )
 }
 
+fn requestor_of(csr: &CertificateSigningRequest) -> &str {
+    csr.spec.username.as_deref().unwrap_or_default()
+}
+
 // === impl CsrTable ===
 
 impl CsrTable {
+    /// A table whose per-node flood valve holds a requestor above `per_requestor_bound`
+    /// pending CSRs.
+    pub(crate) fn new(per_requestor_bound: usize) -> Self {
+        Self {
+            inner: Mutex::new(Tables {
+                per_requestor_bound,
+                ..Tables::default()
+            }),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Tables> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -150,7 +184,7 @@ impl CsrTable {
             t.remove(name);
             return;
         }
-        t.upsert(name, uid);
+        t.upsert(name, uid, requestor_of(csr));
     }
 
     /// Forgets a CSR.
@@ -182,7 +216,7 @@ impl CsrTable {
             Err(_) => None,
         };
         let mut t = self.lock();
-        let entry = t.upsert(name, uid);
+        let entry = t.upsert(name, uid, requestor_of(csr));
         if let Some(existing) = &entry.parsed {
             return Arc::clone(existing);
         }
@@ -217,6 +251,39 @@ impl CsrTable {
             .filter(|(ip, _)| matches(**ip))
             .flat_map(|(_, names)| names.iter().cloned())
             .collect()
+    }
+
+    /// Names of the undecided CSRs `requestor` created.
+    pub(crate) fn csrs_by(&self, requestor: &str) -> Vec<String> {
+        self.lock()
+            .by_requestor
+            .get(requestor)
+            .map(|names| names.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// How many undecided CSRs `requestor` created.
+    pub(crate) fn pending_by(&self, requestor: &str) -> usize {
+        self.lock()
+            .by_requestor
+            .get(requestor)
+            .map_or(0, HashSet::len)
+    }
+
+    /// The per-node flood valve's bound.
+    pub(crate) fn per_requestor_bound(&self) -> usize {
+        self.lock().per_requestor_bound
+    }
+
+    /// The pending CSRs the cluster-wide valve counts: at most the per-node bound per
+    /// requestor, so one flooding node (already held by its own bound) cannot close it.
+    pub(crate) fn capped_len(&self) -> usize {
+        self.lock().capped_total
+    }
+
+    /// Requestors with more undecided CSRs than the per-node bound.
+    pub(crate) fn requestors_over_bound(&self) -> usize {
+        self.lock().over_bound
     }
 
     /// Names of the undecided CSRs whose request names `node`.
@@ -302,17 +369,21 @@ impl CsrTable {
 // === impl Tables ===
 
 impl Tables {
-    fn upsert(&mut self, name: &str, uid: &str) -> &mut Entry {
+    fn upsert(&mut self, name: &str, uid: &str, requestor: &str) -> &mut Entry {
         let generation = self.generation;
         if self.by_name.get(name).is_some_and(|e| e.uid != uid) {
             // Deleted and created again under the same name: a different request.
             self.remove(name);
+        }
+        if !self.by_name.contains_key(name) {
+            self.count_in(requestor, name);
         }
         let entry = self
             .by_name
             .entry(name.to_owned())
             .or_insert_with(|| Entry {
                 uid: uid.to_owned(),
+                requestor: requestor.to_owned(),
                 generation,
                 first_seen: Timestamp::now(),
                 parsed: None,
@@ -347,7 +418,41 @@ impl Tables {
                 }
             }
         }
+        self.count_out(&entry.requestor, name);
         self.conflicted.remove(name);
+    }
+
+    /// Counts a new CSR of `requestor`.
+    fn count_in(&mut self, requestor: &str, name: &str) {
+        let names = self.by_requestor.entry(requestor.to_owned()).or_default();
+        if names.insert(name.to_owned()) {
+            let count = names.len();
+            if count <= self.per_requestor_bound {
+                self.capped_total += 1;
+            }
+            if count == self.per_requestor_bound + 1 {
+                self.over_bound += 1;
+            }
+        }
+    }
+
+    /// Stops counting a CSR of `requestor`.
+    fn count_out(&mut self, requestor: &str, name: &str) {
+        let Some(names) = self.by_requestor.get_mut(requestor) else {
+            return;
+        };
+        let count = names.len();
+        if names.remove(name) {
+            if count <= self.per_requestor_bound {
+                self.capped_total -= 1;
+            }
+            if count == self.per_requestor_bound + 1 {
+                self.over_bound -= 1;
+            }
+        }
+        if names.is_empty() {
+            self.by_requestor.remove(requestor);
+        }
     }
 }
 
@@ -505,6 +610,41 @@ mod tests {
         table.forget("b");
         assert!(table.csrs_of("w1").is_empty());
         assert_eq!(table.len(), 0);
+    }
+
+    fn mk_csr_by(name: &str, requestor: &str) -> CertificateSigningRequest {
+        let mut csr = mk_csr(name, name, b"x", None);
+        csr.spec.username = Some(requestor.to_owned());
+        csr
+    }
+
+    #[test]
+    fn each_requestor_counts_at_most_the_bound_toward_the_total() {
+        let table = CsrTable::new(2);
+        for i in 0..5 {
+            table.observe(&mk_csr_by(&format!("flood-{i}"), "system:node:bad"));
+        }
+        table.observe(&mk_csr_by("honest", "system:node:good"));
+        assert_eq!(table.len(), 6);
+        assert_eq!(table.pending_by("system:node:bad"), 5);
+        assert_eq!(table.capped_len(), 3, "2 of bad's five, and good's one");
+        assert_eq!(table.requestors_over_bound(), 1);
+        // Seen again (an update): not counted twice.
+        table.observe(&mk_csr_by("flood-0", "system:node:bad"));
+        assert_eq!(table.pending_by("system:node:bad"), 5);
+        for i in 0..3 {
+            table.forget(&format!("flood-{i}"));
+        }
+        assert_eq!(table.pending_by("system:node:bad"), 2);
+        assert_eq!((table.capped_len(), table.requestors_over_bound()), (3, 0));
+        table.apply_event(&watcher::Event::Delete(mk_csr_by(
+            "honest",
+            "system:node:good",
+        )));
+        table.forget("flood-3");
+        table.forget("flood-4");
+        assert_eq!((table.len(), table.capped_len()), (0, 0));
+        assert!(table.csrs_by("system:node:bad").is_empty());
     }
 
     #[test]
