@@ -579,6 +579,10 @@ async fn a_node_attesting_the_kubernetes_service_ip_is_denied_under_the_shipped_
             .contains("10.96.0.1 is a cluster IP of Service default/kubernetes (spec.clusterIPs)"),
         "{message}"
     );
+    assert!(
+        message.ends_with("see docs/operations.md#addressnotallowed"),
+        "{message}"
+    );
     eventually("the Denied Event", WITHIN, || {
         bed.event_reasons(&name).is_ok_and(|r| r == ["Denied"])
     })
@@ -694,7 +698,7 @@ async fn one_nodes_flood_of_pending_csrs_holds_only_that_nodes_approvals() -> Te
     assert!(
         note.starts_with(
             "Approvals for node flood-1 are held: 115 kubelet-serving CSRs from system:node:flood-1 are pending, more than the per-node bound of 10"
-        ),
+        ) && note.ends_with("docs/operations.md#nodeapprovalsheld"),
         "{note}"
     );
     eventually("an ApprovalHeld Event on one of them", WITHIN, || {

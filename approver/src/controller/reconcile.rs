@@ -427,7 +427,7 @@ impl Context {
                     reasons::FLOOD_VALVE_CLOSED,
                     true,
                     format!(
-                        "Approvals stopped: {} kubelet-serving CSRs are pending, more than the bound of {} (at most {} counted per node). Inspect them (kubectl get csr), delete the unwanted ones, or raise --max-pending-csrs",
+                        "Approvals stopped: {} kubelet-serving CSRs are pending, more than the bound of {} (at most {} counted per node). Inspect them (kubectl get csr) and delete the unwanted ones; see docs/operations.md#floodvalveclosed",
                         state.pending,
                         state.bound,
                         self.table.per_requestor_bound()

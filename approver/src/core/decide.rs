@@ -847,7 +847,7 @@ impl Ctx<'_> {
                 Outcome::Pending,
                 Reason::PeerMismatch,
                 format!(
-                    "{node}'s agent connected from {peer}, which is not one of the addresses it reported (behind NAT? then set peerBinding: false)"
+                    "{node}'s agent connected from {peer}, which is not one of the addresses it reported"
                 ),
             ),
             Some(_) if !self.policy.is_allowed_address(peer) => CheckReport::failed(

@@ -218,6 +218,30 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason.
+    pub const ALL: [Self; 20] = [
+        Self::OutOfScope,
+        Self::MalformedRequest,
+        Self::SubjectInvalid,
+        Self::RequestorMismatch,
+        Self::UsagesInvalid,
+        Self::SanInvalid,
+        Self::NameNotAttested,
+        Self::AddressNotAttested,
+        Self::AddressNotAllowed,
+        Self::NameNotAllowed,
+        Self::ExpirationTooLong,
+        Self::AwaitingAttestation,
+        Self::AttestationStale,
+        Self::UnattestedAddress,
+        Self::PeerMismatch,
+        Self::AddressConflict,
+        Self::NodeMissing,
+        Self::NodeMismatch,
+        Self::SubjectAccessDenied,
+        Self::AwaitingServices,
+    ];
+
     /// The PascalCase name.
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -1641,3 +1641,22 @@ fn deny_never_leaves_a_service_address_pending_as_a_would_be_denial() {
     );
     assert!(v.check(C::IpSansAttested).is_some_and(|c| c.would_deny()));
 }
+
+#[test]
+fn a_peer_mismatch_states_the_fact_and_suggests_no_switch() {
+    let v = case(
+        &good(),
+        same,
+        |w| w.attestation_mut("worker-1").peer_address = Some(ip("192.0.2.1")),
+        Decision::Pending,
+        &[(C::PeerBinding, Reason::PeerMismatch)],
+    );
+    let d = detail(&v, C::PeerBinding);
+    assert_eq!(
+        d,
+        "worker-1's agent connected from 192.0.2.1, which is not one of the addresses it reported"
+    );
+    for advice in ["peerBinding", "NAT", "set "] {
+        assert!(!d.contains(advice), "{d}");
+    }
+}
