@@ -1,6 +1,8 @@
 //! Criterion bench: the cost of `decide` beside the cost of parsing and
 //! verifying the request alone, for a typical kubelet CSR (ECDSA P-256,
-//! 3 SANs) and a 64-SAN one, against 10,000 attested nodes and Node objects.
+//! 3 SANs) and a 64-SAN one, against 10,000 attested nodes and Node objects and
+//! 10,000 Services (each with a cluster IP, every tenth with an external IP) in the
+//! default ServiceCIDR.
 //!
 //! `cargo bench -p rubber-stamp-approver --bench decide`
 
@@ -13,8 +15,9 @@ use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
 use rubber_stamp_approver::core::policy::DnsSuffix;
 use rubber_stamp_approver::core::{
     Attestation, AttestationSet, CsrInput, Decision, INTERFACES_SOURCE, InterfaceFacts,
-    KUBELET_SERVING_SIGNER, NodeAddress, NodeRecord, NodeSet, Policy, SourceReport, decide,
-    decide_parsed, parse_request,
+    KUBELET_SERVING_SIGNER, NodeAddress, NodeRecord, NodeSet, Observed, Policy, ServiceAddress,
+    ServiceField, ServiceRange, ServiceRecord, ServiceSet, SourceReport, decide, decide_parsed,
+    parse_request,
 };
 
 const NODES: u32 = 10_000;
@@ -135,6 +138,26 @@ fn csr(pem_text: String) -> CsrInput {
     }
 }
 
+/// 10,000 Services with cluster IPs in 10.96.0.0/12 (every tenth also with an external
+/// IP in 192.0.2.0/24 or 198.51.100.0/24) and the `kubernetes` ServiceCIDR.
+fn services() -> ServiceSet {
+    let records = (0..NODES).map(|i| {
+        let mut addresses = vec![ServiceAddress {
+            ip: IpAddr::V4(Ipv4Addr::from(0x0a60_0000 + 1 + i)),
+            field: ServiceField::ClusterIp,
+        }];
+        if i % 10 == 0 {
+            addresses.push(ServiceAddress {
+                ip: IpAddr::V4(Ipv4Addr::from(0xc000_0200 + (i / 10))),
+                field: ServiceField::ExternalIp,
+            });
+        }
+        ServiceRecord::new("default", format!("svc-{i}"), addresses)
+    });
+    let range = ServiceRange::new("kubernetes", ["10.96.0.0/12".parse().expect("net")]);
+    ServiceSet::listed(records, [range])
+}
+
 fn bench(c: &mut Criterion) {
     let policy = Policy {
         allowed_dns_suffixes: vec![DnsSuffix::new("nodes.example.com").expect("suffix")],
@@ -142,6 +165,7 @@ fn bench(c: &mut Criterion) {
     };
     let now = at(60);
     let nodes = nodes();
+    let services = services();
 
     // Typical: node name, IPv4, IPv6.
     let typical = csr(request(
@@ -164,7 +188,12 @@ fn bench(c: &mut Criterion) {
         let parsed = parse_request(&input.request, &policy);
         let p = parsed.as_ref().expect("parses");
         assert_eq!(p.sans().total, sans);
-        let verdict = decide(input, &set, Some(&nodes), &policy, now);
+        let observed = Observed {
+            attestations: &set,
+            nodes: Some(&nodes),
+            services: Some(&services),
+        };
+        let verdict = decide(input, observed, &policy, now);
         assert_eq!(
             verdict.decision(),
             Decision::Approve,
@@ -177,19 +206,10 @@ fn bench(c: &mut Criterion) {
             b.iter(|| parse_request(black_box(&input.request), &policy))
         });
         group.bench_function("decide_full", |b| {
-            b.iter(|| decide(black_box(input), &set, Some(&nodes), &policy, now))
+            b.iter(|| decide(black_box(input), observed, &policy, now))
         });
         group.bench_function("decide_parsed", |b| {
-            b.iter(|| {
-                decide_parsed(
-                    black_box(input),
-                    parsed.as_ref(),
-                    &set,
-                    Some(&nodes),
-                    &policy,
-                    now,
-                )
-            })
+            b.iter(|| decide_parsed(black_box(input), parsed.as_ref(), observed, &policy, now))
         });
         group.finish();
     }

@@ -1,13 +1,20 @@
 //! Kubernetes objects (`k8s_openapi`) into the core's plain data: a
-//! CertificateSigningRequest into a [`CsrInput`], a Node into a [`NodeRecord`].
+//! CertificateSigningRequest into a [`CsrInput`], a Node into a [`NodeRecord`], a Service
+//! into a [`ServiceRecord`], a ServiceCIDR into a [`ServiceRange`].
 //!
 //! The controller and `check` share these conversions, so both decide on
 //! exactly the same facts.
 
-use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use k8s_openapi::api::core::v1::Node;
+use std::net::IpAddr;
 
-use crate::core::{CsrInput, NodeAddress, NodeRecord};
+use ipnet::IpNet;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::networking::v1::ServiceCIDR;
+
+use crate::core::{
+    CsrInput, NodeAddress, NodeRecord, ServiceAddress, ServiceField, ServiceRange, ServiceRecord,
+};
 
 impl From<&CertificateSigningRequest> for CsrInput {
     fn from(csr: &CertificateSigningRequest) -> Self {
@@ -66,6 +73,72 @@ impl From<&Node> for NodeRecord {
             machine_id: info.and_then(|i| non_empty(&i.machine_id)),
             boot_id: info.and_then(|i| non_empty(&i.boot_id)),
         }
+    }
+}
+
+/// Every IP a Service holds: `spec.clusterIP(s)` (not `None`, the headless marker),
+/// `spec.externalIPs` and `status.loadBalancer.ingress[].ip`. The API server validates
+/// these fields; an entry that does not parse as an IP (a hand-edited file) is skipped.
+impl From<&Service> for ServiceRecord {
+    fn from(service: &Service) -> Self {
+        let spec = service.spec.as_ref();
+        let ip = |text: &str| text.trim().parse::<IpAddr>().ok();
+        let cluster = spec
+            .and_then(|s| s.cluster_ip.as_deref())
+            .into_iter()
+            .chain(
+                spec.and_then(|s| s.cluster_ips.as_deref())
+                    .into_iter()
+                    .flatten()
+                    .map(String::as_str),
+            )
+            .filter_map(ip)
+            .map(|ip| ServiceAddress {
+                ip,
+                field: ServiceField::ClusterIp,
+            });
+        let external = spec
+            .and_then(|s| s.external_ips.as_deref())
+            .into_iter()
+            .flatten()
+            .filter_map(|t| ip(t))
+            .map(|ip| ServiceAddress {
+                ip,
+                field: ServiceField::ExternalIp,
+            });
+        let ingress = service
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_deref())
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.ip.as_deref().and_then(ip))
+            .map(|ip| ServiceAddress {
+                ip,
+                field: ServiceField::LoadBalancerIngress,
+            });
+        ServiceRecord::new(
+            service.metadata.namespace.clone().unwrap_or_default(),
+            service.metadata.name.clone().unwrap_or_default(),
+            cluster.chain(external).chain(ingress),
+        )
+    }
+}
+
+/// A ServiceCIDR's `spec.cidrs` (validated by the API server; an entry that does not
+/// parse is skipped).
+impl From<&ServiceCIDR> for ServiceRange {
+    fn from(cidr: &ServiceCIDR) -> Self {
+        ServiceRange::new(
+            cidr.metadata.name.clone().unwrap_or_default(),
+            cidr.spec
+                .as_ref()
+                .and_then(|s| s.cidrs.as_deref())
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.trim().parse::<IpNet>().ok()),
+        )
     }
 }
 
@@ -131,6 +204,84 @@ mod tests {
                 ..facts
             },
             input
+        );
+    }
+
+    #[test]
+    fn service_addresses_come_from_the_three_fields() {
+        use k8s_openapi::api::core::v1::{
+            LoadBalancerIngress, LoadBalancerStatus, ServiceSpec, ServiceStatus,
+        };
+        let service = Service {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("shop".into()),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                cluster_ip: Some("10.96.0.20".into()),
+                cluster_ips: Some(vec!["10.96.0.20".into(), "fd00:96::20".into()]),
+                external_ips: Some(vec!["192.0.2.7".into(), "not an ip".into()]),
+                ..Default::default()
+            }),
+            status: Some(ServiceStatus {
+                load_balancer: Some(LoadBalancerStatus {
+                    ingress: Some(vec![
+                        LoadBalancerIngress {
+                            ip: Some("198.51.100.9".into()),
+                            ..Default::default()
+                        },
+                        LoadBalancerIngress {
+                            hostname: Some("lb.example.com".into()),
+                            ..Default::default()
+                        },
+                    ]),
+                }),
+                ..Default::default()
+            }),
+        };
+        let record = ServiceRecord::from(&service);
+        assert_eq!(
+            (record.namespace.as_str(), record.name.as_str()),
+            ("shop", "web")
+        );
+        let got: Vec<(String, ServiceField)> = record
+            .addresses
+            .iter()
+            .map(|a| (a.ip.to_string(), a.field))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("10.96.0.20".to_owned(), ServiceField::ClusterIp),
+                ("192.0.2.7".to_owned(), ServiceField::ExternalIp),
+                ("198.51.100.9".to_owned(), ServiceField::LoadBalancerIngress),
+                ("fd00:96::20".to_owned(), ServiceField::ClusterIp),
+            ]
+        );
+        let headless = Service {
+            spec: Some(ServiceSpec {
+                cluster_ip: Some("None".into()),
+                cluster_ips: Some(vec!["None".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(ServiceRecord::from(&headless).addresses.is_empty());
+        let cidr: ServiceCIDR = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kubernetes"},
+            "spec": {"cidrs": ["10.96.0.1/12", "fd00:96::/108"]}
+        }))
+        .expect("ServiceCIDR");
+        let range = ServiceRange::from(&cidr);
+        assert_eq!(range.name, "kubernetes");
+        assert_eq!(
+            range
+                .cidrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["10.96.0.0/12", "fd00:96::/108"]
         );
     }
 

@@ -336,6 +336,9 @@ pub struct ControllerMetrics {
     pub flood_valve_closed: Gauge,
     /// The number of pending CSRs above which the flood valve closes.
     pub flood_valve_bound: Gauge,
+    /// Requestors (nodes) with more pending CSRs than `--max-pending-csrs-per-node`: their
+    /// approvals are held. One gauge, not a label per node, to keep the series bounded.
+    pub flood_valve_held_nodes: Gauge,
     /// Writes of decisions to `/approval`, by decision and result.
     pub writes: Family<WriteLabels, Counter>,
     /// SubjectAccessReviews for check 14, by result (`allowed`, `denied`, `cached`, `error`).
@@ -365,6 +368,7 @@ impl Default for ControllerMetrics {
             leader: Gauge::default(),
             flood_valve_closed: Gauge::default(),
             flood_valve_bound: Gauge::default(),
+            flood_valve_held_nodes: Gauge::default(),
             writes: Family::default(),
             access_reviews: Family::default(),
             challenges: Family::default(),
@@ -426,6 +430,11 @@ impl ControllerMetrics {
             "flood_valve_bound",
             "Pending CSRs above which the flood valve closes",
             m.flood_valve_bound.clone(),
+        );
+        registry.register(
+            "flood_valve_held_nodes",
+            "Nodes whose approvals are held because each has more pending CSRs than the per-node bound",
+            m.flood_valve_held_nodes.clone(),
         );
         registry.register(
             "decision_writes",

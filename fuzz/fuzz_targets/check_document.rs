@@ -1,11 +1,17 @@
 //! Fuzzes the documents `check` (and `run`, for the policy) read from files:
-//! arbitrary bytes as a CSR object, a Node list, an attestation snapshot and a
-//! policy, in YAML or JSON; whatever loads is converted and decided on.
+//! arbitrary bytes as a CSR object, a Node list, a Service list, a ServiceCIDR
+//! list, an attestation snapshot and a policy, in YAML or JSON; whatever loads
+//! is converted and decided on.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use rubber_stamp_approver::cli::input;
-use rubber_stamp_approver::core::{AttestationSet, CsrInput, NodeRecord, NodeSet, Policy, decide};
+use std::sync::Arc;
+
+use rubber_stamp_approver::core::{
+    AttestationSet, CsrInput, Listing, NodeRecord, NodeSet, Observed, Policy, ServiceRange,
+    ServiceRecord, ServiceSet, decide,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -18,16 +24,28 @@ fuzz_target!(|data: &[u8]| {
     let nodes: Option<NodeSet> = input::nodes_document(text, "fuzz")
         .ok()
         .map(|ns| ns.iter().map(NodeRecord::from).collect());
+    let mut services = ServiceSet::new();
+    if let Ok(list) = input::services_document(text, "fuzz") {
+        for s in &list {
+            services.insert(Arc::new(ServiceRecord::from(s)));
+        }
+        services.set_services_listing(Listing::Listed);
+    }
+    if let Ok(list) = input::service_cidrs_document(text, "fuzz") {
+        for c in &list {
+            services.insert_range(Arc::new(ServiceRange::from(c)));
+        }
+        services.set_ranges_listing(Listing::Listed);
+    }
     if let Ok(csr) = input::csr_document(text, "fuzz") {
         let csr = CsrInput::from(&csr);
         let now = csr.created_at.unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-        let verdict = decide(
-            &csr,
-            &attestations,
-            nodes.as_ref().map(|n| n as _),
-            &policy,
-            now,
-        );
+        let observed = Observed {
+            attestations: &attestations,
+            nodes: nodes.as_ref().map(|n| n as _),
+            services: Some(&services),
+        };
+        let verdict = decide(&csr, observed, &policy, now);
         let _ = verdict.summary();
     }
 });

@@ -1,11 +1,12 @@
-//! Fuzzes `decide` with arbitrary CSR objects, attestations, Nodes and policies.
+//! Fuzzes `decide` with arbitrary CSR objects, attestations, Nodes, Services and policies.
 //!
 //! Requests are built and signed with rcgen from arbitrary parts drawn from a
 //! small vocabulary (so names and addresses collide often), then decided. Besides
 //! "never panics", it checks invariants with an independent, naive oracle: an
 //! approval must be justified by the facts, a denial for a missing SAN must rest
 //! on evidence (fresh, complete, consistent facts received after the CSR, not
-//! doubted by the Node), `deny: never` never denies, and `decide` agrees with
+//! doubted by the Node), `deny: never` never denies, no approved IP is a
+//! Service's cluster IP or in a ServiceCIDR, and `decide` agrees with
 //! `decide_parsed`.
 #![no_main]
 
@@ -20,9 +21,10 @@ use rcgen::{
 };
 use rubber_stamp_approver::core::policy::DnsSuffix;
 use rubber_stamp_approver::core::{
-    Attestation, INTERFACES_SOURCE, SourceReport, AttestationSet, CheckName, CsrInput, Decision, DenyMode, InterfaceFacts,
-    KUBELET_SERVING_SIGNER, NodeAddress, NodeRecord, NodeSet, Policy, Reason, decide,
-    decide_parsed, names, parse_request,
+    Attestation, AttestationSet, CheckName, CsrInput, Decision, DenyMode, INTERFACES_SOURCE,
+    InterfaceFacts, KUBELET_SERVING_SIGNER, Listing, NodeAddress, NodeRecord, NodeSet, Observed,
+    Policy, Reason, ServiceAddress, ServiceField, ServiceLookup as _, ServiceRange,
+    ServiceRecord, ServiceSet, SourceReport, decide, decide_parsed, names, parse_request,
 };
 
 const NODES: [&str; 3] = ["worker-1", "worker-2", "worker-3"];
@@ -157,6 +159,22 @@ struct NodeRec {
 }
 
 #[derive(Arbitrary, Debug)]
+struct Svc {
+    /// 0: cluster IP, 1: external IP, else load-balancer ingress.
+    field: u8,
+    ip: Ip,
+}
+
+#[derive(Arbitrary, Debug)]
+struct Services {
+    services: Vec<Vec<Svc>>,
+    range: Option<(Ip, u8)>,
+    /// 0: listed, 1: waiting, 2: unserved, else not given (for the ranges).
+    ranges_listing: u8,
+    services_waiting: bool,
+}
+
+#[derive(Arbitrary, Debug)]
 struct Knobs {
     max_sans: u8,
     max_age_secs: u16,
@@ -189,6 +207,8 @@ struct Input {
     signer_ok: bool,
     attestations: Vec<Att>,
     nodes: Option<Vec<NodeRec>>,
+    services: Option<Services>,
+    ignore_services: bool,
     knobs: Knobs,
     now: i16,
 }
@@ -377,11 +397,55 @@ fuzz_target!(|input: Input| {
             .collect()
     });
     let nodes: Option<NodeSet> = node_records.clone().map(|ns| ns.into_iter().collect());
-    let nodes_dyn = nodes.as_ref().map(|n| n as _);
+    let services: Option<ServiceSet> = input.services.as_ref().map(|s| {
+        let records = s.services.iter().take(6).enumerate().map(|(i, addrs)| {
+            ServiceRecord::new(
+                "default",
+                format!("svc-{i}"),
+                addrs.iter().take(4).map(|a| ServiceAddress {
+                    ip: a.ip.addr(),
+                    field: match a.field % 3 {
+                        0 => ServiceField::ClusterIp,
+                        1 => ServiceField::ExternalIp,
+                        _ => ServiceField::LoadBalancerIngress,
+                    },
+                }),
+            )
+        });
+        let ranges = s
+            .range
+            .iter()
+            .filter_map(|(ip, n)| net(ip, *n))
+            .map(|n| ServiceRange::new("kubernetes", [n]));
+        let mut set = ServiceSet::listed(records, ranges);
+        if s.services_waiting {
+            set.set_services_listing(Listing::Waiting);
+        }
+        set.set_ranges_listing(match s.ranges_listing % 4 {
+            0 => Listing::Listed,
+            1 => Listing::Waiting,
+            2 => Listing::Unserved,
+            _ => Listing::NotGiven,
+        });
+        set
+    });
+    let policy = if input.ignore_services {
+        Policy {
+            service_addresses: rubber_stamp_approver::core::ServiceAddressMode::Ignore,
+            ..policy
+        }
+    } else {
+        policy
+    };
+    let observed = Observed {
+        attestations: &set,
+        nodes: nodes.as_ref().map(|n| n as _),
+        services: services.as_ref().map(|s| s as _),
+    };
 
-    let verdict = decide(&csr, &set, nodes_dyn, &policy, now);
+    let verdict = decide(&csr, observed, &policy, now);
     let parsed = parse_request(&csr.request, &policy);
-    let again = decide_parsed(&csr, parsed.as_ref(), &set, nodes_dyn, &policy, now);
+    let again = decide_parsed(&csr, parsed.as_ref(), observed, &policy, now);
     assert_eq!(verdict, again, "decide and decide_parsed disagree");
     let names_in_order: Vec<CheckName> = verdict.checks().iter().map(|c| c.name()).collect();
     assert_eq!(names_in_order, CheckName::DECIDED);
@@ -467,6 +531,19 @@ fuzz_target!(|input: Input| {
             "{ip} approved but not attested on a counted interface"
         );
         assert!(policy.denied_network_of(*ip).is_none() && policy.is_allowed_address(*ip));
+        // Approved only with the Service rule evaluated (or off), and never for a
+        // Service's cluster IP or an address in a ServiceCIDR.
+        if let Some(s) = services.as_ref().filter(|_| !input.ignore_services) {
+            assert_eq!(s.services_listing(), Listing::Listed, "approved while Services wait");
+            assert!(matches!(s.ranges_listing(), Listing::Listed | Listing::Unserved | Listing::NotGiven));
+            if s.ranges_listing() == Listing::Listed {
+                assert!(s.range_containing(*ip).is_none(), "{ip} approved in a ServiceCIDR");
+            }
+            s.visit_holders(*ip, &mut |svc, field| {
+                assert_ne!(field, ServiceField::ClusterIp, "{ip} approved: cluster IP of {}", svc.name);
+                std::ops::ControlFlow::Continue(())
+            });
+        }
         for other in set.iter() {
             // On any interface of the other node, excluded ones included.
             if other.node_name != node && fresh(other) {

@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 use rubber_stamp_approver::core::{
     INTERFACES_SOURCE, SourceReport,
     Attestation, AttestationSet, CsrInput, Decision, InterfaceFacts, KUBELET_SERVING_SIGNER,
-    Policy, decide_parsed, names, parse_request,
+    Observed, Policy, decide_parsed, names, parse_request,
 };
 
 fn world() -> &'static AttestationSet {
@@ -78,8 +78,7 @@ fuzz_target!(|data: &[u8]| {
     let verdict = decide_parsed(
         &csr,
         parsed.as_ref(),
-        world(),
-        None,
+        Observed::attestations(world()),
         &policy,
         jiff::Timestamp::UNIX_EPOCH,
     );

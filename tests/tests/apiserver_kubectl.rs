@@ -176,3 +176,119 @@ async fn kubectl_creates_lists_approves_and_reads_a_csr() -> TestResult {
     c.shutdown().await;
     Ok(())
 }
+
+/// kube-apiserver creates the `kubernetes` Service on the first address of the service
+/// range (`kubernetesservice.Controller.CreateOrUpdateMasterServiceIfNeeded`,
+/// `ServiceIPRange`) and the default `kubernetes` ServiceCIDR
+/// (`defaultservicecidr.Controller.sync`); `kubectl get svc -A` and
+/// `kubectl get servicecidrs` print them, `kubectl create -f` of a Service gets the next
+/// free ClusterIP (`Allocators.allocClusterIPs`), a taken one is refused, and a cluster
+/// without the ServiceCIDR API answers 404 (a 1.30 server). (`kubectl create service`
+/// sends protobuf, which the testbed decodes for CSRs and reviews only.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_sees_the_kubernetes_service_and_service_cidr_and_creates_services() -> TestResult {
+    if kubectl_available().is_none() {
+        return Ok(());
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let c = Cluster::start(ClusterOptions::default()).await?;
+    let dir = tempfile::tempdir()?;
+    let admin = c.write_kubeconfig(&c.admin()?, dir.path(), "admin")?;
+
+    let svc = kubectl(&admin, &["get", "svc", "-A"])?;
+    assert!(svc.ok, "{}", svc.stderr);
+    let row = svc
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("default"))
+        .ok_or("no Service in default")?;
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells[..6],
+        [
+            "default",
+            "kubernetes",
+            "ClusterIP",
+            "10.96.0.1",
+            "<none>",
+            "443/TCP"
+        ],
+        "{}",
+        svc.stdout
+    );
+    let cidrs = kubectl(&admin, &["get", "servicecidrs"])?;
+    assert!(cidrs.ok, "{}", cidrs.stderr);
+    assert!(
+        cidrs.stdout.lines().any(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            cells.get(..2) == Some(&["kubernetes", "10.96.0.0/12"][..])
+        }),
+        "{}",
+        cidrs.stdout
+    );
+
+    let web_yaml = dir.path().join("web.yaml");
+    std::fs::write(
+        &web_yaml,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  type: LoadBalancer\n  selector:\n    app: web\n  ports:\n  - port: 80\n    targetPort: 8080\n",
+    )?;
+    let created = kubectl(&admin, &["create", "-f", &web_yaml.display().to_string()])?;
+    assert!(created.ok, "{}", created.stderr);
+    let ip = kubectl(
+        &admin,
+        &["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"],
+    )?;
+    assert_eq!(ip.stdout.trim(), "10.96.0.2", "{}", ip.stderr);
+    let web = kubectl(&admin, &["get", "svc", "web", "--no-headers"])?;
+    assert!(web.stdout.contains("<pending>"), "{}", web.stdout);
+    // A load balancer's address, as its controller sets it (status subresource).
+    let patched = kubectl(
+        &admin,
+        &[
+            "patch",
+            "svc",
+            "web",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"loadBalancer":{"ingress":[{"ip":"192.0.2.50"}]}}}"#,
+        ],
+    )?;
+    assert!(patched.ok, "{}", patched.stderr);
+    let web = kubectl(&admin, &["get", "svc", "web", "--no-headers"])?;
+    assert!(web.stdout.contains("192.0.2.50"), "{}", web.stdout);
+
+    let yaml = dir.path().join("taken.yaml");
+    std::fs::write(
+        &yaml,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: taken\nspec:\n  clusterIP: 10.96.0.1\n  ports:\n  - port: 80\n",
+    )?;
+    let taken = kubectl(&admin, &["create", "-f", &yaml.display().to_string()])?;
+    assert!(!taken.ok);
+    assert!(
+        taken.stderr.contains("provided IP is already allocated"),
+        "{}",
+        taken.stderr
+    );
+    c.shutdown().await;
+
+    let old = Cluster::start(ClusterOptions {
+        serve_service_cidrs: false,
+        ..ClusterOptions::default()
+    })
+    .await?;
+    let admin = old.write_kubeconfig(&old.admin()?, dir.path(), "old")?;
+    let missing = kubectl(&admin, &["get", "servicecidrs"])?;
+    assert!(!missing.ok);
+    assert!(
+        missing
+            .stderr
+            .contains("the server doesn't have a resource type \"servicecidrs\""),
+        "{}",
+        missing.stderr
+    );
+    let svc = kubectl(&admin, &["get", "svc", "kubernetes", "--no-headers"])?;
+    assert!(svc.stdout.contains("10.96.0.1"), "{}", svc.stdout);
+    old.shutdown().await;
+    Ok(())
+}

@@ -3,7 +3,9 @@
 //! node's identity are approved after their agent reports (and issued by the signer),
 //! denied for another node's address (or left pending with `--deny=never`), decided but not
 //! written in dry run, challenged when the facts predate them, kept pending when the
-//! SubjectAccessReview refuses; Events once per change of state, metrics for every outcome.
+//! SubjectAccessReview refuses; Events once per change of state, metrics for every outcome;
+//! a Service's address denied under the shipped policy (and re-decided when a Service
+//! changes); one node's flood of CSRs holding only that node's approvals.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -11,9 +13,10 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Service, ServiceSpec};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::ResourceExt as _;
+use kube::api::ObjectMeta;
 use rubber_stamp_agent::identity::IdentitySource;
 use rubber_stamp_agent::resolve::SystemResolver;
 use rubber_stamp_approver::core::{AttestationLookup as _, DenyMode, Policy};
@@ -22,6 +25,7 @@ use rubber_stamp_testbed::controller::{
     ControllerBed, Replica, conditions, deploy_rbac_yaml, eventually, is_approved, is_issued,
     load_rbac, wait_for_csr,
 };
+use rubber_stamp_testbed::deploy::repo_root;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -514,6 +518,216 @@ async fn the_flood_valve_holds_approvals_while_too_many_csrs_are_pending_and_the
     })
     .await?;
     assert_eq!(metrics.decisions("held", "ApprovalHeld", false), 1);
+    replica.stop().await?;
+    Ok(())
+}
+
+/// The policy as `deploy/base` ships it.
+fn shipped_policy() -> Result<Policy, Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(repo_root().join("deploy/base/policy.yaml"))?;
+    Ok(Policy::from_yaml(&text)?)
+}
+
+#[tokio::test]
+async fn a_node_attesting_the_kubernetes_service_ip_is_denied_under_the_shipped_policy()
+-> TestResult {
+    // Root on a node puts 10.96.0.1 (the testbed's `kubernetes` Service, made at start as
+    // kube-apiserver makes it) on a dummy interface its agent counts, and asks for it.
+    let policy = shipped_policy()?;
+    assert!(
+        policy.denied_cidrs.is_empty(),
+        "the shipped policy denies no network"
+    );
+    let (bed, replica) = bed_and_replica(|config| config.policy = Arc::new(policy)).await?;
+    let kubernetes: Service = bed
+        .cluster
+        .objects()
+        .get("default", "kubernetes")?
+        .ok_or("no kubernetes Service")?;
+    let service_ip: IpAddr = kubernetes
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .ok_or("no clusterIP")?
+        .parse()?;
+    assert_eq!(service_ip, IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1)));
+    bed.add_node("rogue-1", &[ip(60)])?;
+    let rogue = bed
+        .agent("rogue-1", &[&replica], &[ip(60), service_ip])
+        .await?;
+    rogue.report().await?;
+    let store = replica.store().clone();
+    eventually("the rogue's attestation", WITHIN, || {
+        store.attestation("rogue-1").is_some()
+    })
+    .await?;
+    let name = bed
+        .create_csr("rogue-1", &[ip(60), service_ip])
+        .await?
+        .name_any();
+    let csr = wait_for_csr(&bed, &name, WITHIN, |c| !conditions(c).is_empty()).await?;
+    assert_eq!(conditions(&csr), ["Denied"]);
+    let denied = condition_of(&csr, "Denied").ok_or("no Denied condition")?;
+    assert_eq!(denied.reason.as_deref(), Some("AddressNotAllowed"));
+    let message = denied.message.as_deref().unwrap_or_default();
+    assert!(
+        message
+            .contains("10.96.0.1 is a cluster IP of Service default/kubernetes (spec.clusterIPs)"),
+        "{message}"
+    );
+    assert!(
+        message.ends_with("see docs/operations.md#addressnotallowed"),
+        "{message}"
+    );
+    eventually("the Denied Event", WITHIN, || {
+        bed.event_reasons(&name).is_ok_and(|r| r == ["Denied"])
+    })
+    .await?;
+
+    // A Service that appears later is noticed by the pending CSRs that ask for its
+    // address: this one waits on a conflict (another Node lists 10.0.0.64) until an
+    // external IP makes 10.0.0.63 a Service's (late-1's Node does not list it); only the
+    // Service trigger can decide it within the one-minute resync.
+    bed.add_node("other-1", &[ip(64)])?;
+    bed.add_node("late-1", &[ip(65)])?;
+    let late = bed.agent("late-1", &[&replica], &[ip(63), ip(64)]).await?;
+    late.report().await?;
+    eventually("late-1's attestation", WITHIN, || {
+        store.attestation("late-1").is_some()
+    })
+    .await?;
+    let name = bed
+        .create_csr("late-1", &[ip(63), ip(64)])
+        .await?
+        .name_any();
+    eventually("the AddressConflict Event", WITHIN, || {
+        bed.event_reasons(&name)
+            .is_ok_and(|r| r == ["AddressConflict"])
+    })
+    .await?;
+    bed.cluster.objects().create(&Service {
+        metadata: ObjectMeta {
+            name: Some("shop".to_owned()),
+            namespace: Some("default".to_owned()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ServiceSpec {
+            external_ips: Some(vec![ip(63).to_string()]),
+            ports: Some(vec![k8s_openapi::api::core::v1::ServicePort {
+                port: 80,
+                ..Default::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    })?;
+    let csr = wait_for_csr(&bed, &name, WITHIN, |c| !conditions(c).is_empty()).await?;
+    assert_eq!(conditions(&csr), ["Denied"]);
+    let message = condition_of(&csr, "Denied")
+        .and_then(|c| c.message.as_deref())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains(
+            "10.0.0.63 is an external IP of Service default/shop (spec.externalIPs), and Node late-1 does not list it"
+        ),
+        "{message}"
+    );
+    drop(rogue);
+    drop(late);
+    replica.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_nodes_flood_of_pending_csrs_holds_only_that_nodes_approvals() -> TestResult {
+    // The default bounds: Nodes + 100 for the cluster, 10 per node.
+    let (bed, replica) = bed_and_replica(|_| {}).await?;
+    bed.add_node("flood-1", &[ip(70)])?;
+    bed.add_node("honest-1", &[ip(71)])?;
+    let metrics = replica.controller_metrics();
+    // 115 CSRs from one node that stay pending (its agent is not running): more than
+    // the 102 the cluster-wide valve allows.
+    let mut flood = Vec::new();
+    for _ in 0..115 {
+        flood.push(bed.create_csr("flood-1", &[ip(70)]).await?.name_any());
+    }
+    eventually("the flood counted", WITHIN, || {
+        metrics.pending_csrs.get() == 115
+    })
+    .await?;
+    eventually("flood-1 held", WITHIN, || {
+        metrics.flood_valve_held_nodes.get() == 1
+    })
+    .await?;
+    assert_eq!(
+        metrics.flood_valve_closed.get(),
+        0,
+        "one node cannot close the cluster-wide valve"
+    );
+
+    // Another node's honest CSR is approved meanwhile.
+    let honest = bed.agent("honest-1", &[&replica], &[ip(71)]).await?;
+    honest.report().await?;
+    let name = bed.create_csr("honest-1", &[ip(71)]).await?.name_any();
+    wait_for_csr(&bed, &name, WITHIN, is_approved).await?;
+
+    // The flooding node's CSRs, approvable once its agent reports, are all held.
+    let flooder = bed.agent("flood-1", &[&replica], &[ip(70)]).await?;
+    flooder.report().await?;
+    eventually(
+        "the NodeApprovalsHeld Event on Node flood-1",
+        WITHIN,
+        || {
+            bed.event_reasons("flood-1")
+                .is_ok_and(|r| r == ["NodeApprovalsHeld"])
+        },
+    )
+    .await?;
+    let event = &bed.events_about("flood-1")?[0];
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        event.regarding.as_ref().and_then(|r| r.kind.as_deref()),
+        Some("Node")
+    );
+    let note = event.note.as_deref().unwrap_or_default();
+    assert!(
+        note.starts_with(
+            "Approvals for node flood-1 are held: 115 kubelet-serving CSRs from system:node:flood-1 are pending, more than the per-node bound of 10"
+        ) && note.ends_with("docs/operations.md#nodeapprovalsheld"),
+        "{note}"
+    );
+    eventually("an ApprovalHeld Event on one of them", WITHIN, || {
+        bed.event_reasons(&flood[0])
+            .is_ok_and(|r| r.last().is_some_and(|r| r == "ApprovalHeld"))
+    })
+    .await?;
+    for name in &flood {
+        assert!(conditions(&bed.csr(name)?.ok_or("gone")?).is_empty());
+    }
+    assert!(
+        replica
+            .metrics_text()
+            .await?
+            .contains("rubber_stamp_controller_flood_valve_held_nodes 1")
+    );
+
+    // Cleaned up to within its bound, the node's approvals resume by themselves.
+    for name in &flood[10..] {
+        bed.cluster
+            .objects()
+            .delete::<CertificateSigningRequest>("", name)?;
+    }
+    for name in &flood[..10] {
+        wait_for_csr(&bed, name, WITHIN, is_approved).await?;
+    }
+    eventually("the NodeApprovalsResumed Event", WITHIN, || {
+        bed.event_reasons("flood-1")
+            .is_ok_and(|r| r == ["NodeApprovalsHeld", "NodeApprovalsResumed"])
+    })
+    .await?;
+    assert_eq!(metrics.flood_valve_held_nodes.get(), 0);
+    drop(honest);
+    drop(flooder);
     replica.stop().await?;
     Ok(())
 }

@@ -132,6 +132,11 @@ fn approver_cluster_role_grants() -> BTreeSet<Grant> {
         grant("", "nodes", None, "get"),
         grant("", "nodes", None, "list"),
         grant("", "nodes", None, "watch"),
+        // Check 9's Service rule: two watches, no get.
+        grant("", "services", None, "list"),
+        grant("", "services", None, "watch"),
+        grant("networking.k8s.io", "servicecidrs", None, "list"),
+        grant("networking.k8s.io", "servicecidrs", None, "watch"),
     ])
 }
 
@@ -410,6 +415,11 @@ async fn the_rendered_manifests_load_into_the_testbed_and_the_rbac_is_live() -> 
         (&sa, &[], "delete", "certificates.k8s.io", "certificatesigningrequests", "csr-1", "", false),
         (&sa, &[], "update", "certificates.k8s.io", "certificatesigningrequests/status", "csr-1", "", false),
         (&sa, &[], "create", "authorization.k8s.io", "subjectaccessreviews", "", "", true),
+        (&sa, &[], "watch", "", "services", "", "", true),
+        (&sa, &[], "get", "", "services", "kubernetes", "default", false),
+        (&sa, &[], "update", "", "services", "kubernetes", "default", false),
+        (&sa, &[], "list", "networking.k8s.io", "servicecidrs", "", "", true),
+        (&sa, &[], "delete", "networking.k8s.io", "servicecidrs", "kubernetes", "", false),
         (&sa, &[], "patch", "coordination.k8s.io", "leases", LEASE, NAMESPACE, true),
         (&sa, &[], "patch", "coordination.k8s.io", "leases", "another-lease", NAMESPACE, false),
         (&sa, &[], "update", "coordination.k8s.io", "leases", LEASE, NAMESPACE, false),

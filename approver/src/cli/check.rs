@@ -11,8 +11,8 @@ use serde::Serialize;
 use super::EXIT_USAGE;
 use super::input::{self, InputError};
 use crate::core::{
-    AttestationSet, CheckStatus, CsrInput, Decision, DenyMode, NodeRecord, NodeSet, Policy,
-    Verdict, decide,
+    AttestationSet, CheckStatus, CsrInput, Decision, DenyMode, Listing, NodeRecord, NodeSet,
+    Observed, Policy, ServiceRange, ServiceRecord, ServiceSet, Verdict, decide,
 };
 
 /// Exit code for `approve`.
@@ -38,6 +38,15 @@ pub struct CheckArgs {
     /// and check 12 are reported as skipped.
     #[arg(long, value_name = "FILE")]
     pub nodes: Option<PathBuf>,
+    /// `kubectl get services -A -o json` output. Without it (and without
+    /// `--service-cidrs`), check 9 does not compare IP SANs with the cluster's Service
+    /// addresses and reports that it was not evaluated.
+    #[arg(long, value_name = "FILE")]
+    pub services: Option<PathBuf>,
+    /// `kubectl get servicecidrs -o json` output (Kubernetes 1.33+). Without it, the
+    /// Service ranges are not evaluated.
+    #[arg(long = "service-cidrs", value_name = "FILE")]
+    pub service_cidrs: Option<PathBuf>,
     /// Policy YAML, the same file `run` takes. Default: the built-in policy.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
@@ -146,16 +155,49 @@ pub fn evaluate(args: &CheckArgs) -> Result<(CsrInput, Verdict), InputError> {
         }
         None => None,
     };
+    let services = read_services(args)?;
     let input = CsrInput::from(&csr);
     let now = args.now.unwrap_or_else(Timestamp::now);
-    let verdict = decide(
-        &input,
-        &attestations,
-        nodes.as_ref().map(|n| n as _),
-        &policy,
-        now,
-    );
+    let observed = Observed {
+        attestations: &attestations,
+        nodes: nodes.as_ref().map(|n| n as _),
+        services: services.as_ref().map(|s| s as _),
+    };
+    let verdict = decide(&input, observed, &policy, now);
     Ok((input, verdict))
+}
+
+/// The Services and ServiceCIDRs given, or `None` when neither file was.
+fn read_services(args: &CheckArgs) -> Result<Option<ServiceSet>, InputError> {
+    if args.services.is_none() && args.service_cidrs.is_none() {
+        return Ok(None);
+    }
+    let mut set = ServiceSet::new();
+    if let Some(path) = &args.services {
+        let services = input::read_document(
+            path,
+            "Service list",
+            input::MAX_SERVICES_DOCUMENT_BYTES,
+            input::services_document,
+        )?;
+        for service in &services {
+            set.insert(std::sync::Arc::new(ServiceRecord::from(service)));
+        }
+        set.set_services_listing(Listing::Listed);
+    }
+    if let Some(path) = &args.service_cidrs {
+        let cidrs = input::read_document(
+            path,
+            "ServiceCIDR list",
+            input::MAX_SERVICES_DOCUMENT_BYTES,
+            input::service_cidrs_document,
+        )?;
+        for cidr in &cidrs {
+            set.insert_range(std::sync::Arc::new(ServiceRange::from(cidr)));
+        }
+        set.set_ranges_listing(Listing::Listed);
+    }
+    Ok(Some(set))
 }
 
 fn write_json(out: &mut impl Write, csr: &CsrInput, verdict: &Verdict) -> io::Result<()> {

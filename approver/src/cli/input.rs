@@ -1,12 +1,13 @@
-//! Reading the documents the command line takes (CSR, Nodes, attestations,
-//! policy) from files or stdin, bounded in size, into checked types.
+//! Reading the documents the command line takes (CSR, Nodes, Services, ServiceCIDRs,
+//! attestations, policy) from files or stdin, bounded in size, into checked types.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::networking::v1::ServiceCIDR;
 use serde::de::DeserializeOwned;
 
 use crate::core::{AttestationSnapshot, Policy, PolicyError};
@@ -15,6 +16,8 @@ use crate::core::{AttestationSnapshot, Policy, PolicyError};
 pub const MAX_CSR_DOCUMENT_BYTES: u64 = 4 * 1024 * 1024;
 /// Largest `kubectl get nodes -o json` document read.
 pub const MAX_NODES_DOCUMENT_BYTES: u64 = 512 * 1024 * 1024;
+/// Largest `kubectl get services -A -o json` (or ServiceCIDR list) document read.
+pub const MAX_SERVICES_DOCUMENT_BYTES: u64 = 512 * 1024 * 1024;
 /// Largest attestation snapshot read.
 pub const MAX_ATTESTATIONS_DOCUMENT_BYTES: u64 = 256 * 1024 * 1024;
 /// Largest policy file read.
@@ -176,22 +179,60 @@ pub fn csr_document(text: &str, origin: &str) -> Result<CertificateSigningReques
 
 /// Nodes from `kubectl get nodes -o json|yaml` (a List), or a single Node.
 pub fn nodes_document(text: &str, origin: &str) -> Result<Vec<Node>, InputError> {
-    const WHAT: &str = "Node list";
+    list_document(
+        text,
+        origin,
+        "Node list",
+        "Node",
+        "kubectl get nodes -o json",
+    )
+}
+
+/// Services from `kubectl get services -A -o json|yaml` (a List), or a single Service.
+pub fn services_document(text: &str, origin: &str) -> Result<Vec<Service>, InputError> {
+    list_document(
+        text,
+        origin,
+        "Service list",
+        "Service",
+        "kubectl get services -A -o json",
+    )
+}
+
+/// ServiceCIDRs from `kubectl get servicecidrs -o json|yaml` (a List), or a single one.
+pub fn service_cidrs_document(text: &str, origin: &str) -> Result<Vec<ServiceCIDR>, InputError> {
+    list_document(
+        text,
+        origin,
+        "ServiceCIDR list",
+        "ServiceCIDR",
+        "kubectl get servicecidrs -o json",
+    )
+}
+
+/// Objects of `kind` from a List (`items`) or a single object of that kind.
+fn list_document<T: DeserializeOwned>(
+    text: &str,
+    origin: &str,
+    what: &'static str,
+    kind: &str,
+    command: &str,
+) -> Result<Vec<T>, InputError> {
     let invalid = |message: String| InputError::Invalid {
-        what: WHAT,
+        what,
         origin: origin.to_owned(),
         message,
     };
-    let mut doc: serde_json::Value = parse_document(text, WHAT, origin)?;
-    if kind_of(&doc) == Some("Node") {
+    let mut doc: serde_json::Value = parse_document(text, what, origin)?;
+    if kind_of(&doc) == Some(kind) {
         return serde_json::from_value(doc)
             .map(|n| vec![n])
             .map_err(|e| invalid(e.to_string()));
     }
     let Some(items) = doc.get_mut("items").map(serde_json::Value::take) else {
-        return Err(invalid(
-            "expected `kubectl get nodes -o json` output (an object with `items`)".to_owned(),
-        ));
+        return Err(invalid(format!(
+            "expected `{command}` output (an object with `items`)"
+        )));
     };
     let serde_json::Value::Array(items) = items else {
         return Err(invalid("`items` is not a list".to_owned()));

@@ -16,6 +16,13 @@ use crate::runtime::config::parse_duration;
 pub const DEFAULT_LEASE_NAME: &str = "rubber-stamp-approver";
 /// Pending CSRs allowed above the number of Nodes before the flood valve closes, by default.
 pub const DEFAULT_FLOOD_HEADROOM: usize = 100;
+/// Pending CSRs one node (one requestor) may have before its approvals are held, by
+/// default. An honest kubelet has one serving CSR pending at a time; it makes another
+/// after a restart, an address change, or when the last one was not signed within 15
+/// minutes (client-go's certificate manager). Ten covers a few restarts plus two hours
+/// of unanswered requests; a node beyond it is broken or hostile, and a person should
+/// look (docs/operations.md#nodeapprovalsheld).
+pub const DEFAULT_MAX_PENDING_CSRS_PER_NODE: usize = 10;
 /// Largest `--concurrency`.
 pub const MAX_CONCURRENCY: u16 = 1024;
 
@@ -78,6 +85,14 @@ pub struct ControllerArgs {
     #[arg(long, env = "RUBBER_STAMP_MAX_PENDING_CSRS", value_name = "N")]
     pub max_pending_csrs: Option<usize>,
 
+    /// Per-node flood valve: hold every approval for a node (a CSR requestor, from the
+    /// CSR's spec.username) while it has more than this many kubelet-serving CSRs pending;
+    /// other nodes are still approved. The cluster-wide valve counts at most this many per
+    /// node.
+    #[arg(long, env = "RUBBER_STAMP_MAX_PENDING_CSRS_PER_NODE", value_name = "N",
+          default_value_t = DEFAULT_MAX_PENDING_CSRS_PER_NODE)]
+    pub max_pending_csrs_per_node: usize,
+
     /// Most CSRs decided at once (each decision waits on the API server).
     #[arg(long, env = "RUBBER_STAMP_CONCURRENCY", default_value_t = 64,
           value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_CONCURRENCY)))]
@@ -125,6 +140,8 @@ pub struct ControllerConfig {
     pub lease: Option<LeaseConfig>,
     /// The flood valve's bound; `None`: Nodes + [`DEFAULT_FLOOD_HEADROOM`].
     pub max_pending_csrs: Option<usize>,
+    /// The per-node flood valve's bound.
+    pub max_pending_csrs_per_node: usize,
     /// Most concurrent reconciles.
     pub concurrency: u16,
     /// Longest time between two decisions on a pending CSR.
@@ -193,6 +210,9 @@ impl ControllerArgs {
         if self.max_pending_csrs == Some(0) {
             return Err(ControllerConfigError::Zero("max-pending-csrs"));
         }
+        if self.max_pending_csrs_per_node == 0 {
+            return Err(ControllerConfigError::Zero("max-pending-csrs-per-node"));
+        }
         let lease = if self.leader_elect {
             Some(LeaseConfig::new(
                 self.lease_name,
@@ -210,6 +230,7 @@ impl ControllerArgs {
             replica,
             lease,
             max_pending_csrs: self.max_pending_csrs,
+            max_pending_csrs_per_node: self.max_pending_csrs_per_node,
             concurrency: self.concurrency,
             pending_resync: self.pending_resync,
             challenge_timeout: self.challenge_timeout,
@@ -283,6 +304,7 @@ impl ControllerConfig {
                 grace: Duration::from_secs(5),
             }),
             max_pending_csrs: None,
+            max_pending_csrs_per_node: DEFAULT_MAX_PENDING_CSRS_PER_NODE,
             concurrency: 64,
             pending_resync: Duration::from_secs(60),
             challenge_timeout: Duration::from_secs(5),

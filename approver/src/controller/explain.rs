@@ -1,6 +1,11 @@
 //! What a decision says to people: the Event (reason, type, note in plain words listing the
 //! failing checks), the state key that decides whether it is new, and the messages of the
 //! Approved and Denied conditions.
+//!
+//! Advice is never in the note's words: every Event and condition whose reason needs a
+//! person ends with the operations guide's section for that reason
+//! (`docs/operations.md#<reason in lower case>`), which says what to look at first. No note
+//! suggests switching a check off.
 
 use std::hash::{DefaultHasher, Hash as _, Hasher as _};
 
@@ -39,6 +44,64 @@ pub mod reasons {
     pub const FLOOD_VALVE_CLOSED: &str = "FloodValveClosed";
     /// On the Lease: approvals resumed (Normal).
     pub const FLOOD_VALVE_OPENED: &str = "FloodValveOpened";
+    /// On a Node: its approvals are held, it has too many pending CSRs (Warning).
+    pub const NODE_APPROVALS_HELD: &str = "NodeApprovalsHeld";
+    /// On a Node: its approvals resumed (Normal).
+    pub const NODE_APPROVALS_RESUMED: &str = "NodeApprovalsResumed";
+}
+
+/// The operations guide, whose sections are named after the reasons.
+pub const OPERATIONS_GUIDE: &str = "docs/operations.md";
+
+/// Where the operations guide explains `reason`: `docs/operations.md#<reason lowercased>`.
+pub fn guide_for(reason: &str) -> String {
+    format!("{OPERATIONS_GUIDE}#{}", reason.to_ascii_lowercase())
+}
+
+/// A flood valve holding an approvable CSR back.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Held<'a> {
+    /// The requestor's own bound.
+    Node(&'a NodeHold),
+    /// The cluster-wide bound.
+    Valve(&'a ValveState),
+}
+
+/// The per-node flood valve's hold on one requestor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct NodeHold {
+    /// `spec.username` of the held CSRs.
+    pub(crate) requestor: String,
+    /// The node, when the requestor is `system:node:<name>`.
+    pub(crate) node: Option<String>,
+    /// Its pending kubelet-serving CSRs.
+    pub(crate) pending: usize,
+    /// `--max-pending-csrs-per-node`.
+    pub(crate) bound: usize,
+}
+
+/// The note of the `NodeApprovalsHeld` Event.
+pub(crate) fn node_hold_note(hold: &NodeHold) -> String {
+    let who = hold
+        .node
+        .as_deref()
+        .map_or_else(|| hold.requestor.clone(), |n| format!("node {n}"));
+    with_guide(
+        format!(
+            "Approvals for {who} are held: {} kubelet-serving CSRs from {} are pending, more than the per-node bound of {}. Other nodes are still approved. Delete the unwanted CSRs (kubectl get csr) and find out why the node makes so many",
+            hold.pending, hold.requestor, hold.bound
+        ),
+        reasons::NODE_APPROVALS_HELD,
+        MAX_NOTE_BYTES,
+    )
+}
+
+/// `text`, cut to leave room, then `; see <guide for reason>`.
+fn with_guide(text: String, reason: &str, max: usize) -> String {
+    let pointer = format!("; see {}", guide_for(reason));
+    let mut out = truncate(text, max.saturating_sub(pointer.len()));
+    out.push_str(&pointer);
+    out
 }
 
 /// The outcome label of the decisions metric.
@@ -71,17 +134,30 @@ pub(crate) struct Explanation {
     pub(crate) key: StateKey,
 }
 
-/// Explains `verdict` (check 14 included). `held` is the flood valve's state when it holds
-/// an approvable CSR back.
-pub(crate) fn explain(verdict: &Verdict, held: Option<&ValveState>, dry_run: bool) -> Explanation {
+/// Explains `verdict` (check 14 included). `held` is the flood valve that holds an
+/// approvable CSR back, if one does.
+pub(crate) fn explain(verdict: &Verdict, held: Option<Held<'_>>, dry_run: bool) -> Explanation {
     let (outcome, reason, warning, note) = match (verdict.decision(), held) {
-        (Decision::Approve, Some(valve)) => (
+        (Decision::Approve, Some(Held::Valve(valve))) => (
             Outcome::Held,
             reasons::APPROVAL_HELD,
             true,
             format!(
                 "Every check passed, but approvals are paused: {} kubelet-serving CSRs are pending, more than the flood valve's bound of {}",
                 valve.pending, valve.bound
+            ),
+        ),
+        (Decision::Approve, Some(Held::Node(hold))) => (
+            Outcome::Held,
+            reasons::APPROVAL_HELD,
+            true,
+            format!(
+                "Every check passed, but approvals for {} are held: it has {} kubelet-serving CSRs pending, more than the per-node bound of {}",
+                hold.node
+                    .as_deref()
+                    .map_or_else(|| hold.requestor.clone(), |n| format!("node {n}")),
+                hold.pending,
+                hold.bound
             ),
         ),
         (Decision::Approve, None) if dry_run => (
@@ -128,11 +204,22 @@ pub(crate) fn explain(verdict: &Verdict, held: Option<&ValveState>, dry_run: boo
             )
         }
     };
+    // Whatever needs a person points to the guide's section for its reason; a denial to
+    // the section of the check's reason (AddressNotAllowed, …), not of `Denied`.
+    let note = if warning {
+        let section = match verdict.decision() {
+            Decision::Deny => verdict.reason().map_or(reason, Reason::as_str),
+            _ => reason,
+        };
+        with_guide(note, section, MAX_NOTE_BYTES)
+    } else {
+        truncate(note, MAX_NOTE_BYTES)
+    };
     Explanation {
         outcome,
         reason,
         warning,
-        note: truncate(note, MAX_NOTE_BYTES),
+        note,
         key: StateKey {
             reason,
             fingerprint: fingerprint(verdict),
@@ -145,7 +232,7 @@ pub(crate) fn explain(verdict: &Verdict, held: Option<&ValveState>, dry_run: boo
 fn waits_for_time(reason: Reason) -> bool {
     matches!(
         reason,
-        Reason::AwaitingAttestation | Reason::UnattestedAddress
+        Reason::AwaitingAttestation | Reason::UnattestedAddress | Reason::AwaitingServices
     )
 }
 
@@ -185,11 +272,12 @@ pub(crate) fn denial(verdict: &Verdict, replica: &str) -> (String, String) {
     let reason = verdict
         .reason()
         .map_or_else(|| reasons::DENIED.to_owned(), |r| r.as_str().to_owned());
-    let message = truncate(
+    let message = with_guide(
         format!(
             "Denied by {REPORTING_CONTROLLER} ({replica}): {}",
             verdict.summary()
         ),
+        &reason,
         MAX_CONDITION_MESSAGE_BYTES,
     );
     (reason, message)
@@ -382,7 +470,7 @@ mod tests {
             bound: 5,
             change: None,
         };
-        let e = explain(&ok, Some(&valve), false);
+        let e = explain(&ok, Some(Held::Valve(&valve)), false);
         assert_eq!(
             (e.outcome, e.reason, e.warning),
             (Outcome::Held, "ApprovalHeld", true)
@@ -392,6 +480,132 @@ mod tests {
         ));
         assert_eq!(explain(&ok, None, true).reason, "WouldApprove");
         assert_eq!(explain(&ok, None, false).reason, "Approved");
+    }
+
+    #[test]
+    fn what_needs_a_person_points_to_its_section_of_the_guide_and_never_to_a_switch() {
+        let peer = mk_verdict(
+            &[(
+                CheckName::PeerBinding,
+                O::Pending,
+                Reason::PeerMismatch,
+                "w1's agent connected from 192.0.2.1, which is not one of the addresses it reported",
+            )],
+            DenyMode::Always,
+        );
+        let e = explain(&peer, None, false);
+        assert_eq!((e.reason, e.warning), ("PeerMismatch", true));
+        assert!(
+            e.note.ends_with("; see docs/operations.md#peermismatch"),
+            "{}",
+            e.note
+        );
+        for switch in ["peerBinding", "false", "switch", "disable"] {
+            assert!(!e.note.contains(switch), "{}", e.note);
+        }
+        // A long note is cut before the pointer, never the pointer.
+        let long = mk_verdict(
+            &[(
+                CheckName::UniqueAmongAttestations,
+                O::Pending,
+                Reason::AddressConflict,
+                &"10.0.0.2 is also attested by w2; ".repeat(80),
+            )],
+            DenyMode::Always,
+        );
+        let e = explain(&long, None, false);
+        assert!(e.note.len() <= MAX_NOTE_BYTES);
+        assert!(e.note.ends_with("#addressconflict"), "{}", e.note);
+        // Denials too, Event and condition.
+        let denied = mk_verdict(
+            &[(
+                CheckName::IpSansAttested,
+                O::Deny,
+                Reason::AddressNotAllowed,
+                "10.96.0.1 is a cluster IP of Service default/kubernetes (spec.clusterIPs)",
+            )],
+            DenyMode::Always,
+        );
+        assert!(
+            explain(&denied, None, false)
+                .note
+                .ends_with("#addressnotallowed")
+        );
+        assert!(
+            denial(&denied, "r-1")
+                .1
+                .ends_with("docs/operations.md#addressnotallowed")
+        );
+        // Waiting needs no person: a Normal Event without a pointer.
+        let waiting = mk_verdict(
+            &[(
+                CheckName::IpSansAttested,
+                O::Pending,
+                Reason::AwaitingServices,
+                "the Services have not been listed yet",
+            )],
+            DenyMode::Always,
+        );
+        let e = explain(&waiting, None, false);
+        assert_eq!((e.reason, e.warning), ("AwaitingServices", false));
+        assert!(!e.note.contains("docs/"));
+    }
+
+    #[test]
+    fn the_operations_guide_has_a_section_for_every_reason_an_event_can_point_to() {
+        let guide = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md"),
+        )
+        .expect("docs/operations.md");
+        let headings: Vec<&str> = guide
+            .lines()
+            .filter_map(|l| l.strip_prefix("### `"))
+            .filter_map(|l| l.strip_suffix('`'))
+            .collect();
+        let pointed_to = Reason::ALL
+            .iter()
+            .filter(|r| **r != Reason::OutOfScope)
+            .map(|r| r.as_str())
+            .chain([
+                reasons::APPROVAL_HELD,
+                reasons::NODE_APPROVALS_HELD,
+                reasons::FLOOD_VALVE_CLOSED,
+            ]);
+        for reason in pointed_to {
+            assert!(
+                headings.contains(&reason),
+                "docs/operations.md has no `### `{reason}`` section for {}",
+                guide_for(reason)
+            );
+        }
+    }
+
+    #[test]
+    fn a_node_held_by_its_own_bound_is_named() {
+        let ok = mk_verdict(&[], DenyMode::Always);
+        let hold = NodeHold {
+            requestor: "system:node:w1".to_owned(),
+            node: Some("w1".to_owned()),
+            pending: 12,
+            bound: 10,
+        };
+        let e = explain(&ok, Some(Held::Node(&hold)), false);
+        assert_eq!(
+            (e.outcome, e.reason, e.warning),
+            (Outcome::Held, "ApprovalHeld", true)
+        );
+        assert!(
+            e.note
+                .contains("approvals for node w1 are held: it has 12 kubelet-serving CSRs pending, more than the per-node bound of 10"),
+            "{}",
+            e.note
+        );
+        assert!(e.note.ends_with("#approvalheld"));
+        let note = node_hold_note(&hold);
+        assert!(note.starts_with(
+            "Approvals for node w1 are held: 12 kubelet-serving CSRs from system:node:w1"
+        ));
+        assert!(note.ends_with("docs/operations.md#nodeapprovalsheld"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The Kubernetes controller: watch kubelet-serving CSRs and Nodes, decide with the core
-//! against the attestation store, act (approve or deny through `/approval`, or leave
-//! pending), explain (Events, metrics, logs) — on the Lease holder only.
+//! The Kubernetes controller: watch kubelet-serving CSRs, Nodes, Services and ServiceCIDRs,
+//! decide with the core against the attestation store, act (approve or deny through
+//! `/approval`, or leave pending), explain (Events, metrics, logs) — on the Lease holder
+//! only.
 //!
 //! Every replica runs the watches and keeps its caches warm (CSR reflector, parsed
 //! requests, Node index, attestations from its own gRPC server), so a standby that becomes
@@ -13,10 +14,11 @@
 //! - `reconcile`: one decision on one CSR, and acting on it.
 //! - `table`: per-CSR memory (parsed request, node index, last explained state).
 //! - `nodes`: Node objects as a live `NodeSet`.
-//! - `triggers`: attestation and Node changes → the CSRs they affect.
+//! - `services`: Services and ServiceCIDRs as a live `ServiceSet`.
+//! - `triggers`: attestation, Node and Service changes → the CSRs they affect.
 //! - [`leader`]: the Lease and the local "may act until" deadline.
 //! - `review`: check 14 (SubjectAccessReview) with a short cache.
-//! - `valve`: the flood valve.
+//! - `valve`: the flood valves (per node, and cluster-wide).
 //! - [`explain`]: Events and condition messages.
 //!
 //! Wiring (what `run` does, and what tests do):
@@ -33,18 +35,20 @@ pub mod leader;
 mod nodes;
 mod reconcile;
 mod review;
+mod services;
 mod table;
 mod triggers;
 mod valve;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::ready;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use k8s_openapi::api::core::v1::{Node, ObjectReference};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Service};
+use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kube::runtime::controller::{self, Controller as KubeController};
 use kube::runtime::events::Reporter;
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
@@ -68,6 +72,7 @@ use leader::Election;
 use nodes::NodeIndex;
 use reconcile::Context;
 use review::AccessReviews;
+use services::ServiceIndex;
 use table::CsrTable;
 use triggers::Triggers;
 use valve::FloodValve;
@@ -186,8 +191,12 @@ impl Controller {
             .namespace
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_owned());
-        let table = Arc::new(CsrTable::new(store.clock()));
+        let table = Arc::new(CsrTable::new(
+            store.clock(),
+            config.max_pending_csrs_per_node,
+        ));
         let nodes = Arc::new(NodeIndex::default());
+        let services = Arc::new(ServiceIndex::default());
         let (triggers, streams) = Triggers::new(Arc::clone(&table));
         let own_object = match &config.lease {
             Some(lease) => ObjectReference {
@@ -211,6 +220,7 @@ impl Controller {
             csrs: csrs.clone(),
             store: store.clone(),
             nodes: Arc::clone(&nodes),
+            services: Arc::clone(&services),
             table: Arc::clone(&table),
             policy: Arc::clone(&config.policy),
             dry_run: config.dry_run,
@@ -228,6 +238,7 @@ impl Controller {
             },
             own_object,
             challenged: Mutex::new(HashMap::new()),
+            held_requestors: Mutex::new(HashSet::new()),
         });
         tracing::info!(
             replica = %config.replica,
@@ -251,6 +262,30 @@ impl Controller {
             async move {
                 watch.await;
                 "the Node watch"
+            }
+        });
+        tasks.spawn({
+            let watch = services::watch_services(
+                Api::<Service>::all(client.clone()),
+                Arc::clone(&services),
+                triggers.clone(),
+                background.clone(),
+            );
+            async move {
+                watch.await;
+                "the Service watch"
+            }
+        });
+        tasks.spawn({
+            let watch = services::watch_service_cidrs(
+                Api::<ServiceCIDR>::all(client.clone()),
+                Arc::clone(&services),
+                triggers.clone(),
+                background.clone(),
+            );
+            async move {
+                watch.await;
+                "the ServiceCIDR watch"
             }
         });
         tasks.spawn({
@@ -389,8 +424,9 @@ fn report(
     }
 }
 
-/// Every [`STATUS_INTERVAL`]: gauges (pending CSRs, attested and unattested nodes) and the
-/// flood valve (which reopens here once the pending CSRs are back within the bound).
+/// Every [`STATUS_INTERVAL`]: gauges (pending CSRs, attested and unattested nodes, nodes
+/// held) and the flood valves (which reopen here once the pending CSRs are back within
+/// their bounds).
 async fn status_loop(ctx: Arc<Context>, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(STATUS_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -402,10 +438,23 @@ async fn status_loop(ctx: Arc<Context>, stop: CancellationToken) {
         ctx.metrics
             .pending_csrs
             .set(i64::try_from(ctx.table.len()).unwrap_or(i64::MAX));
+        ctx.metrics
+            .flood_valve_held_nodes
+            .set(i64::try_from(ctx.table.requestors_over_bound()).unwrap_or(i64::MAX));
         if !ctx.nodes.is_ready() {
             continue;
         }
         ctx.valve_state();
+        let released = ctx.release_requestors();
+        let sent = async {
+            for requestor in &released {
+                ctx.triggers.requestor(requestor).await;
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = sent => {}
+        }
         let (attested, unattested) = attestation_coverage(&ctx);
         ctx.metrics
             .attested_nodes

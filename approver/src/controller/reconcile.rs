@@ -1,9 +1,10 @@
 //! One decision on one CSR: parse (once), decide (the core, against the live attestation
-//! store and Node index), check 14, then act — approve or deny through `/approval` with
-//! the CSR's resourceVersion, or leave it pending — and explain (Event, metric, log line)
-//! when its state changed.
+//! store, Node index and Service index), check 14, then act — approve or deny through
+//! `/approval` with the CSR's resourceVersion, or leave it pending (also when a flood valve
+//! holds an approval: the requestor's own, then the cluster-wide one) — and explain (Event,
+//! metric, log line) when its state changed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -19,14 +20,18 @@ use kube::runtime::events::Reporter;
 use kube::{Api, Client, Resource as _, ResourceExt as _};
 use tokio::time::Instant;
 
-use super::explain::{self, APPROVED_REASON, Explanation, Outcome, reasons};
+use super::explain::{self, APPROVED_REASON, Explanation, Held, NodeHold, Outcome, reasons};
 use super::leader::Leadership;
 use super::nodes::NodeIndex;
 use super::review::AccessReviews;
+use super::services::ServiceIndex;
 use super::table::{CsrTable, Decided, ParseResult};
 use super::triggers::Triggers;
 use super::valve::{FloodValve, ValveChange, ValveState};
-use crate::core::{CheckName, CheckReport, CsrInput, Decision, Policy, Verdict, decide_parsed};
+use crate::core::request::NODE_CN_PREFIX;
+use crate::core::{
+    CheckName, CheckReport, CsrInput, Decision, Observed, Policy, Verdict, decide_parsed,
+};
 use crate::k8s;
 use crate::metrics::ControllerMetrics;
 use crate::store::AttestationStore;
@@ -95,6 +100,7 @@ pub(crate) struct Context {
     pub(crate) csrs: Api<CertificateSigningRequest>,
     pub(crate) store: AttestationStore,
     pub(crate) nodes: Arc<NodeIndex>,
+    pub(crate) services: Arc<ServiceIndex>,
     pub(crate) table: Arc<CsrTable>,
     pub(crate) policy: Arc<Policy>,
     pub(crate) dry_run: bool,
@@ -110,6 +116,8 @@ pub(crate) struct Context {
     /// Where the flood valve's Events go: the Lease (or the Pod without election).
     pub(crate) own_object: ObjectReference,
     pub(crate) challenged: Mutex<HashMap<String, Instant>>,
+    /// Requestors whose approvals the per-node valve held (and announced).
+    pub(crate) held_requestors: Mutex<HashSet<String>>,
 }
 
 /// The result of writing a decision.
@@ -182,9 +190,16 @@ async fn decide_and_act(
         let known = ctx.table.known(&name, &uid);
         let written = match verdict.decision() {
             Decision::Approve => {
+                if let Some(hold) = ctx.node_hold(&input.username) {
+                    return Ok(ctx
+                        .explain(&current, &verdict, Some(Held::Node(&hold)))
+                        .await);
+                }
                 let valve = ctx.valve_state();
                 if valve.closed {
-                    return Ok(ctx.explain(&current, &verdict, Some(&valve)).await);
+                    return Ok(ctx
+                        .explain(&current, &verdict, Some(Held::Valve(&valve)))
+                        .await);
                 }
                 if ctx.dry_run {
                     return Ok(ctx.explain(&current, &verdict, None).await);
@@ -251,25 +266,148 @@ pub(crate) fn error_policy(
 // === impl Context ===
 
 impl Context {
-    /// The core's verdict, under one consistent view of attestations and Nodes (read
-    /// locks, attestations first, released before any `.await`).
+    /// The core's verdict, under one consistent view of attestations, Nodes and Services
+    /// (read locks, in that order, released before any `.await`).
     fn decide(&self, input: &CsrInput, parsed: &ParseResult) -> Verdict {
         let now = self.store.now();
         let attestations = self.store.read();
         let nodes = self.nodes.read();
-        decide_parsed(
-            input,
-            parsed.as_ref(),
-            &*attestations,
-            Some(&*nodes),
-            &self.policy,
-            now,
-        )
+        let services = self.services.read();
+        let observed = Observed {
+            attestations: &*attestations,
+            nodes: Some(&*nodes),
+            services: Some(&*services),
+        };
+        decide_parsed(input, parsed.as_ref(), observed, &self.policy, now)
     }
 
-    /// The flood valve against the current pending count; announces a change.
+    /// The per-node flood valve for `requestor` (the CSR's `spec.username`, which the API
+    /// server set): its hold when the requestor has more pending CSRs than the bound, then
+    /// announced once (a Warning Event on its Node, or on the Lease for a requestor that is
+    /// not a node). Every approvable CSR of a held requestor is held, not just the newest:
+    /// approving any lets the flood drain one approval at a time, and an honest kubelet
+    /// waits on one CSR only.
+    pub(crate) fn node_hold(&self, requestor: &str) -> Option<NodeHold> {
+        let pending = self.table.pending_by(requestor);
+        let bound = self.table.per_requestor_bound();
+        if pending <= bound {
+            return None;
+        }
+        let hold = NodeHold {
+            requestor: requestor.to_owned(),
+            node: requestor.strip_prefix(NODE_CN_PREFIX).map(str::to_owned),
+            pending,
+            bound,
+        };
+        let first = self
+            .held_requestors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(requestor.to_owned());
+        if first {
+            self.announce_node_hold(&hold, true);
+        }
+        Some(hold)
+    }
+
+    /// Requestors held before and now back within the per-node bound: forgotten,
+    /// announced, and returned so that their CSRs are decided again.
+    pub(crate) fn release_requestors(&self) -> Vec<String> {
+        let bound = self.table.per_requestor_bound();
+        let released: Vec<String> = {
+            let mut held = self
+                .held_requestors
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let released: Vec<String> = held
+                .iter()
+                .filter(|r| self.table.pending_by(r) <= bound)
+                .cloned()
+                .collect();
+            for r in &released {
+                held.remove(r);
+            }
+            released
+        };
+        for requestor in &released {
+            let hold = NodeHold {
+                requestor: requestor.clone(),
+                node: requestor.strip_prefix(NODE_CN_PREFIX).map(str::to_owned),
+                pending: self.table.pending_by(requestor),
+                bound,
+            };
+            self.announce_node_hold(&hold, false);
+        }
+        released
+    }
+
+    /// Logs and publishes a per-node hold (`held`) or its end, on the Node (or the Lease).
+    fn announce_node_hold(&self, hold: &NodeHold, held: bool) {
+        let who = hold.node.as_deref().unwrap_or(&hold.requestor);
+        let (reason, note) = if held {
+            tracing::warn!(
+                requestor = %hold.requestor,
+                pending = hold.pending,
+                bound = hold.bound,
+                "per-node flood valve: approvals for this requestor are held"
+            );
+            (reasons::NODE_APPROVALS_HELD, explain::node_hold_note(hold))
+        } else {
+            tracing::info!(
+                requestor = %hold.requestor,
+                pending = hold.pending,
+                bound = hold.bound,
+                "per-node flood valve: approvals for this requestor resume"
+            );
+            (
+                reasons::NODE_APPROVALS_RESUMED,
+                format!(
+                    "Approvals for {who} resumed: {} kubelet-serving CSRs from {} are pending, within the per-node bound of {}",
+                    hold.pending, hold.requestor, hold.bound
+                ),
+            )
+        };
+        if !self.leadership.may_act() {
+            return;
+        }
+        let regarding = match &hold.node {
+            Some(node) => ObjectReference {
+                api_version: Some("v1".to_owned()),
+                kind: Some("Node".to_owned()),
+                name: Some(node.clone()),
+                ..ObjectReference::default()
+            },
+            None => self.own_object.clone(),
+        };
+        self.spawn_event(regarding, reason, held, note);
+    }
+
+    /// Publishes an Event in the background (counted; a failure is logged).
+    fn spawn_event(
+        &self,
+        regarding: ObjectReference,
+        reason: &'static str,
+        warning: bool,
+        note: String,
+    ) {
+        let client = self.client.clone();
+        let reporter = self.reporter.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            match explain::publish(&client, &reporter, &regarding, reason, warning, &note).await {
+                Ok(()) => metrics.event("published"),
+                Err(error) => {
+                    metrics.event("failed");
+                    tracing::warn!(%error, reason, "publishing the flood valve Event failed");
+                }
+            }
+        });
+    }
+
+    /// The cluster-wide flood valve against the pending count (at most the per-node bound
+    /// counted per requestor); announces a change.
     pub(crate) fn valve_state(&self) -> ValveState {
-        let state = self.valve.update(self.table.len(), self.nodes.len());
+        let state = self.valve.update(self.table.capped_len(), self.nodes.len());
         self.metrics.flood_valve_closed.set(i64::from(state.closed));
         self.metrics
             .flood_valve_bound
@@ -292,8 +430,10 @@ impl Context {
                     reasons::FLOOD_VALVE_CLOSED,
                     true,
                     format!(
-                        "Approvals stopped: {} kubelet-serving CSRs are pending, more than the bound of {}. Inspect them (kubectl get csr), delete the unwanted ones, or raise --max-pending-csrs",
-                        state.pending, state.bound
+                        "Approvals stopped: {} kubelet-serving CSRs are pending, more than the bound of {} (at most {} counted per node). Inspect them (kubectl get csr) and delete the unwanted ones; see docs/operations.md#floodvalveclosed",
+                        state.pending,
+                        state.bound,
+                        self.table.per_requestor_bound()
                     ),
                 )
             }
@@ -317,19 +457,7 @@ impl Context {
         if !self.leadership.may_act() {
             return;
         }
-        let client = self.client.clone();
-        let reporter = self.reporter.clone();
-        let regarding = self.own_object.clone();
-        let metrics = self.metrics.clone();
-        tokio::spawn(async move {
-            match explain::publish(&client, &reporter, &regarding, reason, warning, &note).await {
-                Ok(()) => metrics.event("published"),
-                Err(error) => {
-                    metrics.event("failed");
-                    tracing::warn!(%error, reason, "publishing the flood valve Event failed");
-                }
-            }
-        });
+        self.spawn_event(self.own_object.clone(), reason, warning, note);
     }
 
     /// Records the verdict's state; when it changed, counts it, logs it and publishes its
@@ -338,7 +466,7 @@ impl Context {
         &self,
         csr: &CertificateSigningRequest,
         verdict: &Verdict,
-        held: Option<&ValveState>,
+        held: Option<Held<'_>>,
     ) -> Action {
         let explanation = explain::explain(verdict, held, self.dry_run);
         let name = csr.name_any();

@@ -1,19 +1,25 @@
 //! The controller's memory of undecided kubelet-serving CSRs: the parsed request (one per
-//! CSR, parsed once), the node it names, the last explained state (for Event dedup), and
-//! an index node → CSR names so an attestation change triggers only that node's CSRs.
+//! CSR, parsed once), the node it names, the last explained state (for Event dedup), an
+//! index node → CSR names so an attestation change triggers only that node's CSRs, an
+//! index IP SAN → CSR names so a Service change triggers only the CSRs asking for its
+//! addresses, and the CSRs of each requestor (`spec.username`, which the API server set)
+//! for the per-node flood valve.
 //!
 //! Entries exist exactly for the CSRs the watch shows as kubelet-serving and undecided, so
 //! memory is bounded by those CSRs; an entry is dropped when its CSR is decided (by us or
-//! anyone) or deleted, or when a re-list no longer shows it. The table's size is the
-//! pending-CSR count the flood valve compares with its bound.
+//! anyone) or deleted, or when a re-list no longer shows it. The flood valves read their
+//! counts here: each requestor's pending CSRs against the per-node bound, and the total,
+//! counting at most that bound per requestor, against the cluster-wide bound.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use jiff::Timestamp;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::runtime::watcher;
 
+use super::config::DEFAULT_MAX_PENDING_CSRS_PER_NODE;
 use crate::core::input::FINAL_CONDITIONS;
 use crate::core::{KUBELET_SERVING_SIGNER, ParsedRequest, Policy, RequestError, parse_request};
 use crate::store::{Clock, SystemClock};
@@ -49,6 +55,8 @@ pub(crate) struct Decided {
 #[derive(Debug)]
 struct Entry {
     uid: String,
+    /// `spec.username`: who created the CSR, as the API server authenticated it.
+    requestor: String,
     generation: u64,
     first_seen: Timestamp,
     parsed: Option<Arc<ParseResult>>,
@@ -62,6 +70,16 @@ struct Entry {
 struct Tables {
     by_name: HashMap<String, Entry>,
     by_node: HashMap<String, HashSet<String>>,
+    /// IP SAN → CSRs asking for it (once parsed).
+    by_ip: HashMap<IpAddr, HashSet<String>>,
+    /// Requestor → its CSRs.
+    by_requestor: HashMap<String, HashSet<String>>,
+    /// The per-requestor bound of the per-node flood valve.
+    per_requestor_bound: usize,
+    /// Σ min(CSRs of a requestor, bound): what the cluster-wide valve counts.
+    capped_total: usize,
+    /// Requestors with more CSRs than the bound.
+    over_bound: usize,
     /// CSRs last explained as `AddressConflict`: another node's change may resolve them.
     conflicted: HashSet<String>,
     /// Bumped at the start of every (re-)list of the watch.
@@ -81,7 +99,7 @@ pub(crate) struct CsrTable {
 
 impl Default for CsrTable {
     fn default() -> Self {
-        Self::new(Arc::new(SystemClock))
+        Self::new(Arc::new(SystemClock), DEFAULT_MAX_PENDING_CSRS_PER_NODE)
     }
 }
 
@@ -105,13 +123,21 @@ fn name_uid(csr: &CertificateSigningRequest) -> (&str, &str) {
     )
 }
 
+fn requestor_of(csr: &CertificateSigningRequest) -> &str {
+    csr.spec.username.as_deref().unwrap_or_default()
+}
+
 // === impl CsrTable ===
 
 impl CsrTable {
-    /// An empty table stamping first sightings with `clock`.
-    pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
+    /// An empty table stamping first sightings with `clock`, whose per-node flood valve
+    /// holds a requestor above `per_requestor_bound` pending CSRs.
+    pub(crate) fn new(clock: Arc<dyn Clock>, per_requestor_bound: usize) -> Self {
         Self {
-            inner: Mutex::default(),
+            inner: Mutex::new(Tables {
+                per_requestor_bound,
+                ..Tables::default()
+            }),
             clock,
         }
     }
@@ -164,7 +190,7 @@ impl CsrTable {
             t.remove(name);
             return;
         }
-        t.upsert(name, uid, now);
+        t.upsert(name, uid, requestor_of(csr), now);
     }
 
     /// Forgets a CSR.
@@ -197,7 +223,7 @@ impl CsrTable {
         };
         let now = self.clock.now();
         let mut t = self.lock();
-        let entry = t.upsert(name, uid, now);
+        let entry = t.upsert(name, uid, requestor_of(csr), now);
         if let Some(existing) = &entry.parsed {
             return Arc::clone(existing);
         }
@@ -205,6 +231,11 @@ impl CsrTable {
         entry.node.clone_from(&node);
         if let Some(node) = node {
             t.by_node.entry(node).or_default().insert(name.to_owned());
+        }
+        if let Ok(p) = parsed.as_ref() {
+            for ip in &p.sans().ips {
+                t.by_ip.entry(*ip).or_default().insert(name.to_owned());
+            }
         }
         parsed
     }
@@ -216,6 +247,59 @@ impl CsrTable {
             .get(name)
             .filter(|e| e.uid == uid)
             .map(|e| e.first_seen)
+    }
+
+    /// Names of the undecided CSRs asking for any of `ips` as an IP SAN.
+    pub(crate) fn csrs_asking_for(&self, ips: &HashSet<IpAddr>) -> HashSet<String> {
+        let t = self.lock();
+        ips.iter()
+            .filter_map(|ip| t.by_ip.get(ip))
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// Names of the undecided CSRs asking for any IP SAN accepted by `matches`.
+    pub(crate) fn csrs_asking_for_any(&self, matches: impl Fn(IpAddr) -> bool) -> HashSet<String> {
+        let t = self.lock();
+        t.by_ip
+            .iter()
+            .filter(|(ip, _)| matches(**ip))
+            .flat_map(|(_, names)| names.iter().cloned())
+            .collect()
+    }
+
+    /// Names of the undecided CSRs `requestor` created.
+    pub(crate) fn csrs_by(&self, requestor: &str) -> Vec<String> {
+        self.lock()
+            .by_requestor
+            .get(requestor)
+            .map(|names| names.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// How many undecided CSRs `requestor` created.
+    pub(crate) fn pending_by(&self, requestor: &str) -> usize {
+        self.lock()
+            .by_requestor
+            .get(requestor)
+            .map_or(0, HashSet::len)
+    }
+
+    /// The per-node flood valve's bound.
+    pub(crate) fn per_requestor_bound(&self) -> usize {
+        self.lock().per_requestor_bound
+    }
+
+    /// The pending CSRs the cluster-wide valve counts: at most the per-node bound per
+    /// requestor, so one flooding node (already held by its own bound) cannot close it.
+    pub(crate) fn capped_len(&self) -> usize {
+        self.lock().capped_total
+    }
+
+    /// Requestors with more undecided CSRs than the per-node bound.
+    pub(crate) fn requestors_over_bound(&self) -> usize {
+        self.lock().over_bound
     }
 
     /// Names of the undecided CSRs whose request names `node`.
@@ -301,17 +385,21 @@ impl CsrTable {
 // === impl Tables ===
 
 impl Tables {
-    fn upsert(&mut self, name: &str, uid: &str, now: Timestamp) -> &mut Entry {
+    fn upsert(&mut self, name: &str, uid: &str, requestor: &str, now: Timestamp) -> &mut Entry {
         let generation = self.generation;
         if self.by_name.get(name).is_some_and(|e| e.uid != uid) {
             // Deleted and created again under the same name: a different request.
             self.remove(name);
+        }
+        if !self.by_name.contains_key(name) {
+            self.count_in(requestor, name);
         }
         let entry = self
             .by_name
             .entry(name.to_owned())
             .or_insert_with(|| Entry {
                 uid: uid.to_owned(),
+                requestor: requestor.to_owned(),
                 generation,
                 first_seen: now,
                 parsed: None,
@@ -336,7 +424,51 @@ impl Tables {
                 self.by_node.remove(&node);
             }
         }
+        if let Some(Ok(parsed)) = entry.parsed.as_deref() {
+            for ip in &parsed.sans().ips {
+                if let Some(names) = self.by_ip.get_mut(ip) {
+                    names.remove(name);
+                    if names.is_empty() {
+                        self.by_ip.remove(ip);
+                    }
+                }
+            }
+        }
+        self.count_out(&entry.requestor, name);
         self.conflicted.remove(name);
+    }
+
+    /// Counts a new CSR of `requestor`.
+    fn count_in(&mut self, requestor: &str, name: &str) {
+        let names = self.by_requestor.entry(requestor.to_owned()).or_default();
+        if names.insert(name.to_owned()) {
+            let count = names.len();
+            if count <= self.per_requestor_bound {
+                self.capped_total += 1;
+            }
+            if count == self.per_requestor_bound + 1 {
+                self.over_bound += 1;
+            }
+        }
+    }
+
+    /// Stops counting a CSR of `requestor`.
+    fn count_out(&mut self, requestor: &str, name: &str) {
+        let Some(names) = self.by_requestor.get_mut(requestor) else {
+            return;
+        };
+        let count = names.len();
+        if names.remove(name) {
+            if count <= self.per_requestor_bound {
+                self.capped_total -= 1;
+            }
+            if count == self.per_requestor_bound + 1 {
+                self.over_bound -= 1;
+            }
+        }
+        if names.is_empty() {
+            self.by_requestor.remove(requestor);
+        }
     }
 }
 
@@ -494,6 +626,65 @@ mod tests {
         table.forget("b");
         assert!(table.csrs_of("w1").is_empty());
         assert_eq!(table.len(), 0);
+    }
+
+    fn mk_csr_by(name: &str, requestor: &str) -> CertificateSigningRequest {
+        let mut csr = mk_csr(name, name, b"x", None);
+        csr.spec.username = Some(requestor.to_owned());
+        csr
+    }
+
+    #[test]
+    fn each_requestor_counts_at_most_the_bound_toward_the_total() {
+        let table = CsrTable::new(Arc::new(SystemClock), 2);
+        for i in 0..5 {
+            table.observe(&mk_csr_by(&format!("flood-{i}"), "system:node:bad"));
+        }
+        table.observe(&mk_csr_by("honest", "system:node:good"));
+        assert_eq!(table.len(), 6);
+        assert_eq!(table.pending_by("system:node:bad"), 5);
+        assert_eq!(table.capped_len(), 3, "2 of bad's five, and good's one");
+        assert_eq!(table.requestors_over_bound(), 1);
+        // Seen again (an update): not counted twice.
+        table.observe(&mk_csr_by("flood-0", "system:node:bad"));
+        assert_eq!(table.pending_by("system:node:bad"), 5);
+        for i in 0..3 {
+            table.forget(&format!("flood-{i}"));
+        }
+        assert_eq!(table.pending_by("system:node:bad"), 2);
+        assert_eq!((table.capped_len(), table.requestors_over_bound()), (3, 0));
+        table.apply_event(&watcher::Event::Delete(mk_csr_by(
+            "honest",
+            "system:node:good",
+        )));
+        table.forget("flood-3");
+        table.forget("flood-4");
+        assert_eq!((table.len(), table.capped_len()), (0, 0));
+        assert!(table.csrs_by("system:node:bad").is_empty());
+    }
+
+    #[test]
+    fn a_parsed_request_indexes_its_ip_sans_until_the_csr_leaves() {
+        let table = CsrTable::default();
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec!["w1".to_owned()]).expect("params");
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress("10.96.0.1".parse().expect("ip")));
+        let pem = params
+            .serialize_request(&key)
+            .expect("csr")
+            .pem()
+            .expect("pem");
+        table.parsed(&mk_csr("a", "a", pem.as_bytes(), None), &Policy::default());
+        let ip: IpAddr = "10.96.0.1".parse().expect("ip");
+        assert_eq!(
+            table.csrs_asking_for(&HashSet::from([ip])),
+            HashSet::from(["a".to_owned()])
+        );
+        assert_eq!(table.csrs_asking_for_any(|i| i.is_ipv4()).len(), 1);
+        table.forget("a");
+        assert!(table.csrs_asking_for(&HashSet::from([ip])).is_empty());
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! What makes the controller decide again besides a CSR's own watch events: attestation
-//! changes (that node's pending CSRs, at once), Node changes, and "everything" (a lagging
-//! attestation subscription, a new leader, the flood valve reopening, the first Node list).
+//! changes (that node's pending CSRs, at once), Node changes, Service and ServiceCIDR
+//! changes (the CSRs asking for the addresses concerned), a node's CSRs back within the
+//! per-node bound, and "everything" (a lagging attestation subscription, a new leader, the
+//! flood valve reopening, the first list of Nodes, Services or ServiceCIDRs).
 
+use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
@@ -62,6 +66,27 @@ impl Triggers {
     /// Decide again on every CSR last explained as an address conflict.
     pub(crate) async fn conflicted(&self) {
         for name in self.table.conflicted() {
+            self.csr(&name).await;
+        }
+    }
+
+    /// Decide again on every undecided CSR asking for one of `ips`.
+    pub(crate) async fn csrs_asking_for(&self, ips: &HashSet<IpAddr>) {
+        for name in self.table.csrs_asking_for(ips) {
+            self.csr(&name).await;
+        }
+    }
+
+    /// Decide again on every undecided CSR asking for an IP that `matches`.
+    pub(crate) async fn csrs_asking_for_any(&self, matches: impl Fn(IpAddr) -> bool) {
+        for name in self.table.csrs_asking_for_any(matches) {
+            self.csr(&name).await;
+        }
+    }
+
+    /// Decide again on every undecided CSR `requestor` created.
+    pub(crate) async fn requestor(&self, requestor: &str) {
+        for name in self.table.csrs_by(requestor) {
             self.csr(&name).await;
         }
     }

@@ -19,6 +19,7 @@ use super::policy::{HumanDuration, Policy};
 use super::request::{
     MAX_PROBLEMS_KEPT, NODE_CN_PREFIX, NODES_GROUP, ParsedRequest, RequestError, parse_request,
 };
+use super::services::{ServiceJudgement, ServiceLookup, ServiceRule};
 use super::verdict::{CheckName, CheckReport, Outcome, Reason, SupportingAttestation, Verdict};
 
 /// `spec.usages` a kubelet serving request must have.
@@ -33,22 +34,47 @@ pub const USAGE_SERVER_AUTH: &str = "server auth";
 /// later (plus the policy's clock skew, since the two come from different clocks).
 const CREATION_RESOLUTION: SignedDuration = SignedDuration::from_secs(1);
 
+/// What the decision reads besides the CSR and the policy: every lookup, `None` where it
+/// is not known. Offline `check` without `--nodes` has no Node lookup (the Node half of
+/// check 11 and check 12 are skipped); without `--services`/`--service-cidrs` no Service
+/// lookup (check 9's Service rule is reported as not evaluated, never as passed).
+#[derive(Clone, Copy)]
+pub struct Observed<'a> {
+    /// The attestations the agents reported.
+    pub attestations: &'a dyn AttestationLookup,
+    /// The cluster's Node objects.
+    pub nodes: Option<&'a dyn NodeLookup>,
+    /// The cluster's Services and ServiceCIDRs.
+    pub services: Option<&'a dyn ServiceLookup>,
+}
+
+impl fmt::Debug for Observed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Observed")
+            .field("nodes", &self.nodes.is_some())
+            .field("services", &self.services.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Observed<'a> {
+    /// Only attestations: no Nodes, no Services.
+    pub fn attestations(attestations: &'a dyn AttestationLookup) -> Self {
+        Self {
+            attestations,
+            nodes: None,
+            services: None,
+        }
+    }
+}
+
 /// Decides on a CSR, parsing its request first (out-of-scope CSRs are not parsed).
-///
-/// `nodes` is `None` when Node objects are unknown (offline `check` without
-/// `--nodes`): the Node half of check 11 and check 12 are then skipped.
-pub fn decide(
-    csr: &CsrInput,
-    attestations: &dyn AttestationLookup,
-    nodes: Option<&dyn NodeLookup>,
-    policy: &Policy,
-    now: Timestamp,
-) -> Verdict {
+pub fn decide(csr: &CsrInput, observed: Observed<'_>, policy: &Policy, now: Timestamp) -> Verdict {
     if !csr.in_scope() {
         return out_of_scope(csr, policy);
     }
     let parsed = parse_request(&csr.request, policy);
-    decide_parsed(csr, parsed.as_ref(), attestations, nodes, policy, now)
+    decide_parsed(csr, parsed.as_ref(), observed, policy, now)
 }
 
 /// Decides on a CSR whose request was already parsed with [`parse_request`]
@@ -56,8 +82,7 @@ pub fn decide(
 pub fn decide_parsed(
     csr: &CsrInput,
     request: Result<&ParsedRequest, &RequestError>,
-    attestations: &dyn AttestationLookup,
-    nodes: Option<&dyn NodeLookup>,
+    observed: Observed<'_>,
     policy: &Policy,
     now: Timestamp,
 ) -> Verdict {
@@ -94,6 +119,11 @@ pub fn decide_parsed(
         ),
     ));
 
+    let Observed {
+        attestations,
+        nodes,
+        services,
+    } = observed;
     let node = req.node_name();
     let attestation = node.and_then(|n| attestations.attestation(n));
     let node_record = node.and_then(|n| nodes.and_then(|ns| ns.node(n)));
@@ -105,6 +135,7 @@ pub fn decide_parsed(
         facts: &facts,
         attestations,
         nodes,
+        services,
         policy,
         now,
     };
@@ -344,6 +375,7 @@ struct Ctx<'a> {
     facts: &'a Facts,
     attestations: &'a dyn AttestationLookup,
     nodes: Option<&'a dyn NodeLookup>,
+    services: Option<&'a dyn ServiceLookup>,
     policy: &'a Policy,
     now: Timestamp,
 }
@@ -746,14 +778,27 @@ impl Ctx<'_> {
         if ips.is_empty() {
             return CheckReport::passed(CheckName::IpSansAttested, "no IP SANs requested");
         }
+        // Addresses of the cluster's Services are denied whatever the facts say
+        // (core::services), as are the policy's denied networks.
+        let rule = ServiceRule::new(self.services, self.nodes, self.node, self.policy);
         let mut not_allowed = Problems::default();
+        let mut undecided = Problems::default();
+        let mut own_service_addresses = Problems::default();
         for ip in ips {
-            if let Some(net) = self.policy.denied_network_of(*ip) {
+            let judgement = rule.judge(*ip);
+            if let ServiceJudgement::Denied(held) = judgement {
+                not_allowed.push(|| held);
+            } else if let Some(net) = self.policy.denied_network_of(*ip) {
                 not_allowed.push(|| format!("{ip} is in the denied network {net}"));
             } else if !self.policy.is_allowed_address(*ip) {
                 not_allowed.push(|| format!("{ip} is outside the allowed networks"));
+            } else if let ServiceJudgement::Undecided(why) = judgement {
+                undecided.push(|| why);
+            } else if let ServiceJudgement::OwnAddress(note) = judgement {
+                own_service_addresses.push(|| note);
             }
         }
+        let waiting = rule.waiting();
         let attestation = match (self.node, &self.facts.attestation) {
             (Some(node), Some(a)) => Some((node, a)),
             _ => None,
@@ -762,7 +807,7 @@ impl Ctx<'_> {
             return if not_allowed.is_empty() {
                 CheckReport::skipped(
                     CheckName::IpSansAttested,
-                    "not evaluated: no attestation to compare the IP addresses with (they are inside the allowed networks)",
+                    "not evaluated: no attestation to compare the IP addresses with (none is a known Service address or outside the allowed networks)",
                 )
             } else {
                 CheckReport::failed(
@@ -801,22 +846,58 @@ impl Ctx<'_> {
                 detail,
             );
         }
+        // What the Service rule could not settle yet, for a detail.
+        let unsettled = || {
+            let mut parts: Vec<String> = waiting.iter().cloned().collect();
+            if !undecided.is_empty() {
+                parts.push(undecided.joined());
+            }
+            parts.join("; ")
+        };
         if !unattested.is_empty() {
             let (outcome, reason) = self.facts.missing(Reason::AddressNotAttested);
+            let mut detail = self.facts.explain(unattested.joined());
+            if outcome == Outcome::Pending && (waiting.is_some() || !undecided.is_empty()) {
+                let _ = write!(detail, "; {}", unsettled());
+            }
+            return CheckReport::failed(CheckName::IpSansAttested, outcome, reason, detail);
+        }
+        if let Some(waiting) = &waiting {
             return CheckReport::failed(
                 CheckName::IpSansAttested,
-                outcome,
-                reason,
-                self.facts.explain(unattested.joined()),
+                Outcome::Pending,
+                Reason::AwaitingServices,
+                waiting.clone(),
             );
         }
-        CheckReport::passed(
-            CheckName::IpSansAttested,
-            format!(
-                "attested by {node}'s agent: {}",
-                Listed(&found_on, ips.len())
+        if !undecided.is_empty() {
+            return CheckReport::failed(
+                CheckName::IpSansAttested,
+                Outcome::Pending,
+                Reason::AddressConflict,
+                undecided.joined(),
+            );
+        }
+        let mut detail = format!(
+            "attested by {node}'s agent: {}",
+            Listed(&found_on, ips.len())
+        );
+        if !own_service_addresses.is_empty() {
+            let _ = write!(detail, "; {}", own_service_addresses.joined());
+        }
+        if let Some(note) = rule.fallback_note() {
+            let _ = write!(detail, "; {note}");
+        }
+        match rule.not_evaluated() {
+            // Never reported as passed without the Service rule.
+            Some(missing) => CheckReport::skipped(
+                CheckName::IpSansAttested,
+                format!(
+                    "not evaluated against the cluster's Services ({missing}); otherwise {detail}"
+                ),
             ),
-        )
+            None => CheckReport::passed(CheckName::IpSansAttested, detail),
+        }
     }
 
     /// Where `ip` appears in an attestation.
@@ -872,7 +953,7 @@ impl Ctx<'_> {
                 Outcome::Pending,
                 Reason::PeerMismatch,
                 format!(
-                    "{node}'s agent connected from {peer}, which is not one of the addresses it reported (behind NAT? then set peerBinding: false)"
+                    "{node}'s agent connected from {peer}, which is not one of the addresses it reported"
                 ),
             ),
             Some(_) if !self.policy.is_allowed_address(peer) => CheckReport::failed(

@@ -7,9 +7,10 @@
 //! - [`parse_request`] turns `spec.request` into a small owned
 //!   [`ParsedRequest`] (or a [`RequestError`]) once per CSR;
 //! - [`decide`] (parses inside) and [`decide_parsed`] (takes the parsed
-//!   result) run checks 1–13 of DESIGN.md against an [`AttestationLookup`],
-//!   an optional [`NodeLookup`], a [`Policy`] and the current time, and return
-//!   a [`Verdict`].
+//!   result) run checks 1–13 of DESIGN.md against what was [`Observed`] (an
+//!   [`AttestationLookup`], an optional [`NodeLookup`] and an optional
+//!   [`ServiceLookup`]), a [`Policy`] and the current time, and return a
+//!   [`Verdict`].
 
 pub mod attestation;
 pub mod decide;
@@ -19,17 +20,21 @@ pub mod names;
 pub mod node;
 pub mod policy;
 pub mod request;
+pub mod services;
 pub mod verdict;
 
 pub use attestation::{
     Attestation, AttestationLookup, AttestationSet, AttestationSnapshot, INTERFACES_SOURCE,
     InterfaceFacts, SourceReport,
 };
-pub use decide::{decide, decide_parsed, is_fresh};
+pub use decide::{Observed, decide, decide_parsed, is_fresh};
 pub use input::{CsrInput, KUBELET_SERVING_SIGNER};
 pub use node::{AddressKey, NodeAddress, NodeLookup, NodeRecord, NodeSet};
-pub use policy::{DenyMode, Policy, PolicyError};
+pub use policy::{DenyMode, Policy, PolicyError, ServiceAddressMode};
 pub use request::{ParsedRequest, RequestError, parse_request};
+pub use services::{
+    Listing, ServiceAddress, ServiceField, ServiceLookup, ServiceRange, ServiceRecord, ServiceSet,
+};
 pub use verdict::{
     CheckName, CheckReport, CheckStatus, Decision, Outcome, Reason, SupportingAttestation, Verdict,
 };

@@ -144,6 +144,18 @@ impl fmt::Display for DenyMode {
     }
 }
 
+/// What check 9 does with an IP SAN that a Service holds or a Service range contains.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ServiceAddressMode {
+    /// Deny it, whatever the node attests (an external or load-balancer IP that the
+    /// node's own Node lists excepted; see `core::services`).
+    #[default]
+    Deny,
+    /// Do not look at the cluster's Services (exotic setups; docs/policy.md says when).
+    Ignore,
+}
+
 /// An interface name pattern: an exact name, or a prefix followed by one `*`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InterfacePattern {
@@ -335,6 +347,9 @@ pub struct Policy {
     /// clock) with an attestation's `receivedAt` (approver's clock) — offline
     /// `check` — to tell whether facts were received after the CSR. Default `5s`.
     pub clock_skew: HumanDuration,
+    /// IP SANs that a Service holds or a ServiceCIDR contains: `deny` (default) or
+    /// `ignore`.
+    pub service_addresses: ServiceAddressMode,
     /// What a failed `deny` check does: `always` denies, `never` leaves the
     /// CSR pending. Default: `always`. The controller's `--deny` flag overrides it.
     pub deny: DenyMode,
@@ -363,6 +378,7 @@ impl Default for Policy {
             peer_binding: true,
             max_expiration_seconds: DEFAULT_MAX_EXPIRATION_SECONDS,
             clock_skew: HumanDuration(DEFAULT_CLOCK_SKEW),
+            service_addresses: ServiceAddressMode::Deny,
             deny: DenyMode::Always,
         }
     }
@@ -550,6 +566,7 @@ mod tests {
             assert!(p.denied_suffix_of(name).is_none(), "{name}");
         }
         assert_eq!(p.deny, DenyMode::Always);
+        assert_eq!(p.service_addresses, ServiceAddressMode::Deny);
         assert_eq!(p.max_expiration_seconds, 31_536_000);
         assert_eq!(p.clock_skew.get(), SignedDuration::from_secs(5));
         for name in [
@@ -606,6 +623,7 @@ deniedCidrs: [10.96.0.1/12]
 allowedDnsSuffixes: [nodes.Example.com., .lan]
 peerBinding: false
 maxExpirationSeconds: 86400
+serviceAddresses: ignore
 deny: never
 "#;
         let p = Policy::from_yaml(yaml).map_err(|e| e.to_string());
@@ -624,6 +642,7 @@ deny: never
         assert!(!p.peer_binding);
         assert_eq!(p.max_expiration_seconds, 86400);
         assert_eq!(p.deny, DenyMode::Never);
+        assert_eq!(p.service_addresses, ServiceAddressMode::Ignore);
         assert_eq!(
             p.readings("worker-1.nodes.example.com").collect::<Vec<_>>(),
             ["worker-1.nodes.example.com", "worker-1"]
@@ -661,6 +680,7 @@ deny: never
             ),
             ("deniedCidrs: [10.0.0.0/33]", "invalid"),
             ("deny: sometimes", "sometimes"),
+            ("serviceAddresses: allow", "allow"),
             ("peerBnding: true", "unknown field"),
             ("- a list", "invalid"),
         ] {

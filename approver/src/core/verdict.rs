@@ -212,9 +212,36 @@ pub enum Reason {
     NodeMismatch,
     /// Check 14: the SubjectAccessReview did not allow the requestor.
     SubjectAccessDenied,
+    /// Check 9: the Services or ServiceCIDRs have not been listed yet, so no IP SAN can
+    /// be told apart from a Service's address.
+    AwaitingServices,
 }
 
 impl Reason {
+    /// Every reason.
+    pub const ALL: [Self; 20] = [
+        Self::OutOfScope,
+        Self::MalformedRequest,
+        Self::SubjectInvalid,
+        Self::RequestorMismatch,
+        Self::UsagesInvalid,
+        Self::SanInvalid,
+        Self::NameNotAttested,
+        Self::AddressNotAttested,
+        Self::AddressNotAllowed,
+        Self::NameNotAllowed,
+        Self::ExpirationTooLong,
+        Self::AwaitingAttestation,
+        Self::AttestationStale,
+        Self::UnattestedAddress,
+        Self::PeerMismatch,
+        Self::AddressConflict,
+        Self::NodeMissing,
+        Self::NodeMismatch,
+        Self::SubjectAccessDenied,
+        Self::AwaitingServices,
+    ];
+
     /// The PascalCase name.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -237,6 +264,7 @@ impl Reason {
             Self::NodeMissing => "NodeMissing",
             Self::NodeMismatch => "NodeMismatch",
             Self::SubjectAccessDenied => "SubjectAccessDenied",
+            Self::AwaitingServices => "AwaitingServices",
         }
     }
 }

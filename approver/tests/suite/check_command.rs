@@ -82,8 +82,18 @@ fn failed_names(v: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The committed world: both workers attested 30 s after the CSR, Nodes given.
+/// The Service and ServiceCIDR lists of the committed world, as owned paths.
+fn service_files() -> (PathBuf, PathBuf) {
+    (objects("services.json"), objects("servicecidrs.json"))
+}
+
+/// The committed world: both workers attested 30 s after the CSR, Nodes, Services and
+/// ServiceCIDRs given.
 fn world_args<'a>(csr: &'a str, attestations: &'a str, nodes: &'a str) -> Vec<&'a str> {
+    // Leaked once per call: the paths live for the test process anyway.
+    let (services, cidrs) = service_files();
+    let services: &'static str = Box::leak(services.display().to_string().into_boxed_str());
+    let cidrs: &'static str = Box::leak(cidrs.display().to_string().into_boxed_str());
     vec![
         "check",
         "-f",
@@ -96,6 +106,10 @@ fn world_args<'a>(csr: &'a str, attestations: &'a str, nodes: &'a str) -> Vec<&'
         NOW,
         "-o",
         "json",
+        "--services",
+        services,
+        "--service-cidrs",
+        cidrs,
     ]
 }
 
@@ -232,8 +246,101 @@ fn without_nodes_the_node_checks_are_skipped_with_passed_null() {
         .filter(|c| c["status"] == "skipped")
         .collect();
     let names: Vec<&str> = skipped.iter().filter_map(|c| c["name"].as_str()).collect();
-    assert_eq!(names, ["unique-among-nodes", "node-object"]);
+    // Without --services either, check 9's Service rule is not evaluated: skipped too.
+    assert_eq!(
+        names,
+        ["ip-sans-attested", "unique-among-nodes", "node-object"]
+    );
     assert!(skipped.iter().all(|c| c["passed"].is_null()));
+    assert!(
+        skipped[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("not evaluated against the cluster's Services")),
+        "{}",
+        skipped[0]
+    );
+}
+
+#[test]
+fn a_services_address_is_denied_with_the_service_named_and_skipped_without_services() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // worker-1's agent reports 10.96.0.1 (the `kubernetes` Service) on eth0.
+    let mut snapshot: Value =
+        serde_json::from_str(&std::fs::read_to_string(objects("attestations.json")).expect("read"))
+            .expect("JSON");
+    for a in snapshot["attestations"].as_array_mut().expect("list") {
+        if a["nodeName"] == "worker-1" {
+            for iface in a["interfaces"].as_array_mut().expect("interfaces") {
+                if iface["name"] == "eth0" {
+                    iface["addresses"]
+                        .as_array_mut()
+                        .expect("addresses")
+                        .push(json!("10.96.0.1/32"));
+                }
+            }
+        }
+    }
+    let att = dir.path().join("attestations.json");
+    std::fs::write(&att, snapshot.to_string()).expect("write attestations");
+    let pem_text =
+        super::support::CsrSpec::kubelet("worker-1", &["worker-1"], &["10.0.0.11", "10.96.0.1"])
+            .pem();
+    let csr = dir.path().join("csr.json");
+    let obj = csr_object(pem_text.as_bytes(), &["digital signature", "server auth"]);
+    std::fs::write(&csr, obj.to_string()).expect("write CSR");
+    let nodes = objects("nodes.json");
+    let out = run(&world_args(path(&csr), path(&att), path(&nodes)));
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    let v = json_of(&out);
+    assert_eq!(v["reason"], "AddressNotAllowed");
+    let ip_check = &v["checks"][8];
+    assert_eq!(ip_check["name"], "ip-sans-attested");
+    assert!(
+        ip_check["detail"].as_str().is_some_and(|d| d
+            .contains("10.96.0.1 is a cluster IP of Service default/kubernetes (spec.clusterIPs)")),
+        "{ip_check}"
+    );
+    // Without the Service inputs the rule is not evaluated, and says so.
+    let out = run(&[
+        "check",
+        "-f",
+        path(&csr),
+        "--attestations",
+        path(&att),
+        "--nodes",
+        path(&nodes),
+        "--now",
+        NOW,
+        "-o",
+        "json",
+    ]);
+    let v = json_of(&out);
+    assert_eq!(v["checks"][8]["status"], "skipped", "{}", v["checks"][8]);
+    // The ServiceCIDR list alone denies it too (10.96.0.0/12).
+    let (_, cidrs) = service_files();
+    let mut args = vec![
+        "check",
+        "-f",
+        path(&csr),
+        "--attestations",
+        path(&att),
+        "--nodes",
+        path(&nodes),
+        "--now",
+        NOW,
+        "-o",
+        "json",
+    ];
+    args.extend(["--service-cidrs", path(&cidrs)]);
+    let out = run(&args);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    assert!(
+        json_of(&out)["checks"][8]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("ServiceCIDR kubernetes")),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]

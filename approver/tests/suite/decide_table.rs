@@ -3,16 +3,17 @@
 //! baseline, and every look-alike is refused or canonicalised.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use rcgen::{ExtendedKeyUsagePurpose, KeyUsagePurpose, SanType};
 use rubber_stamp_approver::core::policy::{DnsSuffix, HumanDuration, InterfacePattern};
 use rubber_stamp_approver::core::{
     AttestationSet, CheckName, CheckStatus, CsrInput, Decision, DenyMode, INTERFACES_SOURCE,
-    NodeSet, Outcome, ParsedRequest, Policy, Reason, SourceReport, Verdict, decide, decide_parsed,
-    parse_request,
+    Listing, NodeSet, Observed, Outcome, ParsedRequest, Policy, Reason, ServiceAddressMode,
+    ServiceField, SourceReport, Verdict, decide, decide_parsed, parse_request,
 };
 
-use super::support::{CsrSpec, World, at, csr_input, dns_san, ip, pem_of};
+use super::support::{CsrSpec, World, at, csr_input, dns_san, ip, pem_of, service};
 
 use CheckName as C;
 
@@ -130,15 +131,14 @@ fn decide_and_decide_parsed_agree_and_one_parse_serves_many_decisions() {
         request: Vec::new(),
         ..csr.clone()
     };
-    let a = decide(&csr, &set, Some(&nodes), &world.policy, world.now);
-    let b = decide_parsed(
-        &lean,
-        parsed.as_ref(),
-        &set,
-        Some(&nodes),
-        &world.policy,
-        world.now,
-    );
+    let services = world.services.clone().expect("Services given");
+    let observed = Observed {
+        attestations: &set,
+        nodes: Some(&nodes),
+        services: Some(&services),
+    };
+    let a = decide(&csr, observed, &world.policy, world.now);
+    let b = decide_parsed(&lean, parsed.as_ref(), observed, &world.policy, world.now);
     assert_eq!(a, b);
     assert_eq!(a.decision(), Decision::Approve);
     // With no attestations yet, the same parsed request is pending.
@@ -146,8 +146,10 @@ fn decide_and_decide_parsed_agree_and_one_parse_serves_many_decisions() {
     let c = decide_parsed(
         &lean,
         parsed.as_ref(),
-        &empty,
-        Some(&nodes),
+        Observed {
+            attestations: &empty,
+            ..observed
+        },
         &world.policy,
         world.now,
     );
@@ -1700,5 +1702,302 @@ fn every_spelling_inet_aton_reads_as_an_address_is_refused() {
             detail(&v, C::SanShape).contains("IP address written as a DNS name"),
             "{name}"
         );
+    }
+}
+
+// === the cluster's Service addresses (check 9) ===
+
+/// worker-1 has put `addr` on eth0 (a counted interface) and asks for it.
+fn asks_for_attested(addr: &str) -> (CsrSpec, impl FnOnce(&mut World)) {
+    let spec = CsrSpec::kubelet("worker-1", &["worker-1"], &["10.0.0.11", addr]);
+    let addr = format!("{addr}/32");
+    let addr = if addr.contains(':') {
+        addr.replace("/32", "/128")
+    } else {
+        addr
+    };
+    let edit = move |w: &mut World| {
+        w.attestation_mut("worker-1").interfaces[1]
+            .addresses
+            .push(addr.parse().expect("net"));
+    };
+    (spec, edit)
+}
+
+/// Runs a case in the world with the kubeadm-like Services, after `edit`. worker-2's
+/// attestation is left out: it holds the Service IPs on kube-ipvs0, a conflict of its own
+/// (check 11) that these cases do not look at.
+#[track_caller]
+fn service_case(
+    addr: &str,
+    edit: impl FnOnce(&mut World),
+    decision: Decision,
+    failed: &[(CheckName, Reason)],
+) -> Verdict {
+    let (spec, attest) = asks_for_attested(addr);
+    let csr = csr_input("worker-1", &spec.pem());
+    let mut world = World::two_workers().with_cluster_services();
+    world.attestations.retain(|a| a.node_name == "worker-1");
+    attest(&mut world);
+    edit(&mut world);
+    let verdict = world.decide(&csr);
+    expect(&verdict, decision, failed);
+    verdict
+}
+
+#[test]
+fn a_services_cluster_ip_is_denied_whatever_the_node_attests() {
+    let deny = [(C::IpSansAttested, Reason::AddressNotAllowed)];
+    // The default policy (deploy/base/policy.yaml ships it): no deniedCidrs at all.
+    let v = service_case("10.96.0.1", |_| {}, Decision::Deny, &deny);
+    let d = detail(&v, C::IpSansAttested);
+    assert!(
+        d.contains("10.96.0.1 is a cluster IP of Service default/kubernetes (spec.clusterIPs)"),
+        "{d}"
+    );
+    // Even when its own Node lists it: cluster IPs are never a node's.
+    let v = service_case(
+        "10.96.0.10",
+        |w| {
+            w.node_mut("worker-1")
+                .addresses
+                .push(rubber_stamp_approver::core::NodeAddress {
+                    kind: "ExternalIP".to_owned(),
+                    address: "10.96.0.10".to_owned(),
+                })
+        },
+        Decision::Deny,
+        &deny,
+    );
+    assert!(detail(&v, C::IpSansAttested).contains("Service kube-system/kube-dns"));
+    // IPv6 too, in any spelling the request carries.
+    let v = service_case("fd00:10:96::1", |_| {}, Decision::Deny, &deny);
+    assert!(detail(&v, C::IpSansAttested).contains("Service default/kubernetes"));
+}
+
+#[test]
+fn an_address_in_a_service_cidr_is_denied_even_when_no_service_holds_it() {
+    let deny = [(C::IpSansAttested, Reason::AddressNotAllowed)];
+    for addr in ["10.100.0.5", "fd00:10:96::ab"] {
+        let v = service_case(addr, |_| {}, Decision::Deny, &deny);
+        let d = detail(&v, C::IpSansAttested);
+        assert!(d.contains("(ServiceCIDR kubernetes)"), "{d}");
+    }
+    // Without the ServiceCIDR API (before 1.33) the range is unknown: the policy's
+    // deniedCidrs stand in, and the check says so when it passes.
+    let v = service_case(
+        "10.100.0.5",
+        |w| {
+            let s = w.services_mut();
+            s.clear_ranges();
+            s.set_ranges_listing(Listing::Unserved);
+        },
+        Decision::Approve,
+        &[],
+    );
+    assert!(detail(&v, C::IpSansAttested).contains("serves no ServiceCIDRs"));
+    service_case(
+        "10.100.0.5",
+        |w| {
+            let s = w.services_mut();
+            s.clear_ranges();
+            s.set_ranges_listing(Listing::Unserved);
+            w.policy.denied_cidrs = vec!["10.96.0.0/12".parse().expect("net")];
+        },
+        Decision::Deny,
+        &[(C::IpSansAttested, Reason::AddressNotAllowed)],
+    );
+}
+
+#[test]
+fn external_and_load_balancer_ips_are_denied_unless_the_nodes_own_node_lists_them() {
+    let web = || {
+        service(
+            "shop",
+            "web",
+            &[
+                ("10.96.5.5", ServiceField::ClusterIp),
+                ("192.0.2.50", ServiceField::LoadBalancerIngress),
+                ("198.51.100.7", ServiceField::ExternalIp),
+            ],
+        )
+    };
+    let lists = |w: &mut World, addr: &str| {
+        w.node_mut("worker-1")
+            .addresses
+            .push(rubber_stamp_approver::core::NodeAddress {
+                kind: "ExternalIP".to_owned(),
+                address: addr.to_owned(),
+            });
+    };
+    for (addr, field) in [
+        ("192.0.2.50", "status.loadBalancer.ingress[].ip"),
+        ("198.51.100.7", "spec.externalIPs"),
+    ] {
+        // Another machine's load balancer or external IP, put on worker-1's eth0.
+        let v = service_case(
+            addr,
+            |w| {
+                w.services_mut().insert(Arc::new(web()));
+            },
+            Decision::Deny,
+            &[(C::IpSansAttested, Reason::AddressNotAllowed)],
+        );
+        let d = detail(&v, C::IpSansAttested);
+        assert!(
+            d.contains(&format!("of Service shop/web ({field})"))
+                && d.contains("Node worker-1 does not list it"),
+            "{d}"
+        );
+        // k3s ServiceLB / bare-metal externalIPs: the address is worker-1's own, its
+        // Node lists it, and the kubelet asks for it. Not denied by this rule.
+        let v = service_case(
+            addr,
+            |w| {
+                w.services_mut().insert(Arc::new(web()));
+                lists(w, addr);
+            },
+            Decision::Approve,
+            &[],
+        );
+        let d = detail(&v, C::IpSansAttested);
+        assert!(
+            d.contains("allowed because Node worker-1 lists it in status.addresses"),
+            "{d}"
+        );
+        // Another Node listing it is check 11's conflict, not an exemption.
+        service_case(
+            addr,
+            |w| {
+                w.services_mut().insert(Arc::new(web()));
+                lists(w, addr);
+                w.node_mut("worker-2")
+                    .addresses
+                    .push(rubber_stamp_approver::core::NodeAddress {
+                        kind: "ExternalIP".to_owned(),
+                        address: addr.to_owned(),
+                    });
+            },
+            Decision::Pending,
+            &[(C::UniqueAmongNodes, Reason::AddressConflict)],
+        );
+        // Without Node objects the exemption cannot be told: wait, never deny.
+        let v = service_case(
+            addr,
+            |w| {
+                w.services_mut().insert(Arc::new(web()));
+                w.nodes = None;
+            },
+            Decision::Pending,
+            &[(C::IpSansAttested, Reason::AddressConflict)],
+        );
+        assert!(detail(&v, C::IpSansAttested).contains("needs Node objects"));
+    }
+}
+
+#[test]
+fn the_service_rule_switched_off_looks_at_no_service() {
+    let v = service_case(
+        "10.96.0.1",
+        |w| w.policy.service_addresses = ServiceAddressMode::Ignore,
+        Decision::Approve,
+        &[],
+    );
+    assert_eq!(
+        v.check(C::IpSansAttested).map(|c| c.status()),
+        Some(CheckStatus::Passed)
+    );
+}
+
+#[test]
+fn without_services_the_rule_is_reported_as_not_evaluated_never_as_passed() {
+    let v = service_case("10.96.0.1", |w| w.services = None, Decision::Approve, &[]);
+    let c = v.check(C::IpSansAttested).expect("reported");
+    assert_eq!(c.status(), CheckStatus::Skipped);
+    assert!(
+        c.detail().starts_with(
+            "not evaluated against the cluster's Services (Services and ServiceCIDRs not given)"
+        ),
+        "{}",
+        c.detail()
+    );
+    // Only the ranges missing: the Services are still compared.
+    service_case(
+        "10.96.0.1",
+        |w| w.services_mut().set_ranges_listing(Listing::NotGiven),
+        Decision::Deny,
+        &[(C::IpSansAttested, Reason::AddressNotAllowed)],
+    );
+    let v = service_case(
+        "10.100.0.5",
+        |w| w.services_mut().set_ranges_listing(Listing::NotGiven),
+        Decision::Approve,
+        &[],
+    );
+    assert!(
+        detail(&v, C::IpSansAttested).contains("(ServiceCIDRs not given)"),
+        "{}",
+        detail(&v, C::IpSansAttested)
+    );
+}
+
+#[test]
+fn until_the_services_are_listed_ip_sans_wait_and_dns_only_requests_do_not() {
+    let v = service_case(
+        "10.0.0.11",
+        |w| w.services_mut().set_services_listing(Listing::Waiting),
+        Decision::Pending,
+        &[(C::IpSansAttested, Reason::AwaitingServices)],
+    );
+    assert!(detail(&v, C::IpSansAttested).contains("the Services have not been listed yet"));
+    service_case(
+        "10.0.0.11",
+        |w| w.services_mut().set_ranges_listing(Listing::Waiting),
+        Decision::Pending,
+        &[(C::IpSansAttested, Reason::AwaitingServices)],
+    );
+    // A definite violation is denied all the same.
+    service_case(
+        "10.96.0.1",
+        |w| w.services_mut().set_services_listing(Listing::Waiting),
+        Decision::Deny,
+        &[(C::IpSansAttested, Reason::AddressNotAllowed)],
+    );
+    let csr = csr_input(
+        "worker-1",
+        &CsrSpec::kubelet("worker-1", &["worker-1"], &[]).pem(),
+    );
+    let mut world = World::two_workers();
+    world.services_mut().set_services_listing(Listing::Waiting);
+    expect(&world.decide(&csr), Decision::Approve, &[]);
+}
+
+#[test]
+fn deny_never_leaves_a_service_address_pending_as_a_would_be_denial() {
+    let v = service_case(
+        "10.96.0.1",
+        |w| w.policy.deny = DenyMode::Never,
+        Decision::Pending,
+        &[(C::IpSansAttested, Reason::AddressNotAllowed)],
+    );
+    assert!(v.check(C::IpSansAttested).is_some_and(|c| c.would_deny()));
+}
+
+#[test]
+fn a_peer_mismatch_states_the_fact_and_suggests_no_switch() {
+    let v = case(
+        &good(),
+        same,
+        |w| w.attestation_mut("worker-1").peer_address = Some(ip("192.0.2.1")),
+        Decision::Pending,
+        &[(C::PeerBinding, Reason::PeerMismatch)],
+    );
+    let d = detail(&v, C::PeerBinding);
+    assert_eq!(
+        d,
+        "worker-1's agent connected from 192.0.2.1, which is not one of the addresses it reported"
+    );
+    for advice in ["peerBinding", "NAT", "set "] {
+        assert!(!d.contains(advice), "{d}");
     }
 }

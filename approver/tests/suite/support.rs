@@ -9,8 +9,8 @@ use rcgen::{
 };
 use rubber_stamp_approver::core::{
     Attestation, AttestationSet, CsrInput, INTERFACES_SOURCE, InterfaceFacts,
-    KUBELET_SERVING_SIGNER, NodeAddress, NodeRecord, NodeSet, Policy, SourceReport, Verdict,
-    decide,
+    KUBELET_SERVING_SIGNER, NodeAddress, NodeRecord, NodeSet, Observed, Policy, ServiceAddress,
+    ServiceField, ServiceRange, ServiceRecord, ServiceSet, SourceReport, Verdict, decide,
 };
 
 /// When the test CSRs are created.
@@ -186,6 +186,8 @@ pub(crate) struct World {
     pub(crate) attestations: Vec<Attestation>,
     /// The Nodes, or None for "not given".
     pub(crate) nodes: Option<Vec<NodeRecord>>,
+    /// The Services and ServiceCIDRs, or None for "not given".
+    pub(crate) services: Option<ServiceSet>,
     /// The policy.
     pub(crate) policy: Policy,
     /// The decision time.
@@ -195,7 +197,8 @@ pub(crate) struct World {
 impl World {
     /// worker-1 (10.0.0.11, fd00::11, plus service/CNI addresses on excluded
     /// interfaces) and worker-2 (10.0.0.12, fd00::12), both attested 30 s
-    /// after the CSR; decided 60 s after the CSR.
+    /// after the CSR; decided 60 s after the CSR. Services and ServiceCIDRs are
+    /// listed and there are none ([`World::with_cluster_services`] adds some).
     pub(crate) fn two_workers() -> Self {
         let w1: &[(&str, &[&str])] = &[
             ("lo", &["127.0.0.1/8", "::1/128"]),
@@ -218,6 +221,7 @@ impl World {
                 node_record("worker-1", &["10.0.0.11", "fd00::11"]),
                 node_record("worker-2", &["10.0.0.12", "fd00::12"]),
             ]),
+            services: Some(ServiceSet::listed([], [])),
             policy: Policy::default(),
             now: at(60),
         }
@@ -239,16 +243,63 @@ impl World {
             .expect("node exists")
     }
 
+    /// The cluster's Services as kubeadm and kind make them: `default/kubernetes` at
+    /// 10.96.0.1 and fd00:10:96::1, `kube-system/kube-dns` at 10.96.0.10, and the
+    /// ServiceCIDR `kubernetes` with 10.96.0.0/12 and fd00:10:96::/112.
+    pub(crate) fn with_cluster_services(mut self) -> Self {
+        self.services = Some(ServiceSet::listed(
+            [
+                service(
+                    "default",
+                    "kubernetes",
+                    &[
+                        ("10.96.0.1", ServiceField::ClusterIp),
+                        ("fd00:10:96::1", ServiceField::ClusterIp),
+                    ],
+                ),
+                service(
+                    "kube-system",
+                    "kube-dns",
+                    &[("10.96.0.10", ServiceField::ClusterIp)],
+                ),
+            ],
+            [ServiceRange::new(
+                "kubernetes",
+                [
+                    "10.96.0.0/12".parse().expect("net"),
+                    "fd00:10:96::/112".parse().expect("net"),
+                ],
+            )],
+        ));
+        self
+    }
+
+    /// The Services, to change them (they must be given).
+    pub(crate) fn services_mut(&mut self) -> &mut ServiceSet {
+        self.services.as_mut().expect("Services are given")
+    }
+
     /// Decides on `csr` in this world.
     pub(crate) fn decide(&self, csr: &CsrInput) -> Verdict {
         let set: AttestationSet = self.attestations.iter().cloned().collect();
         let nodes: Option<NodeSet> = self.nodes.as_ref().map(|ns| ns.iter().cloned().collect());
-        decide(
-            csr,
-            &set,
-            nodes.as_ref().map(|n| n as _),
-            &self.policy,
-            self.now,
-        )
+        let observed = Observed {
+            attestations: &set,
+            nodes: nodes.as_ref().map(|n| n as _),
+            services: self.services.as_ref().map(|s| s as _),
+        };
+        decide(csr, observed, &self.policy, self.now)
     }
+}
+
+/// A Service holding these addresses.
+pub(crate) fn service(namespace: &str, name: &str, ips: &[(&str, ServiceField)]) -> ServiceRecord {
+    ServiceRecord::new(
+        namespace,
+        name,
+        ips.iter().map(|(a, field)| ServiceAddress {
+            ip: ip(a),
+            field: *field,
+        }),
+    )
 }

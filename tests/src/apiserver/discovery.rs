@@ -150,6 +150,61 @@ pub fn aggregated(legacy: bool) -> Value {
            "metadata": {}, "items": items})
 }
 
+/// A discovery document without the kinds in `unserved` (a server that does not have
+/// them compiled in): their resources are dropped, and a group-version or group left
+/// without resources with them. `None` when the document itself is about nothing else.
+pub fn without(mut doc: Value, unserved: &[resources::ResourceId]) -> Option<Value> {
+    if unserved.is_empty() {
+        return Some(doc);
+    }
+    let hidden: Vec<&ResourceKind> = unserved.iter().map(|id| resources::kind(*id)).collect();
+    let is_hidden_resource = |name: &str| {
+        let base = name.split('/').next().unwrap_or(name);
+        hidden.iter().any(|k| k.plural == base)
+    };
+    let group_version_empty = |group: &str, version: &str| {
+        resources::in_group_version(group, version)
+            .iter()
+            .all(|id| unserved.contains(id))
+    };
+    // APIResourceList.
+    if let Some(list) = doc.get_mut("resources").and_then(Value::as_array_mut) {
+        list.retain(|r| !r["name"].as_str().is_some_and(is_hidden_resource));
+        return (!list.is_empty()).then_some(doc);
+    }
+    // APIGroupList, APIGroup.
+    let served_group = |g: &Value| {
+        let name = g["name"].as_str().unwrap_or("");
+        !g["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|v| group_version_empty(name, v["version"].as_str().unwrap_or("")))
+    };
+    if let Some(groups) = doc.get_mut("groups").and_then(Value::as_array_mut) {
+        groups.retain(served_group);
+        return Some(doc);
+    }
+    if doc["kind"] == "APIGroup" {
+        return served_group(&doc).then_some(doc);
+    }
+    // APIGroupDiscoveryList.
+    if let Some(items) = doc.get_mut("items").and_then(Value::as_array_mut) {
+        for item in items.iter_mut() {
+            for version in item["versions"].as_array_mut().into_iter().flatten() {
+                if let Some(rs) = version["resources"].as_array_mut() {
+                    rs.retain(|r| !r["resource"].as_str().is_some_and(is_hidden_resource));
+                }
+            }
+            if let Some(versions) = item["versions"].as_array_mut() {
+                versions.retain(|v| v["resources"].as_array().is_some_and(|r| !r.is_empty()));
+            }
+        }
+        items.retain(|i| i["versions"].as_array().is_some_and(|v| !v.is_empty()));
+    }
+    Some(doc)
+}
+
 /// The Content-Type of aggregated discovery responses.
 pub const AGGREGATED_CONTENT_TYPE: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";

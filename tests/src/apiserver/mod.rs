@@ -10,6 +10,8 @@
 //! - [`auth`], [`rbac`]: authentication (certificates, tokens) and authorisation.
 //! - [`patch`], [`managed`]: patches and server-side apply.
 //! - [`csr`], [`signer`]: CertificateSigningRequest rules and the signer.
+//! - [`services`]: Service and ServiceCIDR rules, ClusterIP allocation, and the
+//!   `kubernetes` Service and ServiceCIDR created at start.
 //! - [`discovery`], [`table`]: what kubectl needs to find and print things.
 //! - [`proto`]: protobuf request bodies of kubectl's typed clients.
 //! - [`faults`]: fault injection; [`kubeconfig`]: credentials and clients.
@@ -38,6 +40,7 @@ pub mod resources;
 pub mod rest;
 pub mod selector;
 pub mod server;
+pub mod services;
 pub mod signer;
 pub mod status;
 pub mod store;
@@ -68,6 +71,7 @@ use tokio_util::sync::CancellationToken;
 pub use auth::UserInfo;
 pub use faults::{Budget, FaultAction, FaultRule, Faults, RequestMatch};
 pub use kubeconfig::{Auth, Credentials};
+pub use services::ServiceNetwork;
 pub use signer::SignerConfig;
 pub use status::ApiError;
 pub use store::ObjectKey;
@@ -143,6 +147,13 @@ pub struct ClusterOptions {
     pub signer: Option<SignerConfig>,
     /// Extra DNS names for the serving certificate.
     pub extra_dns_names: Vec<String>,
+    /// `--service-cluster-ip-range`: ClusterIPs are allocated from it, the `kubernetes`
+    /// Service gets its first address, the `kubernetes` ServiceCIDR holds it (default
+    /// 10.96.0.0/12).
+    pub service_network: ServiceNetwork,
+    /// Serve `networking.k8s.io/v1` ServiceCIDRs, as Kubernetes 1.33+ does (default true);
+    /// false answers 404 for them, as a 1.30 server does.
+    pub serve_service_cidrs: bool,
 }
 
 impl Default for ClusterOptions {
@@ -156,6 +167,8 @@ impl Default for ClusterOptions {
             fault_seed: 0,
             signer: Some(SignerConfig::default()),
             extra_dns_names: Vec::new(),
+            service_network: ServiceNetwork::default(),
+            serve_service_cidrs: true,
         }
     }
 }
@@ -184,6 +197,10 @@ pub struct State {
     pub limits: Limits,
     /// `host:port` for discovery.
     pub server_address: String,
+    /// The Service ranges.
+    pub services: ServiceNetwork,
+    /// Kinds answered with 404 as if not compiled in (ServiceCIDRs of an older server).
+    pub unserved: Vec<ResourceId>,
     /// Cancelled on shutdown.
     pub shutdown: CancellationToken,
 }
@@ -407,6 +424,12 @@ impl Cluster {
                 bookmark_interval: options.bookmark_interval,
             },
             server_address: addr.to_string(),
+            services: options.service_network.clone(),
+            unserved: if options.serve_service_cidrs {
+                Vec::new()
+            } else {
+                vec![resources::ids::service_cidrs()]
+            },
             shutdown: CancellationToken::new(),
         });
         let ca = Arc::new(ca);
@@ -459,6 +482,16 @@ impl Cluster {
             )?;
         }
         self.load_yaml(rbac::BOOTSTRAP_RBAC)?;
+        // What kube-apiserver's controllers create before it reports ready: the default
+        // ServiceCIDR (where served) and the `kubernetes` Service on the range's first
+        // address, targeting the serving port.
+        let network = &self.state.services;
+        if self.state.unserved.is_empty() {
+            self.apply_value(services::default_service_cidr(network, &now_rfc3339()))?;
+        }
+        if let Some(kubernetes) = services::kubernetes_service(network, self.addr.port()) {
+            self.apply_value(kubernetes)?;
+        }
         Ok(())
     }
 
@@ -820,7 +853,7 @@ impl Objects<'_> {
             value,
             Some("testbed"),
         )?;
-        match self.state.store.create(id, key.clone(), prepared.clone()) {
+        match rest::store_new(self.state, id, key.clone(), prepared.clone())? {
             Ok(_) => Ok(key),
             Err(StoreError::AlreadyExists) => {
                 let Some(current) = self.state.store.get(id, &key) else {

@@ -7,7 +7,8 @@
 
 use k8s_openapi::api::{
     authentication::v1 as authn, authorization::v1 as authz, certificates::v1 as certs,
-    coordination::v1 as coord, core::v1 as core, events::v1 as events, rbac::v1 as rbac,
+    coordination::v1 as coord, core::v1 as core, events::v1 as events, networking::v1 as net,
+    rbac::v1 as rbac,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -31,6 +32,10 @@ pub enum Behaviour {
     Lease,
     /// Create-only review objects (SubjectAccessReview, …), never stored.
     Review,
+    /// Service: ClusterIP defaulting, allocation and immutability.
+    Service,
+    /// ServiceCIDR: validation of `spec.cidrs`.
+    ServiceCidr,
 }
 
 /// Which table columns `kubectl get` receives.
@@ -56,6 +61,10 @@ pub enum TableStyle {
     Role,
     /// NAME, ROLE, AGE.
     RoleBinding,
+    /// NAME, TYPE, CLUSTER-IP, EXTERNAL-IP, PORT(S), AGE (+ SELECTOR wide).
+    Service,
+    /// NAME, CIDRS, AGE.
+    ServiceCidr,
 }
 
 /// A subresource a kind serves.
@@ -213,6 +222,10 @@ fn node_fields(v: &Value) -> Vec<Box<str>> {
     vec![unsched.to_string().into()]
 }
 
+fn service_fields(v: &Value) -> Vec<Box<str>> {
+    vec![str_at(v, "/spec/clusterIP"), str_at(v, "/spec/type")]
+}
+
 fn namespace_fields(v: &Value) -> Vec<Box<str>> {
     vec![str_at(v, "/status/phase")]
 }
@@ -282,6 +295,11 @@ fn events_v1_fields(v: &Value) -> Vec<Box<str>> {
 }
 
 const OBJECT_META_MERGE_KEYS: &[(&str, &str)] = &[("/metadata/ownerReferences", "uid")];
+
+const SERVICE_MERGE_KEYS: &[(&str, &str)] = &[
+    ("/metadata/ownerReferences", "uid"),
+    ("/spec/ports", "port"),
+];
 
 const NODE_MERGE_KEYS: &[(&str, &str)] = &[
     ("/metadata/ownerReferences", "uid"),
@@ -376,6 +394,23 @@ pub static KINDS: &[ResourceKind] = &[
     ResourceKind {
         group: "",
         version: "v1",
+        kind: "Service",
+        plural: "services",
+        singular: "service",
+        namespaced: true,
+        short_names: &["svc"],
+        subresources: &[Subresource::Status],
+        behaviour: Behaviour::Service,
+        table: TableStyle::Service,
+        // pkg/registry/core/service: ServiceToSelectableFields (1.30+).
+        field_labels: &["spec.clusterIP", "spec.type"],
+        field_values: service_fields,
+        normalize: typed::<core::Service>,
+        merge_keys: SERVICE_MERGE_KEYS,
+    },
+    ResourceKind {
+        group: "",
+        version: "v1",
         kind: "Event",
         plural: "events",
         singular: "event",
@@ -435,6 +470,22 @@ pub static KINDS: &[ResourceKind] = &[
         field_labels: EVENTS_V1_FIELDS,
         field_values: events_v1_fields,
         normalize: typed::<events::Event>,
+        merge_keys: OBJECT_META_MERGE_KEYS,
+    },
+    ResourceKind {
+        group: "networking.k8s.io",
+        version: "v1",
+        kind: "ServiceCIDR",
+        plural: "servicecidrs",
+        singular: "servicecidr",
+        namespaced: false,
+        short_names: &[],
+        subresources: &[Subresource::Status],
+        behaviour: Behaviour::ServiceCidr,
+        table: TableStyle::ServiceCidr,
+        field_labels: &[],
+        field_values: none,
+        normalize: typed::<net::ServiceCIDR>,
         merge_keys: OBJECT_META_MERGE_KEYS,
     },
     ResourceKind {
@@ -606,6 +657,14 @@ pub mod ids {
     /// nodes
     pub fn nodes() -> ResourceId {
         must("", "nodes")
+    }
+    /// services
+    pub fn services() -> ResourceId {
+        must("", "services")
+    }
+    /// servicecidrs
+    pub fn service_cidrs() -> ResourceId {
+        must("networking.k8s.io", "servicecidrs")
     }
     /// certificatesigningrequests
     pub fn csrs() -> ResourceId {

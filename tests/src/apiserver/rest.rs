@@ -18,6 +18,7 @@ use super::rbac::{Attributes, ResourceAttributes};
 use super::request::{Output, Query, RequestInfo, decode_body};
 use super::resources::{Behaviour, ResourceId, ResourceKind, Subresource, ids, kind};
 use super::selector::{FieldSelector, LabelSelector};
+use super::services;
 use super::status::{ApiError, Cause};
 use super::store::{ObjectKey, StoreError, StoredObject};
 use super::table::{self, IncludeObject};
@@ -632,8 +633,11 @@ pub fn prepare_create(
         _ => {}
     }
     let mut causes: Vec<Cause> = validate_name(k, &name).into_iter().collect();
-    if k.behaviour == Behaviour::Csr {
-        causes.extend(csr::validate(&obj));
+    match k.behaviour {
+        Behaviour::Csr => causes.extend(csr::validate(&obj)),
+        Behaviour::Service => causes.extend(services::prepare_create(&mut obj, &state.services)),
+        Behaviour::ServiceCidr => causes.extend(services::validate_service_cidr(&obj)),
+        _ => {}
     }
     if !causes.is_empty() {
         return Err(ApiError::invalid(k, &name, causes));
@@ -726,16 +730,47 @@ pub fn create_object(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let (key, obj) = prepare_create(state, user, id, namespace, body.clone(), manager)?;
+        let (key, mut obj) = prepare_create(state, user, id, namespace, body.clone(), manager)?;
         if dry_run {
+            // A dry run shows the ClusterIP it would get, reserving nothing (the
+            // allocators' DryRun()).
+            if kind(id).behaviour == Behaviour::Service {
+                let page = state.store.list(id, None, None, None, |_, _| true);
+                services::allocate(
+                    &mut obj,
+                    &mut page.items.iter().map(|o| &**o),
+                    &state.services,
+                )
+                .map_err(|c| ApiError::invalid(kind(id), &key.name, vec![c]))?;
+            }
             return Ok(Created::DryRun(obj));
         }
-        match state.store.create(id, key.clone(), obj) {
+        match store_new(state, id, key.clone(), obj)? {
             Ok(stored) => return Ok(Created::Stored(stored)),
             Err(StoreError::AlreadyExists) if generated && attempts < GENERATE_NAME_ATTEMPTS => {}
             Err(e) => return Err(store_err(e, kind(id), &key.name)),
         }
     }
+}
+
+/// Stores a new object. A Service gets its ClusterIPs allocated under the store's lock,
+/// atomically with the write (`Allocators.allocateCreate` runs in the same transaction as
+/// the create); the outer error is such an allocation's refusal.
+pub fn store_new(
+    state: &State,
+    id: ResourceId,
+    key: ObjectKey,
+    obj: Value,
+) -> Result<Result<Arc<StoredObject>, StoreError>, ApiError> {
+    let k = kind(id);
+    if k.behaviour != Behaviour::Service {
+        return Ok(state.store.create(id, key, obj));
+    }
+    let name = key.name.clone();
+    state.store.create_finishing(id, key, obj, |obj, existing| {
+        services::allocate(obj, existing, &state.services)
+            .map_err(|c| ApiError::invalid(k, &name, vec![c]))
+    })
 }
 
 // === update and patch ===
@@ -1001,7 +1036,7 @@ fn write(ctx: &Ctx<'_>, info: &RequestInfo, mutation: &Mutation) -> Result<Reply
             if let Some(mf) = managed_fields {
                 meta_mut(&mut obj).insert("managedFields".into(), mf);
             }
-            return match store.create(info.id, key.clone(), obj) {
+            return match store_new(ctx.state, info.id, key.clone(), obj)? {
                 Ok(stored) => {
                     Ok(stored_reply(201, k, &stored, ctx.output)?.with_warnings(warnings))
                 }
@@ -1056,6 +1091,14 @@ fn write(ctx: &Ctx<'_>, info: &RequestInfo, mutation: &Mutation) -> Result<Reply
         carry_metadata(k, &mut new, &old, &info.name)?;
         // 3. strategy, admission, validation.
         apply_strategy(k, &mut new, &old, info.subresource, &now);
+        let causes = match k.behaviour {
+            Behaviour::Service => services::prepare_update(&mut new, &old),
+            Behaviour::ServiceCidr => services::validate_service_cidr(&new),
+            _ => Vec::new(),
+        };
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(k, &info.name, causes));
+        }
         if k.behaviour == Behaviour::Csr {
             let signer = old
                 .pointer("/spec/signerName")

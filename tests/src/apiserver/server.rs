@@ -187,30 +187,36 @@ async fn dispatch(
             authorize_path(state, &user, &method, &path)?;
             let legacy = segments[0] == "api";
             if output == Output::AggregatedDiscovery {
-                return Ok(discovery_reply(discovery::aggregated(legacy), true));
+                let doc = discovery::without(discovery::aggregated(legacy), &state.unserved)
+                    .ok_or_else(ApiError::no_route)?;
+                return Ok(discovery_reply(doc, true));
             }
             let doc = if legacy {
                 discovery::api_versions(&state.server_address)
             } else {
-                discovery::api_group_list()
+                discovery::without(discovery::api_group_list(), &state.unserved)
+                    .ok_or_else(ApiError::no_route)?
             };
             Ok(discovery_reply(doc, false))
         }
         ["api", "v1"] => {
             authorize_path(state, &user, &method, &path)?;
             discovery::api_resource_list("", "v1")
+                .and_then(|d| discovery::without(d, &state.unserved))
                 .map(|d| discovery_reply(d, false))
                 .ok_or_else(ApiError::no_route)
         }
         ["apis", group] => {
             authorize_path(state, &user, &method, &path)?;
             discovery::api_group(group)
+                .and_then(|d| discovery::without(d, &state.unserved))
                 .map(|d| discovery_reply(d, false))
                 .ok_or_else(ApiError::no_route)
         }
         ["apis", group, version] => {
             authorize_path(state, &user, &method, &path)?;
             discovery::api_resource_list(group, version)
+                .and_then(|d| discovery::without(d, &state.unserved))
                 .map(|d| discovery_reply(d, false))
                 .ok_or_else(ApiError::no_route)
         }
@@ -253,6 +259,9 @@ async fn resource(
 ) -> Result<Reply, ApiError> {
     let query = Query::parse(parts.uri.query());
     let info = parse_resource_path(group, version, rest, &parts.method, &query)?;
+    if state.unserved.contains(&info.id) {
+        return Err(ApiError::no_route());
+    }
     let k = kind(info.id);
     let sub = info.subresource.map_or("", |s| s.name());
     if let Some(e) = state.faults.check(&RequestFacts {

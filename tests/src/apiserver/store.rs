@@ -331,6 +331,38 @@ impl Store {
         Ok(obj)
     }
 
+    /// Creates an object after `finish` has completed it under the store's lock, seeing
+    /// every stored object of the kind: how kube-apiserver's allocators reserve a value
+    /// atomically with the write (a Service's ClusterIP). `finish`'s error is returned as
+    /// is; nothing is stored then.
+    pub fn create_finishing(
+        &self,
+        id: ResourceId,
+        key: ObjectKey,
+        mut value: Value,
+        finish: impl FnOnce(&mut Value, &mut dyn Iterator<Item = &StoredObject>) -> Result<(), ApiError>,
+    ) -> Result<Result<Arc<StoredObject>, StoreError>, ApiError> {
+        let mut g = self.lock();
+        if g.tables[id].objects.contains_key(&key) {
+            return Ok(Err(StoreError::AlreadyExists));
+        }
+        finish(&mut value, &mut g.tables[id].objects.values().map(|o| &**o))?;
+        g.rv += 1;
+        let obj = Arc::new(StoredObject::seal(id, value, g.rv));
+        g.tables[id].objects.insert(key.clone(), obj.clone());
+        self.commit(
+            &mut g,
+            id,
+            Change {
+                kind: ChangeType::Added,
+                key,
+                object: obj.clone(),
+                prev: None,
+            },
+        );
+        Ok(Ok(obj))
+    }
+
     /// Replaces an object if its resourceVersion is still `expected_rv`.
     pub fn update(
         &self,

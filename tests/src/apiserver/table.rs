@@ -146,6 +146,47 @@ fn columns(style: TableStyle) -> Vec<Column> {
             ("Role", "string", "Role referenced by this binding", 0),
             age,
         ],
+        // pkg/printers/internalversion: serviceColumnDefinitions.
+        TableStyle::Service => vec![
+            name,
+            (
+                "Type",
+                "string",
+                "The type of the service, e.g. ClusterIP, NodePort, LoadBalancer or ExternalName.",
+                0,
+            ),
+            (
+                "Cluster-IP",
+                "string",
+                "The IP address of the service inside the cluster.",
+                0,
+            ),
+            (
+                "External-IP",
+                "string",
+                "The external IP addresses of the service.",
+                0,
+            ),
+            ("Port(s)", "string", "The ports the service exposes.", 0),
+            age,
+            (
+                "Selector",
+                "string",
+                "Route service traffic to pods with label keys and values matching this selector.",
+                1,
+            ),
+        ],
+        // pkg/printers/internalversion: serviceCIDRColumnDefinitions.
+        TableStyle::ServiceCidr => vec![
+            name,
+            (
+                "CIDRs",
+                "string",
+                "CIDRs defines the IP blocks in CIDR notation for the ServiceCIDR.",
+                0,
+            ),
+            age,
+        ],
     }
 }
 
@@ -311,6 +352,88 @@ fn map_len(v: &Value, pointer: &str) -> usize {
         .map_or(0, serde_json::Map::len)
 }
 
+fn string_list(v: &Value, pointer: &str) -> Vec<String> {
+    v.pointer(pointer)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// EXTERNAL-IP as `printService` writes it: the load balancer's ingress (or `<pending>`),
+/// then `spec.externalIPs`, or `<none>`.
+fn service_external_ip(v: &Value) -> String {
+    let ty = s(v, "/spec/type");
+    let mut ips: Vec<String> = Vec::new();
+    if ty == "LoadBalancer" {
+        for i in v
+            .pointer("/status/loadBalancer/ingress")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let ip = s(i, "/ip");
+            let host = s(i, "/hostname");
+            if !ip.is_empty() {
+                ips.push(ip.to_owned());
+            } else if !host.is_empty() {
+                ips.push(host.to_owned());
+            }
+        }
+    }
+    ips.extend(string_list(v, "/spec/externalIPs"));
+    match (ty, ips.is_empty()) {
+        ("ExternalName", _) => s(v, "/spec/externalName").to_owned(),
+        ("LoadBalancer", true) => "<pending>".to_owned(),
+        (_, true) => "<none>".to_owned(),
+        (_, false) => ips.join(","),
+    }
+}
+
+/// PORT(S) as `makePortString` writes it: `port[:nodePort]/protocol`, comma-separated.
+fn service_ports(v: &Value) -> String {
+    let ports: Vec<String> = v
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+            let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+            match p.get("nodePort").and_then(Value::as_i64) {
+                Some(node_port) if node_port > 0 => format!("{port}:{node_port}/{proto}"),
+                _ => format!("{port}/{proto}"),
+            }
+        })
+        .collect();
+    if ports.is_empty() {
+        "<none>".to_owned()
+    } else {
+        ports.join(",")
+    }
+}
+
+fn selector(v: &Value) -> String {
+    let mut pairs: Vec<String> = v
+        .pointer("/spec/selector")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, val)| format!("{k}={}", val.as_str().unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default();
+    pairs.sort_unstable();
+    if pairs.is_empty() {
+        "<none>".to_owned()
+    } else {
+        pairs.join(",")
+    }
+}
+
 fn cells(style: TableStyle, v: &Value, now: Timestamp) -> Vec<Value> {
     let name = json!(s(v, "/metadata/name"));
     let age = json!(age_of(v, "/metadata/creationTimestamp", now));
@@ -393,6 +516,18 @@ fn cells(style: TableStyle, v: &Value, now: Timestamp) -> Vec<Value> {
             )),
             age,
         ],
+        TableStyle::Service => {
+            vec![
+                name,
+                json!(s(v, "/spec/type")),
+                json!(or_none(s(v, "/spec/clusterIP"))),
+                json!(service_external_ip(v)),
+                json!(service_ports(v)),
+                age,
+                json!(selector(v)),
+            ]
+        }
+        TableStyle::ServiceCidr => vec![name, json!(string_list(v, "/spec/cidrs").join(",")), age],
     }
 }
 
