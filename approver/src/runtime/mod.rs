@@ -485,6 +485,30 @@ fn fit_descriptors(config: &mut RunConfig) {
     }
 }
 
+/// Warns at start about what the policy leaves open that the operator most likely meant to
+/// close: pod addresses (and, with the Service rule off, Service addresses) when no CIDR
+/// constrains IP SANs, and a cluster domain outside `deniedDnsSuffixes`.
+fn warn_about_policy_gaps(policy: &crate::core::Policy, tls: &TlsSource) {
+    use crate::core::policy::ServiceAddressMode;
+    if policy.is_address_unconstrained() {
+        let what = match policy.service_addresses {
+            ServiceAddressMode::Deny => "a pod IP",
+            ServiceAddressMode::Ignore => "a Service or pod IP (the Service rule is off)",
+        };
+        tracing::warn!(
+            "the policy sets neither allowedCidrs nor deniedCidrs: {what} that no node attests can be approved for a node that puts it on a counted interface; set deniedCidrs to the pod CIDRs, or allowedCidrs to the node network (docs/policy.md)"
+        );
+    }
+    if let TlsSource::Secret { pki, .. } = tls
+        && policy.denied_suffix_of(&pki.cluster_domain).is_none()
+    {
+        tracing::warn!(
+            cluster_domain = %pki.cluster_domain,
+            "the cluster domain (--cluster-domain) is not under the policy's deniedDnsSuffixes: a node could be approved for names of the cluster's Services and Pods under it; add it to deniedDnsSuffixes (docs/policy.md)"
+        );
+    }
+}
+
 /// Completes on SIGTERM or SIGINT.
 pub async fn termination() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -528,14 +552,12 @@ pub fn main(args: RunArgs) -> Result<(), RuntimeError> {
             ),
             (None, TlsSource::Files { .. }) => None,
         };
+        if let Some(controller_config) = &controller_config {
+            warn_about_policy_gaps(&controller_config.policy, &config.tls);
+        }
         let mut approver = Runtime::with_kube(config, Arc::new(SystemClock), kube.clone()).await?;
         match (controller_config, kube) {
             (Some(controller_config), Some(client)) => {
-                if controller_config.policy.is_address_unconstrained() {
-                    tracing::warn!(
-                        "the policy sets neither allowedCidrs nor deniedCidrs: an IP SAN is checked only against the node's own report and the other nodes', so a Service or pod IP that no node attests (kube-proxy in iptables mode) can be approved for a node that puts it on a counted interface; set deniedCidrs to the Service and pod CIDRs (docs/policy.md)"
-                    );
-                }
                 controller::plug(&mut approver, client, controller_config)?;
             }
             _ => tracing::warn!("--attestation-only: serving attestations, never approving"),
