@@ -12,16 +12,15 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::networking::v1::ServiceCIDR;
 
-use crate::core::{
+use rubber_stamp_core::{
     CsrInput, NodeAddress, NodeRecord, ServiceAddress, ServiceField, ServiceRange, ServiceRecord,
 };
 
-impl From<&CertificateSigningRequest> for CsrInput {
-    fn from(csr: &CertificateSigningRequest) -> Self {
-        Self {
-            request: csr.spec.request.0.clone(),
-            ..csr_facts(csr)
-        }
+/// The CSR's facts with `spec.request`, for `decide` (offline `check`).
+pub fn csr_input(csr: &CertificateSigningRequest) -> CsrInput {
+    CsrInput {
+        request: csr.spec.request.0.clone(),
+        ..csr_facts(csr)
     }
 }
 
@@ -51,95 +50,90 @@ pub fn csr_facts(csr: &CertificateSigningRequest) -> CsrInput {
     }
 }
 
-impl From<&Node> for NodeRecord {
-    fn from(node: &Node) -> Self {
-        let status = node.status.as_ref();
-        let info = status.and_then(|s| s.node_info.as_ref());
-        let non_empty = |s: &str| (!s.trim().is_empty()).then(|| s.to_owned());
-        Self {
-            name: node.metadata.name.clone().unwrap_or_default(),
-            addresses: status
-                .and_then(|s| s.addresses.as_ref())
-                .map(|addrs| {
-                    addrs
-                        .iter()
-                        .map(|a| NodeAddress {
-                            kind: a.type_.clone(),
-                            address: a.address.clone(),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            machine_id: info.and_then(|i| non_empty(&i.machine_id)),
-            boot_id: info.and_then(|i| non_empty(&i.boot_id)),
-        }
+/// A Node's name, addresses and ids.
+pub fn node_record(node: &Node) -> NodeRecord {
+    let status = node.status.as_ref();
+    let info = status.and_then(|s| s.node_info.as_ref());
+    let non_empty = |s: &str| (!s.trim().is_empty()).then(|| s.to_owned());
+    NodeRecord {
+        name: node.metadata.name.clone().unwrap_or_default(),
+        addresses: status
+            .and_then(|s| s.addresses.as_ref())
+            .map(|addrs| {
+                addrs
+                    .iter()
+                    .map(|a| NodeAddress {
+                        kind: a.type_.clone(),
+                        address: a.address.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        machine_id: info.and_then(|i| non_empty(&i.machine_id)),
+        boot_id: info.and_then(|i| non_empty(&i.boot_id)),
     }
 }
 
 /// Every IP a Service holds: `spec.clusterIP(s)` (not `None`, the headless marker),
 /// `spec.externalIPs` and `status.loadBalancer.ingress[].ip`. The API server validates
 /// these fields; an entry that does not parse as an IP (a hand-edited file) is skipped.
-impl From<&Service> for ServiceRecord {
-    fn from(service: &Service) -> Self {
-        let spec = service.spec.as_ref();
-        let ip = |text: &str| text.trim().parse::<IpAddr>().ok();
-        let cluster = spec
-            .and_then(|s| s.cluster_ip.as_deref())
-            .into_iter()
-            .chain(
-                spec.and_then(|s| s.cluster_ips.as_deref())
-                    .into_iter()
-                    .flatten()
-                    .map(String::as_str),
-            )
-            .filter_map(ip)
-            .map(|ip| ServiceAddress {
-                ip,
-                field: ServiceField::ClusterIp,
-            });
-        let external = spec
-            .and_then(|s| s.external_ips.as_deref())
-            .into_iter()
-            .flatten()
-            .filter_map(|t| ip(t))
-            .map(|ip| ServiceAddress {
-                ip,
-                field: ServiceField::ExternalIp,
-            });
-        let ingress = service
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.as_deref())
-            .into_iter()
-            .flatten()
-            .filter_map(|i| i.ip.as_deref().and_then(ip))
-            .map(|ip| ServiceAddress {
-                ip,
-                field: ServiceField::LoadBalancerIngress,
-            });
-        ServiceRecord::new(
-            service.metadata.namespace.clone().unwrap_or_default(),
-            service.metadata.name.clone().unwrap_or_default(),
-            cluster.chain(external).chain(ingress),
+pub fn service_record(service: &Service) -> ServiceRecord {
+    let spec = service.spec.as_ref();
+    let ip = |text: &str| text.trim().parse::<IpAddr>().ok();
+    let cluster = spec
+        .and_then(|s| s.cluster_ip.as_deref())
+        .into_iter()
+        .chain(
+            spec.and_then(|s| s.cluster_ips.as_deref())
+                .into_iter()
+                .flatten()
+                .map(String::as_str),
         )
-    }
+        .filter_map(ip)
+        .map(|ip| ServiceAddress {
+            ip,
+            field: ServiceField::ClusterIp,
+        });
+    let external = spec
+        .and_then(|s| s.external_ips.as_deref())
+        .into_iter()
+        .flatten()
+        .filter_map(|t| ip(t))
+        .map(|ip| ServiceAddress {
+            ip,
+            field: ServiceField::ExternalIp,
+        });
+    let ingress = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_deref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref().and_then(ip))
+        .map(|ip| ServiceAddress {
+            ip,
+            field: ServiceField::LoadBalancerIngress,
+        });
+    ServiceRecord::new(
+        service.metadata.namespace.clone().unwrap_or_default(),
+        service.metadata.name.clone().unwrap_or_default(),
+        cluster.chain(external).chain(ingress),
+    )
 }
 
 /// A ServiceCIDR's `spec.cidrs` (validated by the API server; an entry that does not
 /// parse is skipped).
-impl From<&ServiceCIDR> for ServiceRange {
-    fn from(cidr: &ServiceCIDR) -> Self {
-        ServiceRange::new(
-            cidr.metadata.name.clone().unwrap_or_default(),
-            cidr.spec
-                .as_ref()
-                .and_then(|s| s.cidrs.as_deref())
-                .into_iter()
-                .flatten()
-                .filter_map(|c| c.trim().parse::<IpNet>().ok()),
-        )
-    }
+pub fn service_range(cidr: &ServiceCIDR) -> ServiceRange {
+    ServiceRange::new(
+        cidr.metadata.name.clone().unwrap_or_default(),
+        cidr.spec
+            .as_ref()
+            .and_then(|s| s.cidrs.as_deref())
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.trim().parse::<IpNet>().ok()),
+    )
 }
 
 #[cfg(test)]
@@ -182,7 +176,7 @@ mod tests {
                 certificate: None,
             }),
         };
-        let input = CsrInput::from(&csr);
+        let input = csr_input(&csr);
         assert_eq!(input.name, "csr-1");
         assert_eq!(input.signer_name, "kubernetes.io/kubelet-serving");
         assert_eq!(input.request, b"PEM");
@@ -240,7 +234,7 @@ mod tests {
                 ..Default::default()
             }),
         };
-        let record = ServiceRecord::from(&service);
+        let record = service_record(&service);
         assert_eq!(
             (record.namespace.as_str(), record.name.as_str()),
             ("shop", "web")
@@ -267,13 +261,13 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(ServiceRecord::from(&headless).addresses.is_empty());
+        assert!(service_record(&headless).addresses.is_empty());
         let cidr: ServiceCIDR = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "kubernetes"},
             "spec": {"cidrs": ["10.96.0.1/12", "fd00:96::/108"]}
         }))
         .expect("ServiceCIDR");
-        let range = ServiceRange::from(&cidr);
+        let range = service_range(&cidr);
         assert_eq!(range.name, "kubernetes");
         assert_eq!(
             range
@@ -306,7 +300,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let record = NodeRecord::from(&node);
+        let record = node_record(&node);
         assert_eq!(record.name, "w1");
         assert_eq!(record.addresses[0].kind, "InternalIP");
         assert_eq!(record.addresses[0].address, "10.0.0.11");

@@ -3,8 +3,6 @@
 //!
 //! # Layout
 //!
-//! - [`core`]: the pure decision core (no I/O): CSR parsing, canonicalisation,
-//!   policy, `decide`.
 //! - [`store`]: the in-memory attestation store the gRPC service writes and the
 //!   decision reads (through `core::AttestationLookup`).
 //! - [`grpc`]: the mutually authenticated attestation service agents stream to.
@@ -23,7 +21,6 @@
 pub mod admin;
 pub mod cli;
 pub mod controller;
-pub mod core;
 pub mod grpc;
 pub mod health;
 pub mod k8s;

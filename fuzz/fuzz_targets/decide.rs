@@ -19,8 +19,8 @@ use libfuzzer_sys::fuzz_target;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, SanType,
 };
-use rubber_stamp_approver::core::policy::DnsSuffix;
-use rubber_stamp_approver::core::{
+use rubber_stamp_core::policy::DnsSuffix;
+use rubber_stamp_core::{
     Attestation, AttestationSet, CheckName, CsrInput, Decision, DenyMode, INTERFACES_SOURCE,
     InterfaceFacts, KUBELET_SERVING_SIGNER, Listing, NodeAddress, NodeRecord, NodeSet, Observed,
     Policy, Reason, ServiceAddress, ServiceField, ServiceLookup as _, ServiceRange,
@@ -280,12 +280,12 @@ fn policy(k: &Knobs) -> Policy {
             .map_or(Policy::default().max_expiration_seconds, |m| {
                 m.clamp(600, i32::MAX as u32)
             }),
-        clock_skew: rubber_stamp_approver::core::policy::HumanDuration::new(
+        clock_skew: rubber_stamp_core::policy::HumanDuration::new(
             SignedDuration::from_secs(i64::from(k.clock_skew % 30)),
         ),
         ..Policy::default()
     };
-    p.attestation_max_age = rubber_stamp_approver::core::policy::HumanDuration::new(
+    p.attestation_max_age = rubber_stamp_core::policy::HumanDuration::new(
         SignedDuration::from_secs(i64::from(k.max_age_secs).max(1)),
     );
     if k.suffix {
@@ -431,7 +431,7 @@ fuzz_target!(|input: Input| {
     });
     let policy = if input.ignore_services {
         Policy {
-            service_addresses: rubber_stamp_approver::core::ServiceAddressMode::Ignore,
+            service_addresses: rubber_stamp_core::ServiceAddressMode::Ignore,
             ..policy
         }
     } else {
@@ -469,7 +469,7 @@ fuzz_target!(|input: Input| {
         if matches!(
             c.reason(),
             Some(Reason::NameNotAttested | Reason::AddressNotAttested)
-        ) && c.outcome() == Some(rubber_stamp_approver::core::Outcome::Deny)
+        ) && c.outcome() == Some(rubber_stamp_core::Outcome::Deny)
         {
             let named = verdict
                 .node()

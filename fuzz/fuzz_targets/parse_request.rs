@@ -8,7 +8,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use rubber_stamp_approver::core::{
+use rubber_stamp_core::{
     INTERFACES_SOURCE, SourceReport,
     Attestation, AttestationSet, CsrInput, Decision, InterfaceFacts, KUBELET_SERVING_SIGNER,
     Observed, Policy, decide_parsed, names, parse_request,

@@ -10,8 +10,8 @@ use std::time::Duration;
 use rubber_stamp_agent::health::LIVENESS_SERVICE;
 use rubber_stamp_agent::identity::IdentitySource;
 use rubber_stamp_agent::resolve::SystemResolver;
-use rubber_stamp_approver::core::AttestationLookup;
 use rubber_stamp_approver::runtime::{ListenAddrs, Listeners};
+use rubber_stamp_core::AttestationLookup;
 use rubber_stamp_testbed::channel::{
     ChannelPki, FixedResolver, TestAgent, TestApprover, agent_config, approver_config,
     health_status, serial_of, wait_for,

@@ -5,10 +5,10 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use rubber_stamp_approver::core::{AttestationLookup, AttestationSnapshot};
 use rubber_stamp_approver::health::{LIVENESS_SERVICE, READINESS_SERVICE};
 use rubber_stamp_approver::runtime::Listeners;
 use rubber_stamp_approver::store::ChallengeError;
+use rubber_stamp_core::{AttestationLookup, AttestationSnapshot};
 use rubber_stamp_proto::v1::{AgentMessage, approver_message};
 use rubber_stamp_testbed::channel::flood::connect_from;
 use rubber_stamp_testbed::channel::raw::{self, RawStream};

@@ -19,7 +19,7 @@ use kube::ResourceExt as _;
 use kube::api::ObjectMeta;
 use rubber_stamp_agent::identity::IdentitySource;
 use rubber_stamp_agent::resolve::SystemResolver;
-use rubber_stamp_approver::core::{AttestationLookup as _, DenyMode, Policy};
+use rubber_stamp_core::{AttestationLookup as _, DenyMode, Policy};
 use rubber_stamp_testbed::channel::{TestAgent, agent_config};
 use rubber_stamp_testbed::controller::{
     ControllerBed, Replica, conditions, deploy_rbac_yaml, eventually, is_approved, is_issued,

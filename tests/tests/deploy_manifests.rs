@@ -758,8 +758,8 @@ fn every_flag_in_the_manifests_exists_in_the_binaries() -> TestResult {
 #[test]
 fn the_policy_shipped_in_deploy_is_a_valid_policy() -> TestResult {
     let text = std::fs::read_to_string(deploy::repo_root().join("deploy/base/policy.yaml"))?;
-    let policy = rubber_stamp_approver::core::Policy::from_yaml(&text)?;
-    assert_eq!(policy, rubber_stamp_approver::core::Policy::default());
+    let policy = rubber_stamp_core::Policy::from_yaml(&text)?;
+    assert_eq!(policy, rubber_stamp_core::Policy::default());
     // The commented examples are valid too, once uncommented.
     let uncommented: String = text
         .lines()
@@ -770,7 +770,7 @@ fn the_policy_shipped_in_deploy_is_a_valid_policy() -> TestResult {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    let example = rubber_stamp_approver::core::Policy::from_yaml(&uncommented)?;
+    let example = rubber_stamp_core::Policy::from_yaml(&uncommented)?;
     assert!(
         !example.denied_cidrs.is_empty() && !example.peer_binding,
         "{uncommented}"
@@ -929,7 +929,7 @@ fn the_readme_overlay_renders_with_its_images_policy_and_client_ca() -> TestResu
     std::fs::write(mine.join("kustomization.yaml"), &kustomization)?;
     std::fs::write(mine.join("policy.yaml"), &policy)?;
     assert!(
-        !rubber_stamp_approver::core::Policy::from_yaml(&policy)?
+        !rubber_stamp_core::Policy::from_yaml(&policy)?
             .denied_cidrs
             .is_empty()
     );

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rubber_stamp_agent::identity::IdentitySource;
-use rubber_stamp_approver::core::{AttestationLookup, AttestationSnapshot};
+use rubber_stamp_core::{AttestationLookup, AttestationSnapshot};
 use rubber_stamp_testbed::channel::flood::Flood;
 use rubber_stamp_testbed::channel::{
     ChannelPki, FixedResolver, SERVER_NAME, TestAgent, TestApprover, agent_config, approver_config,

@@ -159,7 +159,7 @@ async fn sample(admins: Vec<(String, SocketAddr)>, samples: Samples, stop: Cance
                     panic!("{replica} /attestations after {:?}: {e}", started.elapsed())
                 });
             assert_eq!(status, 200, "{replica}: {body}");
-            let snapshot: rubber_stamp_approver::core::AttestationSnapshot =
+            let snapshot: rubber_stamp_core::AttestationSnapshot =
                 serde_json::from_str(&body).expect("snapshot JSON");
             let mut samples = samples.lock().unwrap_or_else(PoisonError::into_inner);
             for node in NODES {

@@ -10,9 +10,10 @@ use serde::Serialize;
 
 use super::EXIT_USAGE;
 use super::input::{self, InputError};
-use crate::core::{
-    AttestationSet, CheckStatus, CsrInput, Decision, DenyMode, Listing, NodeRecord, NodeSet,
-    Observed, Policy, ServiceRange, ServiceRecord, ServiceSet, Verdict, decide,
+use crate::k8s;
+use rubber_stamp_core::{
+    AttestationSet, CheckStatus, CsrInput, Decision, DenyMode, Listing, NodeSet, Observed, Policy,
+    ServiceSet, Verdict, decide,
 };
 
 /// Exit code for `approve`.
@@ -151,12 +152,12 @@ pub fn evaluate(args: &CheckArgs) -> Result<(CsrInput, Verdict), InputError> {
                 input::MAX_NODES_DOCUMENT_BYTES,
                 input::nodes_document,
             )?;
-            Some(nodes.iter().map(NodeRecord::from).collect())
+            Some(nodes.iter().map(k8s::node_record).collect())
         }
         None => None,
     };
     let services = read_services(args)?;
-    let input = CsrInput::from(&csr);
+    let input = k8s::csr_input(&csr);
     let now = args.now.unwrap_or_else(Timestamp::now);
     let observed = Observed {
         attestations: &attestations,
@@ -181,7 +182,7 @@ fn read_services(args: &CheckArgs) -> Result<Option<ServiceSet>, InputError> {
             input::services_document,
         )?;
         for service in &services {
-            set.insert(std::sync::Arc::new(ServiceRecord::from(service)));
+            set.insert(std::sync::Arc::new(k8s::service_record(service)));
         }
         set.set_services_listing(Listing::Listed);
     }
@@ -193,7 +194,7 @@ fn read_services(args: &CheckArgs) -> Result<Option<ServiceSet>, InputError> {
             input::service_cidrs_document,
         )?;
         for cidr in &cidrs {
-            set.insert_range(std::sync::Arc::new(ServiceRange::from(cidr)));
+            set.insert_range(std::sync::Arc::new(k8s::service_range(cidr)));
         }
         set.set_ranges_listing(Listing::Listed);
     }

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::networking::v1::ServiceCIDR;
 use serde::de::DeserializeOwned;
 
-use crate::core::{AttestationSnapshot, Policy, PolicyError};
+use rubber_stamp_core::{AttestationSnapshot, Policy, PolicyError};
 
 /// Largest CSR document read (`kubectl get csr -o yaml` of a 64 KiB request is ~90 KiB).
 pub const MAX_CSR_DOCUMENT_BYTES: u64 = 4 * 1024 * 1024;

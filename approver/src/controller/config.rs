@@ -9,8 +9,8 @@ use clap::{ArgAction, Args};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::cli::input;
-use crate::core::{DenyMode, Policy};
 use crate::runtime::config::parse_duration;
+use rubber_stamp_core::{DenyMode, Policy};
 
 /// The Lease every replica competes for, by default.
 pub const DEFAULT_LEASE_NAME: &str = "rubber-stamp-approver";

@@ -15,7 +15,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use super::table::StateKey;
 use super::valve::ValveState;
-use crate::core::{Decision, Outcome as CoreOutcome, Reason, Verdict};
+use rubber_stamp_core::{Decision, Outcome as CoreOutcome, Reason, Verdict};
 
 /// `reportingController` of every Event.
 pub const REPORTING_CONTROLLER: &str = "rubber-stamp-approver";
@@ -327,7 +327,9 @@ pub(crate) async fn publish(
 
 #[cfg(test)]
 mod tests {
-    use crate::core::{CheckName, CheckReport, DenyMode, Outcome as O, SupportingAttestation};
+    use rubber_stamp_core::{
+        CheckName, CheckReport, DenyMode, Outcome as O, SupportingAttestation,
+    };
 
     use super::*;
 

@@ -57,10 +57,10 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::core::{AttestationLookup as _, KUBELET_SERVING_SIGNER, is_fresh};
 use crate::metrics::{ControllerMetrics, Metrics};
 use crate::runtime::Runtime;
 use crate::store::AttestationStore;
+use rubber_stamp_core::{AttestationLookup as _, KUBELET_SERVING_SIGNER, is_fresh};
 
 pub use config::{
     ClientError, ControllerArgs, ControllerConfig, ControllerConfigError, LeaseConfig,

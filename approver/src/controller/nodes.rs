@@ -13,7 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio_util::sync::CancellationToken;
 
 use super::triggers::Triggers;
-use crate::core::{NodeLookup as _, NodeRecord, NodeSet};
+use crate::k8s;
+use rubber_stamp_core::{NodeLookup as _, NodeRecord, NodeSet};
 
 /// Every Node the watch shows, as [`NodeRecord`]s.
 #[derive(Debug, Default)]
@@ -114,7 +115,7 @@ pub(crate) async fn watch_nodes(
             Ok(watcher::Event::InitApply(node)) => {
                 listing
                     .get_or_insert_with(NodeSet::new)
-                    .insert(Arc::new(NodeRecord::from(&node)));
+                    .insert(Arc::new(k8s::node_record(&node)));
                 continue;
             }
             Ok(watcher::Event::InitDone) => {
@@ -128,7 +129,7 @@ pub(crate) async fn watch_nodes(
                 changed
             }
             Ok(watcher::Event::Apply(node)) => {
-                let record = NodeRecord::from(&node);
+                let record = k8s::node_record(&node);
                 let name = record.name.clone();
                 if index.upsert(record) {
                     vec![name]

@@ -28,13 +28,13 @@ use super::services::ServiceIndex;
 use super::table::{CsrTable, Decided, ParseResult};
 use super::triggers::Triggers;
 use super::valve::{FloodValve, ValveChange, ValveState};
-use crate::core::request::NODE_CN_PREFIX;
-use crate::core::{
-    CheckName, CheckReport, CsrInput, Decision, Observed, Policy, Verdict, decide_parsed,
-};
 use crate::k8s;
 use crate::metrics::ControllerMetrics;
 use crate::store::AttestationStore;
+use rubber_stamp_core::request::NODE_CN_PREFIX;
+use rubber_stamp_core::{
+    CheckName, CheckReport, CsrInput, Decision, Observed, Policy, Verdict, decide_parsed,
+};
 
 /// How often a decision is retried when its CSR changes underneath (409) before the
 /// reconcile fails and is retried with backoff.

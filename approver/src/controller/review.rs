@@ -14,8 +14,8 @@ use kube::Api;
 use kube::api::PostParams;
 use tokio::time::Instant;
 
-use crate::core::CsrInput;
 use crate::metrics::ControllerMetrics;
+use rubber_stamp_core::CsrInput;
 
 /// Most requestors whose answer is kept.
 pub(crate) const MAX_CACHED_REVIEWS: usize = 16_384;

@@ -22,7 +22,8 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use tokio_util::sync::CancellationToken;
 
 use super::triggers::Triggers;
-use crate::core::{Listing, ServiceLookup as _, ServiceRange, ServiceRecord, ServiceSet};
+use crate::k8s;
+use rubber_stamp_core::{Listing, ServiceLookup as _, ServiceRange, ServiceRecord, ServiceSet};
 
 /// Every Service and ServiceCIDR the watches show.
 #[derive(Debug)]
@@ -182,7 +183,7 @@ pub(crate) async fn watch_services(
             Ok(watcher::Event::InitApply(service)) => {
                 listing
                     .get_or_insert_with(Vec::new)
-                    .push(ServiceRecord::from(&service));
+                    .push(k8s::service_record(&service));
                 continue;
             }
             Ok(watcher::Event::InitDone) => {
@@ -198,7 +199,7 @@ pub(crate) async fn watch_services(
                 }
                 changed
             }
-            Ok(watcher::Event::Apply(service)) => index.upsert(ServiceRecord::from(&service)),
+            Ok(watcher::Event::Apply(service)) => index.upsert(k8s::service_record(&service)),
             Ok(watcher::Event::Delete(service)) => index.remove(
                 service.metadata.namespace.as_deref().unwrap_or_default(),
                 service.metadata.name.as_deref().unwrap_or_default(),
@@ -268,7 +269,7 @@ pub(crate) async fn watch_service_cidrs(
             Ok(watcher::Event::InitApply(cidr)) => {
                 listing
                     .get_or_insert_with(Vec::new)
-                    .push(ServiceRange::from(&cidr));
+                    .push(k8s::service_range(&cidr));
                 continue;
             }
             Ok(watcher::Event::InitDone) => {
@@ -285,7 +286,7 @@ pub(crate) async fn watch_service_cidrs(
                 }
                 changed
             }
-            Ok(watcher::Event::Apply(cidr)) => index.upsert_range(ServiceRange::from(&cidr)),
+            Ok(watcher::Event::Apply(cidr)) => index.upsert_range(k8s::service_range(&cidr)),
             Ok(watcher::Event::Delete(cidr)) => {
                 index.remove_range(cidr.metadata.name.as_deref().unwrap_or_default())
             }
@@ -310,7 +311,7 @@ pub(crate) async fn watch_service_cidrs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{ServiceAddress, ServiceField};
+    use rubber_stamp_core::{ServiceAddress, ServiceField};
 
     fn record(name: &str, ips: &[(&str, ServiceField)]) -> ServiceRecord {
         ServiceRecord::new(

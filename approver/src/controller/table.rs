@@ -20,9 +20,11 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::runtime::watcher;
 
 use super::config::DEFAULT_MAX_PENDING_CSRS_PER_NODE;
-use crate::core::input::FINAL_CONDITIONS;
-use crate::core::{KUBELET_SERVING_SIGNER, ParsedRequest, Policy, RequestError, parse_request};
 use crate::store::{Clock, SystemClock};
+use rubber_stamp_core::input::FINAL_CONDITIONS;
+use rubber_stamp_core::{
+    KUBELET_SERVING_SIGNER, ParsedRequest, Policy, RequestError, parse_request,
+};
 
 /// What parsing a CSR's `spec.request` gave.
 pub(crate) type ParseResult = Result<ParsedRequest, RequestError>;

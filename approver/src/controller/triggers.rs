@@ -155,10 +155,10 @@ mod tests {
     use kube::api::ObjectMeta;
 
     use super::*;
-    use crate::core::{
+    use crate::store::{AttestationStore, NodeFacts, StoreConfig, SystemClock};
+    use rubber_stamp_core::{
         INTERFACES_SOURCE, InterfaceFacts, KUBELET_SERVING_SIGNER, Policy, SourceReport,
     };
-    use crate::store::{AttestationStore, NodeFacts, StoreConfig, SystemClock};
 
     fn mk_facts() -> NodeFacts {
         NodeFacts {

@@ -12,10 +12,10 @@ use rubber_stamp_proto::v1::{
     AgentMessage, FactSource, IpPrefix, NetworkInterface, NodeReport, agent_message,
 };
 
-use crate::core::InterfaceFacts;
-use crate::core::attestation::SourceReport;
-use crate::core::attestation::canonical_name;
 use crate::store::{NodeFacts, Nonce};
+use rubber_stamp_core::InterfaceFacts;
+use rubber_stamp_core::attestation::SourceReport;
+use rubber_stamp_core::attestation::canonical_name;
 
 /// A report whose every field passed the wire contract's limits and syntax.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -446,7 +446,7 @@ mod tests {
     fn the_wire_and_the_core_name_the_interface_source_alike() {
         assert_eq!(
             rubber_stamp_proto::sources::INTERFACES,
-            crate::core::INTERFACES_SOURCE
+            rubber_stamp_core::INTERFACES_SOURCE
         );
     }
 

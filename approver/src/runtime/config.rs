@@ -561,7 +561,7 @@ mod tests {
         assert_eq!(controller.attestation_max_age(), Duration::from_secs(90));
         assert_eq!(
             controller.policy.deny,
-            crate::core::DenyMode::Never,
+            rubber_stamp_core::DenyMode::Never,
             "--deny overrides"
         );
         assert!(

@@ -488,8 +488,8 @@ fn fit_descriptors(config: &mut RunConfig) {
 /// Warns at start about what the policy leaves open that the operator most likely meant to
 /// close: pod addresses (and, with the Service rule off, Service addresses) when no CIDR
 /// constrains IP SANs, and a cluster domain outside `deniedDnsSuffixes`.
-fn warn_about_policy_gaps(policy: &crate::core::Policy, tls: &TlsSource) {
-    use crate::core::policy::ServiceAddressMode;
+fn warn_about_policy_gaps(policy: &rubber_stamp_core::Policy, tls: &TlsSource) {
+    use rubber_stamp_core::policy::ServiceAddressMode;
     if policy.is_address_unconstrained() {
         let what = match policy.service_addresses {
             ServiceAddressMode::Deny => "a pod IP",

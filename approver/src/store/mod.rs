@@ -24,8 +24,8 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::core::attestation::SourceReport;
-use crate::core::{
+use rubber_stamp_core::attestation::SourceReport;
+use rubber_stamp_core::{
     Attestation, AttestationLookup, AttestationSet, AttestationSnapshot, InterfaceFacts,
 };
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use super::*;
-use crate::core::INTERFACES_SOURCE;
+use rubber_stamp_core::INTERFACES_SOURCE;
 
 #[derive(Debug)]
 struct ManualClock(Mutex<Timestamp>);

@@ -8,14 +8,58 @@ use std::process::{Command, Output, Stdio};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::fixtures::{FIXTURES, fixtures_dir, read};
+use rubber_stamp_core::request::KeyKind;
+use rubber_stamp_core::{
+    AttestationSet, AttestationSnapshot, CsrInput, Decision, KUBELET_SERVING_SIGNER, NodeSet,
+    Observed, Policy, decide, parse_request,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rubber-stamp-approver");
 /// One minute after the fixtures' CSRs were created, 30 s after their attestations.
 const NOW: &str = "2026-11-30T00:01:00Z";
 
+/// `tests/fixtures/objects/` of this crate: CSR objects, attestations, Nodes.
 fn objects(name: &str) -> PathBuf {
-    fixtures_dir().join("objects").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/objects")
+        .join(name)
+}
+
+/// The decision core's request fixtures (OpenSSL, Python `cryptography`, Go).
+fn request_fixtures() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/fixtures");
+    let mut files = Vec::new();
+    for dir in ["openssl", "python", "go"] {
+        for entry in std::fs::read_dir(root.join(dir)).expect("fixture folder") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "pem") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// A kubelet-shaped request for worker-1 with these SANs, signed with a fresh key.
+fn kubelet_pem(dns: &[&str], ips: &[&str]) -> String {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params =
+        rcgen::CertificateParams::new(dns.iter().map(|d| (*d).to_owned()).collect::<Vec<_>>())
+            .expect("params");
+    params.subject_alt_names.extend(
+        ips.iter()
+            .map(|ip| rcgen::SanType::IpAddress(ip.parse().expect("IP"))),
+    );
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::OrganizationName, "system:nodes");
+    dn.push(rcgen::DnType::CommonName, "system:node:worker-1");
+    params.distinguished_name = dn;
+    params
+        .serialize_request(&key)
+        .expect("request")
+        .pem()
+        .expect("PEM")
 }
 
 fn run(args: &[&str]) -> Output {
@@ -282,9 +326,7 @@ fn a_services_address_is_denied_with_the_service_named_and_skipped_without_servi
     }
     let att = dir.path().join("attestations.json");
     std::fs::write(&att, snapshot.to_string()).expect("write attestations");
-    let pem_text =
-        super::support::CsrSpec::kubelet("worker-1", &["worker-1"], &["10.0.0.11", "10.96.0.1"])
-            .pem();
+    let pem_text = kubelet_pem(&["worker-1"], &["10.0.0.11", "10.96.0.1"]);
     let csr = dir.path().join("csr.json");
     let obj = csr_object(pem_text.as_bytes(), &["digital signature", "server auth"]);
     std::fs::write(&csr, obj.to_string()).expect("write CSR");
@@ -413,33 +455,75 @@ fn csr_object(pem_text: &[u8], usages: &[&str]) -> Value {
     })
 }
 
+/// `check` agrees with the core: for every request the other implementations made, its
+/// exit code and JSON are the core's own verdict on the same inputs (the core's tests hold
+/// what that verdict must be).
 #[test]
-fn every_fixture_from_other_implementations_gets_its_exit_code() {
+fn every_fixture_from_other_implementations_gets_the_cores_verdict() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (att, nodes) = (objects("attestations.json"), objects("nodes.json"));
-    for f in FIXTURES {
-        let file = dir.path().join("csr.json");
-        let obj = csr_object(read(f.path).as_bytes(), f.usages);
-        std::fs::write(&file, obj.to_string()).expect("write CSR");
-        let out = run(&world_args(path(&file), path(&att), path(&nodes)));
-        let want = match f.decision.as_str() {
-            "approve" => 0,
-            "deny" => 1,
-            "pending" => 2,
-            _ => 3,
-        };
-        assert_eq!(
-            code(&out),
-            want,
-            "{}: {}{}",
-            f.path,
-            stdout(&out),
-            stderr(&out)
+    let snapshot: AttestationSnapshot =
+        serde_json::from_slice(&std::fs::read(&att).expect("attestations")).expect("snapshot");
+    let attestations = AttestationSet::from(snapshot);
+    // `kubectl get nodes -o json` prints a `List` of Nodes.
+    let node_list: Value =
+        serde_json::from_slice(&std::fs::read(&nodes).expect("nodes")).expect("Node list");
+    let node_set: NodeSet = node_list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|n| {
+            let node: k8s_openapi::api::core::v1::Node =
+                serde_json::from_value(n.clone()).expect("Node");
+            rubber_stamp_approver::k8s::node_record(&node)
+        })
+        .collect();
+    let now: jiff::Timestamp = NOW.parse().expect("time");
+    let policy = Policy::default();
+    let files = request_fixtures();
+    assert!(files.len() >= 20, "only {} fixtures", files.len());
+    for fixture in files {
+        let pem_text = std::fs::read(&fixture).expect("fixture");
+        let rsa = matches!(
+            parse_request(&pem_text, &policy).map(|r| r.key().clone()),
+            Ok(KeyKind::Rsa(_))
         );
+        let usages: &[&str] = if rsa {
+            &["digital signature", "key encipherment", "server auth"]
+        } else {
+            &["digital signature", "server auth"]
+        };
+        let input = CsrInput {
+            name: "csr-fixture".to_owned(),
+            signer_name: KUBELET_SERVING_SIGNER.to_owned(),
+            request: pem_text.clone(),
+            usages: usages.iter().map(|u| (*u).to_owned()).collect(),
+            username: "system:node:worker-1".to_owned(),
+            groups: vec!["system:nodes".to_owned(), "system:authenticated".to_owned()],
+            created_at: Some("2026-11-30T00:00:00Z".parse().expect("time")),
+            ..CsrInput::default()
+        };
+        let observed = Observed {
+            attestations: &attestations,
+            nodes: Some(&node_set),
+            services: None,
+        };
+        let core = decide(&input, observed, &policy, now);
+        let file = dir.path().join("csr.json");
+        std::fs::write(&file, csr_object(&pem_text, usages).to_string()).expect("write CSR");
+        let out = run(&world_args(path(&file), path(&att), path(&nodes)));
+        let want = match core.decision() {
+            Decision::Approve => 0,
+            Decision::Deny => 1,
+            Decision::Pending => 2,
+            Decision::Ignore => 3,
+        };
+        let name = fixture.display();
+        assert_eq!(code(&out), want, "{name}: {}{}", stdout(&out), stderr(&out));
         let v = json_of(&out);
-        assert_eq!(v["decision"], f.decision.as_str(), "{}", f.path);
-        let want_failed: Vec<&str> = f.failed.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(failed_names(&v), want_failed, "{}", f.path);
+        assert_eq!(v["decision"], core.decision().as_str(), "{name}");
+        let core_failed: Vec<&str> = core.failed().map(|c| c.name().as_str()).collect();
+        assert_eq!(failed_names(&v), core_failed, "{name}");
     }
 }
 

@@ -1,12 +1,3 @@
-//! Integration tests of the decision core and the `check` command.
-//!
-//! One test binary (faster to build and link than one per file):
-//! - `support`: rcgen-made kubelet-shaped CSRs, attestations, Nodes, a test world;
-//! - `decide_table`: every check, both outcomes, every look-alike;
-//! - `fixtures`: CSRs made by OpenSSL, Python `cryptography` and Go;
-//! - `check_command`: `rubber-stamp-approver check` as a process.
+//! Integration tests of the `check` command: `rubber-stamp-approver check` as a process.
 
 mod check_command;
-mod decide_table;
-mod fixtures;
-mod support;

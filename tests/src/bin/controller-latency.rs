@@ -198,9 +198,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let store = replica.store().clone();
     let deadline = Instant::now() + args.timeout;
-    while present.iter().any(|n| {
-        rubber_stamp_approver::core::AttestationLookup::attestation(&store, &n.name).is_none()
-    }) {
+    while present
+        .iter()
+        .any(|n| rubber_stamp_core::AttestationLookup::attestation(&store, &n.name).is_none())
+    {
         if Instant::now() > deadline {
             bail!("attestations did not arrive");
         }

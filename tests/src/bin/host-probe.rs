@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
-use rubber_stamp_approver::core::InterfaceFacts;
+use rubber_stamp_core::InterfaceFacts;
 use serde::Serialize;
 
 /// Longest line the echo server reads or the client accepts.

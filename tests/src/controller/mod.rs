@@ -37,10 +37,10 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ObjectMeta, PostParams};
 use rubber_stamp_approver::controller::config::DEFAULT_LEASE_NAME;
 use rubber_stamp_approver::controller::{self, ControllerConfig, Leadership, LeaseConfig};
-use rubber_stamp_approver::core::Policy;
 use rubber_stamp_approver::metrics::{ControllerMetrics, Metrics};
 use rubber_stamp_approver::runtime::{ListenAddrs, Listeners};
 use rubber_stamp_approver::store::AttestationStore;
+use rubber_stamp_core::Policy;
 use tokio::net::TcpListener;
 
 use crate::apiserver::{Cluster, ClusterError, ClusterOptions, Credentials, kubeconfig};

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rubber_stamp_approver::core::AttestationSnapshot;
+use rubber_stamp_core::AttestationSnapshot;
 use serde::Deserialize;
 
 use super::{SandboxError, Site};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use rubber_stamp_approver::core::{Attestation, Policy};
+use rubber_stamp_core::{Attestation, Policy};
 
 use super::approver::{ApproverReplica, ApproverSettings, duration_flag};
 use super::binaries::Binaries;

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use clap::CommandFactory as _;
-use rubber_stamp_approver::core::Policy;
+use rubber_stamp_core::Policy;
 use rubber_stamp_testbed::deploy;
 use serde_json::Value;
 

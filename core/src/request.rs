@@ -24,9 +24,9 @@ use x509_parser::oid_registry::{
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::{AttributeTypeAndValue, SubjectPublicKeyInfo};
 
-use super::der::FramingError;
-use super::names::{self, HostnameError, IpProblem};
-use super::policy::Policy;
+use crate::der::FramingError;
+use crate::names::{self, HostnameError, IpProblem};
+use crate::policy::Policy;
 
 /// The PEM label of a PKCS#10 request.
 pub const CSR_PEM_LABEL: &str = "CERTIFICATE REQUEST";
@@ -350,7 +350,7 @@ fn pem_der(text: &[u8]) -> Result<CertificateSigningRequestDer<'static>, Request
 }
 
 fn parse_der(der: &[u8], max_sans: usize) -> Result<ParsedRequest, RequestError> {
-    super::der::check_request(der)?;
+    crate::der::check_request(der)?;
     let (rest, csr) = X509CertificationRequest::from_der(der).map_err(|e| {
         let text = e.to_string();
         RequestError::Der(text.chars().take(120).collect())

@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use rcgen::{ExtendedKeyUsagePurpose, KeyUsagePurpose, SanType};
-use rubber_stamp_approver::core::policy::{DnsSuffix, HumanDuration, InterfacePattern};
-use rubber_stamp_approver::core::{
+use rubber_stamp_core::policy::{DnsSuffix, HumanDuration, InterfacePattern};
+use rubber_stamp_core::{
     AttestationSet, CheckName, CheckStatus, CsrInput, Decision, DenyMode, INTERFACES_SOURCE,
     Listing, NodeSet, Observed, Outcome, ParsedRequest, Policy, Reason, ServiceAddressMode,
     ServiceField, SourceReport, Verdict, decide, decide_parsed, parse_request,
@@ -1077,7 +1077,7 @@ fn peer_binding_needs_the_agent_to_connect_from_the_nodes_address() {
                 .push("10.0.0.99/32".parse().expect("net"));
             w.node_mut("worker-2")
                 .addresses
-                .push(rubber_stamp_approver::core::NodeAddress {
+                .push(rubber_stamp_core::NodeAddress {
                     kind: "InternalIP".to_owned(),
                     address: "10.0.0.99".to_owned(),
                 });
@@ -1188,7 +1188,7 @@ fn an_address_another_node_object_lists_is_a_conflict() {
         |w| {
             w.node_mut("worker-2")
                 .addresses
-                .push(rubber_stamp_approver::core::NodeAddress {
+                .push(rubber_stamp_core::NodeAddress {
                     kind: "ExternalIP".to_owned(),
                     address: "fd00:0::11".to_owned(),
                 })
@@ -1761,7 +1761,7 @@ fn a_services_cluster_ip_is_denied_whatever_the_node_attests() {
         |w| {
             w.node_mut("worker-1")
                 .addresses
-                .push(rubber_stamp_approver::core::NodeAddress {
+                .push(rubber_stamp_core::NodeAddress {
                     kind: "ExternalIP".to_owned(),
                     address: "10.96.0.10".to_owned(),
                 })
@@ -1825,7 +1825,7 @@ fn external_and_load_balancer_ips_are_denied_unless_the_nodes_own_node_lists_the
     let lists = |w: &mut World, addr: &str| {
         w.node_mut("worker-1")
             .addresses
-            .push(rubber_stamp_approver::core::NodeAddress {
+            .push(rubber_stamp_core::NodeAddress {
                 kind: "ExternalIP".to_owned(),
                 address: addr.to_owned(),
             });
@@ -1873,7 +1873,7 @@ fn external_and_load_balancer_ips_are_denied_unless_the_nodes_own_node_lists_the
                 lists(w, addr);
                 w.node_mut("worker-2")
                     .addresses
-                    .push(rubber_stamp_approver::core::NodeAddress {
+                    .push(rubber_stamp_core::NodeAddress {
                         kind: "ExternalIP".to_owned(),
                         address: addr.to_owned(),
                     });

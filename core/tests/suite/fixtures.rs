@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use rubber_stamp_approver::core::policy::DnsSuffix;
-use rubber_stamp_approver::core::{CheckName, Decision, Reason};
+use rubber_stamp_core::policy::DnsSuffix;
+use rubber_stamp_core::{CheckName, Decision, Reason};
 
 use super::support::{World, csr_input};
 
@@ -330,7 +330,7 @@ fn go_kubelet_fqdn_is_approved_with_the_suffix_allowed() {
 /// `CheckSignature`) refuses, the core refuses too; the unmutated request parses.
 #[test]
 fn the_core_refuses_every_framing_go_refuses() {
-    let policy = rubber_stamp_approver::core::Policy::default();
+    let policy = rubber_stamp_core::Policy::default();
     let dir = fixtures_dir().join("go-framing");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("go-framing folder")
@@ -344,7 +344,7 @@ fn the_core_refuses_every_framing_go_refuses() {
         let name = name.unwrap_or_default();
         let der = std::fs::read(path).expect("fixture");
         let pem = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der));
-        let ours = rubber_stamp_approver::core::parse_request(pem.as_bytes(), &policy);
+        let ours = rubber_stamp_core::parse_request(pem.as_bytes(), &policy);
         if name.ends_with("go_reject.der") {
             refused_by_go += 1;
             assert!(ours.is_err(), "{name}: Go refuses it, the core accepted it");

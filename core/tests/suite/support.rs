@@ -7,7 +7,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
-use rubber_stamp_approver::core::{
+use rubber_stamp_core::{
     Attestation, AttestationSet, CsrInput, INTERFACES_SOURCE, InterfaceFacts,
     KUBELET_SERVING_SIGNER, NodeAddress, NodeRecord, NodeSet, Observed, Policy, ServiceAddress,
     ServiceField, ServiceRange, ServiceRecord, ServiceSet, SourceReport, Verdict, decide,

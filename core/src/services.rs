@@ -26,9 +26,9 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use super::attestation::canonical_ip;
-use super::node::{AddressKey, NodeLookup};
-use super::policy::{Policy, ServiceAddressMode};
+use crate::attestation::canonical_ip;
+use crate::node::{AddressKey, NodeLookup};
+use crate::policy::{Policy, ServiceAddressMode};
 
 /// The field of a Service an address comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -514,7 +514,7 @@ impl<'a> ServiceRule<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{NodeAddress, NodeRecord, NodeSet};
+    use crate::{NodeAddress, NodeRecord, NodeSet};
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")

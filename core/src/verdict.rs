@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
 
-use super::policy::DenyMode;
+use crate::policy::DenyMode;
 
 /// What the approver does with a CSR.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]

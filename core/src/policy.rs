@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use jiff::SignedDuration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::names;
+use crate::names;
 
 /// Default largest `spec.request` accepted, in bytes (PEM text).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;

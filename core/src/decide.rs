@@ -11,16 +11,16 @@ use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::attestation::{Attestation, AttestationLookup, canonical_ip};
-use super::input::{CsrInput, KUBELET_SERVING_SIGNER};
-use super::names::{hostname_matches_node, quoted, reserved_name, same_name};
-use super::node::{AddressKey, NodeLookup, NodeRecord};
-use super::policy::{HumanDuration, Policy};
-use super::request::{
+use crate::attestation::{Attestation, AttestationLookup, canonical_ip};
+use crate::input::{CsrInput, KUBELET_SERVING_SIGNER};
+use crate::names::{hostname_matches_node, quoted, reserved_name, same_name};
+use crate::node::{AddressKey, NodeLookup, NodeRecord};
+use crate::policy::{HumanDuration, Policy};
+use crate::request::{
     MAX_PROBLEMS_KEPT, NODE_CN_PREFIX, NODES_GROUP, ParsedRequest, RequestError, parse_request,
 };
-use super::services::{ServiceJudgement, ServiceLookup, ServiceRule};
-use super::verdict::{CheckName, CheckReport, Outcome, Reason, SupportingAttestation, Verdict};
+use crate::services::{ServiceJudgement, ServiceLookup, ServiceRule};
+use crate::verdict::{CheckName, CheckReport, Outcome, Reason, SupportingAttestation, Verdict};
 
 /// `spec.usages` a kubelet serving request must have.
 pub const USAGE_DIGITAL_SIGNATURE: &str = "digital signature";

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use super::attestation::{canonical_ip, canonical_name};
+use crate::attestation::{canonical_ip, canonical_name};
 
 /// One entry of a Node's `status.addresses`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

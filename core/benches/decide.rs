@@ -12,8 +12,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use criterion::{Criterion, criterion_group, criterion_main};
 use jiff::{SignedDuration, Timestamp};
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
-use rubber_stamp_approver::core::policy::DnsSuffix;
-use rubber_stamp_approver::core::{
+use rubber_stamp_core::policy::DnsSuffix;
+use rubber_stamp_core::{
     Attestation, AttestationSet, CsrInput, Decision, INTERFACES_SOURCE, InterfaceFacts,
     KUBELET_SERVING_SIGNER, NodeAddress, NodeRecord, NodeSet, Observed, Policy, ServiceAddress,
     ServiceField, ServiceRange, ServiceRecord, ServiceSet, SourceReport, decide, decide_parsed,

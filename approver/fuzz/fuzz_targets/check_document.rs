@@ -6,11 +6,12 @@
 
 use libfuzzer_sys::fuzz_target;
 use rubber_stamp_approver::cli::input;
+use rubber_stamp_approver::k8s;
 use std::sync::Arc;
 
-use rubber_stamp_approver::core::{
-    AttestationSet, CsrInput, Listing, NodeRecord, NodeSet, Observed, Policy, ServiceRange,
-    ServiceRecord, ServiceSet, decide,
+use rubber_stamp_core::{
+    AttestationSet, Listing, NodeSet, Observed, Policy,
+    ServiceSet, decide,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -23,22 +24,22 @@ fuzz_target!(|data: &[u8]| {
         .unwrap_or_default();
     let nodes: Option<NodeSet> = input::nodes_document(text, "fuzz")
         .ok()
-        .map(|ns| ns.iter().map(NodeRecord::from).collect());
+        .map(|ns| ns.iter().map(k8s::node_record).collect());
     let mut services = ServiceSet::new();
     if let Ok(list) = input::services_document(text, "fuzz") {
         for s in &list {
-            services.insert(Arc::new(ServiceRecord::from(s)));
+            services.insert(Arc::new(k8s::service_record(s)));
         }
         services.set_services_listing(Listing::Listed);
     }
     if let Ok(list) = input::service_cidrs_document(text, "fuzz") {
         for c in &list {
-            services.insert_range(Arc::new(ServiceRange::from(c)));
+            services.insert_range(Arc::new(k8s::service_range(c)));
         }
         services.set_ranges_listing(Listing::Listed);
     }
     if let Ok(csr) = input::csr_document(text, "fuzz") {
-        let csr = CsrInput::from(&csr);
+        let csr = k8s::csr_input(&csr);
         let now = csr.created_at.unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         let observed = Observed {
             attestations: &attestations,
