@@ -5,11 +5,17 @@
 //! facts: every host has `lo`, and `sysinfo` fails silently (out of descriptors it lists
 //! nothing). The approver denies a SAN missing from fresh facts, so facts that are
 //! incomplete must not be reported at all.
+//!
+//! Where facts come from is a [`FactSource`]: [`SystemFacts`] on a node; simulated nodes
+//! (the sandbox on loopback, the benchmark's fleet, the tests' scripted agents) bring their
+//! own and run the same [`session`](crate::session) code.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::pin::Pin;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use rubber_stamp_proto::ids::{is_boot_id, is_machine_id};
@@ -77,23 +83,41 @@ pub enum FactsError {
 /// Where the kernel lists network interfaces; opened to learn why a read came back empty.
 const SYS_CLASS_NET: &str = "/sys/class/net";
 
-/// Reads the node's facts.
-pub struct FactSource {
+/// A read of the facts in progress.
+pub type FactsRead<'a> = Pin<Box<dyn Future<Output = Result<NodeFacts, FactsError>> + Send + 'a>>;
+
+/// Where a node's facts come from.
+pub trait FactSource: Send + 'static {
+    /// Reads the facts now. A read that may be incomplete is an error, never facts (see
+    /// the module docs): the agent reports nothing rather than too little.
+    fn read(&mut self) -> FactsRead<'_>;
+}
+
+/// The node's facts as the kernel has them: hostname and interfaces from `sysinfo`, ids
+/// from their files.
+pub struct SystemFacts {
     machine_id_path: PathBuf,
     boot_id_path: PathBuf,
 }
 
 /// The latest facts, shared by every stream; refreshed by the poller and on challenges.
+/// Reads are serialised: one at a time from its source.
 #[derive(Clone)]
 pub struct Facts {
-    source: Arc<Mutex<FactSource>>,
+    source: Arc<tokio::sync::Mutex<Box<dyn FactSource>>>,
     tx: watch::Sender<Option<Arc<NodeFacts>>>,
     readable: watch::Sender<bool>,
 }
 
-// === impl FactSource ===
+// === impl SystemFacts ===
 
-impl FactSource {
+impl FactSource for SystemFacts {
+    fn read(&mut self) -> FactsRead<'_> {
+        Box::pin(std::future::ready(self.gather()))
+    }
+}
+
+impl SystemFacts {
     /// A source reading the ids from these files (missing files mean "unknown"). Fails
     /// when the node's facts cannot be read at all.
     pub fn new(machine_id_path: PathBuf, boot_id_path: PathBuf) -> Result<Self, FactsError> {
@@ -105,7 +129,7 @@ impl FactSource {
     }
 
     /// Reads the facts now; an empty read is an error (see the module docs).
-    pub fn gather(&mut self) -> Result<NodeFacts, FactsError> {
+    pub fn gather(&self) -> Result<NodeFacts, FactsError> {
         // A fresh list every time: a refreshed `Networks` keeps an interface's previous
         // addresses when the new read finds none (the interface lost its last address, or
         // getifaddrs failed), which would report addresses the node no longer has.
@@ -153,9 +177,9 @@ fn why_unreadable() -> String {
     }
 }
 
-impl std::fmt::Debug for FactSource {
+impl std::fmt::Debug for SystemFacts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FactSource")
+        f.debug_struct("SystemFacts")
             .field("machine_id_path", &self.machine_id_path)
             .field("boot_id_path", &self.boot_id_path)
             .finish_non_exhaustive()
@@ -350,9 +374,9 @@ impl NodeFacts {
 
 impl Facts {
     /// Shared facts read from `source` (nothing read yet).
-    pub fn new(source: FactSource) -> Self {
+    pub fn new(source: impl FactSource) -> Self {
         Self {
-            source: Arc::new(Mutex::new(source)),
+            source: Arc::new(tokio::sync::Mutex::new(Box::new(source))),
             tx: watch::channel(None).0,
             readable: watch::channel(false).0,
         }
@@ -361,12 +385,22 @@ impl Facts {
     /// Reads the facts now; subscribers are notified if they changed. Every read of the
     /// agent goes through here: a failed one publishes nothing and turns
     /// [`readable`](Self::readable) off until a read succeeds.
-    pub fn refresh(&self) -> Result<Arc<NodeFacts>, FactsError> {
-        let gathered = self
-            .source
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .gather();
+    pub async fn refresh(&self) -> Result<Arc<NodeFacts>, FactsError> {
+        self.read_and_publish(false).await
+    }
+
+    /// Reads the facts now and has every stream report them, changed or not (a
+    /// simulated node reporting when its script says so). A failed read is handled as
+    /// by [`refresh`](Self::refresh): nothing is reported.
+    pub async fn report_now(&self) -> Result<Arc<NodeFacts>, FactsError> {
+        self.read_and_publish(true).await
+    }
+
+    async fn read_and_publish(&self, always_notify: bool) -> Result<Arc<NodeFacts>, FactsError> {
+        let gathered = {
+            let mut source = self.source.lock().await;
+            source.read().await
+        };
         let ok = gathered.is_ok();
         let was_ok = self.readable.send_replace(ok);
         let facts = match gathered {
@@ -385,7 +419,7 @@ impl Facts {
                 && **current == facts
             {
                 latest = Some(Arc::clone(current));
-                return false;
+                return always_notify;
             }
             tracing::info!(hostname = %facts.hostname, interfaces = facts.interfaces.len(), "node facts changed");
             let fresh = Arc::new(facts.clone());
@@ -397,10 +431,11 @@ impl Facts {
     }
 
     /// The latest facts, reading them if none were read yet.
-    pub fn current(&self) -> Result<Arc<NodeFacts>, FactsError> {
-        match self.tx.borrow().clone() {
+    pub async fn current(&self) -> Result<Arc<NodeFacts>, FactsError> {
+        let latest = self.tx.borrow().clone();
+        match latest {
             Some(facts) => Ok(facts),
-            None => self.refresh(),
+            None => self.refresh().await,
         }
     }
 
@@ -623,9 +658,42 @@ mod tests {
         assert_eq!(complete(whole.clone(), cause).expect("complete"), whole);
     }
 
+    /// A source that always reads the same facts.
+    struct Fixed(NodeFacts);
+
+    impl FactSource for Fixed {
+        fn read(&mut self) -> FactsRead<'_> {
+            Box::pin(std::future::ready(Ok(self.0.clone())))
+        }
+    }
+
+    #[tokio::test]
+    async fn only_changes_are_published_unless_a_report_is_asked_for() {
+        let lo = normalise("n", [("lo".to_owned(), vec![(ip("127.0.0.1"), 8)])]).expect("facts");
+        let facts = Facts::new(Fixed(lo.clone()));
+        let mut changes = facts.subscribe();
+        assert_eq!(*facts.refresh().await.expect("read"), lo);
+        assert!(
+            changes.has_changed().expect("open"),
+            "the first read is a change"
+        );
+        changes.mark_unchanged();
+        facts.refresh().await.expect("read");
+        assert!(
+            !changes.has_changed().expect("open"),
+            "the same facts again"
+        );
+        assert_eq!(*facts.report_now().await.expect("read"), lo);
+        assert!(
+            changes.has_changed().expect("open"),
+            "a report asked for is announced to every stream"
+        );
+        assert!(*facts.readable().borrow());
+    }
+
     #[test]
     fn this_machine_has_facts() {
-        let mut source = FactSource::new(
+        let source = SystemFacts::new(
             "/etc/machine-id".into(),
             "/proc/sys/kernel/random/boot_id".into(),
         )

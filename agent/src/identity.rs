@@ -119,6 +119,27 @@ impl IdentitySource {
             Self::Combined(_) => cert_pem.clone(),
             Self::Separate { key, .. } => read(key)?,
         };
+        ClientIdentity::check(cert_pem, key_pem, cert_path, self.key_path())
+    }
+}
+
+// === impl ClientIdentity ===
+
+impl ClientIdentity {
+    /// An identity from PEM in memory (a simulated node's), checked as files are; errors
+    /// name the files `(memory)`.
+    pub fn from_pem(cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Result<Self, IdentityError> {
+        let memory = Path::new("(memory)");
+        Self::check(cert_pem, key_pem, memory, memory)
+    }
+
+    /// Checks the PEM: at least one certificate, one private key that is the leaf's.
+    fn check(
+        cert_pem: Vec<u8>,
+        key_pem: Vec<u8>,
+        cert_path: &Path,
+        key_path: &Path,
+    ) -> Result<Self, IdentityError> {
         let certificate_error = |source| IdentityError::Certificate {
             path: cert_path.to_owned(),
             source,
@@ -129,7 +150,7 @@ impl IdentitySource {
             .map_err(certificate_error)?
             .map_err(certificate_error)?;
         let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| IdentityError::Key {
-            path: self.key_path().to_owned(),
+            path: key_path.to_owned(),
             source,
         })?;
         // A half-rotated pair (separate files written one after the other) is refused here,
@@ -141,7 +162,7 @@ impl IdentitySource {
         )
         .map_err(|e| IdentityError::Mismatch {
             cert: cert_path.to_owned(),
-            key: self.key_path().to_owned(),
+            key: key_path.to_owned(),
             reason: e.to_string(),
         })?;
         let (_, cert) = X509Certificate::from_der(&leaf).map_err(|e| IdentityError::X509 {
@@ -165,7 +186,7 @@ impl IdentitySource {
             .not_after
             .to_rfc2822()
             .unwrap_or_else(|_| cert.validity().not_after.to_string());
-        Ok(ClientIdentity {
+        Ok(Self {
             cert_pem,
             key_pem,
             common_name,
@@ -283,6 +304,12 @@ mod tests {
         assert_eq!(separate.serial, id.serial);
 
         // Another certificate's key is refused, naming both files.
+        // The same PEM from memory makes the same identity.
+        let memory = ClientIdentity::from_pem(cert.clone().into_bytes(), key.clone().into_bytes())
+            .expect("from memory");
+        assert_eq!(memory.serial, id.serial);
+        assert_eq!(memory.common_name, "system:node:worker-1");
+
         let (_, other_key) = mk_pems("system:node:worker-1");
         std::fs::write(&k, &other_key).expect("write");
         let mismatch = IdentitySource::Separate { cert: c, key: k }.load();

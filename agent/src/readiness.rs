@@ -8,9 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use rubber_stamp_proto::v1::Ack;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use crate::session::SessionEvents;
 
 /// Acks per approver endpoint and the readiness derived from them; cheap to clone.
 #[derive(Clone, Debug)]
@@ -98,6 +101,14 @@ impl Readiness {
                 () = sleep_until(next) => {}
             }
         }
+    }
+}
+
+impl SessionEvents for Readiness {
+    /// Fresh for the max age the replica announced (at least a second).
+    fn acknowledged(&self, endpoint: SocketAddr, ack: &Ack) {
+        let max_age = Duration::from_secs(u64::from(ack.max_age_seconds.max(1)));
+        self.acked(endpoint, max_age);
     }
 }
 

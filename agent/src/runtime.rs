@@ -12,12 +12,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgentConfig, ApproverAddress, IpFamily};
-use crate::facts::{FactSource, Facts, FactsError};
+use crate::facts::{Facts, FactsError, SystemFacts};
 use crate::health;
 use crate::identity::watch_identity;
 use crate::readiness::Readiness;
 use crate::resolve::Resolve;
-use crate::session::SessionContext;
+use crate::session::{ApproverCa, SessionContext};
 
 /// How long stopping waits for streams and servers.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,22 +40,24 @@ pub async fn run(
     resolver: Arc<dyn Resolve>,
     stop: CancellationToken,
 ) -> Result<(), AgentError> {
-    let facts = Facts::new(FactSource::new(
+    let facts = Facts::new(SystemFacts::new(
         config.machine_id_path.clone(),
         config.boot_id_path.clone(),
     )?);
-    if let Err(error) = facts.refresh() {
+    if let Err(error) = facts.refresh().await {
         tracing::warn!(%error, "cannot read the node's facts yet; reporting nothing until a read succeeds");
     }
     let (identity_tx, identity) = watch::channel(None);
     let readiness = Readiness::new();
     let context = SessionContext {
         server_name: config.server_name.clone(),
-        approver_ca: config.approver_ca.clone(),
+        approver_ca: ApproverCa::File(config.approver_ca.clone()),
         timings: config.timings,
         identity,
         facts: facts.clone(),
-        readiness: readiness.clone(),
+        events: Arc::new(readiness.clone()),
+        local_address: None,
+        stagger_first_heartbeat: false,
     };
 
     let mut tasks = JoinSet::new();
@@ -128,7 +130,7 @@ async fn poll_facts(facts: Facts, interval: Duration, stop: CancellationToken) {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = ticks.tick() => {
-                if let Err(error) = facts.refresh() {
+                if let Err(error) = facts.refresh().await {
                     tracing::warn!(%error, "reading the node's facts failed; reporting nothing and not ready until a read succeeds");
                 }
             }

@@ -1,8 +1,14 @@
 //! One attestation stream to one approver replica: connect with the current identity,
 //! report on connect, on change, every heartbeat and on every challenge; reconnect with
 //! capped exponential backoff and jitter (`backon`) when the stream fails.
+//!
+//! The agent's runtime runs one per endpoint with the node's
+//! [`SystemFacts`](crate::facts::SystemFacts) and its [`Readiness`](crate::readiness::Readiness) as
+//! [`SessionEvents`];
+//! simulated nodes run the same code with facts, identity and source address of their own.
 
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,24 +27,61 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use crate::config::Timings;
 use crate::facts::{Facts, FactsError, NodeFacts};
 use crate::identity::ClientIdentity;
-use crate::readiness::Readiness;
 
 /// What every stream shares; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct SessionContext {
     /// TLS server name the approver's certificate must carry.
     pub server_name: String,
-    /// CA bundle for the approver's certificate (read on every connection attempt, so a
-    /// rotated bundle is picked up).
-    pub approver_ca: PathBuf,
+    /// CA bundle for the approver's certificate.
+    pub approver_ca: ApproverCa,
     /// Intervals and timeouts.
     pub timings: Timings,
-    /// The current client identity (`None` until first loaded).
+    /// The current client identity (`None` until first loaded). A closed channel keeps
+    /// the last identity for good.
     pub identity: watch::Receiver<Option<Arc<ClientIdentity>>>,
     /// The node's facts.
     pub facts: Facts,
-    /// Where Acks are recorded.
-    pub readiness: Readiness,
+    /// Told of Acks, challenges and ended streams: the agent's
+    /// [`Readiness`](crate::readiness::Readiness).
+    pub events: Arc<dyn SessionEvents>,
+    /// Source address of every connection; `None` lets the kernel choose, as the agent
+    /// does. Simulated nodes on one machine each use their own loopback address.
+    pub local_address: Option<IpAddr>,
+    /// Starts every stream's first heartbeat after a random part of the interval instead
+    /// of a whole one. Off in the agent (a node's streams open when it starts); on for a
+    /// simulated fleet whose streams all open within seconds, which would otherwise
+    /// heartbeat in lockstep.
+    pub stagger_first_heartbeat: bool,
+}
+
+/// Where the approver's CA bundle comes from.
+#[derive(Clone, Debug)]
+pub enum ApproverCa {
+    /// A PEM file, read on every connection attempt so a rotated bundle is picked up.
+    File(PathBuf),
+    /// PEM held in memory.
+    Pem(Arc<[u8]>),
+}
+
+/// What a stream tells its follower: the agent's [`Readiness`](crate::readiness::Readiness)
+/// records Acks; simulations
+/// count what they measure. Called on the stream's task: keep it short.
+pub trait SessionEvents: fmt::Debug + Send + Sync + 'static {
+    /// The replica at `endpoint` acknowledged a report.
+    fn acknowledged(&self, endpoint: SocketAddr, ack: &Ack);
+
+    /// The replica at `endpoint` challenged with a well-formed nonce; a report with
+    /// freshly read facts answers it.
+    fn challenged(&self, endpoint: SocketAddr) {
+        let _ = endpoint;
+    }
+
+    /// One connection attempt or stream to `endpoint` ended, with `error`, or without
+    /// one when the session is stopping or reconnects with a new certificate.
+    fn ended(&self, endpoint: SocketAddr, error: Option<&SessionError>) {
+        let _ = (endpoint, error);
+    }
 }
 
 /// Why one connection attempt or stream failed (each is retried after a backoff).
@@ -75,6 +118,14 @@ pub enum SessionError {
     /// the stream ends and is retried after the backoff, and readiness is off meanwhile.
     #[error(transparent)]
     Facts(#[from] FactsError),
+}
+
+/// When a stream opened and whether a report on it was acknowledged: a stream that was
+/// acknowledged and stayed up a heartbeat interval starts over with a fresh backoff.
+#[derive(Debug, Default)]
+struct Healthy {
+    opened: Option<Instant>,
+    acked: bool,
 }
 
 /// How a stream ended when it was not a failure to back off from.
@@ -135,11 +186,37 @@ impl SessionContext {
             .without_max_times()
     }
 
-    /// One connection and stream, until it ends.
+    /// One connection and stream, until it ends; tells [`SessionEvents::ended`].
     async fn attempt(
         &self,
         endpoint: SocketAddr,
         stop: &CancellationToken,
+    ) -> Result<SessionEnd, SessionError> {
+        let mut healthy = Healthy::default();
+        let outcome = self.stream(endpoint, stop, &mut healthy).await;
+        self.events.ended(endpoint, outcome.as_ref().err());
+        match outcome {
+            // A failed read of the facts is not the stream's failure: it keeps backing off.
+            Err(error @ (SessionError::Closed | SessionError::Stream(_)))
+                if healthy.acked
+                    && healthy
+                        .opened
+                        .is_some_and(|at| at.elapsed() >= self.timings.heartbeat_interval) =>
+            {
+                tracing::warn!(%endpoint, %error, "attestation stream ended; reconnecting");
+                Ok(SessionEnd::Healthy)
+            }
+            other => other,
+        }
+    }
+
+    /// Connects and streams until the stream ends; records in `healthy` when it opened
+    /// and whether a report was acknowledged.
+    async fn stream(
+        &self,
+        endpoint: SocketAddr,
+        stop: &CancellationToken,
+        healthy: &mut Healthy,
     ) -> Result<SessionEnd, SessionError> {
         let mut identity_changes = self.identity.clone();
         identity_changes.mark_unchanged();
@@ -162,36 +239,50 @@ impl SessionContext {
         // Every report carries facts read right before it is sent, so a report
         // the approver receives after a CSR was created describes the node as it
         // was after the CSR (the approver may deny a SAN missing from it).
-        let first = report(&*self.facts.refresh()?, &mut sequence, Vec::new());
+        let first = report(&*self.facts.refresh().await?, &mut sequence, Vec::new());
         fact_changes.mark_unchanged();
         // The channel is empty: this cannot fail for lack of room.
         let _ = requests.try_send(first);
-        let started = Instant::now();
+        healthy.opened = Some(Instant::now());
         let response = tokio::select! {
             () = stop.cancelled() => return Ok(SessionEnd::Stopped),
             response = client.attest(ReceiverStream::new(outgoing)) => response.map_err(SessionError::Refused)?,
         };
         tracing::info!(%endpoint, "attestation stream open");
         let mut incoming = response.into_inner();
-        let mut acked = false;
-        let heartbeat = tokio::time::sleep(self.timings.heartbeat_interval);
+        let first_heartbeat = if self.stagger_first_heartbeat {
+            self.timings
+                .heartbeat_interval
+                .mul_f64(rand::random::<f64>())
+        } else {
+            self.timings.heartbeat_interval
+        };
+        let heartbeat = tokio::time::sleep(first_heartbeat);
         tokio::pin!(heartbeat);
+        // A closed identity channel (a fixed identity) can no longer change.
+        let mut identity_open = true;
 
         // Facts that changed while a report was being sent, reported next.
         let mut queued: Option<Arc<NodeFacts>> = None;
-        let ended = loop {
+        loop {
             let due: Option<(Arc<NodeFacts>, Vec<u8>)> = if let Some(facts) = queued.take() {
                 Some((facts, Vec::new()))
             } else {
                 tokio::select! {
-                    () = stop.cancelled() => break Ok(SessionEnd::Stopped),
-                    _ = identity_changes.changed() => break Ok(SessionEnd::IdentityChanged),
+                    () = stop.cancelled() => return Ok(SessionEnd::Stopped),
+                    changed = identity_changes.changed(), if identity_open => match changed {
+                        Ok(()) => return Ok(SessionEnd::IdentityChanged),
+                        Err(_) => {
+                            identity_open = false;
+                            None
+                        }
+                    },
                     _ = fact_changes.changed() => fact_changes.borrow_and_update().clone().map(|f| (f, Vec::new())),
-                    () = &mut heartbeat => Some((self.facts.refresh()?, Vec::new())),
+                    () = &mut heartbeat => Some((self.facts.refresh().await?, Vec::new())),
                     message = incoming.message() => match message {
                         Ok(Some(ApproverMessage { kind: Some(approver_message::Kind::Ack(ack)) })) => {
                             self.acknowledged(endpoint, &identity, &ack);
-                            acked = true;
+                            healthy.acked = true;
                             None
                         }
                         Ok(Some(ApproverMessage { kind: Some(approver_message::Kind::Challenge(challenge)) })) => {
@@ -200,20 +291,21 @@ impl SessionContext {
                                 None
                             } else {
                                 tracing::debug!(%endpoint, "challenged; reporting fresh facts");
-                                Some((self.facts.refresh()?, challenge.nonce))
+                                self.events.challenged(endpoint);
+                                Some((self.facts.refresh().await?, challenge.nonce))
                             }
                         }
                         Ok(Some(ApproverMessage { kind: None })) => None,
-                        Ok(None) => break Err(SessionError::Closed),
-                        Err(status) => break Err(SessionError::Stream(status)),
+                        Ok(None) => return Err(SessionError::Closed),
+                        Err(status) => return Err(SessionError::Stream(status)),
                     },
                 }
             };
             if let Some((facts, nonce)) = due {
                 let message = report(&facts, &mut sequence, nonce);
                 tokio::select! {
-                    () = stop.cancelled() => break Ok(SessionEnd::Stopped),
-                    sent = requests.send(message) => if sent.is_err() { break Err(SessionError::Closed) },
+                    () = stop.cancelled() => return Ok(SessionEnd::Stopped),
+                    sent = requests.send(message) => if sent.is_err() { return Err(SessionError::Closed) },
                 }
                 heartbeat
                     .as_mut()
@@ -222,13 +314,6 @@ impl SessionContext {
                 let latest = fact_changes.borrow_and_update().clone();
                 queued = latest.filter(|latest| **latest != *facts);
             }
-        };
-        match ended {
-            Err(error) if acked && started.elapsed() >= self.timings.heartbeat_interval => {
-                tracing::warn!(%endpoint, %error, "attestation stream ended; reconnecting");
-                Ok(SessionEnd::Healthy)
-            }
-            other => other,
         }
     }
 
@@ -237,12 +322,17 @@ impl SessionContext {
         endpoint: SocketAddr,
         identity: &ClientIdentity,
     ) -> Result<Channel, SessionError> {
-        let ca = tokio::fs::read(&self.approver_ca)
-            .await
-            .map_err(|source| SessionError::Ca {
-                path: self.approver_ca.clone(),
-                source,
-            })?;
+        let ca = match &self.approver_ca {
+            ApproverCa::File(path) => {
+                tokio::fs::read(path)
+                    .await
+                    .map_err(|source| SessionError::Ca {
+                        path: path.clone(),
+                        source,
+                    })?
+            }
+            ApproverCa::Pem(pem) => pem.to_vec(),
+        };
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(ca))
             .identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem))
@@ -251,6 +341,7 @@ impl SessionContext {
         Endpoint::from_shared(format!("https://{endpoint}"))
             .and_then(|e| e.tls_config(tls))
             .map_err(SessionError::Tls)?
+            .local_address(self.local_address)
             .connect_timeout(self.timings.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(self.timings.keepalive_interval)
@@ -262,8 +353,7 @@ impl SessionContext {
     }
 
     fn acknowledged(&self, endpoint: SocketAddr, identity: &ClientIdentity, ack: &Ack) {
-        let max_age = Duration::from_secs(u64::from(ack.max_age_seconds.max(1)));
-        self.readiness.acked(endpoint, max_age);
+        self.events.acknowledged(endpoint, ack);
         let expected = identity.common_name.strip_prefix("system:node:");
         if expected != Some(ack.node_name.as_str()) {
             tracing::warn!(
@@ -273,7 +363,7 @@ impl SessionContext {
                 "the approver attributes our reports to an unexpected node"
             );
         }
-        tracing::debug!(%endpoint, sequence = ack.sequence, replica = %ack.replica, ?max_age, "report acknowledged");
+        tracing::debug!(%endpoint, sequence = ack.sequence, replica = %ack.replica, max_age_seconds = ack.max_age_seconds, "report acknowledged");
     }
 }
 
