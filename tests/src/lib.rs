@@ -21,6 +21,6 @@ pub mod controller;
 pub mod deploy;
 pub mod hosts;
 pub mod kubelet;
-pub mod pki;
 pub mod sandbox;
-pub mod spawned;
+
+pub use rubber_stamp_testkit::{pki, spawned};

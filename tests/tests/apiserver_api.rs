@@ -14,7 +14,8 @@ use k8s_openapi::api::certificates::v1::{
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use rubber_stamp_testbed::apiserver::{Cluster, ClusterOptions, FaultAction, FaultRule, UserInfo};
-use rubber_stamp_testbed::pki;
+use rubber_stamp_testkit::csr::CsrSpec;
+use rubber_stamp_testkit::pki;
 use serde_json::json;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -42,7 +43,7 @@ fn csr(
     usages: &[&str],
 ) -> Result<CertificateSigningRequest, pki::PkiError> {
     let ip: IpAddr = [10, 0, 0, 7].into();
-    let req = pki::kubelet_serving_request(node, &[node], &[ip])?;
+    let req = CsrSpec::kubelet_with(node, &[node], &[ip]).generate()?;
     Ok(CertificateSigningRequest {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),

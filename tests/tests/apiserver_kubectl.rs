@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use rubber_stamp_testbed::apiserver::{Cluster, ClusterOptions};
-use rubber_stamp_testbed::pki;
+use rubber_stamp_testkit::csr::CsrSpec;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -57,7 +57,7 @@ async fn kubectl_creates_lists_approves_and_reads_a_csr() -> TestResult {
     let admin = c.write_kubeconfig(&c.admin()?, dir.path(), "admin")?;
     let node = c.write_kubeconfig(&c.node("worker-1")?, dir.path(), "node")?;
 
-    let req = pki::kubelet_serving_request("worker-1", &["worker-1"], &["10.0.0.11".parse()?])?;
+    let req = CsrSpec::kubelet("worker-1", &["worker-1"], &["10.0.0.11"]).generate()?;
     let manifest = format!(
         "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: csr-kubectl\nspec:\n  request: {}\n  signerName: kubernetes.io/kubelet-serving\n  expirationSeconds: 86400\n  usages: [digital signature, server auth]\n",
         base64::engine::general_purpose::STANDARD.encode(&req.csr_pem)

@@ -528,8 +528,8 @@ async fn bring_your_own_files_are_reloaded_while_streams_continue() -> TestResul
     // A mismatched pair (cert-manager mid-write, an operator's mistake) is not taken.
     let other = pki.serving.server(&[channel::SERVER_NAME], &[])?;
     let stray = pki.serving.server(&[channel::SERVER_NAME], &[])?;
-    replace_file(&pki.server_files.cert, &other.cert_pem)?;
-    replace_file(&pki.server_files.key, &stray.key_pem)?;
+    replace_file(&pki.server_cert, &other.cert_pem)?;
+    replace_file(&pki.server_key, &stray.key_pem)?;
     wait_for(
         "the mismatch counted",
         Duration::from_secs(10),
@@ -540,7 +540,7 @@ async fn bring_your_own_files_are_reloaded_while_streams_continue() -> TestResul
     assert_eq!(still, first);
 
     // The matching key arrives: new handshakes get the new certificate.
-    replace_file(&pki.server_files.key, &other.key_pem)?;
+    replace_file(&pki.server_key, &other.key_pem)?;
     let expected = other.cert_der.as_slice();
     wait_for(
         "the new certificate served",

@@ -20,6 +20,7 @@ use rubber_stamp_testbed::channel::{
 };
 use rubber_stamp_testbed::sandbox::binaries::Binaries;
 use rubber_stamp_testbed::spawned::{Spawned, parse_metrics};
+use rubber_stamp_testkit::command::{AgentCommand, ApproverCommand};
 use tokio::process::Command;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -54,6 +55,18 @@ fn limited(nofile: u64, binary: &Path) -> Command {
     command
 }
 
+/// The agent binary streaming to `approver` with fast timings and JSON logs.
+fn fast_agent(approver: SocketAddr, pki: &ChannelPki, cert: &Path) -> AgentCommand {
+    AgentCommand::new(approver, &pki.serving_ca, cert)
+        .server_name(SERVER_NAME)
+        .duration("poll-interval", Duration::from_millis(200))
+        .duration("heartbeat-interval", Duration::from_millis(500))
+        .duration("backoff-min", Duration::from_millis(50))
+        .duration("backoff-max", Duration::from_millis(400))
+        .json_logs()
+        .log_filter("info")
+}
+
 /// The approver binary, attestation only, on loopback port 0, ready.
 async fn spawn_approver(
     binaries: &Binaries,
@@ -61,18 +74,11 @@ async fn spawn_approver(
     nofile: u64,
 ) -> Result<Spawned, Box<dyn std::error::Error>> {
     let mut command = limited(nofile, &binaries.approver);
-    command
-        .args(["run", "--attestation-only", "--replica-name", "flooded"])
-        .args(["--grpc-listen", "127.0.0.1:0"])
-        .args(["--health-listen", "127.0.0.1:0"])
-        .args(["--admin-listen", "127.0.0.1:0"])
-        .arg("--tls-cert")
-        .arg(&pki.server_files.cert)
-        .arg("--tls-key")
-        .arg(&pki.server_files.key)
-        .arg("--client-ca")
-        .arg(&pki.cluster_ca)
-        .args(["--log-format", "json", "--log-filter", "info"]);
+    command.args(
+        ApproverCommand::new(&pki.server_cert, &pki.server_key, &pki.cluster_ca)
+            .replica_name("flooded")
+            .args(),
+    );
     let approver = Spawned::start("approver", &mut command, "listening").await?;
     let health = approver.addr("health")?;
     wait_for("the approver's readiness", STEP, || async {
@@ -135,18 +141,7 @@ async fn an_agent_flooded_on_its_health_port_keeps_reporting_its_whole_node() ->
     let approver = TestApprover::start(approver_config(&pki)).await?;
     let cert = pki.write_combined(&pki.node(NODE)?, NODE)?;
     let mut command = limited(256, &binaries.agent);
-    command
-        .arg("--approver")
-        .arg(approver.addrs.grpc.to_string())
-        .args(["--server-name", SERVER_NAME])
-        .arg("--approver-ca")
-        .arg(&pki.serving_ca)
-        .arg("--cert")
-        .arg(&cert)
-        .args(["--health-listen", "127.0.0.1:0"])
-        .args(["--poll-interval", "200ms", "--heartbeat-interval", "500ms"])
-        .args(["--backoff-min", "50ms", "--backoff-max", "400ms"])
-        .args(["--log-format", "json", "--log-filter", "info"]);
+    command.args(fast_agent(approver.addrs.grpc, &pki, &cert).args());
     let mut agent = Spawned::start("agent", &mut command, "starting").await?;
     let health = agent.addr("health")?;
     let store = approver.store();
@@ -207,26 +202,14 @@ async fn an_agent_that_cannot_read_its_node_reports_nothing_until_it_can() -> Te
     // Misconfigured on purpose: no reserve and a health port that may take every one of
     // its 64 descriptors, so a flood leaves it none to read the node's interfaces with.
     let mut command = limited(64, &binaries.agent);
-    command
-        .arg("--approver")
-        .arg(approver.addrs.grpc.to_string())
-        .args(["--server-name", SERVER_NAME])
-        .arg("--approver-ca")
-        .arg(&pki.serving_ca)
-        .arg("--cert")
-        .arg(&cert)
-        .args(["--health-listen", "127.0.0.1:0"])
-        .args([
-            "--reserved-descriptors",
-            "0",
-            "--health-max-connections",
-            "64",
-        ])
-        .args(["--health-max-connections-per-source", "64"])
-        .args(["--health-request-timeout", "1h"])
-        .args(["--poll-interval", "200ms", "--heartbeat-interval", "500ms"])
-        .args(["--backoff-min", "50ms", "--backoff-max", "400ms"])
-        .args(["--log-format", "json", "--log-filter", "info"]);
+    command.args(
+        fast_agent(approver.addrs.grpc, &pki, &cert)
+            .flag("reserved-descriptors", "0")
+            .flag("health-max-connections", "64")
+            .flag("health-max-connections-per-source", "64")
+            .duration("health-request-timeout", Duration::from_secs(3600))
+            .args(),
+    );
     let mut agent = Spawned::start("agent", &mut command, "starting").await?;
     let health = agent.addr("health")?;
     let store = approver.store();

@@ -408,16 +408,10 @@ fn populate_condition_timestamps(new: &mut Value, old: &Value, now: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rcgen::{CertificateParams, KeyPair};
+    use rubber_stamp_testkit::csr::CsrSpec;
 
     fn request_pem() -> String {
-        let key = KeyPair::generate().expect("key");
-        let params = CertificateParams::new(vec!["n1".to_owned()]).expect("params");
-        params
-            .serialize_request(&key)
-            .expect("csr")
-            .pem()
-            .expect("pem")
+        CsrSpec::kubelet("n1", &["n1"], &[]).pem()
     }
 
     fn mk_csr(usages: Value, signer: &str) -> Value {

@@ -345,18 +345,18 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
+    use rcgen::SanType;
+    use rubber_stamp_testkit::csr::CsrSpec;
     use x509_parser::prelude::X509Certificate;
 
     fn request(cn: &str, org: &str, sans: Vec<SanType>) -> Vec<u8> {
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, org);
-        dn.push(DnType::CommonName, cn);
-        params.distinguished_name = dn;
-        params.subject_alt_names = sans;
-        params.serialize_request(&key).expect("csr").der().to_vec()
+        CsrSpec {
+            cn: Some(cn.to_owned()),
+            org: Some(org.to_owned()),
+            sans,
+            ..CsrSpec::default()
+        }
+        .der()
     }
 
     fn u(list: &[&str]) -> Vec<String> {

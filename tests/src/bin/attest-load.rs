@@ -19,6 +19,7 @@ use rubber_stamp_testbed::channel::raw::{self, RawStream};
 use rubber_stamp_testbed::channel::{ChannelPki, SERVER_NAME, http_get};
 use rubber_stamp_testbed::pki::Leaf;
 use rubber_stamp_testbed::spawned::{Spawned, parse_metrics};
+use rubber_stamp_testkit::command::{AgentCommand, ApproverCommand};
 use tokio::process::Command;
 
 #[derive(Debug, Parser)]
@@ -217,19 +218,12 @@ async fn agent_idle(bin_dir: &Path, pki: &ChannelPki, over: Duration) -> anyhow:
     let identity = pki.write_combined(&pki.node("idle-node")?, "idle-node")?;
     let mut agent = Spawned::start(
         "agent",
-        Command::new(bin_dir.join("rubber-stamp-agent"))
-            .arg("--approver")
-            .arg(grpc.to_string())
-            .arg("--server-name")
-            .arg(SERVER_NAME)
-            .arg("--approver-ca")
-            .arg(&pki.serving_ca)
-            .arg("--cert")
-            .arg(&identity)
-            .arg("--health-listen")
-            .arg("127.0.0.1:0")
-            .arg("--log-format")
-            .arg("json"),
+        Command::new(bin_dir.join("rubber-stamp-agent")).args(
+            AgentCommand::new(grpc, &pki.serving_ca, &identity)
+                .server_name(SERVER_NAME)
+                .json_logs()
+                .args(),
+        ),
         "starting",
     )
     .await?;
@@ -290,26 +284,13 @@ async fn spawn_approver(
 ) -> anyhow::Result<Spawned> {
     Spawned::start(
         "approver",
-        Command::new(bin_dir.join("rubber-stamp-approver"))
-            .arg("run")
-            // No cluster here: the attestation servers only.
-            .arg("--attestation-only")
-            .args(["--grpc-listen", "127.0.0.1:0"])
-            .args(["--health-listen", "127.0.0.1:0"])
-            .args(["--admin-listen", "127.0.0.1:0"])
-            .arg("--tls-cert")
-            .arg(&pki.server_files.cert)
-            .arg("--tls-key")
-            .arg(&pki.server_files.key)
-            .arg("--client-ca")
-            .arg(&pki.cluster_ca)
-            .args(["--max-connections", &(connections + 64).to_string()])
-            .args([
-                "--log-format",
-                "json",
-                "--log-filter",
-                "warn,rubber_stamp_approver::runtime=info",
-            ]),
+        // No cluster here: the attestation servers only.
+        Command::new(bin_dir.join("rubber-stamp-approver")).args(
+            ApproverCommand::new(&pki.server_cert, &pki.server_key, &pki.cluster_ca)
+                .max_connections(connections + 64)
+                .log_filter("warn,rubber_stamp_approver::runtime=info")
+                .args(),
+        ),
         "listening",
     )
     .await

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use rubber_stamp_testbed::sandbox::approver::duration_flag;
 use rubber_stamp_testbed::sandbox::scenario::{self, ScenarioOptions};
 use rubber_stamp_testbed::sandbox::{
     Echo, Mode, ModeChoice, Narrator, Sandbox, SandboxOptions, Timings,
 };
+use rubber_stamp_testkit::command::duration_flag;
 use tokio_util::sync::CancellationToken;
 
 /// Exit code when the scenario ran but its result is wrong.

@@ -3,13 +3,16 @@
 //! certificate, floods of idle connections, and polling with a deadline.
 
 pub mod flood;
-pub mod procfs;
-pub mod raw;
+
+pub use rubber_stamp_testkit::channel::{
+    ChannelPki, SERVER_NAME, install_crypto_provider, kubelet_spec, serial_of,
+};
+pub use rubber_stamp_testkit::http::http_get;
+pub use rubber_stamp_testkit::{procfs, raw};
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -23,7 +26,6 @@ use rubber_stamp_approver::runtime::{
     ListenAddrs, ListenerLimits, Listeners, RunConfig, Runtime, RuntimeError,
 };
 use rubber_stamp_approver::store::{AttestationStore, StoreConfig, SystemClock};
-use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -31,10 +33,11 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::pki::{Ca, Leaf, LeafSpec, PkiError};
+use rubber_stamp_testkit::channel::SetupError;
+use rubber_stamp_testkit::http::HttpError;
+use rubber_stamp_testkit::raw::RawError;
 
-/// The name in the approver's serving certificate that agents verify.
-pub const SERVER_NAME: &str = "localhost";
+use crate::pki::PkiError;
 
 /// Errors of the channel helpers.
 #[derive(Debug, thiserror::Error)]
@@ -69,92 +72,24 @@ pub enum ChannelError {
     /// A certificate did not parse.
     #[error("certificate: {0}")]
     Certificate(String),
-    /// A raw stream's request side is closed.
-    #[error("the request stream is closed")]
-    Closed,
+    /// A raw client failed.
+    #[error(transparent)]
+    Raw(#[from] RawError),
+    /// Making the channel's PKI failed.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// An HTTP `GET` failed.
+    #[error(transparent)]
+    Get(#[from] HttpError),
 }
 
-/// The three CAs of the channel and the approver's serving certificate, on disk.
-#[derive(Debug)]
-pub struct ChannelPki {
-    dir: TempDir,
-    /// Signs kubelet client certificates (the approver's client CA).
-    pub cluster: Ca,
-    /// Signs the approver's serving certificate (the agents' trust bundle).
-    pub serving: Ca,
-    /// Signs certificates nobody should trust.
-    pub stranger: Ca,
-    /// Path of the cluster CA certificate.
-    pub cluster_ca: PathBuf,
-    /// Path of the serving CA certificate.
-    pub serving_ca: PathBuf,
-    /// The approver's serving certificate and key.
-    pub server: Leaf,
-    /// Paths of the serving certificate and key.
-    pub server_files: TlsFiles,
-}
-
-impl ChannelPki {
-    /// Fresh CAs and a serving certificate for `localhost`, 127.0.0.1 and ::1, written to
-    /// a temporary directory.
-    pub fn new() -> Result<Self, ChannelError> {
-        install_crypto_provider();
-        let dir = tempfile::tempdir()?;
-        let cluster = Ca::new("test-cluster-ca")?;
-        let serving = Ca::new("test-approver-serving-ca")?;
-        let stranger = Ca::new("stranger-ca")?;
-        let cluster_ca = cluster.write_cert(dir.path(), "cluster-ca")?;
-        let serving_ca = serving.write_cert(dir.path(), "serving-ca")?;
-        let server = serving.server(
-            &[SERVER_NAME],
-            &[
-                IpAddr::V4(Ipv4Addr::LOCALHOST),
-                IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ],
-        )?;
-        let (cert, key, _) = server.write(dir.path(), "approver")?;
-        Ok(Self {
-            server_files: TlsFiles {
-                cert,
-                key,
-                client_ca: cluster_ca.clone(),
-            },
-            dir,
-            cluster,
-            serving,
-            stranger,
-            cluster_ca,
-            serving_ca,
-            server,
-        })
+/// The approver's serving certificate files and client CA.
+pub fn tls_files(pki: &ChannelPki) -> TlsFiles {
+    TlsFiles {
+        cert: pki.server_cert.clone(),
+        key: pki.server_key.clone(),
+        client_ca: pki.cluster_ca.clone(),
     }
-
-    /// The directory everything is written to.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// A kubelet client certificate for `node` from the cluster CA.
-    pub fn node(&self, node: &str) -> Result<Leaf, ChannelError> {
-        Ok(self.cluster.node_client(node)?)
-    }
-
-    /// A client certificate from the cluster CA with any subject.
-    pub fn client(&self, spec: &LeafSpec) -> Result<Leaf, ChannelError> {
-        Ok(self.cluster.issue(spec)?)
-    }
-
-    /// Writes `leaf` as the kubelet does (certificate and key in one PEM file) and returns
-    /// the path.
-    pub fn write_combined(&self, leaf: &Leaf, stem: &str) -> Result<PathBuf, ChannelError> {
-        let (_, _, combined) = leaf.write(self.dir(), stem)?;
-        Ok(combined)
-    }
-}
-
-/// Installs rustls' ring provider for this process (a no-op when already installed).
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// An approver configuration for tests: the channel PKI, fast timings, port-0 addresses.
@@ -177,7 +112,7 @@ pub fn approver_config(pki: &ChannelPki) -> RunConfig {
             admin: any,
         },
         listeners: ListenerLimits::default(),
-        tls: pki.server_files.clone().into(),
+        tls: tls_files(pki).into(),
         store: StoreConfig::default(),
         grpc,
         prune_interval: Duration::from_secs(1),
@@ -442,52 +377,4 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// `GET path` over HTTP/1.1 on `addr`; returns the status code and the body.
-pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), ChannelError> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let response = String::from_utf8(response).map_err(|e| ChannelError::Http(e.to_string()))?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| ChannelError::Http("no header/body separator".into()))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| ChannelError::Http(format!("bad status line in {head:?}")))?;
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return Err(ChannelError::Http(
-            "chunked responses are not supported".into(),
-        ));
-    }
-    Ok((status, body.to_owned()))
-}
-
-/// The serial number of a certificate, lower-case hex (as the approver records it).
-pub fn serial_of(leaf: &Leaf) -> Result<String, ChannelError> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let (_, cert) = X509Certificate::from_der(&leaf.cert_der)
-        .map_err(|e| ChannelError::Certificate(e.to_string()))?;
-    Ok(cert
-        .raw_serial()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
-}
-
-/// The leaf spec the kubelet's certificates follow, for tests that vary one field.
-pub fn kubelet_spec(node: &str) -> LeafSpec {
-    LeafSpec::client(&format!("system:node:{node}"), &["system:nodes"])
 }

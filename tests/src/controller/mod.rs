@@ -132,7 +132,7 @@ impl ControllerBed {
 
     /// A cluster with the given RBAC and options.
     pub async fn start_with(rbac: &str, options: ClusterOptions) -> Result<Self, BedError> {
-        let pki = ChannelPki::new()?;
+        let pki = ChannelPki::new().map_err(ChannelError::from)?;
         let listener = TcpListener::bind(options.listen).await?;
         let ca = Ca::from_pem(pki.cluster.cert_pem(), &pki.cluster.key_pem())?;
         let options = ClusterOptions {
@@ -373,7 +373,9 @@ impl Replica {
 
     /// `GET /metrics` on its admin port.
     pub async fn metrics_text(&self) -> Result<String, BedError> {
-        let (_, body) = http_get(self.approver.addrs.admin, "/metrics").await?;
+        let (_, body) = http_get(self.approver.addrs.admin, "/metrics")
+            .await
+            .map_err(ChannelError::from)?;
         Ok(body)
     }
 

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rubber_stamp_core::AttestationSnapshot;
+use rubber_stamp_testkit::command::ApproverCommand;
 use serde::Deserialize;
 
 use super::{SandboxError, Site};
@@ -91,23 +92,7 @@ impl ApproverReplica {
         grpc: SocketAddr,
     ) -> Result<Self, SandboxError> {
         let mut cmd = Command::new(&settings.binary);
-        cmd.arg("run")
-            .arg("--grpc-listen")
-            .arg(grpc.to_string())
-            .args(["--health-listen", "127.0.0.1:0"])
-            .args(["--admin-listen", "127.0.0.1:0"])
-            .arg("--tls-cert")
-            .arg(&settings.tls_cert)
-            .arg("--tls-key")
-            .arg(&settings.tls_key)
-            .arg("--client-ca")
-            .arg(&settings.client_ca)
-            .args(["--replica-name", name])
-            .args(["--drain-timeout", "2s"])
-            .args(["--log-format", "json"])
-            .arg("--log-filter")
-            .arg(&settings.log_filter)
-            .args(controller_args(settings));
+        cmd.args(command(settings, name, grpc).args());
         let mut process = site.spawn_root(name, cmd)?;
         let listening = wait_listening(&mut process, name).await?;
         let addr = |field: Option<String>, what: &str| -> Result<SocketAddr, SandboxError> {
@@ -219,39 +204,20 @@ impl ApproverReplica {
     }
 }
 
-/// The controller's flags: the cluster, the policy, leader election. The
-/// leader stops acting a third of the Lease before it could expire (at least
-/// a second, and two seconds before, as the approver requires).
-fn controller_args(settings: &ApproverSettings) -> Vec<std::ffi::OsString> {
-    let duration = settings.lease_duration.as_secs();
-    let grace = (duration / 3).max(1);
-    vec![
-        "--kubeconfig".into(),
-        settings.kubeconfig.clone().into(),
-        "--policy".into(),
-        settings.policy.clone().into(),
-        "--namespace".into(),
-        settings.namespace.clone().into(),
-        "--lease-duration".into(),
-        format!("{duration}s").into(),
-        "--lease-grace".into(),
-        format!("{grace}s").into(),
-    ]
-}
-
-/// Whether the approver accepts `d` as a Lease duration with the grace
-/// [`controller_args`] gives it: whole seconds, at least 3 s.
-pub fn valid_lease_duration(d: Duration) -> bool {
-    d.subsec_nanos() == 0 && d >= Duration::from_secs(3)
-}
-
-/// A duration as the approver's flags take it (`1500ms`, `3s`).
-pub fn duration_flag(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
+/// Replica `name`'s command line: its controller with the cluster, the policy and leader
+/// election.
+pub fn command(settings: &ApproverSettings, name: &str, grpc: SocketAddr) -> ApproverCommand {
+    ApproverCommand::new(&settings.tls_cert, &settings.tls_key, &settings.client_ca)
+        .grpc_listen(grpc)
+        .replica_name(name)
+        .drain_timeout(Duration::from_secs(2))
+        .log_filter(&settings.log_filter)
+        .controller(
+            &settings.kubeconfig,
+            &settings.namespace,
+            settings.lease_duration,
+        )
+        .policy(&settings.policy)
 }
 
 /// Polls the replica's stderr for the `listening` line.
@@ -292,6 +258,8 @@ pub(crate) fn tail(text: &str, n: usize) -> String {
 mod tests {
     use super::*;
 
+    use rubber_stamp_testkit::command::{duration_flag, valid_lease_duration};
+
     #[test]
     fn durations_are_written_as_the_flags_parse_them() {
         assert_eq!(duration_flag(Duration::from_secs(60)), "60s");
@@ -322,19 +290,15 @@ mod tests {
             };
             assert!(valid_lease_duration(settings.lease_duration));
             std::fs::write(&settings.policy, "deny: always\n").expect("policy");
-            let mut args: Vec<std::ffi::OsString> = [
-                "rubber-stamp-approver",
-                "run",
-                "--tls-cert",
-                "c",
-                "--tls-key",
-                "k",
-                "--client-ca",
-                "ca",
-            ]
-            .map(Into::into)
-            .to_vec();
-            args.extend(controller_args(&settings));
+            let mut args: Vec<std::ffi::OsString> = vec!["rubber-stamp-approver".into()];
+            args.extend(
+                command(
+                    &settings,
+                    "approver-0",
+                    "127.0.0.1:0".parse().expect("addr"),
+                )
+                .args(),
+            );
             let cli = rubber_stamp_approver::cli::Cli::try_parse_from(args).expect("parses");
             let rubber_stamp_approver::cli::Command::Run(run) = cli.command else {
                 panic!("not run");

@@ -41,7 +41,6 @@
 
 pub mod approver;
 pub mod attester;
-pub mod binaries;
 pub mod control;
 pub mod csr;
 pub mod e2e;
@@ -58,6 +57,7 @@ use std::process::Command;
 use std::time::Duration;
 
 pub use narrate::{Echo, Narrator};
+pub use rubber_stamp_testkit::binaries;
 pub use system::{Mode, ModeChoice, Sandbox, SandboxOptions};
 
 use crate::hosts::{HostProcess, HostsError, Network};

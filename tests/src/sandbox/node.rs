@@ -12,6 +12,8 @@ use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeStatus, NodeSystemInfo};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
+use rubber_stamp_testkit::command::AgentCommand;
+
 use super::attester::{AttesterConfig, LoopbackAttester, ReportedFacts};
 use super::binaries::Binaries;
 use super::control::NodeCredentials;
@@ -319,32 +321,25 @@ impl SimNode {
             Placement::Host(host) => {
                 let t = &ctx.timings;
                 let mut cmd = Command::new(&ctx.binaries.agent);
-                cmd.arg("--approver")
-                    .arg(&ctx.approver_service)
-                    .arg("--approver-ca")
-                    .arg(&ctx.approver_ca)
-                    .arg("--cert")
-                    .arg(&self.credentials.client_pem)
-                    .arg("--health-listen")
-                    .arg(format!("0.0.0.0:{AGENT_HEALTH_PORT}"))
-                    .arg("--poll-interval")
-                    .arg(super::approver::duration_flag(t.agent_poll))
-                    .arg("--heartbeat-interval")
-                    .arg(super::approver::duration_flag(t.agent_heartbeat))
-                    .arg("--resolve-interval")
-                    .arg(super::approver::duration_flag(t.agent_resolve))
-                    .args(["--backoff-min", "100ms"])
-                    .arg("--backoff-max")
-                    .arg(super::approver::duration_flag(t.agent_backoff_max))
-                    .arg("--keepalive-interval")
-                    .arg(super::approver::duration_flag(t.agent_keepalive))
-                    .arg("--keepalive-timeout")
-                    .arg(super::approver::duration_flag(t.agent_keepalive / 2))
-                    .arg("--machine-id-path")
-                    .arg(self.dir.join("machine-id"))
-                    .arg("--boot-id-path")
-                    .arg(self.dir.join("boot_id"))
-                    .args(["--log-filter", "info"]);
+                cmd.args(
+                    AgentCommand::new(
+                        &ctx.approver_service,
+                        &ctx.approver_ca,
+                        &self.credentials.client_pem,
+                    )
+                    .health_listen(format!("0.0.0.0:{AGENT_HEALTH_PORT}"))
+                    .duration("poll-interval", t.agent_poll)
+                    .duration("heartbeat-interval", t.agent_heartbeat)
+                    .duration("resolve-interval", t.agent_resolve)
+                    .duration("backoff-min", Duration::from_millis(100))
+                    .duration("backoff-max", t.agent_backoff_max)
+                    .duration("keepalive-interval", t.agent_keepalive)
+                    .duration("keepalive-timeout", t.agent_keepalive / 2)
+                    .flag("machine-id-path", self.dir.join("machine-id"))
+                    .flag("boot-id-path", self.dir.join("boot_id"))
+                    .log_filter("info")
+                    .args(),
+                );
                 Agent::Process(host.spawn_as(
                     &format!("agent{}", self.agent_starts),
                     &cmd,

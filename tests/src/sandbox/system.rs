@@ -11,7 +11,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use rubber_stamp_core::{Attestation, Policy};
 
-use super::approver::{ApproverReplica, ApproverSettings, duration_flag};
+use rubber_stamp_testkit::command::{duration_flag, valid_lease_duration};
+
+use super::approver::{ApproverReplica, ApproverSettings};
 use super::binaries::Binaries;
 use super::control::{self, ControlPlane};
 use super::csr::{self, CsrRow};
@@ -104,7 +106,7 @@ impl Sandbox {
         if options.replicas == 0 {
             return Err(SandboxError::Setup("at least one approver replica".into()));
         }
-        if !super::approver::valid_lease_duration(options.timings.lease_duration) {
+        if !valid_lease_duration(options.timings.lease_duration) {
             return Err(SandboxError::Setup(format!(
                 "the Lease duration must be whole seconds, at least 3 s (not {:?})",
                 options.timings.lease_duration

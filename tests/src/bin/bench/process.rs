@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use rubber_stamp_testbed::channel::http_get;
 pub(crate) use rubber_stamp_testbed::spawned::Spawned;
+use rubber_stamp_testkit::command::{AgentCommand, ApproverCommand};
 use tokio::process::Command;
 
 /// Where the binaries are and how approvers are configured.
@@ -56,32 +57,17 @@ impl Approver {
         name: &str,
         grpc: SocketAddr,
     ) -> anyhow::Result<Self> {
-        let lease = format!("{}s", setup.lease_duration.as_secs().max(3));
-        let grace = format!(
-            "{}s",
-            (setup.lease_duration.as_secs() / 3)
-                .clamp(1, setup.lease_duration.as_secs().saturating_sub(2).max(1))
-        );
         let mut command = Command::new(setup.bin_dir.join("rubber-stamp-approver"));
-        command
-            .arg("run")
-            .args(["--grpc-listen", &grpc.to_string()])
-            .args(["--health-listen", "127.0.0.1:0"])
-            .args(["--admin-listen", "127.0.0.1:0"])
-            .arg("--tls-cert")
-            .arg(&setup.tls_cert)
-            .arg("--tls-key")
-            .arg(&setup.tls_key)
-            .arg("--client-ca")
-            .arg(&setup.client_ca)
-            .arg("--kubeconfig")
-            .arg(&setup.kubeconfig)
-            .args(["--namespace", &setup.namespace])
-            .args(["--replica-name", name])
-            .args(["--lease-duration", &lease, "--lease-grace", &grace])
-            .args(["--max-connections", &setup.max_connections.to_string()])
-            .args(["--concurrency", &setup.concurrency.to_string()])
-            .args(["--log-format", "json", "--log-filter", &setup.log_filter]);
+        command.args(
+            ApproverCommand::new(&setup.tls_cert, &setup.tls_key, &setup.client_ca)
+                .grpc_listen(grpc)
+                .replica_name(name)
+                .controller(&setup.kubeconfig, &setup.namespace, setup.lease_duration)
+                .concurrency(setup.concurrency)
+                .max_connections(setup.max_connections)
+                .log_filter(&setup.log_filter)
+                .args(),
+        );
         let process = Spawned::start(name, &mut command, "listening").await?;
         Ok(Self {
             name: name.to_owned(),
@@ -154,20 +140,13 @@ impl Agent {
     ) -> anyhow::Result<Self> {
         let mut command = Command::new(bin_dir.join("rubber-stamp-agent"));
         command
-            .arg("--approver")
-            .arg(approver.to_string())
-            .args(["--server-name", rubber_stamp_testbed::channel::SERVER_NAME])
-            .arg("--approver-ca")
-            .arg(approver_ca)
-            .arg("--cert")
-            .arg(identity)
-            .args(["--health-listen", "127.0.0.1:0"])
-            .args([
-                "--log-format",
-                "json",
-                "--log-filter",
-                "warn,rubber_stamp_agent=info",
-            ])
+            .args(
+                AgentCommand::new(approver, approver_ca, identity)
+                    .server_name(rubber_stamp_testbed::channel::SERVER_NAME)
+                    .json_logs()
+                    .log_filter("warn,rubber_stamp_agent=info")
+                    .args(),
+            )
             .args(extra);
         Ok(Self {
             process: Spawned::start(name, &mut command, "attestation stream open").await?,

@@ -408,8 +408,8 @@ async fn set_up(args: &Args, bin_dir: PathBuf) -> anyhow::Result<Bed> {
         .write_kubeconfig(&bed.approver, dir.path(), "approver")?;
     let setup = ApproverSetup {
         bin_dir,
-        tls_cert: bed.pki.server_files.cert.clone(),
-        tls_key: bed.pki.server_files.key.clone(),
+        tls_cert: bed.pki.server_cert.clone(),
+        tls_key: bed.pki.server_key.clone(),
         client_ca: bed.pki.cluster_ca.clone(),
         kubeconfig,
         namespace: APPROVER_NAMESPACE.to_owned(),

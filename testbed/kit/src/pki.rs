@@ -2,7 +2,8 @@
 //!
 //! Tests use separate CAs for the cluster (kubelet client certificates, the
 //! API server), for the approver's gRPC serving certificate, and for
-//! strangers whose certificates must be refused.
+//! strangers whose certificates must be refused. Certificate requests are
+//! [`crate::csr`]'s.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,9 @@ pub enum PkiError {
     /// two organisations (the second under an attribute type rcgen treats as distinct).
     #[error("a test subject can have at most two organisations, got {0}")]
     TooManyOrganizations(usize),
+    /// A certificate did not parse.
+    #[error("certificate does not parse: {0}")]
+    Parse(String),
     /// Writing a PEM file failed.
     #[error("writing {path}: {source}")]
     Write {
@@ -244,52 +248,6 @@ impl Ca {
         write_file(&path, &self.cert_pem)?;
         Ok(path)
     }
-}
-
-/// A PKCS#10 certificate request with its fresh ECDSA P-256 key, in PEM.
-#[derive(Clone, Debug)]
-pub struct Request {
-    /// The `CERTIFICATE REQUEST` PEM.
-    pub csr_pem: String,
-    /// The private key, PKCS#8 PEM.
-    pub key_pem: String,
-}
-
-/// A certificate request shaped like a kubelet's serving request:
-/// `CN=system:node:<node>`, `O=system:nodes`, the given SANs.
-pub fn kubelet_serving_request(
-    node: &str,
-    dns_names: &[&str],
-    ips: &[IpAddr],
-) -> Result<Request, PkiError> {
-    certificate_request(
-        &format!("system:node:{node}"),
-        &["system:nodes"],
-        dns_names,
-        ips,
-    )
-}
-
-/// A certificate request for any subject and SANs.
-pub fn certificate_request(
-    common_name: &str,
-    organizations: &[&str],
-    dns_names: &[&str],
-    ips: &[IpAddr],
-) -> Result<Request, PkiError> {
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = subject(common_name, organizations)?;
-    params.subject_alt_names = dns_names
-        .iter()
-        .map(|n| Ok(SanType::DnsName((*n).to_owned().try_into()?)))
-        .chain(ips.iter().map(|ip| Ok(SanType::IpAddress(*ip))))
-        .collect::<Result<_, rcgen::Error>>()?;
-    let csr = params.serialize_request(&key)?;
-    Ok(Request {
-        csr_pem: csr.pem()?,
-        key_pem: key.serialize_pem(),
-    })
 }
 
 /// `O=<org>…, CN=<cn>`. rcgen's `DistinguishedName` holds one value per

@@ -1,5 +1,6 @@
 //! Raw attestation clients: any client certificate (or none), any report, even bytes that
-//! are not protobuf, so tests can play a misbehaving or impersonating agent.
+//! are not protobuf, so tests can play a misbehaving or impersonating agent. An agent that
+//! behaves runs the agent's own session ([`crate::agent`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -17,8 +18,19 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status, Streaming};
 
-use super::{ChannelError, ChannelPki, SERVER_NAME};
+use crate::channel::{ChannelPki, SERVER_NAME};
 use crate::pki::Leaf;
+
+/// Why a raw client failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RawError {
+    /// The connection or its TLS settings failed.
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+    /// The stream's request side is closed.
+    #[error("the request stream is closed")]
+    Closed,
+}
 
 /// Path of the Attest method.
 pub const ATTEST_PATH: &str = "/rubberstamp.v1.Attestation/Attest";
@@ -38,7 +50,7 @@ pub async fn connect(
     pki: &ChannelPki,
     addr: SocketAddr,
     identity: Option<&Leaf>,
-) -> Result<Channel, ChannelError> {
+) -> Result<Channel, RawError> {
     let mut tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(pki.serving.cert_pem()))
         .domain_name(SERVER_NAME);
@@ -79,11 +91,8 @@ pub async fn attest(
 
 impl RawStream {
     /// Sends a message.
-    pub async fn send(&self, message: AgentMessage) -> Result<(), ChannelError> {
-        self.tx
-            .send(message)
-            .await
-            .map_err(|_| ChannelError::Closed)
+    pub async fn send(&self, message: AgentMessage) -> Result<(), RawError> {
+        self.tx.send(message).await.map_err(|_| RawError::Closed)
     }
 
     /// The next message from the approver, or the status that ended the stream.

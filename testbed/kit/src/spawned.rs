@@ -12,7 +12,7 @@ use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::channel::procfs::{self, Usage};
+use crate::procfs::{self, Usage};
 
 /// How long a process may take to log that it is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);

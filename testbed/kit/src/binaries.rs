@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::SystemTime;
 
-/// The workspace root, known at build time (the testbed crate is `tests/`).
-const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+/// The workspace root, known at build time (this crate is `testbed/kit/`).
+const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 /// Why the binaries could not be found or built.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +96,8 @@ const NEEDED: [Needed; 3] = [
             "!tests/src/bin",
             "tests/src/bin/kubelet-sim.rs",
             "tests/Cargo.toml",
+            "testbed/kit/src",
+            "testbed/kit/Cargo.toml",
             "approver/src",
             "agent/src",
             "proto",
