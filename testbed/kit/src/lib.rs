@@ -7,6 +7,8 @@
 //! - [`pki`]: test certificate authorities and leaf certificates (rcgen).
 //! - [`csr`]: the one builder of certificate requests, kubelet-shaped or hostile.
 //! - [`channel`]: the attested channel's PKI on disk and its server name.
+//! - [`agent`]: simulated agents running the agent's own session with facts of their own;
+//!   the controller tests' scripted agent.
 //! - [`raw`]: raw attestation clients for negative tests (any certificate, any bytes).
 //! - [`command`]: the approver's and the agent's command lines as the testbed runs them.
 //! - [`binaries`]: finding (or building) the real binaries.
@@ -14,6 +16,7 @@
 //! - [`procfs`]: a process's memory and CPU time from `/proc`.
 //! - [`http`]: one HTTP/1.1 `GET`.
 
+pub mod agent;
 pub mod binaries;
 pub mod channel;
 pub mod command;

@@ -20,10 +20,9 @@
 //! # Layout
 //!
 //! - [`rbac`]: the shipped RBAC and one-rule-less variants.
-//! - [`agent`]: scripted agents (raw attestation clients).
+//! - [`ScriptedAgent`]: the agent's own session with the facts a test sets (the kit's).
 //! - [`partition`]: a relay to cut one replica off the API server.
 
-pub mod agent;
 pub mod partition;
 pub mod rbac;
 
@@ -41,6 +40,7 @@ use rubber_stamp_approver::metrics::{ControllerMetrics, Metrics};
 use rubber_stamp_approver::runtime::{ListenAddrs, Listeners};
 use rubber_stamp_approver::store::AttestationStore;
 use rubber_stamp_core::Policy;
+use rubber_stamp_testkit::agent::SimulatedAgentError;
 use tokio::net::TcpListener;
 
 use crate::apiserver::{Cluster, ClusterError, ClusterOptions, Credentials, kubeconfig};
@@ -48,9 +48,9 @@ use crate::channel::{ChannelError, ChannelPki, TestApprover, approver_config, ht
 use crate::kubelet::{KubeletError, NodeIdentity, ServingRequest};
 use crate::pki::{Ca, PkiError};
 
-pub use agent::ScriptedAgent;
 pub use partition::Partition;
 pub use rbac::{deploy_rbac_yaml, load_rbac};
+pub use rubber_stamp_testkit::agent::ScriptedAgent;
 
 /// The approver's namespace in `deploy/`.
 pub const APPROVER_NAMESPACE: &str = "rubber-stamp";
@@ -69,6 +69,9 @@ pub enum BedError {
     /// Generating certificates failed.
     #[error(transparent)]
     Pki(#[from] PkiError),
+    /// A scripted agent could not start or report.
+    #[error(transparent)]
+    Agent(#[from] SimulatedAgentError),
     /// Building a kubelet-shaped request failed.
     #[error(transparent)]
     Kubelet(#[from] KubeletError),
@@ -221,7 +224,7 @@ impl ControllerBed {
             .iter()
             .map(|ip| (*ip, if ip.is_ipv4() { 24 } else { 64 }))
             .collect();
-        ScriptedAgent::connect(&self.pki, node, &addrs, &prefixed).await
+        Ok(ScriptedAgent::connect(&self.pki, node, &addrs, &prefixed).await?)
     }
 
     /// Creates a kubelet-shaped serving CSR for `node` (DNS SAN: the node name; IP SANs:

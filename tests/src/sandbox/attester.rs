@@ -1,32 +1,24 @@
-//! Loopback mode's stand-in for the agent: an in-process attesting client
-//! that speaks the real protocol over the real mTLS channel with the node's
-//! real kubelet client certificate, from the node's own loopback address,
-//! and reports the facts the sandbox assigned to that node (one machine
-//! cannot show each simulated node its own interfaces without namespaces).
-//!
-//! Like the agent it keeps one stream per approver replica, reports on
-//! connect, every heartbeat and in answer to every challenge (nonce echoed),
-//! and reconnects with capped exponential backoff and jitter.
+//! Loopback mode's agent: the agent's own session code
+//! ([`rubber_stamp_agent::session`]) in this process, over the real mTLS channel with the
+//! node's real kubelet client certificate, from the node's own loopback address,
+//! reporting the facts the sandbox assigned to that node (one machine cannot show each
+//! simulated node its own interfaces without namespaces). Everything else — one stream
+//! per replica, reports on connect, every heartbeat and in answer to every challenge,
+//! reconnects with capped exponential backoff and jitter — is the agent's.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable as _};
 use ipnet::IpNet;
-use rubber_stamp_proto::limits;
-use rubber_stamp_proto::sources;
-use rubber_stamp_proto::v1::attestation_client::AttestationClient;
-use rubber_stamp_proto::v1::{
-    AgentMessage, ApproverMessage, FactSource, IpPrefix, NetworkInterface, NodeReport,
-    agent_message, approver_message,
+use rubber_stamp_agent::config::Timings;
+use rubber_stamp_agent::facts::Facts;
+use rubber_stamp_agent::session::{ApproverCa, SessionContext, SessionError, SessionEvents};
+use rubber_stamp_proto::v1::Ack;
+use rubber_stamp_testkit::agent::{
+    ScriptedFacts, Sessions, SimulatedAgentError, fixed_identity, node_facts,
 };
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// What an attester says about its node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,166 +52,87 @@ pub struct AttesterConfig {
     pub heartbeat: Duration,
     /// Longest reconnect delay.
     pub backoff_max: Duration,
+    /// HTTP/2 keepalive interval (the timeout is half of it, as the sandbox's agents have).
+    pub keepalive: Duration,
+}
+
+/// The replicas whose current stream acknowledged a report.
+#[derive(Debug, Default)]
+struct AckedBy(Mutex<BTreeSet<SocketAddr>>);
+
+impl SessionEvents for AckedBy {
+    fn acknowledged(&self, endpoint: SocketAddr, _: &Ack) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(endpoint);
+    }
+
+    fn ended(&self, endpoint: SocketAddr, error: Option<&SessionError>) {
+        if let Some(error) = error {
+            tracing::debug!(%endpoint, %error, "loopback attester: reconnecting");
+        }
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&endpoint);
+    }
 }
 
 /// A running attester; stops when dropped.
 #[derive(Debug)]
 pub struct LoopbackAttester {
-    stop: CancellationToken,
-    acked: Arc<Mutex<BTreeSet<SocketAddr>>>,
-    tasks: JoinSet<()>,
+    acked: Arc<AckedBy>,
+    sessions: Sessions,
 }
 
 impl LoopbackAttester {
     /// Starts one stream per endpoint.
-    pub fn start(config: AttesterConfig, facts: ReportedFacts) -> Self {
-        let stop = CancellationToken::new();
-        let acked = Arc::new(Mutex::new(BTreeSet::new()));
-        let mut tasks = JoinSet::new();
-        let config = Arc::new(config);
-        let facts = Arc::new(facts);
-        for endpoint in config.endpoints.clone() {
-            tasks.spawn(stream_forever(
-                Arc::clone(&config),
-                Arc::clone(&facts),
-                endpoint,
-                Arc::clone(&acked),
-                stop.clone(),
-            ));
-        }
-        Self { stop, acked, tasks }
+    pub fn start(
+        config: AttesterConfig,
+        facts: ReportedFacts,
+    ) -> Result<Self, SimulatedAgentError> {
+        let mut node = node_facts(&facts.hostname, facts.interfaces)?;
+        node.machine_id = Some(facts.machine_id).filter(|id| !id.is_empty());
+        node.boot_id = Some(facts.boot_id).filter(|id| !id.is_empty());
+        let acked = Arc::new(AckedBy::default());
+        let context = SessionContext {
+            server_name: config.server_name,
+            approver_ca: ApproverCa::Pem(config.approver_ca_pem.as_bytes().into()),
+            timings: Timings {
+                poll_interval: config.heartbeat,
+                heartbeat_interval: config.heartbeat,
+                resolve_interval: config.heartbeat,
+                identity_poll_interval: config.heartbeat,
+                connect_timeout: Duration::from_secs(5),
+                backoff_min: Duration::from_millis(100),
+                backoff_max: config.backoff_max,
+                keepalive_interval: config.keepalive,
+                keepalive_timeout: config.keepalive / 2,
+            },
+            identity: fixed_identity(&config.cert_pem, &config.key_pem)?,
+            facts: Facts::new(ScriptedFacts::new(node)),
+            events: Arc::clone(&acked) as Arc<dyn SessionEvents>,
+            local_address: Some(config.source),
+            stagger_first_heartbeat: false,
+        };
+        Ok(Self {
+            sessions: Sessions::start(&context, &config.endpoints),
+            acked,
+        })
     }
 
     /// The replicas that acknowledged a report on the current stream.
     pub fn acked_by(&self) -> BTreeSet<SocketAddr> {
         self.acked
+            .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
     /// Stops every stream and waits for them.
-    pub async fn stop(mut self) {
-        self.stop.cancel();
-        while self.tasks.join_next().await.is_some() {}
-    }
-}
-
-impl Drop for LoopbackAttester {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-/// Why one stream ended.
-#[derive(Debug, thiserror::Error)]
-enum StreamError {
-    #[error("connecting: {0}")]
-    Connect(#[from] tonic::transport::Error),
-    #[error("stream: {0}")]
-    Status(#[from] tonic::Status),
-    #[error("the approver closed the stream")]
-    Closed,
-}
-
-async fn stream_forever(
-    config: Arc<AttesterConfig>,
-    facts: Arc<ReportedFacts>,
-    endpoint: SocketAddr,
-    acked: Arc<Mutex<BTreeSet<SocketAddr>>>,
-    stop: CancellationToken,
-) {
-    let backoff = ExponentialBuilder::new()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(config.backoff_max)
-        .with_jitter()
-        .without_max_times();
-    let attempts = (|| stream_once(&config, &facts, endpoint, &acked, &stop))
-        .retry(backoff)
-        .sleep(tokio::time::sleep)
-        .notify(|error: &StreamError, _| {
-            acked
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&endpoint);
-            tracing::debug!(%endpoint, %error, "loopback attester: reconnecting");
-        });
-    tokio::select! {
-        () = stop.cancelled() => {}
-        _ = attempts => {}
-    }
-}
-
-/// One stream until it fails; `Ok` only when stopped.
-async fn stream_once(
-    config: &AttesterConfig,
-    facts: &ReportedFacts,
-    endpoint: SocketAddr,
-    acked: &Mutex<BTreeSet<SocketAddr>>,
-    stop: &CancellationToken,
-) -> Result<(), StreamError> {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&config.approver_ca_pem))
-        .identity(Identity::from_pem(&config.cert_pem, &config.key_pem))
-        .domain_name(config.server_name.clone());
-    let channel = Endpoint::from_shared(format!("https://{endpoint}"))?
-        .tls_config(tls)?
-        .local_address(Some(config.source))
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await?;
-    let mut client = AttestationClient::new(channel)
-        .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(limits::MAX_MESSAGE_BYTES);
-    let (tx, rx) = mpsc::channel(4);
-    let mut sequence = 1;
-    // The channel is empty, so there is room.
-    let _ = tx.try_send(message(facts, sequence, Vec::new()));
-    let mut incoming = client.attest(ReceiverStream::new(rx)).await?.into_inner();
-    let mut heartbeat = tokio::time::interval(config.heartbeat);
-    heartbeat.tick().await;
-    loop {
-        let nonce = tokio::select! {
-            () = stop.cancelled() => return Ok(()),
-            _ = heartbeat.tick() => Vec::new(),
-            received = incoming.message() => match received? {
-                Some(ApproverMessage { kind: Some(approver_message::Kind::Ack(_)) }) => {
-                    acked.lock().unwrap_or_else(PoisonError::into_inner).insert(endpoint);
-                    continue;
-                }
-                Some(ApproverMessage { kind: Some(approver_message::Kind::Challenge(c)) }) => c.nonce,
-                Some(ApproverMessage { kind: None }) => continue,
-                None => return Err(StreamError::Closed),
-            },
-        };
-        sequence += 1;
-        if tx.send(message(facts, sequence, nonce)).await.is_err() {
-            return Err(StreamError::Closed);
-        }
-    }
-}
-
-fn message(facts: &ReportedFacts, sequence: u64, nonce: Vec<u8>) -> AgentMessage {
-    AgentMessage {
-        kind: Some(agent_message::Kind::Report(NodeReport {
-            hostname: facts.hostname.clone(),
-            interfaces: facts
-                .interfaces
-                .iter()
-                .map(|(name, addresses)| NetworkInterface {
-                    name: name.clone(),
-                    addresses: addresses
-                        .iter()
-                        .map(|net| IpPrefix::new(net.addr(), net.prefix_len()))
-                        .collect(),
-                })
-                .collect(),
-            machine_id: facts.machine_id.clone(),
-            boot_id: facts.boot_id.clone(),
-            agent_version: "sandbox-loopback-attester".to_owned(),
-            nonce,
-            sequence,
-            sources: vec![FactSource::new(sources::INTERFACES, None)],
-        })),
+    pub async fn stop(self) {
+        self.sessions.stop().await;
     }
 }

@@ -366,24 +366,30 @@ impl SimNode {
                 ];
                 interfaces.extend(self.extra_interfaces.iter().cloned());
                 interfaces.sort();
-                Agent::Loopback(LoopbackAttester::start(
-                    AttesterConfig {
-                        endpoints: ctx.replicas.clone(),
-                        server_name: ctx.approver_server_name.clone(),
-                        approver_ca_pem: ctx.approver_ca_pem.clone(),
-                        cert_pem: self.credentials.cert_pem.clone(),
-                        key_pem: self.credentials.key_pem.clone(),
-                        source: IpAddr::V4(*source),
-                        heartbeat: ctx.timings.agent_heartbeat,
-                        backoff_max: ctx.timings.agent_backoff_max,
-                    },
-                    ReportedFacts {
-                        hostname: self.hostname.clone(),
-                        interfaces,
-                        machine_id: self.machine_id.clone(),
-                        boot_id: self.boot_id.clone(),
-                    },
-                ))
+                Agent::Loopback(
+                    LoopbackAttester::start(
+                        AttesterConfig {
+                            endpoints: ctx.replicas.clone(),
+                            server_name: ctx.approver_server_name.clone(),
+                            approver_ca_pem: ctx.approver_ca_pem.clone(),
+                            cert_pem: self.credentials.cert_pem.clone(),
+                            key_pem: self.credentials.key_pem.clone(),
+                            source: IpAddr::V4(*source),
+                            heartbeat: ctx.timings.agent_heartbeat,
+                            backoff_max: ctx.timings.agent_backoff_max,
+                            keepalive: ctx.timings.agent_keepalive,
+                        },
+                        ReportedFacts {
+                            hostname: self.hostname.clone(),
+                            interfaces,
+                            machine_id: self.machine_id.clone(),
+                            boot_id: self.boot_id.clone(),
+                        },
+                    )
+                    .map_err(|e| {
+                        SandboxError::Setup(format!("{}: the loopback attester: {e}", self.name))
+                    })?,
+                )
             }
         });
         Ok(())

@@ -1,7 +1,8 @@
 //! Simulated nodes: each has its own client certificate, its own loopback source address
 //! (`127.1.x.y`, the agent's peer address, reported on `lo`) and its own node address
-//! (`10.x.y.z` on `eth0`, the IP SAN of its serving CSR). Its agent keeps one attestation
-//! stream to every approver replica with the real agent's reconnect policy; its kubelet
+//! (`10.x.y.z` on `eth0`, the IP SAN of its serving CSR). Its agent is the agent's own
+//! session code (one stream to every approver replica, its reports, challenge answers,
+//! reconnects and backoff) with those facts and that source address; its kubelet
 //! creates its serving CSR through the API server as the node (`system:node:<name>`,
 //! `system:nodes`).
 //!
@@ -15,36 +16,32 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
-use backon::{BackoffBuilder as _, ExponentialBuilder};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rubber_stamp_proto::sources;
-use rubber_stamp_proto::v1::attestation_client::AttestationClient;
-use rubber_stamp_proto::v1::{
-    AgentMessage, FactSource, IpPrefix, NetworkInterface, NodeReport, agent_message,
-    approver_message,
-};
+use ipnet::IpNet;
+use rubber_stamp_agent::config::Timings;
+use rubber_stamp_agent::facts::{Facts, NodeFacts};
+use rubber_stamp_agent::session::{ApproverCa, SessionContext, SessionError, SessionEvents};
+use rubber_stamp_proto::v1::Ack;
 use rubber_stamp_testbed::channel::SERVER_NAME;
 use rubber_stamp_testbed::kubelet::{NodeIdentity, ServingRequest};
 use rubber_stamp_testbed::pki::{Ca, Leaf};
+use rubber_stamp_testkit::agent::{ScriptedFacts, fixed_identity, node_facts};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// The API path kubelets create CSRs on.
 const CSR_PATH: &str = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
@@ -84,33 +81,16 @@ impl SimNode {
         format!("bench-kubelet-{}", self.index)
     }
 
-    /// A report: `eth0` with the node address, `lo` with the source address.
-    fn report(&self, sequence: u64, nonce: Vec<u8>) -> AgentMessage {
-        let prefix = |ip: Ipv4Addr| IpPrefix {
-            address: ip.octets().to_vec(),
-            prefix_length: 8,
-        };
-        AgentMessage {
-            kind: Some(agent_message::Kind::Report(NodeReport {
-                hostname: self.name.clone(),
-                interfaces: vec![
-                    NetworkInterface {
-                        name: "eth0".to_owned(),
-                        addresses: vec![prefix(self.address)],
-                    },
-                    NetworkInterface {
-                        name: "lo".to_owned(),
-                        addresses: vec![prefix(self.source)],
-                    },
-                ],
-                machine_id: String::new(),
-                boot_id: String::new(),
-                agent_version: "bench-sim-agent".to_owned(),
-                nonce,
-                sequence,
-                sources: vec![FactSource::new(sources::INTERFACES, None)],
-            })),
-        }
+    /// Its agent's facts: `eth0` with the node address, `lo` with the source address.
+    fn facts(&self) -> anyhow::Result<NodeFacts> {
+        let on = |ip: Ipv4Addr| IpNet::new(IpAddr::V4(ip), 8).into_iter().collect();
+        Ok(node_facts(
+            &self.name,
+            [
+                ("eth0".to_owned(), on(self.address)),
+                ("lo".to_owned(), on(self.source)),
+            ],
+        )?)
     }
 
     /// The serving CSR this node's kubelet creates, as the JSON body of the POST, and the
@@ -165,6 +145,23 @@ impl Default for AgentTimings {
     }
 }
 
+impl AgentTimings {
+    /// The session's timings (it neither polls nor resolves: those are unused).
+    fn session(&self) -> Timings {
+        Timings {
+            poll_interval: self.heartbeat,
+            heartbeat_interval: self.heartbeat,
+            resolve_interval: self.heartbeat,
+            identity_poll_interval: self.heartbeat,
+            connect_timeout: self.connect_timeout,
+            backoff_min: self.backoff_min,
+            backoff_max: self.backoff_max,
+            keepalive_interval: self.keepalive_interval,
+            keepalive_timeout: self.keepalive_timeout,
+        }
+    }
+}
+
 /// Counters of one approver endpoint, shared by every simulated agent streaming to it.
 #[derive(Debug, Default)]
 pub(crate) struct EndpointCounters {
@@ -178,7 +175,49 @@ pub(crate) struct EndpointCounters {
     pub(crate) failures: AtomicUsize,
 }
 
-/// Simulated agents: one task per node and approver endpoint.
+/// One node's session to one endpoint: counts into the endpoint's counters, and holds the
+/// permit of its first connection until that is acknowledged or fails.
+#[derive(Debug)]
+struct StreamCounters {
+    counters: Arc<EndpointCounters>,
+    live: AtomicBool,
+    first_connect: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl StreamCounters {
+    fn release_permit(&self) {
+        self.first_connect
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+}
+
+impl SessionEvents for StreamCounters {
+    fn acknowledged(&self, _: SocketAddr, _: &Ack) {
+        self.counters.acks.fetch_add(1, Ordering::Relaxed);
+        if !self.live.swap(true, Ordering::SeqCst) {
+            self.release_permit();
+            self.counters.live.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn challenged(&self, _: SocketAddr) {
+        self.counters.challenges.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn ended(&self, _: SocketAddr, error: Option<&SessionError>) {
+        self.release_permit();
+        if self.live.swap(false, Ordering::SeqCst) {
+            self.counters.live.fetch_sub(1, Ordering::SeqCst);
+        }
+        if error.is_some() {
+            self.counters.failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Simulated agents: the agent's session per node and approver endpoint, one task each.
 #[derive(Debug)]
 pub(crate) struct SimAgents {
     stop: CancellationToken,
@@ -186,54 +225,68 @@ pub(crate) struct SimAgents {
     counters: Vec<Arc<EndpointCounters>>,
 }
 
-struct StreamContext {
-    endpoint: SocketAddr,
-    ca: Certificate,
-    timings: AgentTimings,
-    counters: Arc<EndpointCounters>,
-    /// Bounds the first connection of every agent (the harness attaching the fleet); later
-    /// reconnects are unbounded, as real agents are.
-    first_connect: Arc<Semaphore>,
-}
-
 impl SimAgents {
     /// Starts an agent for every node in `nodes`, streaming to every endpoint.
-    /// `initial_concurrency` bounds the handshakes of the first connections.
+    /// `initial_concurrency` bounds the handshakes of the first connections (the harness
+    /// attaching the fleet); later reconnects are unbounded, as real agents are.
     pub(crate) fn start(
         serving_ca_pem: &str,
-        nodes: &[Arc<AgentNode>],
+        nodes: &[AgentNode],
         endpoints: &[SocketAddr],
         timings: &AgentTimings,
         initial_concurrency: usize,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let ca = Certificate::from_pem(serving_ca_pem);
+        let approver_ca = ApproverCa::Pem(serving_ca_pem.as_bytes().into());
         let first_connect = Arc::new(Semaphore::new(initial_concurrency.max(1)));
-        let mut counters = Vec::new();
-        for endpoint in endpoints {
-            let shared = Arc::new(EndpointCounters::default());
-            counters.push(Arc::clone(&shared));
-            let ctx = Arc::new(StreamContext {
-                endpoint: *endpoint,
-                ca: ca.clone(),
-                timings: timings.clone(),
-                counters: shared,
-                first_connect: Arc::clone(&first_connect),
-            });
-            for node in nodes {
-                tasks.spawn(run_agent(
-                    Arc::clone(node),
-                    Arc::clone(&ctx),
-                    stop.child_token(),
-                ));
+        let counters: Vec<Arc<EndpointCounters>> = endpoints
+            .iter()
+            .map(|_| Arc::new(EndpointCounters::default()))
+            .collect();
+        let session_timings = timings.session();
+        for node in nodes {
+            // Shared by the node's streams, as in the agent.
+            let identity = fixed_identity(&node.leaf.cert_pem, &node.leaf.key_pem)?;
+            let facts = Facts::new(ScriptedFacts::new(node.node.facts()?));
+            for (endpoint, counters) in endpoints.iter().zip(&counters) {
+                let events = Arc::new(StreamCounters {
+                    counters: Arc::clone(counters),
+                    live: AtomicBool::new(false),
+                    first_connect: Mutex::new(None),
+                });
+                let context = SessionContext {
+                    server_name: SERVER_NAME.to_owned(),
+                    approver_ca: approver_ca.clone(),
+                    timings: session_timings,
+                    identity: identity.clone(),
+                    facts: facts.clone(),
+                    events: Arc::clone(&events) as Arc<dyn SessionEvents>,
+                    local_address: Some(IpAddr::V4(node.node.source)),
+                    // Real agents start at random moments; the fleet attaches within
+                    // seconds.
+                    stagger_first_heartbeat: true,
+                };
+                let (endpoint, first_connect, stop) =
+                    (*endpoint, Arc::clone(&first_connect), stop.child_token());
+                tasks.spawn(async move {
+                    let permit = tokio::select! {
+                        () = stop.cancelled() => return,
+                        permit = first_connect.acquire_owned() => permit.ok(),
+                    };
+                    *events
+                        .first_connect
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = permit;
+                    context.run(endpoint, stop).await;
+                });
             }
         }
-        Self {
+        Ok(Self {
             stop,
             tasks,
             counters,
-        }
+        })
     }
 
     /// The counters of endpoint `i` (in the order given to [`start`](Self::start)).
@@ -246,152 +299,6 @@ impl SimAgents {
         self.stop.cancel();
         while self.tasks.join_next().await.is_some() {}
     }
-}
-
-/// How one stream ended.
-enum StreamEnd {
-    Stopped,
-    Failed { healthy: bool },
-}
-
-/// The agent's session loop for one endpoint: connect, stream, back off, again.
-async fn run_agent(node: Arc<AgentNode>, ctx: Arc<StreamContext>, stop: CancellationToken) {
-    let backoff = || {
-        ExponentialBuilder::new()
-            .with_min_delay(ctx.timings.backoff_min)
-            .with_max_delay(ctx.timings.backoff_max)
-            .with_factor(2.0)
-            .with_jitter()
-            .with_jitter_seed(rand::random())
-            .without_max_times()
-            .build()
-    };
-    let mut delays = backoff();
-    let mut first = Some(Arc::clone(&ctx.first_connect));
-    loop {
-        let permit = match first.take() {
-            Some(semaphore) => tokio::select! {
-                () = stop.cancelled() => return,
-                permit = semaphore.acquire_owned() => permit.ok(),
-            },
-            None => None,
-        };
-        match stream_once(&node, &ctx, &stop, permit).await {
-            StreamEnd::Stopped => return,
-            StreamEnd::Failed { healthy } => {
-                ctx.counters.failures.fetch_add(1, Ordering::Relaxed);
-                if healthy {
-                    delays = backoff();
-                }
-            }
-        }
-        let delay = delays.next().unwrap_or(ctx.timings.backoff_max);
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
-        }
-    }
-}
-
-async fn connect(
-    node: &AgentNode,
-    ctx: &StreamContext,
-) -> Result<Channel, tonic::transport::Error> {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(ctx.ca.clone())
-        .identity(Identity::from_pem(&node.leaf.cert_pem, &node.leaf.key_pem))
-        .domain_name(SERVER_NAME)
-        .timeout(ctx.timings.connect_timeout);
-    Endpoint::from_shared(format!("https://{}", ctx.endpoint))?
-        .tls_config(tls)?
-        .local_address(Some(IpAddr::V4(node.node.source)))
-        .connect_timeout(ctx.timings.connect_timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(ctx.timings.keepalive_interval)
-        .keep_alive_timeout(ctx.timings.keepalive_timeout)
-        .keep_alive_while_idle(true)
-        .connect()
-        .await
-}
-
-async fn stream_once(
-    node: &AgentNode,
-    ctx: &StreamContext,
-    stop: &CancellationToken,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
-) -> StreamEnd {
-    let started = Instant::now();
-    let channel = tokio::select! {
-        () = stop.cancelled() => return StreamEnd::Stopped,
-        channel = connect(node, ctx) => match channel {
-            Ok(channel) => channel,
-            Err(_) => return StreamEnd::Failed { healthy: false },
-        },
-    };
-    let (requests, outgoing) = mpsc::channel(2);
-    let mut sequence = 1;
-    // The channel is empty: the first report always fits.
-    let _ = requests.try_send(node.node.report(sequence, Vec::new()));
-    let mut client = AttestationClient::new(channel);
-    let response = tokio::select! {
-        () = stop.cancelled() => return StreamEnd::Stopped,
-        response = client.attest(ReceiverStream::new(outgoing)) => match response {
-            Ok(response) => response,
-            Err(_) => return StreamEnd::Failed { healthy: false },
-        },
-    };
-    let mut incoming = response.into_inner();
-    let mut live = false;
-    let mut permit = permit;
-    // Real agents start at random moments; stagger the first heartbeat over an interval.
-    let first_beat = ctx.timings.heartbeat.mul_f64(rand::random::<f64>());
-    let heartbeat = tokio::time::sleep(first_beat);
-    tokio::pin!(heartbeat);
-    let end = loop {
-        let nonce = tokio::select! {
-            () = stop.cancelled() => break StreamEnd::Stopped,
-            () = &mut heartbeat => Some(Vec::new()),
-            message = incoming.message() => match message {
-                Ok(Some(message)) => match message.kind {
-                    Some(approver_message::Kind::Ack(_)) => {
-                        ctx.counters.acks.fetch_add(1, Ordering::Relaxed);
-                        if !live {
-                            live = true;
-                            permit = None;
-                            ctx.counters.live.fetch_add(1, Ordering::SeqCst);
-                        }
-                        None
-                    }
-                    Some(approver_message::Kind::Challenge(challenge)) => {
-                        ctx.counters.challenges.fetch_add(1, Ordering::Relaxed);
-                        Some(challenge.nonce)
-                    }
-                    None => None,
-                },
-                Ok(None) | Err(_) => break StreamEnd::Failed {
-                    healthy: live && started.elapsed() >= ctx.timings.heartbeat,
-                },
-            },
-        };
-        if let Some(nonce) = nonce {
-            sequence += 1;
-            if requests
-                .send(node.node.report(sequence, nonce))
-                .await
-                .is_err()
-            {
-                break StreamEnd::Failed { healthy: live };
-            }
-            heartbeat
-                .as_mut()
-                .reset(Instant::now() + ctx.timings.heartbeat);
-        }
-    };
-    drop(permit);
-    if live {
-        ctx.counters.live.fetch_sub(1, Ordering::SeqCst);
-    }
-    end
 }
 
 // === workers ===
@@ -442,11 +349,11 @@ pub(crate) async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
     let ca = Ca::from_pem(&read(&args.ca_cert)?, &read(&args.ca_key)?)?;
     let serving_ca = read(&args.serving_ca)?;
-    let nodes: Vec<Arc<AgentNode>> = (args.first..args.first + args.count)
+    let nodes: Vec<AgentNode> = (args.first..args.first + args.count)
         .map(|i| {
             let node = SimNode::new(i)?;
             let leaf = ca.node_client(&node.name)?;
-            Ok(Arc::new(AgentNode { node, leaf }))
+            Ok(AgentNode { node, leaf })
         })
         .collect::<anyhow::Result<_>>()?;
     let agents = SimAgents::start(
@@ -455,7 +362,7 @@ pub(crate) async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         &args.endpoints,
         &AgentTimings::default(),
         args.connect_concurrency,
-    );
+    )?;
     let report = |agents: &SimAgents| {
         let per = |f: fn(&EndpointCounters) -> &AtomicUsize| {
             (0..args.endpoints.len())

@@ -1,0 +1,319 @@
+//! Simulated agents that run the agent's own session
+//! ([`rubber_stamp_agent::session`]) with facts a test, the sandbox or a benchmark sets:
+//! the same connection, reports, challenge answers, reconnects and backoff as on a node,
+//! only the facts (and identity, and source address) come from elsewhere.
+//!
+//! - [`ScriptedFacts`]: a [`FactSource`] whose facts the owner sets, optionally unknown
+//!   until released (an agent that is connected but has not reported yet).
+//! - [`fixed_identity`]: a client certificate that never rotates.
+//! - [`Sessions`]: one session per approver endpoint, stopped when dropped.
+//! - [`ScriptedAgent`]: the controller tests' agent, reporting when the test says so.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use rubber_stamp_agent::config::Timings;
+use rubber_stamp_agent::facts::{FactSource, Facts, FactsError, FactsRead, NodeFacts, normalise};
+use rubber_stamp_agent::identity::{ClientIdentity, IdentityError};
+use rubber_stamp_agent::session::{ApproverCa, SessionContext, SessionEvents};
+use rubber_stamp_proto::v1::Ack;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::channel::{ChannelPki, SERVER_NAME};
+use crate::pki::PkiError;
+
+/// Why a simulated agent could not start or report.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulatedAgentError {
+    /// Its certificate could not be made.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// Its certificate is not a usable identity.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// Its facts are not facts the agent would report.
+    #[error(transparent)]
+    Facts(#[from] FactsError),
+}
+
+/// A client identity that never changes (a certificate and its key, PEM), for
+/// [`SessionContext::identity`].
+pub fn fixed_identity(
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<watch::Receiver<Option<Arc<ClientIdentity>>>, IdentityError> {
+    let identity = ClientIdentity::from_pem(cert_pem.into(), key_pem.into())?;
+    // The sender goes: a closed channel keeps its last identity for good.
+    Ok(watch::channel(Some(Arc::new(identity))).1)
+}
+
+/// A node's facts from a hostname and its interfaces, normalised as the agent normalises
+/// what it reads.
+pub fn node_facts(
+    hostname: &str,
+    interfaces: impl IntoIterator<Item = (String, Vec<IpNet>)>,
+) -> Result<NodeFacts, FactsError> {
+    normalise(
+        hostname,
+        interfaces.into_iter().map(|(name, nets)| {
+            let addresses = nets.iter().map(|n| (n.addr(), n.prefix_len())).collect();
+            (name, addresses)
+        }),
+    )
+}
+
+// === impl ScriptedFacts ===
+
+/// Facts set by their owner. Cheap to clone; clones share the facts.
+#[derive(Clone, Debug)]
+pub struct ScriptedFacts {
+    facts: Arc<Mutex<NodeFacts>>,
+    known: watch::Sender<bool>,
+}
+
+impl ScriptedFacts {
+    /// Facts a read returns at once.
+    pub fn new(facts: NodeFacts) -> Self {
+        Self {
+            facts: Arc::new(Mutex::new(facts)),
+            known: watch::channel(true).0,
+        }
+    }
+
+    /// Facts a read waits for until [`release`](Self::release): a session connects and
+    /// waits, as an agent would while its first read of the node takes its time.
+    pub fn unknown_until_released(facts: NodeFacts) -> Self {
+        let this = Self::new(facts);
+        this.known.send_replace(false);
+        this
+    }
+
+    /// Lets every read return the facts.
+    pub fn release(&self) {
+        self.known.send_replace(true);
+    }
+
+    /// Whether reads return at once.
+    pub fn is_released(&self) -> bool {
+        *self.known.borrow()
+    }
+
+    /// The facts of later reads.
+    pub fn set(&self, facts: NodeFacts) {
+        *self.facts.lock().unwrap_or_else(PoisonError::into_inner) = facts;
+    }
+
+    /// The facts reads return now.
+    pub fn get(&self) -> NodeFacts {
+        self.facts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl FactSource for ScriptedFacts {
+    fn read(&mut self) -> FactsRead<'_> {
+        let mut known = self.known.subscribe();
+        Box::pin(async move {
+            // The sender lives in `self`: waiting cannot fail.
+            let _ = known.wait_for(|known| *known).await;
+            Ok(self.get())
+        })
+    }
+}
+
+// === impl Sessions ===
+
+/// One session per approver endpoint, as the agent keeps; stopped when dropped.
+#[derive(Debug)]
+pub struct Sessions {
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Sessions {
+    /// Starts a session to every endpoint in `endpoints` with `context`.
+    pub fn start(context: &SessionContext, endpoints: &[SocketAddr]) -> Self {
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        for endpoint in endpoints {
+            tasks.spawn(context.clone().run(*endpoint, stop.child_token()));
+        }
+        Self { stop, tasks }
+    }
+
+    /// Stops every session (their streams close) and waits for them.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+impl Drop for Sessions {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+// === impl ScriptedAgent ===
+
+/// The scripted agent's timings: no heartbeat within a test (reports come when the test
+/// says), fast reconnects.
+fn scripted_timings() -> Timings {
+    let never = Duration::from_secs(3600);
+    Timings {
+        poll_interval: never,
+        heartbeat_interval: never,
+        resolve_interval: never,
+        identity_poll_interval: never,
+        connect_timeout: Duration::from_secs(5),
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(400),
+        keepalive_interval: Duration::from_secs(30),
+        keepalive_timeout: Duration::from_secs(10),
+    }
+}
+
+/// Counts the challenges a scripted agent answered.
+#[derive(Debug, Default)]
+struct Challenges(AtomicU64);
+
+impl SessionEvents for Challenges {
+    fn acknowledged(&self, _: SocketAddr, _: &Ack) {}
+
+    fn challenged(&self, _: SocketAddr) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A node's agent as the controller tests drive it: the agent's session to every replica,
+/// with a node certificate from the cluster CA and the facts the test sets, `eth0` with
+/// the test's addresses and `lo` with `127.0.0.1/8` (real agents on one machine would all
+/// report the same interfaces). It connects at once and reports first when the test calls
+/// [`report`](Self::report); it answers every challenge with the facts set at that moment.
+#[derive(Debug)]
+pub struct ScriptedAgent {
+    node: String,
+    script: ScriptedFacts,
+    facts: Facts,
+    challenges: Arc<Challenges>,
+    reported: AtomicBool,
+    sessions: Sessions,
+}
+
+impl ScriptedAgent {
+    /// Connects to every replica at `approvers` as `node` (hostname = node name), with
+    /// `addresses` (and prefix lengths) on `eth0`. Nothing is reported yet.
+    pub async fn connect(
+        pki: &ChannelPki,
+        node: &str,
+        approvers: &[SocketAddr],
+        addresses: &[(IpAddr, u32)],
+    ) -> Result<Self, SimulatedAgentError> {
+        let leaf = pki.node(node)?;
+        let script = ScriptedFacts::unknown_until_released(Self::facts_of(node, addresses)?);
+        let facts = Facts::new(script.clone());
+        let challenges = Arc::new(Challenges::default());
+        let context = SessionContext {
+            server_name: SERVER_NAME.to_owned(),
+            approver_ca: ApproverCa::Pem(pki.serving.cert_pem().as_bytes().into()),
+            timings: scripted_timings(),
+            identity: fixed_identity(&leaf.cert_pem, &leaf.key_pem)?,
+            facts: facts.clone(),
+            events: Arc::clone(&challenges) as Arc<dyn SessionEvents>,
+            local_address: None,
+            stagger_first_heartbeat: false,
+        };
+        Ok(Self {
+            node: node.to_owned(),
+            sessions: Sessions::start(&context, approvers),
+            script,
+            facts,
+            challenges,
+            reported: AtomicBool::new(false),
+        })
+    }
+
+    fn facts_of(node: &str, addresses: &[(IpAddr, u32)]) -> Result<NodeFacts, FactsError> {
+        let eth0 = addresses
+            .iter()
+            .filter_map(|(ip, prefix)| IpNet::new(*ip, u8::try_from(*prefix).ok()?).ok())
+            .collect();
+        let lo = IpNet::new(IpAddr::from([127, 0, 0, 1]), 8)
+            .into_iter()
+            .collect();
+        node_facts(node, [("eth0".to_owned(), eth0), ("lo".to_owned(), lo)])
+    }
+
+    /// Reports the current facts to every replica: the first call lets the sessions send
+    /// their first report; later ones make every stream report again.
+    pub async fn report(&self) -> Result<(), SimulatedAgentError> {
+        if self.reported.swap(true, Ordering::SeqCst) {
+            self.facts.report_now().await?;
+        } else {
+            self.script.release();
+        }
+        Ok(())
+    }
+
+    /// Changes the facts of later reports and challenge answers.
+    pub fn set_addresses(&self, addresses: &[(IpAddr, u32)]) {
+        match Self::facts_of(&self.node, addresses) {
+            Ok(facts) => self.script.set(facts),
+            // The node name made facts at connect; it cannot fail now.
+            Err(error) => tracing::warn!(node = %self.node, %error, "keeping the facts"),
+        }
+    }
+
+    /// How many challenges the agent answered.
+    pub fn challenges_answered(&self) -> u64 {
+        self.challenges.0.load(Ordering::SeqCst)
+    }
+
+    /// The node.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Stops its sessions and waits for them.
+    pub async fn stop(self) {
+        self.sessions.stop().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn scripted_facts_are_read_once_released_and_as_last_set() {
+        let n1 = node_facts(
+            "n1",
+            [("lo".to_owned(), vec!["127.0.0.1/8".parse().expect("net")])],
+        )
+        .expect("facts");
+        let mut n2 = n1.clone();
+        n2.hostname = "n2".to_owned();
+        let script = ScriptedFacts::unknown_until_released(n1.clone());
+        let facts = Facts::new(script.clone());
+        let read = tokio::spawn({
+            let facts = facts.clone();
+            async move { facts.refresh().await }
+        });
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(
+            !read.is_finished(),
+            "a read waits until the facts are released"
+        );
+        script.release();
+        assert_eq!(*read.await.expect("joined").expect("read"), n1);
+        script.set(n2.clone());
+        assert_eq!(*facts.refresh().await.expect("read"), n2);
+    }
+}
