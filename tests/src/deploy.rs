@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use serde::Deserialize as _;
 use serde_json::Value;
 
-use crate::apiserver::{Cluster, ClusterError, Credentials};
+use rubber_stamp_apiserver::{Cluster, ClusterError, Credentials};
 
 /// The namespace every namespaced object of `deploy/` lives in.
 pub const NAMESPACE: &str = "rubber-stamp";

@@ -3,7 +3,6 @@
 //!
 //! # Layout
 //!
-//! - [`apiserver`]: the testbed cluster, an in-memory Kubernetes API server.
 //! - [`channel`]: the attested channel in-process: approver and agents on port 0, raw
 //!   clients with any certificate.
 //! - [`deploy`]: the `deploy/` manifests rendered with kubectl; the rendered RBAC loaded
@@ -15,7 +14,6 @@
 //! - [`pki`]: test certificate authorities and leaf certificates (rcgen).
 //! - [`sandbox`]: the whole system on one machine (the `sandbox` binary, end-to-end tests).
 
-pub mod apiserver;
 pub mod channel;
 pub mod controller;
 pub mod deploy;

@@ -10,9 +10,9 @@ use std::time::Duration;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::ResourceExt as _;
+use rubber_stamp_apiserver::{FaultAction, FaultRule};
 use rubber_stamp_approver::controller::config::DEFAULT_LEASE_NAME;
 use rubber_stamp_core::AttestationLookup as _;
-use rubber_stamp_testbed::apiserver::{FaultAction, FaultRule};
 use rubber_stamp_testbed::controller::{
     APPROVER_NAMESPACE, ControllerBed, Replica, ScriptedAgent, conditions, eventually, is_approved,
     wait_for_csr,

@@ -16,7 +16,7 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
-use rubber_stamp_testbed::apiserver::{Cluster, ClusterOptions};
+use rubber_stamp_apiserver::{Cluster, ClusterOptions};
 use rubber_stamp_testbed::deploy::{self, NAMESPACE, find};
 use serde_json::Value;
 

@@ -15,12 +15,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use rubber_stamp_agent::identity::IdentitySource;
+use rubber_stamp_apiserver::{Cluster, ClusterOptions};
 use rubber_stamp_approver::pki::authority::{self, CertInfo};
 use rubber_stamp_approver::pki::plan::{Lifetime, Schedule};
 use rubber_stamp_approver::pki::{Bootstrap, PkiConfig, PkiError, SecretPki, TlsMetrics};
 use rubber_stamp_approver::runtime::{RunConfig, TlsSource};
 use rubber_stamp_approver::store::Clock;
-use rubber_stamp_testbed::apiserver::{Cluster, ClusterOptions};
 use rubber_stamp_testbed::channel::{
     self, ChannelPki, FixedResolver, TestAgent, TestApprover, approver_config, wait_for,
 };

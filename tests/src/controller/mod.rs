@@ -43,10 +43,10 @@ use rubber_stamp_core::Policy;
 use rubber_stamp_testkit::agent::SimulatedAgentError;
 use tokio::net::TcpListener;
 
-use crate::apiserver::{Cluster, ClusterError, ClusterOptions, Credentials, kubeconfig};
 use crate::channel::{ChannelError, ChannelPki, TestApprover, approver_config, http_get, wait_for};
 use crate::kubelet::{KubeletError, NodeIdentity, ServingRequest};
 use crate::pki::{Ca, PkiError};
+use rubber_stamp_apiserver::{Cluster, ClusterError, ClusterOptions, Credentials, kubeconfig};
 
 pub use partition::Partition;
 pub use rbac::{deploy_rbac_yaml, load_rbac};

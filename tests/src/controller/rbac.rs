@@ -11,7 +11,7 @@ use serde::Deserialize as _;
 use serde_yaml::Value;
 
 use super::BedError;
-use crate::apiserver::Cluster;
+use rubber_stamp_apiserver::Cluster;
 
 /// Kinds loaded from `deploy/`: authorisation and what it refers to.
 pub const LOADED_KINDS: [&str; 6] = [

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use super::SandboxError;
-use crate::apiserver::{Cluster, ClusterOptions};
+use rubber_stamp_apiserver::{Cluster, ClusterOptions};
 
 /// The approver's namespace (deploy/base/namespace.yaml).
 pub const NAMESPACE: &str = "rubber-stamp";
@@ -98,7 +98,8 @@ impl ControlPlane {
     ) -> Result<NodeCredentials, SandboxError> {
         let creds = self.cluster.node(node)?;
         let kubeconfig = self.cluster.write_kubeconfig(&creds, dir, "kubelet")?;
-        let crate::apiserver::Auth::ClientCertificate { cert_pem, key_pem } = &creds.auth else {
+        let rubber_stamp_apiserver::Auth::ClientCertificate { cert_pem, key_pem } = &creds.auth
+        else {
             return Err(SandboxError::Setup(format!(
                 "the cluster gave node {node} no client certificate"
             )));
@@ -127,7 +128,7 @@ pub struct NodeCredentials {
     /// The key, PEM.
     pub key_pem: String,
     /// The credentials, for in-process clients.
-    pub kube: crate::apiserver::Credentials,
+    pub kube: rubber_stamp_apiserver::Credentials,
 }
 
 /// Writes a file readable only by its owner.

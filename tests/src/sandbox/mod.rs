@@ -70,7 +70,7 @@ pub enum SandboxError {
     Hosts(#[from] HostsError),
     /// The testbed cluster failed.
     #[error(transparent)]
-    Cluster(#[from] crate::apiserver::ClusterError),
+    Cluster(#[from] rubber_stamp_apiserver::ClusterError),
     /// Certificates could not be made.
     #[error(transparent)]
     Pki(#[from] crate::pki::PkiError),

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use rubber_stamp_testbed::apiserver::Cluster;
-use rubber_stamp_testbed::apiserver::store::{Change, ChangeType};
+use rubber_stamp_apiserver::Cluster;
+use rubber_stamp_apiserver::store::{Change, ChangeType};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use tokio::sync::{broadcast, watch};

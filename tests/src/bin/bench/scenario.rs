@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use bytes::Bytes;
+use rubber_stamp_apiserver::{Cluster, ClusterOptions, UserInfo};
 use rubber_stamp_core::{Policy, parse_request};
-use rubber_stamp_testbed::apiserver::{Cluster, ClusterOptions, UserInfo};
 use rubber_stamp_testbed::channel::procfs::{self, Usage};
 use rubber_stamp_testbed::controller::{APPROVER_NAMESPACE, ControllerBed, deploy_rbac_yaml};
 

@@ -270,7 +270,7 @@ impl Faults {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::resources::{ids, kind};
+    use crate::resources::{ids, kind};
 
     fn facts(verb: &'static str, name: &'static str) -> RequestFacts<'static> {
         RequestFacts {

@@ -1435,7 +1435,7 @@ mod tests {
     use serde_json::json;
 
     use super::FORCED_SUFFIXES;
-    use crate::apiserver::{Cluster, ClusterOptions};
+    use crate::{Cluster, ClusterOptions};
 
     #[test]
     fn only_managed_field_times_are_ignored_when_looking_for_a_no_op() {

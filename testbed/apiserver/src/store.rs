@@ -490,7 +490,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::resources::ids;
+    use crate::resources::ids;
     use serde_json::json;
 
     fn node(name: &str) -> Value {

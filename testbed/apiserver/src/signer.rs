@@ -23,7 +23,7 @@ use super::managed;
 use super::now_rfc3339;
 use super::resources::{ids, kind};
 use super::store::{ChangeType, ObjectKey, Store, StoreError};
-use crate::pki::Ca;
+use rubber_stamp_testkit::pki::Ca;
 
 /// The field manager the signer writes as.
 pub const SIGNER_MANAGER: &str = "kube-controller-manager";

@@ -13,7 +13,7 @@ use k8s_openapi::api::certificates::v1::{
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use rubber_stamp_testbed::apiserver::{Cluster, ClusterOptions, FaultAction, FaultRule, UserInfo};
+use rubber_stamp_apiserver::{Cluster, ClusterOptions, FaultAction, FaultRule, UserInfo};
 use rubber_stamp_testkit::csr::CsrSpec;
 use rubber_stamp_testkit::pki;
 use serde_json::json;
@@ -122,7 +122,7 @@ async fn anonymous_and_unknown_tokens_get_401_but_version_is_public() -> TestRes
 
     let stranger = c.add_token("known", UserInfo::new("x", &[]));
     let mut unknown = stranger.clone();
-    unknown.auth = rubber_stamp_testbed::apiserver::Auth::Token("unknown".into());
+    unknown.auth = rubber_stamp_apiserver::Auth::Token("unknown".into());
     let nodes: Api<Node> = Api::all(c.client(&unknown).await?);
     assert_eq!(
         api_code(nodes.list(&ListParams::default()).await).map(|e| e.0),

@@ -16,9 +16,13 @@
 //! - [`proto`]: protobuf request bodies of kubectl's typed clients.
 //! - [`faults`]: fault injection; [`kubeconfig`]: credentials and clients.
 //!
+//! Binaries: `testbed-cluster` (the cluster alone, with kubeconfigs in a directory) and
+//! `testbed-pki` (its CA and certificates). Its conformance tests against kube-rs,
+//! kube-lease-manager and `kubectl` are `tests/conformance.rs`.
+//!
 //! ```no_run
-//! # async fn demo() -> Result<(), rubber_stamp_testbed::apiserver::ClusterError> {
-//! use rubber_stamp_testbed::apiserver::{Cluster, ClusterOptions};
+//! # async fn demo() -> Result<(), rubber_stamp_apiserver::ClusterError> {
+//! use rubber_stamp_apiserver::{Cluster, ClusterOptions};
 //! let cluster = Cluster::start(ClusterOptions::default()).await?;
 //! let client = cluster.client(&cluster.admin()?).await?;
 //! # drop(client);
@@ -76,9 +80,9 @@ pub use signer::SignerConfig;
 pub use status::ApiError;
 pub use store::ObjectKey;
 
-use crate::pki::{Ca, LeafSpec, PkiError};
 use request::Output;
 use resources::ResourceId;
+use rubber_stamp_testkit::pki::{Ca, LeafSpec, PkiError};
 use store::{Store, StoreError};
 
 /// Errors of the testbed cluster's library API.

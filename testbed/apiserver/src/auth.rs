@@ -141,7 +141,7 @@ pub fn bearer(header: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::Ca;
+    use rubber_stamp_testkit::pki::Ca;
 
     #[test]
     fn certificate_subject_becomes_user_and_groups() {

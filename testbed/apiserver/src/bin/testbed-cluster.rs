@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use rubber_stamp_testbed::apiserver::{Cluster, ClusterOptions};
+use rubber_stamp_apiserver::{Cluster, ClusterOptions};
 
 /// Run an in-memory Kubernetes API server for exploration with kubectl.
 #[derive(Debug, Parser)]

@@ -372,7 +372,7 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::resources::{find, kind};
+    use crate::resources::{find, kind};
 
     fn lease_kind() -> &'static ResourceKind {
         kind(find("coordination.k8s.io", "v1", "leases").expect("leases"))

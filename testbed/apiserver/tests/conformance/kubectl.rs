@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
-use rubber_stamp_testbed::apiserver::{Cluster, ClusterOptions};
+use rubber_stamp_apiserver::{Cluster, ClusterOptions};
 use rubber_stamp_testkit::csr::CsrSpec;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;

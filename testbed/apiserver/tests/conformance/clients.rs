@@ -13,7 +13,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube_lease_manager::LeaseManagerBuilder;
-use rubber_stamp_testbed::apiserver::{Cluster, ClusterOptions};
+use rubber_stamp_apiserver::{Cluster, ClusterOptions};
 use serde_json::json;
 use tokio::sync::mpsc;
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Parser;
-use rubber_stamp_testbed::pki::Ca;
+use rubber_stamp_testkit::pki::Ca;
 
 /// Writes a cluster CA (signs kubelet client certificates), an approver serving CA, an
 /// approver serving certificate and kubelet-shaped node client certificates.

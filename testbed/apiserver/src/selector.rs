@@ -293,7 +293,7 @@ impl FieldSelector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::resources::{ids, kind};
+    use crate::resources::{ids, kind};
 
     fn labels(pairs: &[(&str, &str)]) -> Vec<(Box<str>, Box<str>)> {
         pairs

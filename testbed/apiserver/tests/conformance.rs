@@ -1,0 +1,13 @@
+//! The testbed cluster's conformance: what unmodified clients see of it.
+//!
+//! - `api`: its semantics through kube-rs (authentication, RBAC, SubjectAccessReview, CSR
+//!   rules, the signer, concurrency, pagination, selectors, faults).
+//! - `clients`: kube-rs machinery and kube-lease-manager against it.
+//! - `kubectl`: `/usr/bin/kubectl` against it.
+
+#[path = "conformance/api.rs"]
+mod api;
+#[path = "conformance/clients.rs"]
+mod clients;
+#[path = "conformance/kubectl.rs"]
+mod kubectl;
