@@ -9,7 +9,6 @@
 //!   into a testbed cluster ([`deploy::load_rendered_rbac`]).
 //! - [`controller`]: approver replicas with their controller against the testbed cluster,
 //!   under the shipped RBAC; scripted agents; kubelet-shaped CSRs.
-//! - [`hosts`]: simulated hosts in network namespaces.
 //! - [`kubelet`]: the kubelet simulator (serving CSR bootstrap, HTTPS).
 //! - [`pki`]: test certificate authorities and leaf certificates (rcgen).
 //! - [`sandbox`]: the whole system on one machine (the `sandbox` binary, end-to-end tests).
@@ -17,7 +16,6 @@
 pub mod channel;
 pub mod controller;
 pub mod deploy;
-pub mod hosts;
 pub mod kubelet;
 pub mod sandbox;
 

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use rubber_stamp_testbed::hosts::{self, Network};
+use rubber_stamp_hosts::{self as hosts, Network};
 use rubber_stamp_testbed::kubelet::{NodeIdentity, ServingRequest};
 use rustls_pki_types::CertificateSigningRequestDer;
 use rustls_pki_types::pem::PemObject;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{CertificateSigningRequestParams, ExtendedKeyUsagePurpose, KeyUsagePurpose};
-use rubber_stamp_testbed::hosts::{self, Network};
+use rubber_stamp_hosts::{self as hosts, Network};
 use rubber_stamp_testbed::kubelet::{self, CertDir, NodeIdentity, ServingRequest};
 use rubber_stamp_testbed::pki::Ca;
 use rustls_pki_types::ServerName;

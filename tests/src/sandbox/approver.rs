@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::{SandboxError, Site};
 use crate::channel;
-use crate::hosts::HostProcess;
+use rubber_stamp_hosts::HostProcess;
 
 /// How long a replica may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(15);

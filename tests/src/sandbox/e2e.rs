@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::csr::CsrRow;
 use super::{Echo, ModeChoice, Narrator, Sandbox, SandboxOptions, Timings};
-use crate::hosts;
+use rubber_stamp_hosts as hosts;
 
 /// A sandbox with simulated hosts and `timings`, or `None` when the test
 /// must skip (see [`hosts::available_or_skip`]: without root it fails

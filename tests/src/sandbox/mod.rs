@@ -60,7 +60,7 @@ pub use narrate::{Echo, Narrator};
 pub use rubber_stamp_testkit::binaries;
 pub use system::{Mode, ModeChoice, Sandbox, SandboxOptions};
 
-use crate::hosts::{HostProcess, HostsError, Network};
+use rubber_stamp_hosts::{HostProcess, HostsError, Network};
 
 /// Errors of the sandbox.
 #[derive(Debug, thiserror::Error)]

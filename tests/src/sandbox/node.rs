@@ -18,7 +18,7 @@ use super::attester::{AttesterConfig, LoopbackAttester, ReportedFacts};
 use super::binaries::Binaries;
 use super::control::NodeCredentials;
 use super::{SandboxError, Timings};
-use crate::hosts::{Host, HostProcess};
+use rubber_stamp_hosts::{Host, HostProcess};
 
 /// The agent's health port inside a host (with hostNetwork, on the node).
 pub const AGENT_HEALTH_PORT: u16 = 10271;
@@ -293,7 +293,7 @@ impl SimNode {
                 "address changes need namespace mode".into(),
             ));
         };
-        for iface in ["all", crate::hosts::HOST_INTERFACE] {
+        for iface in ["all", rubber_stamp_hosts::HOST_INTERFACE] {
             host.set_sysctl(&format!("net/ipv4/conf/{iface}/promote_secondaries"), "1")
                 .await?;
         }

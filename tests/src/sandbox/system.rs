@@ -22,7 +22,7 @@ use super::node::{NodeContext, Placement, SimNode};
 use super::pki::{SERVICE_FQDN, SERVICE_NAME, ServingPki};
 use super::watch::CsrNarration;
 use super::{SandboxError, Site, Timings};
-use crate::hosts::{self, Network};
+use rubber_stamp_hosts::{self as hosts, Network};
 
 /// Polling interval of the `wait_*` helpers.
 const POLL: Duration = Duration::from_millis(100);

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::cleanup::{self, delete_link, delete_namespace, kill_namespace_processes};
 use super::error::HostsError;
-use super::names::{self, LinkKind};
+use super::names::{self, LinkKind, RUN_DIR_PREFIX, etc_dir};
 use super::process::HostProcess;
 use super::subnet::{self, AddrInfoJson, PickLock};
 use super::tool::{Tools, ip, ip_json, tools};
@@ -28,12 +28,6 @@ pub const KEEP_LOGS_ENV: &str = "RS_KEEP_HOST_LOGS";
 /// hostname of the writer's UTS namespace, like `hostname NAME` does.
 const SET_HOSTNAME_THEN_EXEC: &str = r#"printf '%s' "$0" > /proc/sys/kernel/hostname && exec "$@""#;
 
-/// Start of the per-run log directory's name in the temp dir; the PID follows.
-pub(crate) const RUN_DIR_PREFIX: &str = "rubber-stamp-hosts-";
-
-/// Where `ip netns exec` finds files to bind-mount over `/etc` for a
-/// namespace (iproute2's `NETNS_ETC_DIR`).
-const NETNS_ETC_DIR: &str = "/etc/netns";
 
 /// Link types tried, in order, for [`Host::add_dummy`].
 const DUMMY_KINDS: &[&str] = &["dummy", "ifb"];
@@ -724,7 +718,3 @@ impl Host {
     }
 }
 
-/// `/etc/netns/<netns>`: the files `ip netns exec` mounts over `/etc`.
-pub(crate) fn etc_dir(netns: &str) -> PathBuf {
-    Path::new(NETNS_ETC_DIR).join(netns)
-}

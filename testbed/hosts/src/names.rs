@@ -6,7 +6,11 @@
 //! - network namespace: `rs<pid>-<seq>-<hostname>` (a file name, no such limit).
 //!
 //! `<seq>` counts up per process, so parallel tests in one process never clash.
+//!
+//! On disk: the per-run log directory `rubber-stamp-hosts-<pid>-…` in the temp dir, and
+//! `/etc/netns/<netns>` for the files `ip netns exec` mounts over `/etc`.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::error::HostsError;
@@ -16,6 +20,18 @@ const PREFIX: &str = "rs";
 pub(crate) const MAX_IFNAME: usize = 15;
 /// A hostname here is one DNS label.
 const MAX_HOSTNAME: usize = 63;
+
+/// Start of the per-run log directory's name in the temp dir; the PID follows.
+pub(crate) const RUN_DIR_PREFIX: &str = "rubber-stamp-hosts-";
+
+/// Where `ip netns exec` finds files to bind-mount over `/etc` for a
+/// namespace (iproute2's `NETNS_ETC_DIR`).
+const NETNS_ETC_DIR: &str = "/etc/netns";
+
+/// `/etc/netns/<netns>`: the files `ip netns exec` mounts over `/etc`.
+pub(crate) fn etc_dir(netns: &str) -> PathBuf {
+    Path::new(NETNS_ETC_DIR).join(netns)
+}
 
 static SEQ: AtomicU32 = AtomicU32::new(1);
 

@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
-use rubber_stamp_core::InterfaceFacts;
 use serde::Serialize;
 
 /// Longest line the echo server reads or the client accepts.
@@ -54,6 +53,13 @@ enum Probe {
 struct Facts {
     hostname: String,
     interfaces: Vec<InterfaceFacts>,
+}
+
+/// One interface, as sysinfo lists it.
+#[derive(Debug, Serialize)]
+struct InterfaceFacts {
+    name: String,
+    addresses: Vec<IpNet>,
 }
 
 fn main() -> ExitCode {

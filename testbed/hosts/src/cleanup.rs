@@ -9,7 +9,7 @@ use rustix::process::{Pid, Signal};
 use serde::Deserialize;
 
 use super::error::HostsError;
-use super::names::owner_pid;
+use super::names::{RUN_DIR_PREFIX, etc_dir, owner_pid};
 use super::tool::{ip, ip_json, is_not_found};
 
 /// How many times the processes inside a namespace are listed and killed
@@ -82,7 +82,7 @@ fn sweep_old_log_dirs() -> Vec<std::path::PathBuf> {
         let name = entry.file_name();
         let Some(pid) = name
             .to_str()
-            .and_then(|n| n.strip_prefix(super::network::RUN_DIR_PREFIX))
+            .and_then(|n| n.strip_prefix(RUN_DIR_PREFIX))
             .and_then(|rest| rest.split('-').next())
             .and_then(|pid| pid.parse::<u32>().ok())
         else {
@@ -233,7 +233,7 @@ pub(crate) fn delete_namespace(netns: &str) -> Result<(), HostsError> {
 /// Removes `/etc/netns/<netns>` (the per-host files `ip netns exec` mounts
 /// over `/etc`, written by `Host::set_hosts_file`) if it exists.
 fn remove_etc_dir(netns: &str) -> Result<(), HostsError> {
-    let dir = super::network::etc_dir(netns);
+    let dir = etc_dir(netns);
     match std::fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(HostsError::Io {
             path: dir,

@@ -7,18 +7,17 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rubber_stamp_testbed::hosts::{self, Network};
+use rubber_stamp_hosts::{self as hosts, Network};
 
-const HELPER: &str = "helper_holds_a_network_until_killed";
+/// The helper's name in this test binary.
+const HELPER: &str = "sweep::helper_holds_a_network_until_killed";
 
-/// The tests here run one at a time: every `Network::new` sweeps dead runs'
+/// The tests here run one at a time and alone: every `Network::new` sweeps dead runs'
 /// leftovers, so a test starting a network could sweep what another test's
 /// killed helper left before that test looks. (They also assume no other
 /// testbed process starts meanwhile, as under `cargo test`.)
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+fn serial() -> std::sync::RwLockWriteGuard<'static, ()> {
+    crate::alone()
 }
 const HELPER_ENV: &str = "RS_HOSTS_SWEEP_HELPER";
 

@@ -2,8 +2,8 @@
 //! addresses and hostname, where the real agent and the kubelet simulator run.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), rubber_stamp_testbed::hosts::HostsError> {
-//! use rubber_stamp_testbed::hosts::Network;
+//! # async fn demo() -> Result<(), rubber_stamp_hosts::HostsError> {
+//! use rubber_stamp_hosts::Network;
 //! let (network, hosts) = Network::with_hosts(&["node-a", "node-b"])?;
 //! let mut agent = hosts[0].spawn("agent", &std::process::Command::new("rubber-stamp-agent"))?;
 //! // … servers in the root namespace listen on network.gateway_v4() …
@@ -19,8 +19,14 @@
 //! - `network`: [`Network`] (bridge, subnets, addresses) and [`Host`].
 //! - `process`: [`HostProcess`], a started process with captured output.
 //! - `cleanup`: [`sweep_stale`], [`cleanup_this_process`], [`cleanup_on_signal`].
-//! - `subnet`: random non-colliding subnets; `names`: `rs<pid>-…` names;
-//!   `tool`: `ip`/`unshare` and [`check_available`].
+//! - `subnet`: random non-colliding subnets; `names`: `rs<pid>-…` names and the
+//!   run's directories; `tool`: `ip`/`unshare` and [`check_available`].
+//!
+//! The modules import downwards only: `network` → `process` → `cleanup` → `names`,
+//! `tool`, `error`.
+//!
+//! Binary: `host-probe`, run inside hosts (facts as sysinfo lists them, a TCP echo). Tests:
+//! `tests/hosts.rs` (network, sweep).
 
 mod cleanup;
 mod error;

@@ -32,8 +32,9 @@ pub struct HostProcess {
 
 impl HostProcess {
     /// Starts `cmd` in a new process group, stdin from `/dev/null`, stdout and
-    /// stderr to `<log_dir>/<label>.<n>.{stdout,stderr}`.
-    pub(crate) fn spawn(label: &str, mut cmd: Command, log_dir: &Path) -> Result<Self, HostsError> {
+    /// stderr to `<log_dir>/<label>.<n>.{stdout,stderr}`: in the root namespace (hosts
+    /// start theirs with [`Host::spawn`](crate::Host::spawn)).
+    pub fn spawn(label: &str, mut cmd: Command, log_dir: &Path) -> Result<Self, HostsError> {
         use std::os::unix::process::CommandExt;
 
         let stem = format!(
