@@ -15,10 +15,9 @@ use crate::attestation::{Attestation, AttestationLookup, canonical_ip};
 use crate::input::{CsrInput, KUBELET_SERVING_SIGNER};
 use crate::names::{hostname_matches_node, quoted, reserved_name, same_name};
 use crate::node::{AddressKey, NodeLookup, NodeRecord};
+use crate::node_name::{NODE_CN_PREFIX, NODES_GROUP};
 use crate::policy::{HumanDuration, Policy};
-use crate::request::{
-    MAX_PROBLEMS_KEPT, NODE_CN_PREFIX, NODES_GROUP, ParsedRequest, RequestError, parse_request,
-};
+use crate::request::{MAX_PROBLEMS_KEPT, ParsedRequest, RequestError, parse_request};
 use crate::services::{ServiceJudgement, ServiceLookup, ServiceRule};
 use crate::verdict::{CheckName, CheckReport, Outcome, Reason, SupportingAttestation, Verdict};
 

@@ -18,6 +18,7 @@ pub mod der;
 pub mod input;
 pub mod names;
 pub mod node;
+pub mod node_name;
 pub mod policy;
 pub mod request;
 pub mod services;
@@ -30,6 +31,7 @@ pub use attestation::{
 pub use decide::{Observed, decide, decide_parsed, is_fresh};
 pub use input::{CsrInput, KUBELET_SERVING_SIGNER};
 pub use node::{AddressKey, NodeAddress, NodeLookup, NodeRecord, NodeSet};
+pub use node_name::{MAX_NODE_NAME_BYTES, NODE_CN_PREFIX, NODES_GROUP, NodeName, NodeNameError};
 pub use policy::{DenyMode, Policy, PolicyError, ServiceAddressMode};
 pub use request::{ParsedRequest, RequestError, parse_request};
 pub use services::{

@@ -93,7 +93,7 @@ fn role<'a>(objects: &'a [Value], kind: &str, name: &str) -> Result<&'a Value, S
 
 /// The default of a flag of `rubber-stamp-approver run`.
 fn run_default(id: &str) -> Result<String, String> {
-    let cli = rubber_stamp_approver::cli::Cli::command();
+    let cli = rubber_stamp_approver::flags::Cli::command();
     let run = cli
         .find_subcommand("run")
         .ok_or("no run subcommand")?
@@ -720,7 +720,7 @@ fn long_flags(cmd: &clap::Command) -> BTreeSet<String> {
 
 #[test]
 fn every_flag_in_the_manifests_exists_in_the_binaries() -> TestResult {
-    let cli = rubber_stamp_approver::cli::Cli::command();
+    let cli = rubber_stamp_approver::flags::Cli::command();
     let run = cli.find_subcommand("run").ok_or("run")?;
     let run_flags = long_flags(run);
     let agent_flags = long_flags(&rubber_stamp_agent::config::AgentArgs::command());

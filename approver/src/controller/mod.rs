@@ -25,7 +25,7 @@
 //!
 //! ```ignore
 //! let mut runtime = Runtime::new(run_config, Arc::new(SystemClock)).await?;
-//! let leadership = controller::plug(&mut runtime, client, controller_config)?;
+//! let leadership = runtime.plug_controller(client, controller_config)?;
 //! runtime.run(listeners, termination()).await
 //! ```
 
@@ -58,13 +58,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{ControllerMetrics, Metrics};
-use crate::runtime::Runtime;
 use crate::store::AttestationStore;
 use rubber_stamp_core::{AttestationLookup as _, KUBELET_SERVING_SIGNER, is_fresh};
 
-pub use config::{
-    ClientError, ControllerArgs, ControllerConfig, ControllerConfigError, LeaseConfig,
-};
+pub use config::{ClientError, ControllerConfig, ControllerConfigError, LeaseConfig};
 pub use leader::{ElectionError, Leadership};
 pub use reconcile::ReconcileError;
 
@@ -111,21 +108,6 @@ pub struct Controller {
     metrics: ControllerMetrics,
     config: ControllerConfig,
     leadership: Leadership,
-}
-
-/// Builds the controller from the runtime's store and metrics and runs it next to the
-/// servers. Returns the replica's [`Leadership`], to observe when it acts.
-pub fn plug(
-    runtime: &mut Runtime,
-    client: Client,
-    config: ControllerConfig,
-) -> Result<Leadership, ControllerError> {
-    let controller = Controller::new(client, runtime.store().clone(), runtime.metrics(), config)?;
-    let leadership = controller.leadership();
-    runtime.spawn("controller", move |stop| async move {
-        controller.run(stop).await.map_err(Into::into)
-    });
-    Ok(leadership)
 }
 
 // === impl Controller ===

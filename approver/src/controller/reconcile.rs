@@ -31,7 +31,7 @@ use super::valve::{FloodValve, ValveChange, ValveState};
 use crate::k8s;
 use crate::metrics::ControllerMetrics;
 use crate::store::AttestationStore;
-use rubber_stamp_core::request::NODE_CN_PREFIX;
+use rubber_stamp_core::NODE_CN_PREFIX;
 use rubber_stamp_core::{
     CheckName, CheckReport, CsrInput, Decision, Observed, Policy, Verdict, decide_parsed,
 };

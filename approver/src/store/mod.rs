@@ -11,7 +11,6 @@
 //! their stream until [`prune`](AttestationStore::prune) removes those older than the max age.
 
 mod clock;
-mod node_name;
 #[cfg(test)]
 mod tests;
 
@@ -26,11 +25,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use rubber_stamp_core::attestation::SourceReport;
 use rubber_stamp_core::{
-    Attestation, AttestationLookup, AttestationSet, AttestationSnapshot, InterfaceFacts,
+    Attestation, AttestationLookup, AttestationSet, AttestationSnapshot, InterfaceFacts, NodeName,
 };
 
 pub use clock::{Clock, SystemClock};
-pub use node_name::{MAX_NODE_NAME_BYTES, NodeName, NodeNameError};
 
 /// Length of the nonces the store puts in challenges, in bytes.
 pub const CHALLENGE_NONCE_BYTES: usize = 16;

@@ -319,7 +319,7 @@ impl Replica {
         let listeners = Listeners::bind(&run.listen).await?;
         let mut plugged = None;
         let approver = TestApprover::start_on(run, listeners, |runtime| {
-            plugged = Some(controller::plug(runtime, client, config));
+            plugged = Some(runtime.plug_controller(client, config));
         })
         .await?;
         let leadership = match plugged {

@@ -7,6 +7,10 @@
 
 use std::fmt;
 
+pub mod tls;
+
+pub use tls::TlsMetrics;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -23,7 +27,7 @@ pub struct Metrics {
     /// The attestation gRPC service.
     pub grpc: GrpcMetrics,
     /// The attestation port's serving certificate.
-    pub tls: crate::pki::TlsMetrics,
+    pub tls: TlsMetrics,
     /// The Kubernetes controller.
     pub controller: ControllerMetrics,
     /// Every listener's accept errors and shed connections.
@@ -63,7 +67,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("rubber_stamp");
         let grpc = GrpcMetrics::register(registry.sub_registry_with_prefix("attestation"));
-        let tls = crate::pki::TlsMetrics::register(registry.sub_registry_with_prefix("tls"));
+        let tls = TlsMetrics::register(registry.sub_registry_with_prefix("tls"));
         let controller =
             ControllerMetrics::register(registry.sub_registry_with_prefix("controller"));
         let listeners = ListenerMetrics::register(&mut registry);
