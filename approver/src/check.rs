@@ -112,6 +112,7 @@ pub fn evaluate(args: &CheckArgs) -> Result<(CsrInput, Verdict), InputError> {
         attestations: &attestations,
         nodes: nodes.as_ref().map(|n| n as _),
         services: services.as_ref().map(|s| s as _),
+        access_review: None,
     };
     let verdict = decide(&input, observed, &policy, now);
     Ok((input, verdict))

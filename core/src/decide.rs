@@ -45,6 +45,23 @@ pub struct Observed<'a> {
     pub nodes: Option<&'a dyn NodeLookup>,
     /// The cluster's Services and ServiceCIDRs.
     pub services: Option<&'a dyn ServiceLookup>,
+    /// Check 14's SubjectAccessReview, where one can be made (the controller); `None`
+    /// offline, where check 14 is not reported at all.
+    pub access_review: Option<&'a AccessReview>,
+}
+
+/// Check 14's input: whether the CSR's requestor may `create`
+/// `certificates.k8s.io/certificatesigningrequests`, subresource `selfnodeserver`, as a
+/// SubjectAccessReview answered. The controller makes the review only once every other
+/// check passes ([`Verdict::awaits_access_review`]) and decides again with the answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessReview {
+    /// Not made (yet): check 14 is reported as not evaluated.
+    NotMade,
+    /// The requestor may; the reviewer's words.
+    Allowed(String),
+    /// The requestor may not; the reviewer's words.
+    Refused(String),
 }
 
 impl fmt::Debug for Observed<'_> {
@@ -52,6 +69,7 @@ impl fmt::Debug for Observed<'_> {
         f.debug_struct("Observed")
             .field("nodes", &self.nodes.is_some())
             .field("services", &self.services.is_some())
+            .field("access_review", &self.access_review)
             .finish_non_exhaustive()
     }
 }
@@ -63,6 +81,7 @@ impl<'a> Observed<'a> {
             attestations,
             nodes: None,
             services: None,
+            access_review: None,
         }
     }
 }
@@ -70,7 +89,7 @@ impl<'a> Observed<'a> {
 /// Decides on a CSR, parsing its request first (out-of-scope CSRs are not parsed).
 pub fn decide(csr: &CsrInput, observed: Observed<'_>, policy: &Policy, now: Timestamp) -> Verdict {
     if !csr.in_scope() {
-        return out_of_scope(csr, policy);
+        return out_of_scope(csr, observed, policy);
     }
     let parsed = parse_request(&csr.request, policy);
     decide_parsed(csr, parsed.as_ref(), observed, policy, now)
@@ -86,7 +105,7 @@ pub fn decide_parsed(
     now: Timestamp,
 ) -> Verdict {
     if !csr.in_scope() {
-        return out_of_scope(csr, policy);
+        return out_of_scope(csr, observed, policy);
     }
     let mut checks = Vec::with_capacity(CheckName::DECIDED.len() + 1);
     checks.push(CheckReport::passed(
@@ -104,7 +123,11 @@ pub fn decide_parsed(
                 Reason::MalformedRequest,
                 e.to_string(),
             ));
-            skip_rest(&mut checks, "not evaluated: the request could not be used");
+            skip_rest(
+                &mut checks,
+                observed,
+                "not evaluated: the request could not be used",
+            );
             return Verdict::new(None, checks, None, policy.deny);
         }
     };
@@ -122,6 +145,7 @@ pub fn decide_parsed(
         attestations,
         nodes,
         services,
+        access_review: _,
     } = observed;
     let node = req.node_name();
     let attestation = node.and_then(|n| attestations.attestation(n));
@@ -151,6 +175,9 @@ pub fn decide_parsed(
     checks.push(ctx.unique_among_nodes());
     checks.push(ctx.node_object());
     checks.push(ctx.expiration());
+    if let Some(review) = observed.access_review {
+        checks.push(authorization(review));
+    }
 
     let supporting = match &facts.attestation {
         Some(a) if facts.fresh => Some(SupportingAttestation {
@@ -163,7 +190,7 @@ pub fn decide_parsed(
     Verdict::new(node.map(str::to_owned), checks, supporting, policy.deny)
 }
 
-fn out_of_scope(csr: &CsrInput, policy: &Policy) -> Verdict {
+fn out_of_scope(csr: &CsrInput, observed: Observed<'_>, policy: &Policy) -> Verdict {
     let detail = if csr.signer_name != KUBELET_SERVING_SIGNER {
         format!(
             "signer is {}, not {KUBELET_SERVING_SIGNER}",
@@ -181,13 +208,39 @@ fn out_of_scope(csr: &CsrInput, policy: &Policy) -> Verdict {
         Reason::OutOfScope,
         detail,
     )];
-    skip_rest(&mut checks, "not evaluated: the CSR is not ours to decide");
+    skip_rest(
+        &mut checks,
+        observed,
+        "not evaluated: the CSR is not ours to decide",
+    );
     Verdict::new(None, checks, None, policy.deny)
 }
 
-fn skip_rest(checks: &mut Vec<CheckReport>, why: &str) {
+fn skip_rest(checks: &mut Vec<CheckReport>, observed: Observed<'_>, why: &str) {
     for name in CheckName::DECIDED.iter().skip(checks.len()) {
         checks.push(CheckReport::skipped(*name, why));
+    }
+    if observed.access_review.is_some() {
+        checks.push(CheckReport::skipped(CheckName::Authorization, why));
+    }
+}
+
+/// 14: the SubjectAccessReview's answer.
+fn authorization(review: &AccessReview) -> CheckReport {
+    match review {
+        AccessReview::NotMade => CheckReport::skipped(
+            CheckName::Authorization,
+            "not evaluated: the SubjectAccessReview is made only once every other check passes",
+        ),
+        AccessReview::Allowed(detail) => {
+            CheckReport::passed(CheckName::Authorization, detail.clone())
+        }
+        AccessReview::Refused(detail) => CheckReport::failed(
+            CheckName::Authorization,
+            Outcome::Pending,
+            Reason::SubjectAccessDenied,
+            detail.clone(),
+        ),
     }
 }
 

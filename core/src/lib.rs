@@ -28,7 +28,7 @@ pub use attestation::{
     Attestation, AttestationLookup, AttestationSet, AttestationSnapshot, INTERFACES_SOURCE,
     InterfaceFacts, SourceReport,
 };
-pub use decide::{Observed, decide, decide_parsed, is_fresh};
+pub use decide::{AccessReview, Observed, decide, decide_parsed, is_fresh};
 pub use input::{CsrInput, KUBELET_SERVING_SIGNER};
 pub use node::{AddressKey, NodeAddress, NodeLookup, NodeRecord, NodeSet};
 pub use node_name::{MAX_NODE_NAME_BYTES, NODE_CN_PREFIX, NODES_GROUP, NodeName, NodeNameError};

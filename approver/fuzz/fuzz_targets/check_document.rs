@@ -45,6 +45,7 @@ fuzz_target!(|data: &[u8]| {
             attestations: &attestations,
             nodes: nodes.as_ref().map(|n| n as _),
             services: Some(&services),
+            access_review: None,
         };
         let verdict = decide(&csr, observed, &policy, now);
         let _ = verdict.summary();

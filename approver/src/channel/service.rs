@@ -23,7 +23,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::report::{ReportError, ValidReport};
 use super::tls::{GaugeGuard, PeerInfo};
-use crate::metrics::GrpcMetrics;
+use crate::metrics::{GrpcMetrics, ResultLabel};
 use crate::store::{AttestationStore, StreamCommand, StreamLease};
 
 /// The gRPC service name, also the approver's readiness service in `grpc.health.v1`.
@@ -277,10 +277,17 @@ impl ServiceState {
             ));
         }
         *previous = report.sequence;
-        self.store
+        let recorded = self
+            .store
             .record(lease, report.facts, report.nonce.as_ref())
             .map_err(|_| StreamEnd::Replaced)?;
         self.metrics.reports_accepted.inc();
+        if recorded.answered_challenge {
+            self.metrics
+                .challenges
+                .get_or_create(&ResultLabel { result: "answered" })
+                .inc();
+        }
         Ok(ApproverMessage {
             kind: Some(approver_message::Kind::Ack(Ack {
                 sequence: report.sequence,

@@ -29,10 +29,13 @@
 //! runtime.run(listeners, termination()).await
 //! ```
 
+mod act;
 pub mod config;
+mod context;
 pub mod explain;
 pub mod leader;
 mod nodes;
+mod plan;
 mod reconcile;
 mod review;
 mod services;
@@ -50,7 +53,7 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Service};
 use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kube::runtime::controller::{self, Controller as KubeController};
-use kube::runtime::events::Reporter;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use kube::{Api, Client};
 use tokio::task::JoinSet;
@@ -65,9 +68,9 @@ pub use config::{ClientError, ControllerConfig, ControllerConfigError, LeaseConf
 pub use leader::{ElectionError, Leadership};
 pub use reconcile::ReconcileError;
 
+use context::{Apis, Context, Settings, State};
 use leader::Election;
 use nodes::NodeIndex;
-use reconcile::Context;
 use review::AccessReviews;
 use services::ServiceIndex;
 use table::CsrTable;
@@ -198,29 +201,37 @@ impl Controller {
         };
         let csrs: Api<CertificateSigningRequest> = Api::all(client.clone());
         let ctx = Arc::new(Context {
-            client: client.clone(),
-            csrs: csrs.clone(),
-            store: store.clone(),
-            nodes: Arc::clone(&nodes),
-            services: Arc::clone(&services),
-            table: Arc::clone(&table),
-            policy: Arc::clone(&config.policy),
-            dry_run: config.dry_run,
-            pending_resync: config.pending_resync,
-            challenge_timeout: config.challenge_timeout,
-            replica: config.replica.clone(),
-            leadership: leadership.clone(),
-            reviews: AccessReviews::new(Api::all(client.clone()), config.access_review_ttl),
-            valve: FloodValve::new(config.max_pending_csrs),
-            metrics: metrics.clone(),
-            triggers: triggers.clone(),
-            reporter: Reporter {
-                controller: explain::REPORTING_CONTROLLER.to_owned(),
-                instance: Some(config.replica.clone()),
+            api: Apis {
+                csrs: csrs.clone(),
+                reviews: AccessReviews::new(Api::all(client.clone()), config.access_review_ttl),
             },
-            own_object,
-            challenged: Mutex::new(HashMap::new()),
-            held_requestors: Mutex::new(HashSet::new()),
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: explain::REPORTING_CONTROLLER.to_owned(),
+                    instance: Some(explain::reporting_instance(&config.replica)),
+                },
+            ),
+            state: State {
+                store: store.clone(),
+                nodes: Arc::clone(&nodes),
+                services: Arc::clone(&services),
+                table: Arc::clone(&table),
+                valve: FloodValve::new(config.max_pending_csrs),
+                held_requestors: Mutex::new(HashSet::new()),
+                challenged: Mutex::new(HashMap::new()),
+                leadership: leadership.clone(),
+                triggers: triggers.clone(),
+            },
+            settings: Settings {
+                policy: Arc::clone(&config.policy),
+                dry_run: config.dry_run,
+                pending_resync: config.pending_resync,
+                challenge_timeout: config.challenge_timeout,
+                replica: config.replica.clone(),
+                own_object,
+            },
+            metrics: metrics.clone(),
         });
         tracing::info!(
             replica = %config.replica,
@@ -419,18 +430,18 @@ async fn status_loop(ctx: Arc<Context>, stop: CancellationToken) {
         }
         ctx.metrics
             .pending_csrs
-            .set(i64::try_from(ctx.table.len()).unwrap_or(i64::MAX));
+            .set(i64::try_from(ctx.state.table.len()).unwrap_or(i64::MAX));
         ctx.metrics
             .flood_valve_held_nodes
-            .set(i64::try_from(ctx.table.requestors_over_bound()).unwrap_or(i64::MAX));
-        if !ctx.nodes.is_ready() {
+            .set(i64::try_from(ctx.state.table.requestors_over_bound()).unwrap_or(i64::MAX));
+        if !ctx.state.nodes.is_ready() {
             continue;
         }
         ctx.valve_state();
         let released = ctx.release_requestors();
         let sent = async {
             for requestor in &released {
-                ctx.triggers.requestor(requestor).await;
+                ctx.state.triggers.requestor(requestor).await;
             }
         };
         tokio::select! {
@@ -449,17 +460,18 @@ async fn status_loop(ctx: Arc<Context>, stop: CancellationToken) {
 
 /// Nodes with a fresh attestation, and Node objects without one.
 fn attestation_coverage(ctx: &Context) -> (usize, usize) {
-    let now = ctx.store.now();
-    let attestations = ctx.store.read();
-    let nodes = ctx.nodes.read();
+    let (state, policy) = (&ctx.state, &ctx.settings.policy);
+    let now = state.store.now();
+    let attestations = state.store.read();
+    let nodes = state.nodes.read();
     let fresh = |name: &str| {
         attestations
             .attestation(name)
-            .is_some_and(|a| is_fresh(a.received_at, now, &ctx.policy))
+            .is_some_and(|a| is_fresh(a.received_at, now, policy))
     };
     let attested = attestations
         .iter()
-        .filter(|a| is_fresh(a.received_at, now, &ctx.policy))
+        .filter(|a| is_fresh(a.received_at, now, policy))
         .count();
     let unattested = nodes.iter().filter(|n| !fresh(&n.name)).count();
     (attested, unattested)

@@ -7,8 +7,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rubber_stamp_proto::v1::{AgentMessage, approver_message};
-use tokio::sync::mpsc;
+use std::time::Duration;
+
+use rubber_stamp_proto::v1::{AgentMessage, agent_message, approver_message};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::BedError;
@@ -22,6 +24,9 @@ struct Shared {
     sequence: AtomicU64,
     challenges: AtomicU64,
 }
+
+/// How long [`ScriptedAgent::report`] waits for every replica's Ack.
+const ACK_WITHIN: Duration = Duration::from_secs(10);
 
 impl Shared {
     fn report(&self, nonce: Option<Vec<u8>>) -> AgentMessage {
@@ -45,6 +50,8 @@ pub struct ScriptedAgent {
     shared: Arc<Shared>,
     senders: Vec<mpsc::Sender<AgentMessage>>,
     readers: Vec<JoinHandle<()>>,
+    /// The highest sequence each replica acknowledged.
+    acked: Vec<watch::Receiver<u64>>,
 }
 
 impl ScriptedAgent {
@@ -65,38 +72,63 @@ impl ScriptedAgent {
         });
         let mut senders = Vec::new();
         let mut readers = Vec::new();
+        let mut acked = Vec::new();
         for addr in approvers {
             let RawStream { tx, mut rx } = raw::attest(pki, *addr, Some(&leaf)).await?;
             let reply = tx.clone();
             let shared = Arc::clone(&shared);
+            let (ack_tx, ack_rx) = watch::channel(0);
             readers.push(tokio::spawn(async move {
                 while let Ok(Some(message)) = rx.message().await {
-                    if let Some(approver_message::Kind::Challenge(challenge)) = message.kind {
-                        shared.challenges.fetch_add(1, Ordering::SeqCst);
-                        if reply
-                            .send(shared.report(Some(challenge.nonce)))
-                            .await
-                            .is_err()
-                        {
-                            return;
+                    match message.kind {
+                        Some(approver_message::Kind::Challenge(challenge)) => {
+                            shared.challenges.fetch_add(1, Ordering::SeqCst);
+                            if reply
+                                .send(shared.report(Some(challenge.nonce)))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
                         }
+                        Some(approver_message::Kind::Ack(ack)) => {
+                            ack_tx.send_modify(|last| *last = (*last).max(ack.sequence));
+                        }
+                        None => {}
                     }
                 }
             }));
             senders.push(tx);
+            acked.push(ack_rx);
         }
         Ok(Self {
             shared,
             senders,
             readers,
+            acked,
         })
     }
 
-    /// Sends a report with the current facts to every replica.
+    /// Sends a report with the current facts to every replica and returns once every
+    /// replica acknowledged it (stored it), so that what a test does next happens after.
     pub async fn report(&self) -> Result<(), BedError> {
+        let mut sent = Vec::with_capacity(self.senders.len());
         for tx in &self.senders {
-            tx.send(self.shared.report(None))
+            let message = self.shared.report(None);
+            let sequence = match &message.kind {
+                Some(agent_message::Kind::Report(report)) => report.sequence,
+                None => 0,
+            };
+            tx.send(message)
                 .await
+                .map_err(|_| BedError::Closed("an attestation stream"))?;
+            sent.push(sequence);
+        }
+        for (acked, sequence) in self.acked.iter().zip(sent) {
+            let mut acked = acked.clone();
+            tokio::time::timeout(ACK_WITHIN, acked.wait_for(|last| *last >= sequence))
+                .await
+                .map_err(|_| BedError::Closed("an Ack within 10 s"))?
                 .map_err(|_| BedError::Closed("an attestation stream"))?;
         }
         Ok(())
