@@ -7,7 +7,7 @@
 //! None of them sees the others' types: no protobuf and no Kubernetes objects here.
 //!
 //! Per node the store holds one [`Attestation`] and, while the agent is connected, one
-//! [`LiveStream`] entry (a command sender and the pending challenges). Attestations outlive
+//! `LiveStream` entry (a command sender and the pending challenges). Attestations outlive
 //! their stream until [`prune`](AttestationStore::prune) removes those older than the max age.
 
 mod clock;

@@ -240,7 +240,7 @@ fn controller_args(settings: &ApproverSettings) -> Vec<std::ffi::OsString> {
 }
 
 /// Whether the approver accepts `d` as a Lease duration with the grace
-/// [`controller_args`] gives it: whole seconds, at least 3 s.
+/// `controller_args` gives it: whole seconds, at least 3 s.
 pub fn valid_lease_duration(d: Duration) -> bool {
     d.subsec_nanos() == 0 && d >= Duration::from_secs(3)
 }
