@@ -11,7 +11,7 @@ use jiff::Timestamp;
 
 use crate::attestation::AttestationLookup;
 use crate::checks::{Ctx, Facts, authorization};
-use crate::input::{CsrInput, KUBELET_SERVING_SIGNER};
+use crate::input::{AccessReview, CsrInput, KUBELET_SERVING_SIGNER};
 use crate::names::quoted;
 use crate::node::NodeLookup;
 use crate::policy::Policy;
@@ -34,20 +34,6 @@ pub struct Observed<'a> {
     /// Check 14's SubjectAccessReview, where one can be made (the controller); `None`
     /// offline, where check 14 is not reported at all.
     pub access_review: Option<&'a AccessReview>,
-}
-
-/// Check 14's input: whether the CSR's requestor may `create`
-/// `certificates.k8s.io/certificatesigningrequests`, subresource `selfnodeserver`, as a
-/// SubjectAccessReview answered. The controller makes the review only once every other
-/// check passes ([`Verdict::awaits_access_review`]) and decides again with the answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AccessReview {
-    /// Not made (yet): check 14 is reported as not evaluated.
-    NotMade,
-    /// The requestor may; the reviewer's words.
-    Allowed(String),
-    /// The requestor may not; the reviewer's words.
-    Refused(String),
 }
 
 impl fmt::Debug for Observed<'_> {
@@ -209,9 +195,4 @@ fn skip_rest(checks: &mut Vec<CheckReport>, observed: Observed<'_>, why: &str) {
     if observed.access_review.is_some() {
         checks.push(CheckReport::skipped(CheckName::Authorization, why));
     }
-}
-
-/// True when an attestation received at `received_at` still counts at `now`.
-pub fn is_fresh(received_at: Timestamp, now: Timestamp, policy: &Policy) -> bool {
-    now.duration_since(received_at) <= policy.attestation_max_age.get()
 }

@@ -22,9 +22,8 @@ pub(crate) use std::sync::Arc;
 
 pub(crate) use jiff::{SignedDuration, Timestamp};
 
-pub(crate) use crate::attestation::{Attestation, AttestationLookup, canonical_ip};
-pub(crate) use crate::decide::{AccessReview, is_fresh};
-pub(crate) use crate::input::CsrInput;
+pub(crate) use crate::attestation::{Attestation, AttestationLookup, canonical_ip, is_fresh};
+pub(crate) use crate::input::{AccessReview, CsrInput};
 pub(crate) use crate::names::{hostname_matches_node, quoted, reserved_name, same_name};
 pub(crate) use crate::node::{AddressKey, NodeLookup, NodeRecord};
 pub(crate) use crate::node_name::{NODE_CN_PREFIX, NODES_GROUP};
