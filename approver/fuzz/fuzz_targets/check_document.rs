@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rubber_stamp_approver::flags::input;
+use rubber_stamp_approver::documents as input;
 use rubber_stamp_approver::k8s;
 use std::sync::Arc;
 
