@@ -71,6 +71,12 @@ pub trait SessionEvents: fmt::Debug + Send + Sync + 'static {
     /// The replica at `endpoint` acknowledged a report.
     fn acknowledged(&self, endpoint: SocketAddr, ack: &Ack);
 
+    /// A report with `facts`, numbered `sequence` on the current stream to `endpoint`,
+    /// was handed to the stream (sequences start at 1 on every stream).
+    fn reported(&self, endpoint: SocketAddr, sequence: u64, facts: &NodeFacts) {
+        let _ = (endpoint, sequence, facts);
+    }
+
     /// The replica at `endpoint` challenged with a well-formed nonce; a report with
     /// freshly read facts answers it.
     fn challenged(&self, endpoint: SocketAddr) {
@@ -239,10 +245,12 @@ impl SessionContext {
         // Every report carries facts read right before it is sent, so a report
         // the approver receives after a CSR was created describes the node as it
         // was after the CSR (the approver may deny a SAN missing from it).
-        let first = report(&*self.facts.refresh().await?, &mut sequence, Vec::new());
+        let first_facts = self.facts.refresh().await?;
+        let first = report(&first_facts, &mut sequence, Vec::new());
         fact_changes.mark_unchanged();
         // The channel is empty: this cannot fail for lack of room.
         let _ = requests.try_send(first);
+        self.events.reported(endpoint, sequence, &first_facts);
         healthy.opened = Some(Instant::now());
         let response = tokio::select! {
             () = stop.cancelled() => return Ok(SessionEnd::Stopped),
@@ -307,6 +315,7 @@ impl SessionContext {
                     () = stop.cancelled() => return Ok(SessionEnd::Stopped),
                     sent = requests.send(message) => if sent.is_err() { return Err(SessionError::Closed) },
                 }
+                self.events.reported(endpoint, sequence, &facts);
                 heartbeat
                     .as_mut()
                     .reset(Instant::now() + self.timings.heartbeat_interval);

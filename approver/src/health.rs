@@ -21,7 +21,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 /// The liveness service name (the whole server).
 pub const LIVENESS_SERVICE: &str = "";
 /// The readiness service name: the attestation gRPC service's full name.
-pub const READINESS_SERVICE: &str = crate::grpc::SERVICE_NAME;
+pub const READINESS_SERVICE: &str = crate::channel::SERVICE_NAME;
 
 /// The statuses the health server reports; cheap to clone.
 #[derive(Clone, Debug)]

@@ -192,6 +192,7 @@ fn bench(c: &mut Criterion) {
             attestations: &set,
             nodes: Some(&nodes),
             services: Some(&services),
+            access_review: None,
         };
         let verdict = decide(input, observed, &policy, now);
         assert_eq!(

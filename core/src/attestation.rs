@@ -9,6 +9,8 @@ use ipnet::IpNet;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::policy::Policy;
+
 /// One interface of a node as its agent reported it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -130,6 +132,11 @@ impl Attestation {
 pub struct AttestationSnapshot {
     /// One entry per node, in node-name order.
     pub attestations: Vec<Attestation>,
+}
+
+/// True when an attestation received at `received_at` still counts at `now`.
+pub fn is_fresh(received_at: Timestamp, now: Timestamp, policy: &Policy) -> bool {
+    now.duration_since(received_at) <= policy.attestation_max_age.get()
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) become plain IPv4 so that

@@ -63,3 +63,17 @@ impl CsrInput {
         self.signer_name == KUBELET_SERVING_SIGNER && self.final_condition().is_none()
     }
 }
+
+/// Check 14's input: whether the CSR's requestor may `create`
+/// `certificates.k8s.io/certificatesigningrequests`, subresource `selfnodeserver`, as a
+/// SubjectAccessReview answered. The controller makes the review only once every other
+/// check passes ([`Verdict::awaits_access_review`](crate::Verdict::awaits_access_review)) and decides again with the answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessReview {
+    /// Not made (yet): check 14 is reported as not evaluated.
+    NotMade,
+    /// The requestor may; the reviewer's words.
+    Allowed(String),
+    /// The requestor may not; the reviewer's words.
+    Refused(String),
+}

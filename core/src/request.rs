@@ -26,14 +26,11 @@ use x509_parser::x509::{AttributeTypeAndValue, SubjectPublicKeyInfo};
 
 use crate::der::FramingError;
 use crate::names::{self, HostnameError, IpProblem};
+use crate::node_name::{NODE_CN_PREFIX, NODES_GROUP, NodeName, NodeNameError};
 use crate::policy::Policy;
 
 /// The PEM label of a PKCS#10 request.
 pub const CSR_PEM_LABEL: &str = "CERTIFICATE REQUEST";
-/// `CN=system:node:<name>`.
-pub const NODE_CN_PREFIX: &str = "system:node:";
-/// The only organisation a kubelet serving request may carry.
-pub const NODES_GROUP: &str = "system:nodes";
 /// Most problems of one kind kept for the verdict's detail; the rest are counted.
 pub const MAX_PROBLEMS_KEPT: usize = 8;
 /// Most extensions a request may ask for (a kubelet asks for one: subjectAltName).
@@ -145,7 +142,7 @@ pub enum SubjectProblem {
     /// The CN is not `system:node:<name>`.
     CommonNameNotNode(String),
     /// The name after `system:node:` is not a valid node name.
-    InvalidNodeName(String, HostnameError),
+    InvalidNodeName(String, NodeNameError),
     /// The organisations are not exactly `[system:nodes]`.
     Organizations(Vec<String>),
     /// An attribute other than CN and O.
@@ -580,8 +577,8 @@ fn subject(csr: &X509CertificationRequest<'_>) -> (Option<String>, Vec<SubjectPr
                     problems.insert(0, SubjectProblem::CommonNameNotNode(cn.to_owned()));
                     None
                 }
-                Some(node) => match names::check_dns1123_subdomain(node) {
-                    Ok(()) => Some(node.to_owned()),
+                Some(node) => match node.parse::<NodeName>() {
+                    Ok(_) => Some(node.to_owned()),
                     Err(e) => {
                         problems.insert(0, SubjectProblem::InvalidNodeName(node.to_owned(), e));
                         None

@@ -570,27 +570,14 @@ impl Verdict {
         }
     }
 
-    /// Adds a check (the controller's check 14) and recomputes the decision.
-    pub fn push_check(&mut self, mut report: CheckReport) {
-        report.apply_deny_mode(self.deny_mode);
-        self.checks.push(report);
-        self.decision = self.compute_decision();
-    }
-
-    /// Adds check 14 from a SubjectAccessReview result: passed when allowed,
-    /// else pending with [`Reason::SubjectAccessDenied`].
-    pub fn push_authorization(&mut self, allowed: bool, detail: impl Into<String>) {
-        let report = if allowed {
-            CheckReport::passed(CheckName::Authorization, detail)
-        } else {
-            CheckReport::failed(
-                CheckName::Authorization,
-                Outcome::Pending,
-                Reason::SubjectAccessDenied,
-                detail,
-            )
-        };
-        self.push_check(report);
+    /// True when every check passed or was skipped and check 14's SubjectAccessReview has
+    /// not been made: the controller makes it now and decides again with the answer
+    /// (`Observed::access_review`).
+    pub fn awaits_access_review(&self) -> bool {
+        self.decision == Decision::Approve
+            && self
+                .check(CheckName::Authorization)
+                .is_some_and(|c| c.status == CheckStatus::Skipped)
     }
 }
 

@@ -441,6 +441,7 @@ fuzz_target!(|input: Input| {
         attestations: &set,
         nodes: nodes.as_ref().map(|n| n as _),
         services: services.as_ref().map(|s| s as _),
+        access_review: None,
     };
 
     let verdict = decide(&csr, observed, &policy, now);

@@ -10,7 +10,7 @@
 //!
 //! - [`descriptors`]: raise `RLIMIT_NOFILE` to the hard limit; fit connection limits into it.
 //! - [`pool`]: connection slots per source address, and which one to evict when full.
-//! - [`accept`]: the accept loop: slots, eviction, backoff on accept errors, and the
+//! - [`mod@accept`]: the accept loop: slots, eviction, backoff on accept errors, and the
 //!   plaintext gate (a connection must send its first bytes in time).
 //! - [`connection`]: [`Admitted`], a connection that holds its slot and fails once evicted.
 //! - [`throttle`]: at most one log line per interval, counting the ones held back.

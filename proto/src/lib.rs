@@ -3,6 +3,8 @@
 //!
 //! Generated code lives only here; the approver's decision core never sees it.
 
+pub mod codec;
+
 /// Limits the approver enforces on every message; documented in the `.proto`.
 pub mod limits {
     /// Largest encoded message accepted or sent, in bytes.

@@ -93,7 +93,7 @@ fn role<'a>(objects: &'a [Value], kind: &str, name: &str) -> Result<&'a Value, S
 
 /// The default of a flag of `rubber-stamp-approver run`.
 fn run_default(id: &str) -> Result<String, String> {
-    let cli = rubber_stamp_approver::cli::Cli::command();
+    let cli = rubber_stamp_approver::flags::Cli::command();
     let run = cli
         .find_subcommand("run")
         .ok_or("no run subcommand")?
@@ -181,8 +181,9 @@ fn the_namespaced_roles_grant_only_what_the_code_uses() -> TestResult {
             grant("coordination.k8s.io", "leases", None, "create"),
             grant("coordination.k8s.io", "leases", Some(LEASE), "get"),
             grant("coordination.k8s.io", "leases", Some(LEASE), "patch"),
-            // Flood-valve Warning Events on the approver's own Lease.
+            // Flood-valve Warning Events on the approver's own Lease, repeats as a series.
             grant("events.k8s.io", "events", None, "create"),
+            grant("events.k8s.io", "events", None, "patch"),
             // approver/src/pki/secret.rs: get, create, update of the two objects.
             grant("", "secrets", None, "create"),
             grant("", "secrets", Some(&secret), "get"),
@@ -197,7 +198,11 @@ fn the_namespaced_roles_grant_only_what_the_code_uses() -> TestResult {
     assert_eq!(csr_events["metadata"]["namespace"], "default");
     assert_eq!(
         grants(csr_events),
-        BTreeSet::from([grant("events.k8s.io", "events", None, "create"),])
+        BTreeSet::from([
+            grant("events.k8s.io", "events", None, "create"),
+            // One recorder per replica folds repeats into a series on the first Event.
+            grant("events.k8s.io", "events", None, "patch"),
+        ])
     );
     // Kubelets may ask for serving certificates for themselves (what check 14 asks).
     let selfnodeserver = role(base, "ClusterRole", "rubber-stamp:selfnodeserver")?;
@@ -720,7 +725,7 @@ fn long_flags(cmd: &clap::Command) -> BTreeSet<String> {
 
 #[test]
 fn every_flag_in_the_manifests_exists_in_the_binaries() -> TestResult {
-    let cli = rubber_stamp_approver::cli::Cli::command();
+    let cli = rubber_stamp_approver::flags::Cli::command();
     let run = cli.find_subcommand("run").ok_or("run")?;
     let run_flags = long_flags(run);
     let agent_flags = long_flags(&rubber_stamp_agent::config::AgentArgs::command());

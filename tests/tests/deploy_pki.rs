@@ -16,9 +16,10 @@ use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use rubber_stamp_agent::identity::IdentitySource;
 use rubber_stamp_apiserver::{Cluster, ClusterOptions};
+use rubber_stamp_approver::metrics::TlsMetrics;
 use rubber_stamp_approver::pki::authority::{self, CertInfo};
 use rubber_stamp_approver::pki::plan::{Lifetime, Schedule};
-use rubber_stamp_approver::pki::{Bootstrap, PkiConfig, PkiError, SecretPki, TlsMetrics};
+use rubber_stamp_approver::pki::{Bootstrap, PkiConfig, PkiError, SecretPki};
 use rubber_stamp_approver::runtime::{RunConfig, TlsSource};
 use rubber_stamp_approver::store::Clock;
 use rubber_stamp_testbed::channel::{

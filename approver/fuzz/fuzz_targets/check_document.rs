@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rubber_stamp_approver::cli::input;
+use rubber_stamp_approver::documents as input;
 use rubber_stamp_approver::k8s;
 use std::sync::Arc;
 
@@ -45,6 +45,7 @@ fuzz_target!(|data: &[u8]| {
             attestations: &attestations,
             nodes: nodes.as_ref().map(|n| n as _),
             services: Some(&services),
+            access_review: None,
         };
         let verdict = decide(&csr, observed, &policy, now);
         let _ = verdict.summary();

@@ -9,18 +9,12 @@
 
 use std::hash::{DefaultHasher, Hash as _, Hasher as _};
 
-use k8s_openapi::api::core::v1::ObjectReference;
-use kube::Client;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-
 use super::table::StateKey;
 use super::valve::ValveState;
 use rubber_stamp_core::{Decision, Outcome as CoreOutcome, Reason, Verdict};
 
 /// `reportingController` of every Event.
 pub const REPORTING_CONTROLLER: &str = "rubber-stamp-approver";
-/// The `action` of decision Events.
-const ACTION: &str = "Decide";
 /// Longest Event note (events.k8s.io/v1 refuses more than 1 KiB).
 pub const MAX_NOTE_BYTES: usize = 1024;
 /// Longest condition message written to a CSR.
@@ -298,31 +292,18 @@ pub(crate) fn truncate(mut text: String, max: usize) -> String {
     text
 }
 
-/// Publishes one Event about `regarding`. A recorder per Event: kube's recorder keeps every
-/// Event of the last minutes and scans them on each publish, which a storm of thousands of
-/// CSRs would make quadratic; the controller's own state keys already prevent repeats.
-pub(crate) async fn publish(
-    client: &Client,
-    reporter: &Reporter,
-    regarding: &ObjectReference,
-    reason: &str,
-    warning: bool,
-    note: &str,
-) -> Result<(), kube::Error> {
-    let event = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: reason.to_owned(),
-        note: Some(truncate(note.to_owned(), MAX_NOTE_BYTES)),
-        action: ACTION.to_owned(),
-        secondary: None,
-    };
-    Recorder::new(client.clone(), reporter.clone())
-        .publish(&event, regarding)
-        .await
+/// Longest `reportingInstance` the API server accepts on an Event (128 bytes,
+/// `ValidateEventCreate`).
+pub const MAX_REPORTING_INSTANCE_BYTES: usize = 128;
+
+/// The replica's name as the Events' `reportingInstance`: cut to what the API server
+/// accepts (pod names may be longer).
+pub(crate) fn reporting_instance(replica: &str) -> String {
+    let mut end = replica.len().min(MAX_REPORTING_INSTANCE_BYTES);
+    while !replica.is_char_boundary(end) {
+        end -= 1;
+    }
+    replica[..end].to_owned()
 }
 
 #[cfg(test)]

@@ -25,14 +25,17 @@
 //!
 //! ```ignore
 //! let mut runtime = Runtime::new(run_config, Arc::new(SystemClock)).await?;
-//! let leadership = controller::plug(&mut runtime, client, controller_config)?;
+//! let leadership = runtime.plug_controller(client, controller_config)?;
 //! runtime.run(listeners, termination()).await
 //! ```
 
+mod act;
 pub mod config;
+mod context;
 pub mod explain;
 pub mod leader;
 mod nodes;
+mod plan;
 mod reconcile;
 mod review;
 mod services;
@@ -50,7 +53,7 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Service};
 use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kube::runtime::controller::{self, Controller as KubeController};
-use kube::runtime::events::Reporter;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use kube::{Api, Client};
 use tokio::task::JoinSet;
@@ -58,19 +61,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{ControllerMetrics, Metrics};
-use crate::runtime::Runtime;
 use crate::store::AttestationStore;
 use rubber_stamp_core::{AttestationLookup as _, KUBELET_SERVING_SIGNER, is_fresh};
 
-pub use config::{
-    ClientError, ControllerArgs, ControllerConfig, ControllerConfigError, LeaseConfig,
-};
+pub use config::{ClientError, ControllerConfig, ControllerConfigError, LeaseConfig};
 pub use leader::{ElectionError, Leadership};
 pub use reconcile::ReconcileError;
 
+use context::{Apis, Context, Settings, State};
 use leader::Election;
 use nodes::NodeIndex;
-use reconcile::Context;
 use review::AccessReviews;
 use services::ServiceIndex;
 use table::CsrTable;
@@ -111,21 +111,6 @@ pub struct Controller {
     metrics: ControllerMetrics,
     config: ControllerConfig,
     leadership: Leadership,
-}
-
-/// Builds the controller from the runtime's store and metrics and runs it next to the
-/// servers. Returns the replica's [`Leadership`], to observe when it acts.
-pub fn plug(
-    runtime: &mut Runtime,
-    client: Client,
-    config: ControllerConfig,
-) -> Result<Leadership, ControllerError> {
-    let controller = Controller::new(client, runtime.store().clone(), runtime.metrics(), config)?;
-    let leadership = controller.leadership();
-    runtime.spawn("controller", move |stop| async move {
-        controller.run(stop).await.map_err(Into::into)
-    });
-    Ok(leadership)
 }
 
 // === impl Controller ===
@@ -216,29 +201,37 @@ impl Controller {
         };
         let csrs: Api<CertificateSigningRequest> = Api::all(client.clone());
         let ctx = Arc::new(Context {
-            client: client.clone(),
-            csrs: csrs.clone(),
-            store: store.clone(),
-            nodes: Arc::clone(&nodes),
-            services: Arc::clone(&services),
-            table: Arc::clone(&table),
-            policy: Arc::clone(&config.policy),
-            dry_run: config.dry_run,
-            pending_resync: config.pending_resync,
-            challenge_timeout: config.challenge_timeout,
-            replica: config.replica.clone(),
-            leadership: leadership.clone(),
-            reviews: AccessReviews::new(Api::all(client.clone()), config.access_review_ttl),
-            valve: FloodValve::new(config.max_pending_csrs),
-            metrics: metrics.clone(),
-            triggers: triggers.clone(),
-            reporter: Reporter {
-                controller: explain::REPORTING_CONTROLLER.to_owned(),
-                instance: Some(config.replica.clone()),
+            api: Apis {
+                csrs: csrs.clone(),
+                reviews: AccessReviews::new(Api::all(client.clone()), config.access_review_ttl),
             },
-            own_object,
-            challenged: Mutex::new(HashMap::new()),
-            held_requestors: Mutex::new(HashSet::new()),
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: explain::REPORTING_CONTROLLER.to_owned(),
+                    instance: Some(explain::reporting_instance(&config.replica)),
+                },
+            ),
+            state: State {
+                store: store.clone(),
+                nodes: Arc::clone(&nodes),
+                services: Arc::clone(&services),
+                table: Arc::clone(&table),
+                valve: FloodValve::new(config.max_pending_csrs),
+                held_requestors: Mutex::new(HashSet::new()),
+                challenged: Mutex::new(HashMap::new()),
+                leadership: leadership.clone(),
+                triggers: triggers.clone(),
+            },
+            settings: Settings {
+                policy: Arc::clone(&config.policy),
+                dry_run: config.dry_run,
+                pending_resync: config.pending_resync,
+                challenge_timeout: config.challenge_timeout,
+                replica: config.replica.clone(),
+                own_object,
+            },
+            metrics: metrics.clone(),
         });
         tracing::info!(
             replica = %config.replica,
@@ -437,18 +430,18 @@ async fn status_loop(ctx: Arc<Context>, stop: CancellationToken) {
         }
         ctx.metrics
             .pending_csrs
-            .set(i64::try_from(ctx.table.len()).unwrap_or(i64::MAX));
+            .set(i64::try_from(ctx.state.table.len()).unwrap_or(i64::MAX));
         ctx.metrics
             .flood_valve_held_nodes
-            .set(i64::try_from(ctx.table.requestors_over_bound()).unwrap_or(i64::MAX));
-        if !ctx.nodes.is_ready() {
+            .set(i64::try_from(ctx.state.table.requestors_over_bound()).unwrap_or(i64::MAX));
+        if !ctx.state.nodes.is_ready() {
             continue;
         }
         ctx.valve_state();
         let released = ctx.release_requestors();
         let sent = async {
             for requestor in &released {
-                ctx.triggers.requestor(requestor).await;
+                ctx.state.triggers.requestor(requestor).await;
             }
         };
         tokio::select! {
@@ -467,17 +460,18 @@ async fn status_loop(ctx: Arc<Context>, stop: CancellationToken) {
 
 /// Nodes with a fresh attestation, and Node objects without one.
 fn attestation_coverage(ctx: &Context) -> (usize, usize) {
-    let now = ctx.store.now();
-    let attestations = ctx.store.read();
-    let nodes = ctx.nodes.read();
+    let (state, policy) = (&ctx.state, &ctx.settings.policy);
+    let now = state.store.now();
+    let attestations = state.store.read();
+    let nodes = state.nodes.read();
     let fresh = |name: &str| {
         attestations
             .attestation(name)
-            .is_some_and(|a| is_fresh(a.received_at, now, &ctx.policy))
+            .is_some_and(|a| is_fresh(a.received_at, now, policy))
     };
     let attested = attestations
         .iter()
-        .filter(|a| is_fresh(a.received_at, now, &ctx.policy))
+        .filter(|a| is_fresh(a.received_at, now, policy))
         .count();
     let unattested = nodes.iter().filter(|n| !fresh(&n.name)).count();
     (attested, unattested)

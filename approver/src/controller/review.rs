@@ -15,7 +15,7 @@ use kube::api::PostParams;
 use tokio::time::Instant;
 
 use crate::metrics::ControllerMetrics;
-use rubber_stamp_core::CsrInput;
+use rubber_stamp_core::{AccessReview, CsrInput};
 
 /// Most requestors whose answer is kept.
 pub(crate) const MAX_CACHED_REVIEWS: usize = 16_384;
@@ -65,7 +65,7 @@ impl AccessReviews {
         &self,
         csr: &CsrInput,
         metrics: &ControllerMetrics,
-    ) -> Result<(bool, String), kube::Error> {
+    ) -> Result<AccessReview, kube::Error> {
         let requestor = Requestor {
             user: csr.username.clone(),
             uid: csr.uid.clone(),
@@ -74,7 +74,7 @@ impl AccessReviews {
         };
         if let Some(answer) = self.cached(&requestor) {
             metrics.access_review("cached");
-            return Ok((answer.allowed, answer.detail));
+            return Ok(access_review(answer.allowed, answer.detail));
         }
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
@@ -128,7 +128,7 @@ impl AccessReviews {
         if allowed {
             self.remember(requestor, &detail);
         }
-        Ok((allowed, detail))
+        Ok(access_review(allowed, detail))
     }
 
     fn cached(&self, requestor: &Requestor) -> Option<Answer> {
@@ -162,5 +162,13 @@ impl AccessReviews {
                 at: Instant::now(),
             },
         );
+    }
+}
+/// The core's check 14 input for an answer.
+fn access_review(allowed: bool, detail: String) -> AccessReview {
+    if allowed {
+        AccessReview::Allowed(detail)
+    } else {
+        AccessReview::Refused(detail)
     }
 }

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::PkiError;
-use super::metrics::TlsMetrics;
 use super::resolver::{ServingCertificate, certified_key};
+use crate::metrics::TlsMetrics;
 
 /// Largest certificate or key file read, in bytes.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -69,17 +69,14 @@ impl CertificateFiles {
         Ok(swapped)
     }
 
-    /// Reloads every `interval` until `stop`.
-    pub async fn run(
-        mut self,
-        interval: Duration,
-        stop: CancellationToken,
-    ) -> Result<(), crate::runtime::TaskError> {
+    /// Reloads every `interval` until `stop`; a failed reload is logged and counted, and
+    /// the current certificate stays in use.
+    pub async fn run(mut self, interval: Duration, stop: CancellationToken) {
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                () = stop.cancelled() => return Ok(()),
+                () = stop.cancelled() => return,
                 _ = ticks.tick() => {
                     if let Err(error) = self.reload() {
                         self.metrics.refresh_failed(error.metric_label());

@@ -12,12 +12,10 @@
 //! - [`secret`]: [`SecretPki`], the Secret and ConfigMap through the Kubernetes API.
 //! - [`files`]: [`CertificateFiles`], bring-your-own files polled for changes.
 //! - [`config`]: the flags.
-//! - [`metrics`]: expiry gauges, swaps and refresh errors.
 
 pub mod authority;
 pub mod config;
 pub mod files;
-pub mod metrics;
 pub mod plan;
 pub mod resolver;
 pub mod secret;
@@ -25,9 +23,9 @@ pub mod state;
 
 use std::path::PathBuf;
 
-pub use config::{PkiArgs, PkiConfig, PkiConfigError};
+pub use config::{PkiConfig, PkiConfigError};
 pub use files::CertificateFiles;
-pub use metrics::TlsMetrics;
+
 pub use resolver::{KeyError, ServingCertificate, certified_key};
 pub use secret::{Bootstrap, MANAGED_BY, SecretPki};
 

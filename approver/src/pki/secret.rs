@@ -19,10 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::PkiError;
 use super::config::PkiConfig;
-use super::metrics::TlsMetrics;
 use super::plan::Step;
 use super::resolver::{ServingCertificate, certified_key};
 use super::state::{BUNDLE, PkiState, StateError};
+use crate::metrics::TlsMetrics;
 use crate::store::Clock;
 
 /// The label (and value) marking the Secret and ConfigMap as the approver's own; objects of
@@ -137,13 +137,13 @@ impl SecretPki {
 
     /// Refreshes every interval until `stop`. A failed refresh is logged and counted; the
     /// current certificate stays in use and the next interval tries again.
-    pub async fn run(self, stop: CancellationToken) -> Result<(), crate::runtime::TaskError> {
+    pub async fn run(self, stop: CancellationToken) {
         let interval = self.objects.config.refresh_interval;
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                () = stop.cancelled() => return Ok(()),
+                () = stop.cancelled() => return,
                 _ = ticks.tick() => {
                     if let Err(error) = self.refresh().await {
                         self.metrics.refresh_failed(error.metric_label());

@@ -11,7 +11,7 @@ use super::{LogFormat, RuntimeError};
 /// lock on every span enter and exit to look for them — 6–8 % of the leader's CPU during
 /// a bootstrap storm, where kube-runtime enters a span on every poll of every decision
 /// (docs/performance.md). The agent filters the same way.
-pub(super) fn init(format: LogFormat, filter: &str) -> Result<(), RuntimeError> {
+pub fn init(format: LogFormat, filter: &str) -> Result<(), RuntimeError> {
     let filter: Targets = filter
         .parse()
         .map_err(|e| RuntimeError::Logging(format!("--log-filter: {e}")))?;

@@ -12,12 +12,12 @@
 //!
 //! ```ignore
 //! let mut runtime = Runtime::new(config, Arc::new(SystemClock)).await?;
-//! let leadership = controller::plug(&mut runtime, client, controller_config)?;
+//! let leadership = runtime.plug_controller(client, controller_config)?;
 //! runtime.run(listeners, termination()).await
 //! ```
 
 pub mod config;
-mod logging;
+pub mod logging;
 
 use std::future::Future;
 use std::io;
@@ -30,16 +30,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin;
-use crate::controller::{self, ClientError, ControllerError};
-use crate::grpc::{self, TlsError};
+use crate::channel::{self, TlsError};
+use crate::controller::{ClientError, Controller, ControllerConfig, ControllerError, Leadership};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::pki::{CertificateFiles, PkiError, SecretPki, ServingCertificate};
 use crate::store::{AttestationStore, Clock, SystemClock};
 
-pub use config::{
-    ConfigError, ListenAddrs, ListenerLimits, LogFormat, RunArgs, RunConfig, TlsSource,
-};
+pub use config::{ListenAddrs, ListenerLimits, LogFormat, RunConfig, TlsSource};
 
 /// The error type of a task run next to the servers.
 pub type TaskError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -58,9 +56,6 @@ pub enum RuntimeError {
     /// The controller could not be set up.
     #[error(transparent)]
     Controller(#[from] ControllerError),
-    /// The flags do not make a configuration.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
     /// The attestation port's TLS files are unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -192,7 +187,9 @@ impl Runtime {
                 let serving = Arc::clone(source.serving());
                 tasks.push((
                     "certificate files",
-                    Box::pin(source.run(*reload_interval, stop.child_token())),
+                    Box::pin(never_fails(
+                        source.run(*reload_interval, stop.child_token()),
+                    )),
                 ));
                 serving
             }
@@ -200,11 +197,14 @@ impl Runtime {
                 let client = kube.ok_or(RuntimeError::NoKubeClient)?;
                 let pki = bootstrap_pki(client, pki, &clock, &metrics).await?;
                 let serving = Arc::clone(pki.serving());
-                tasks.push(("tls secret", Box::pin(pki.run(stop.child_token()))));
+                tasks.push((
+                    "tls secret",
+                    Box::pin(never_fails(pki.run(stop.child_token()))),
+                ));
                 serving
             }
         };
-        let tls = grpc::tls::server_config_with(config.tls.client_ca(), serving.clone())?;
+        let tls = channel::tls::server_config_with(config.tls.client_ca(), serving.clone())?;
         Ok(Self {
             store: AttestationStore::new(config.store.clone(), clock),
             metrics,
@@ -235,6 +235,21 @@ impl Runtime {
     /// The health statuses.
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// Builds the controller from this runtime's store and metrics and runs it next to the
+    /// servers. Returns the replica's [`Leadership`], to observe when it acts.
+    pub fn plug_controller(
+        &mut self,
+        client: kube::Client,
+        config: ControllerConfig,
+    ) -> Result<Leadership, ControllerError> {
+        let controller = Controller::new(client, self.store.clone(), &self.metrics, config)?;
+        let leadership = controller.leadership();
+        self.spawn("controller", move |stop| async move {
+            controller.run(stop).await.map_err(Into::into)
+        });
+        Ok(leadership)
     }
 
     /// Runs `task` next to the servers once [`run`](Self::run) starts. It is given a token
@@ -293,7 +308,7 @@ impl Runtime {
         }));
         set.spawn(named("attestation server", {
             let health = health.clone();
-            let serve = grpc::serve(
+            let serve = channel::serve(
                 listeners.grpc,
                 tls,
                 store.clone(),
@@ -381,6 +396,12 @@ impl std::fmt::Debug for Runtime {
             )
             .finish_non_exhaustive()
     }
+}
+
+/// A task that handles its own errors (logs and counts them) as one that never fails.
+async fn never_fails(task: impl Future<Output = ()>) -> Result<(), TaskError> {
+    task.await;
+    Ok(())
 }
 
 async fn named(
@@ -528,9 +549,10 @@ pub async fn termination() {
 
 /// Entry point of `rubber-stamp-approver run`: logging, the async runtime, listeners, the
 /// controller (unless `--attestation-only`), then [`Runtime::run`] until SIGTERM/SIGINT.
-pub fn main(args: RunArgs) -> Result<(), RuntimeError> {
-    logging::init(args.log_format, &args.log_filter)?;
-    let (mut config, controller_config) = args.into_parts()?;
+pub fn main(
+    mut config: RunConfig,
+    controller_config: Option<ControllerConfig>,
+) -> Result<(), RuntimeError> {
     fit_descriptors(&mut config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -558,7 +580,7 @@ pub fn main(args: RunArgs) -> Result<(), RuntimeError> {
         let mut approver = Runtime::with_kube(config, Arc::new(SystemClock), kube.clone()).await?;
         match (controller_config, kube) {
             (Some(controller_config), Some(client)) => {
-                controller::plug(&mut approver, client, controller_config)?;
+                approver.plug_controller(client, controller_config)?;
             }
             _ => tracing::warn!("--attestation-only: serving attestations, never approving"),
         }

@@ -7,11 +7,10 @@
 //! None of them sees the others' types: no protobuf and no Kubernetes objects here.
 //!
 //! Per node the store holds one [`Attestation`] and, while the agent is connected, one
-//! [`LiveStream`] entry (a command sender and the pending challenges). Attestations outlive
+//! `LiveStream` entry (a command sender and the pending challenges). Attestations outlive
 //! their stream until [`prune`](AttestationStore::prune) removes those older than the max age.
 
 mod clock;
-mod node_name;
 #[cfg(test)]
 mod tests;
 
@@ -22,15 +21,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 
 use rubber_stamp_core::attestation::SourceReport;
 use rubber_stamp_core::{
-    Attestation, AttestationLookup, AttestationSet, AttestationSnapshot, InterfaceFacts,
+    Attestation, AttestationLookup, AttestationSet, AttestationSnapshot, InterfaceFacts, NodeName,
 };
 
 pub use clock::{Clock, SystemClock};
-pub use node_name::{MAX_NODE_NAME_BYTES, NodeName, NodeNameError};
 
 /// Length of the nonces the store puts in challenges, in bytes.
 pub const CHALLENGE_NONCE_BYTES: usize = 16;
@@ -139,20 +137,28 @@ pub enum ChallengeError {
         /// Challenges outstanding.
         pending: usize,
     },
-    /// The stream closed (or was replaced) before the answer arrived.
-    #[error("the stream of node {node} closed before it answered the challenge")]
+    /// The stream is closing (or was replaced).
+    #[error("the stream of node {node} is closing")]
     StreamClosed {
         /// The node challenged.
         node: String,
     },
-    /// No answer within the timeout.
-    #[error("node {node} did not answer the challenge within {after:?}")]
-    Timeout {
-        /// The node challenged.
-        node: String,
-        /// The timeout.
-        after: Duration,
-    },
+}
+
+/// A recorded report.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// The attestation made from it.
+    pub attestation: Arc<Attestation>,
+    /// It echoed the nonce of a challenge of this stream that was still pending.
+    pub answered_challenge: bool,
+}
+
+/// A challenge sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sent {
+    /// Challenges of the node that expired unanswered and were dropped first.
+    pub expired: usize,
 }
 
 /// Why a report was not recorded.
@@ -211,7 +217,8 @@ struct LiveStream {
 
 struct PendingChallenge {
     nonce: Nonce,
-    reply: oneshot::Sender<Arc<Attestation>>,
+    /// When it was sent (monotonic): it expires `valid_for` later.
+    sent: tokio::time::Instant,
 }
 
 /// A node's registration as the live stream of this replica; returned by
@@ -316,7 +323,7 @@ impl AttestationStore {
         lease: &StreamLease,
         facts: NodeFacts,
         nonce: Option<&Nonce>,
-    ) -> Result<Arc<Attestation>, RecordError> {
+    ) -> Result<Recorded, RecordError> {
         let node = &lease.info.node;
         if !self.is_live(lease) {
             return Err(RecordError::Superseded {
@@ -342,15 +349,15 @@ impl AttestationStore {
                 _ => ChangeKind::Changed,
             }
         };
+        let mut answered = false;
         if let Some(nonce) = nonce {
             let mut streams = lock(&self.inner.streams);
             if let Some(live) = streams.by_node.get_mut(node.as_str())
                 && live.info.id == lease.info.id
                 && let Some(at) = live.challenges.iter().position(|c| c.nonce == *nonce)
             {
-                let pending = live.challenges.swap_remove(at);
-                // The challenger may have given up already; nothing to do then.
-                let _ = pending.reply.send(Arc::clone(&attestation));
+                live.challenges.swap_remove(at);
+                answered = true;
             }
         }
         // No subscriber is not an error; a lagging one learns it on its next recv.
@@ -358,70 +365,56 @@ impl AttestationStore {
             node: node.clone(),
             kind,
         });
-        Ok(attestation)
+        Ok(Recorded {
+            attestation,
+            answered_challenge: answered,
+        })
     }
 
-    /// Sends `node`'s agent a challenge over its live stream and waits up to `timeout` for
-    /// the report that echoes the nonce; returns the attestation made from that report.
-    pub async fn challenge(
-        &self,
-        node: &str,
-        timeout: Duration,
-    ) -> Result<Arc<Attestation>, ChallengeError> {
+    /// Sends `node`'s agent a challenge over its live stream and returns at once: the
+    /// answer is a report echoing the nonce, recorded like any other (its attestation change
+    /// triggers whoever waits on the node, and [`record`](Self::record) says it answered).
+    /// Challenges unanswered after `valid_for` are dropped first, and counted in
+    /// [`Sent::expired`].
+    pub fn challenge(&self, node: &str, valid_for: Duration) -> Result<Sent, ChallengeError> {
         let nonce = Nonce::random();
-        let (reply, answer) = oneshot::channel();
+        let now = tokio::time::Instant::now();
+        let mut streams = lock(&self.inner.streams);
+        let Some(live) = streams.by_node.get_mut(node) else {
+            return Err(ChallengeError::NoStream {
+                node: node.to_owned(),
+            });
+        };
+        let before = live.challenges.len();
+        live.challenges
+            .retain(|c| now.duration_since(c.sent) < valid_for);
+        let expired = before - live.challenges.len();
+        let pending = live.challenges.len();
+        if pending >= self.inner.config.max_pending_challenges {
+            return Err(ChallengeError::Busy {
+                node: node.to_owned(),
+                pending,
+            });
+        }
+        match live
+            .commands
+            .try_send(StreamCommand::Challenge(nonce.clone()))
         {
-            let mut streams = lock(&self.inner.streams);
-            let Some(live) = streams.by_node.get_mut(node) else {
-                return Err(ChallengeError::NoStream {
-                    node: node.to_owned(),
-                });
-            };
-            let pending = live.challenges.len();
-            if pending >= self.inner.config.max_pending_challenges {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
                 return Err(ChallengeError::Busy {
                     node: node.to_owned(),
                     pending,
                 });
             }
-            match live
-                .commands
-                .try_send(StreamCommand::Challenge(nonce.clone()))
-            {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    return Err(ChallengeError::Busy {
-                        node: node.to_owned(),
-                        pending,
-                    });
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    return Err(ChallengeError::StreamClosed {
-                        node: node.to_owned(),
-                    });
-                }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(ChallengeError::StreamClosed {
+                    node: node.to_owned(),
+                });
             }
-            live.challenges.push(PendingChallenge {
-                nonce: nonce.clone(),
-                reply,
-            });
         }
-        // Removes the pending entry if this future is dropped or times out.
-        let _forget = ForgetChallenge {
-            store: self,
-            node,
-            nonce: &nonce,
-        };
-        match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(attestation)) => Ok(attestation),
-            Ok(Err(_)) => Err(ChallengeError::StreamClosed {
-                node: node.to_owned(),
-            }),
-            Err(_) => Err(ChallengeError::Timeout {
-                node: node.to_owned(),
-                after: timeout,
-            }),
-        }
+        live.challenges.push(PendingChallenge { nonce, sent: now });
+        Ok(Sent { expired })
     }
 
     /// Subscribes to attestation changes from now on.
@@ -512,12 +505,6 @@ impl AttestationStore {
             streams.by_node.remove(info.node.as_str());
         }
     }
-
-    fn forget_challenge(&self, node: &str, nonce: &Nonce) {
-        if let Some(live) = lock(&self.inner.streams).by_node.get_mut(node) {
-            live.challenges.retain(|c| c.nonce != *nonce);
-        }
-    }
 }
 
 impl AttestationLookup for AttestationStore {
@@ -557,18 +544,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
-}
-
-struct ForgetChallenge<'a> {
-    store: &'a AttestationStore,
-    node: &'a str,
-    nonce: &'a Nonce,
-}
-
-impl Drop for ForgetChallenge<'_> {
-    fn drop(&mut self) {
-        self.store.forget_challenge(self.node, self.nonce);
-    }
 }
 
 // === impl StreamLease ===

@@ -64,9 +64,11 @@ async fn a_report_becomes_an_attestation_under_the_leases_node_with_the_clocks_t
     let mut changes = store.subscribe();
     let lease = store.open_stream(mk_node("worker-1"), peer(11), "0a".into());
 
-    let got = store
+    let recorded = store
         .record(&lease, mk_facts("worker-1", [10, 0, 0, 11]), None)
         .expect("recorded");
+    assert!(!recorded.answered_challenge);
+    let got = recorded.attestation;
     assert_eq!(got.node_name, "worker-1");
     assert_eq!(got.peer_address, Some(peer(11)));
     assert_eq!(got.received_at, clock.now());
@@ -82,7 +84,8 @@ async fn a_report_becomes_an_attestation_under_the_leases_node_with_the_clocks_t
     clock.advance(Duration::from_secs(60));
     let again = store
         .record(&lease, mk_facts("worker-1", [10, 0, 0, 11]), None)
-        .expect("recorded");
+        .expect("recorded")
+        .attestation;
     assert_eq!(again.received_at, clock.now());
     assert_eq!(
         changes.recv().await.map(|c| c.kind),
@@ -110,8 +113,10 @@ async fn a_new_stream_replaces_the_old_one_of_the_same_node_only() {
 
     assert_eq!(old.next_command().await, None, "old stream told to end");
     assert_eq!(
-        store.record(&old, mk_facts("worker-1", [10, 0, 0, 11]), None),
-        Err(RecordError::Superseded {
+        store
+            .record(&old, mk_facts("worker-1", [10, 0, 0, 11]), None)
+            .err(),
+        Some(RecordError::Superseded {
             node: mk_node("worker-1"),
             stream: old.info().id
         })
@@ -160,17 +165,18 @@ async fn attestations_outlive_their_stream_until_pruned_past_max_age() {
 }
 
 #[tokio::test]
-async fn a_challenge_resolves_with_the_report_that_echoes_its_nonce() {
+async fn a_challenge_is_answered_by_the_report_that_echoes_its_nonce() {
     let store = mk_store(
         ManualClock::at("2026-11-30T00:00:00Z"),
         StoreConfig::default(),
     );
     let mut lease = store.open_stream(mk_node("worker-1"), peer(11), "01".into());
 
-    let challenger = {
-        let store = store.clone();
-        tokio::spawn(async move { store.challenge("worker-1", Duration::from_secs(5)).await })
-    };
+    // Fired and forgotten: the store sends the nonce down the stream and returns.
+    let sent = store
+        .challenge("worker-1", Duration::from_secs(5))
+        .expect("sent");
+    assert_eq!(sent.expired, 0);
     let Some(StreamCommand::Challenge(nonce)) = lease.next_command().await else {
         panic!("no challenge sent down the stream");
     };
@@ -178,18 +184,24 @@ async fn a_challenge_resolves_with_the_report_that_echoes_its_nonce() {
 
     // A report with another nonce is stored but does not answer the challenge.
     let unrelated = Nonce::from_bytes(vec![0; CHALLENGE_NONCE_BYTES]);
-    store
+    let old = store
         .record(&lease, mk_facts("old", [10, 0, 0, 11]), Some(&unrelated))
         .expect("recorded");
-    store
+    assert!(!old.answered_challenge);
+    let fresh = store
         .record(&lease, mk_facts("fresh", [10, 0, 0, 11]), Some(&nonce))
         .expect("recorded");
-    let answer = challenger.await.expect("join").expect("answered");
-    assert_eq!(answer.hostname, "fresh");
+    assert!(fresh.answered_challenge);
+    assert_eq!(fresh.attestation.hostname, "fresh");
+    // A nonce answers once.
+    let again = store
+        .record(&lease, mk_facts("fresh", [10, 0, 0, 11]), Some(&nonce))
+        .expect("recorded");
+    assert!(!again.answered_challenge);
 }
 
 #[tokio::test(start_paused = true)]
-async fn challenge_errors_are_typed() {
+async fn challenge_errors_are_typed_and_unanswered_challenges_expire() {
     let store = mk_store(
         ManualClock::at("2026-11-30T00:00:00Z"),
         StoreConfig {
@@ -198,52 +210,39 @@ async fn challenge_errors_are_typed() {
         },
     );
     assert_eq!(
-        store.challenge("worker-1", Duration::from_secs(1)).await,
+        store.challenge("worker-1", Duration::from_secs(1)),
         Err(ChallengeError::NoStream {
             node: "worker-1".into()
         })
     );
 
-    let lease = store.open_stream(mk_node("worker-1"), peer(11), "01".into());
+    let mut lease = store.open_stream(mk_node("worker-1"), peer(11), "01".into());
     assert_eq!(
-        store.challenge("worker-1", Duration::from_secs(2)).await,
-        Err(ChallengeError::Timeout {
-            node: "worker-1".into(),
-            after: Duration::from_secs(2)
-        })
+        store.challenge("worker-1", Duration::from_secs(2)),
+        Ok(Sent { expired: 0 })
     );
-
-    // The timed-out challenge no longer counts against the limit, but its command is
-    // still queued (nobody read it), so the one-slot channel is full.
+    // The first is pending and the node may have only one.
     assert_eq!(
-        store.challenge("worker-1", Duration::from_secs(2)).await,
-        Err(ChallengeError::Busy {
-            node: "worker-1".into(),
-            pending: 0
-        })
-    );
-    drop(lease);
-
-    let mut lease = store.open_stream(mk_node("worker-1"), peer(11), "02".into());
-    let pending = {
-        let store = store.clone();
-        tokio::spawn(async move { store.challenge("worker-1", Duration::from_secs(60)).await })
-    };
-    assert!(matches!(
-        lease.next_command().await,
-        Some(StreamCommand::Challenge(_))
-    ));
-    assert_eq!(
-        store.challenge("worker-1", Duration::from_secs(1)).await,
+        store.challenge("worker-1", Duration::from_secs(2)),
         Err(ChallengeError::Busy {
             node: "worker-1".into(),
             pending: 1
         })
     );
+    assert!(matches!(
+        lease.next_command().await,
+        Some(StreamCommand::Challenge(_))
+    ));
+    // Unanswered past its validity, it is dropped and counted; a new one goes out.
+    tokio::time::advance(Duration::from_secs(3)).await;
+    assert_eq!(
+        store.challenge("worker-1", Duration::from_secs(2)),
+        Ok(Sent { expired: 1 })
+    );
     drop(lease);
     assert_eq!(
-        pending.await.expect("join"),
-        Err(ChallengeError::StreamClosed {
+        store.challenge("worker-1", Duration::from_secs(2)),
+        Err(ChallengeError::NoStream {
             node: "worker-1".into()
         })
     );

@@ -1,3 +1,5 @@
-//! Integration tests of the `check` command: `rubber-stamp-approver check` as a process.
+//! Integration tests of the approver: the `check` command as a process, and the layers of
+//! the product crates.
 
 mod check_command;
+mod layers;

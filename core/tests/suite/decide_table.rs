@@ -8,9 +8,9 @@ use std::sync::Arc;
 use rcgen::{ExtendedKeyUsagePurpose, KeyUsagePurpose, SanType};
 use rubber_stamp_core::policy::{DnsSuffix, HumanDuration, InterfacePattern};
 use rubber_stamp_core::{
-    AttestationSet, CheckName, CheckStatus, CsrInput, Decision, DenyMode, INTERFACES_SOURCE,
-    Listing, NodeSet, Observed, Outcome, ParsedRequest, Policy, Reason, ServiceAddressMode,
-    ServiceField, SourceReport, Verdict, decide, decide_parsed, parse_request,
+    AccessReview, AttestationSet, CheckName, CheckStatus, CsrInput, Decision, DenyMode,
+    INTERFACES_SOURCE, Listing, NodeSet, Observed, Outcome, ParsedRequest, Policy, Reason,
+    ServiceAddressMode, ServiceField, SourceReport, Verdict, decide, decide_parsed, parse_request,
 };
 
 use super::support::{CsrSpec, World, at, csr_input, dns_san, ip, pem_of, service};
@@ -136,6 +136,7 @@ fn decide_and_decide_parsed_agree_and_one_parse_serves_many_decisions() {
         attestations: &set,
         nodes: Some(&nodes),
         services: Some(&services),
+        access_review: None,
     };
     let a = decide(&csr, observed, &world.policy, world.now);
     let b = decide_parsed(&lean, parsed.as_ref(), observed, &world.policy, world.now);
@@ -1334,20 +1335,80 @@ fn deny_never_leaves_would_be_denials_pending() {
 }
 
 #[test]
-fn authorization_is_added_by_the_controller_and_recomputes_the_decision() {
-    let mut v = case(&good(), same, as_is, Decision::Approve, &[]);
-    v.push_authorization(false, "system:node:worker-1 may not create selfnodeserver");
-    assert_eq!(v.decision(), Decision::Pending);
-    assert_eq!(v.reason(), Some(Reason::SubjectAccessDenied));
+fn authorization_is_an_input_asked_for_once_everything_else_passes() {
+    let csr = csr_input("worker-1", &good().pem());
+    let world = World::two_workers();
+    let set: AttestationSet = world.attestations.iter().cloned().collect();
+    let nodes: NodeSet = world
+        .nodes
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let with = |review: &AccessReview| {
+        decide(
+            &csr,
+            Observed {
+                attestations: &set,
+                nodes: Some(&nodes),
+                services: None,
+                access_review: Some(review),
+            },
+            &world.policy,
+            world.now,
+        )
+    };
+    // Not made yet: reported, not evaluated; the controller makes it now.
+    let v = with(&AccessReview::NotMade);
+    assert_eq!(v.decision(), Decision::Approve);
+    assert!(v.awaits_access_review());
     assert_eq!(v.checks().last().map(|c| c.name()), Some(C::Authorization));
     assert_eq!(v.checks().last().map(|c| c.name().number()), Some(14));
+    assert_eq!(
+        v.check(C::Authorization).map(|c| c.status()),
+        Some(CheckStatus::Skipped)
+    );
+    // Refused: pending, with the reviewer's words.
+    let v = with(&AccessReview::Refused(
+        "system:node:worker-1 may not create selfnodeserver".to_owned(),
+    ));
+    assert_eq!(v.decision(), Decision::Pending);
+    assert!(!v.awaits_access_review());
+    assert_eq!(v.reason(), Some(Reason::SubjectAccessDenied));
     assert!(
         v.summary()
             .contains("authorization: system:node:worker-1 may not")
     );
-    let mut v = case(&good(), same, as_is, Decision::Approve, &[]);
-    v.push_authorization(true, "allowed");
+    // Allowed: approved, every check passed.
+    let v = with(&AccessReview::Allowed("allowed".to_owned()));
     assert_eq!(v.decision(), Decision::Approve);
+    assert!(!v.awaits_access_review());
+    assert_eq!(v.failed().count(), 0);
+    assert_eq!(
+        v.check(C::Authorization).map(|c| c.status()),
+        Some(CheckStatus::Passed)
+    );
+    // Offline (no review possible): check 14 is not reported at all.
+    let v = world.decide(&csr);
+    assert!(v.check(C::Authorization).is_none());
+    assert!(!v.awaits_access_review());
+    // A CSR another check holds never asks for the review.
+    let mut stale = world.clone();
+    stale.now = at(30 + 600);
+    let set_stale: AttestationSet = stale.attestations.iter().cloned().collect();
+    let v = decide(
+        &csr,
+        Observed {
+            attestations: &set_stale,
+            nodes: Some(&nodes),
+            services: None,
+            access_review: Some(&AccessReview::NotMade),
+        },
+        &stale.policy,
+        stale.now,
+    );
+    assert_eq!(v.decision(), Decision::Pending);
+    assert!(!v.awaits_access_review());
 }
 
 #[test]

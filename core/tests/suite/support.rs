@@ -287,6 +287,7 @@ impl World {
             attestations: &set,
             nodes: nodes.as_ref().map(|n| n as _),
             services: self.services.as_ref().map(|s| s as _),
+            access_review: None,
         };
         decide(csr, observed, &self.policy, self.now)
     }

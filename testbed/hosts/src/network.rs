@@ -28,7 +28,6 @@ pub const KEEP_LOGS_ENV: &str = "RS_KEEP_HOST_LOGS";
 /// hostname of the writer's UTS namespace, like `hostname NAME` does.
 const SET_HOSTNAME_THEN_EXEC: &str = r#"printf '%s' "$0" > /proc/sys/kernel/hostname && exec "$@""#;
 
-
 /// Link types tried, in order, for [`Host::add_dummy`].
 const DUMMY_KINDS: &[&str] = &["dummy", "ifb"];
 
@@ -717,4 +716,3 @@ impl Host {
         Ok(self.addresses()?.iter().any(|a| a.address.addr() == ip))
     }
 }
-

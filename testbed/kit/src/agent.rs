@@ -9,6 +9,7 @@
 //! - [`Sessions`]: one session per approver endpoint, stopped when dropped.
 //! - [`ScriptedAgent`]: the controller tests' agent, reporting when the test says so.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,7 +19,7 @@ use ipnet::IpNet;
 use rubber_stamp_agent::config::Timings;
 use rubber_stamp_agent::facts::{FactSource, Facts, FactsError, FactsRead, NodeFacts, normalise};
 use rubber_stamp_agent::identity::{ClientIdentity, IdentityError};
-use rubber_stamp_agent::session::{ApproverCa, SessionContext, SessionEvents};
+use rubber_stamp_agent::session::{ApproverCa, SessionContext, SessionError, SessionEvents};
 use rubber_stamp_proto::v1::Ack;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -39,6 +40,9 @@ pub enum SimulatedAgentError {
     /// Its facts are not facts the agent would report.
     #[error(transparent)]
     Facts(#[from] FactsError),
+    /// A replica did not acknowledge a report in time.
+    #[error("a replica did not acknowledge the report within {0:?}")]
+    Unacknowledged(Duration),
 }
 
 /// A client identity that never changes (a certificate and its key, PEM), for
@@ -180,15 +184,86 @@ fn scripted_timings() -> Timings {
     }
 }
 
-/// Counts the challenges a scripted agent answered.
-#[derive(Debug, Default)]
-struct Challenges(AtomicU64);
+/// How long [`ScriptedAgent::report`] waits for every replica's Ack.
+const ACK_WITHIN: Duration = Duration::from_secs(10);
 
-impl SessionEvents for Challenges {
-    fn acknowledged(&self, _: SocketAddr, _: &Ack) {}
+/// Reports kept per stream to match Acks against (a test reports a handful at a time).
+const SENT_KEPT: usize = 16;
+
+/// What a scripted agent's sessions did: challenges answered, and per replica the
+/// reports handed to its current stream and the highest sequence it acknowledged.
+#[derive(Debug, Default)]
+struct Progress {
+    challenges: AtomicU64,
+    streams: watch::Sender<Streams>,
+}
+
+#[derive(Debug, Default)]
+struct Streams {
+    /// Counts every report handed to any stream, so a wait can ask for reports sent
+    /// after it began.
+    tick: u64,
+    by_endpoint: HashMap<SocketAddr, StreamProgress>,
+}
+
+#[derive(Debug, Default)]
+struct StreamProgress {
+    sent: VecDeque<Sent>,
+    acked: u64,
+}
+
+#[derive(Debug)]
+struct Sent {
+    tick: u64,
+    sequence: u64,
+    facts: NodeFacts,
+}
+
+impl SessionEvents for Progress {
+    fn reported(&self, endpoint: SocketAddr, sequence: u64, facts: &NodeFacts) {
+        self.streams.send_modify(|streams| {
+            streams.tick += 1;
+            let tick = streams.tick;
+            let stream = streams.by_endpoint.entry(endpoint).or_default();
+            if stream.sent.len() == SENT_KEPT {
+                stream.sent.pop_front();
+            }
+            stream.sent.push_back(Sent {
+                tick,
+                sequence,
+                facts: facts.clone(),
+            });
+        });
+    }
+
+    fn acknowledged(&self, endpoint: SocketAddr, ack: &Ack) {
+        self.streams.send_modify(|streams| {
+            let stream = streams.by_endpoint.entry(endpoint).or_default();
+            stream.acked = stream.acked.max(ack.sequence);
+        });
+    }
 
     fn challenged(&self, _: SocketAddr) {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        self.challenges.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn ended(&self, endpoint: SocketAddr, _: Option<&SessionError>) {
+        // The next stream numbers its reports from 1 again.
+        self.streams.send_modify(|streams| {
+            streams.by_endpoint.remove(&endpoint);
+        });
+    }
+}
+
+impl Streams {
+    /// Whether `endpoint`'s current stream acknowledged a report of `facts` handed to
+    /// it after tick `since`.
+    fn acknowledged(&self, endpoint: &SocketAddr, since: u64, facts: &NodeFacts) -> bool {
+        self.by_endpoint.get(endpoint).is_some_and(|stream| {
+            stream.sent.iter().any(|sent| {
+                sent.tick > since && sent.sequence <= stream.acked && sent.facts == *facts
+            })
+        })
     }
 }
 
@@ -202,7 +277,8 @@ pub struct ScriptedAgent {
     node: String,
     script: ScriptedFacts,
     facts: Facts,
-    challenges: Arc<Challenges>,
+    progress: Arc<Progress>,
+    approvers: Vec<SocketAddr>,
     reported: AtomicBool,
     sessions: Sessions,
 }
@@ -219,14 +295,14 @@ impl ScriptedAgent {
         let leaf = pki.node(node)?;
         let script = ScriptedFacts::unknown_until_released(Self::facts_of(node, addresses)?);
         let facts = Facts::new(script.clone());
-        let challenges = Arc::new(Challenges::default());
+        let progress = Arc::new(Progress::default());
         let context = SessionContext {
             server_name: SERVER_NAME.to_owned(),
             approver_ca: ApproverCa::Pem(pki.serving.cert_pem().as_bytes().into()),
             timings: scripted_timings(),
             identity: fixed_identity(&leaf.cert_pem, &leaf.key_pem)?,
             facts: facts.clone(),
-            events: Arc::clone(&challenges) as Arc<dyn SessionEvents>,
+            events: Arc::clone(&progress) as Arc<dyn SessionEvents>,
             local_address: None,
             stagger_first_heartbeat: false,
         };
@@ -235,7 +311,8 @@ impl ScriptedAgent {
             sessions: Sessions::start(&context, approvers),
             script,
             facts,
-            challenges,
+            progress,
+            approvers: approvers.to_vec(),
             reported: AtomicBool::new(false),
         })
     }
@@ -251,15 +328,29 @@ impl ScriptedAgent {
         node_facts(node, [("eth0".to_owned(), eth0), ("lo".to_owned(), lo)])
     }
 
-    /// Reports the current facts to every replica: the first call lets the sessions send
-    /// their first report; later ones make every stream report again.
+    /// Reports the current facts to every replica — the first call lets the sessions
+    /// send their first report, later ones make every stream report again — and returns
+    /// once every replica acknowledged (stored) a report of these facts sent after the
+    /// call began, so that what a test does next happens after.
     pub async fn report(&self) -> Result<(), SimulatedAgentError> {
+        let expected = self.script.get();
+        let since = self.progress.streams.borrow().tick;
         if self.reported.swap(true, Ordering::SeqCst) {
             self.facts.report_now().await?;
         } else {
             self.script.release();
         }
-        Ok(())
+        let mut streams = self.progress.streams.subscribe();
+        let all_acked = streams.wait_for(|streams| {
+            self.approvers
+                .iter()
+                .all(|endpoint| streams.acknowledged(endpoint, since, &expected))
+        });
+        match tokio::time::timeout(ACK_WITHIN, all_acked).await {
+            // The sender lives in `self.progress`: waiting cannot fail.
+            Ok(_) => Ok(()),
+            Err(_) => Err(SimulatedAgentError::Unacknowledged(ACK_WITHIN)),
+        }
     }
 
     /// Changes the facts of later reports and challenge answers.
@@ -273,7 +364,7 @@ impl ScriptedAgent {
 
     /// How many challenges the agent answered.
     pub fn challenges_answered(&self) -> u64 {
-        self.challenges.0.load(Ordering::SeqCst)
+        self.progress.challenges.load(Ordering::SeqCst)
     }
 
     /// The node.

@@ -79,7 +79,7 @@ struct Args {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = rubber_stamp_approver::runtime::config::parse_duration(s)?;
+    let d = rubber_stamp_approver::flags::parse_duration(s)?;
     if d.is_zero() {
         Err("must be greater than zero".into())
     } else {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use rubber_stamp_agent::config::{AgentConfig, ApproverAddress, IpFamily, Timings};
 use rubber_stamp_agent::identity::IdentitySource;
 use rubber_stamp_agent::resolve::{Resolution, Resolve};
-use rubber_stamp_approver::grpc::{GrpcConfig, TlsFiles};
+use rubber_stamp_approver::channel::{GrpcConfig, TlsFiles};
 use rubber_stamp_approver::metrics::Metrics;
 use rubber_stamp_approver::pki::ServingCertificate;
 use rubber_stamp_approver::runtime::{

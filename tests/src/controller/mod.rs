@@ -28,6 +28,8 @@ pub mod rbac;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
@@ -120,6 +122,9 @@ pub struct ControllerBed {
     pub pki: ChannelPki,
     /// The approver's ServiceAccount token.
     pub approver: Credentials,
+    /// The replicas started on this bed that reach the API server directly and still run:
+    /// their Node counts, so a CSR is created only once they see every Node.
+    watchers: Mutex<Vec<(ControllerMetrics, Arc<AtomicBool>)>>,
 }
 
 impl ControllerBed {
@@ -149,6 +154,7 @@ impl ControllerBed {
             cluster,
             pki,
             approver,
+            watchers: Mutex::default(),
         })
     }
 
@@ -228,12 +234,29 @@ impl ControllerBed {
     }
 
     /// Creates a kubelet-shaped serving CSR for `node` (DNS SAN: the node name; IP SANs:
-    /// `ips`) with the node's own client certificate, over HTTPS, as a kubelet does.
+    /// `ips`) with the node's own client certificate, over HTTPS, as a kubelet does — once
+    /// every running replica (not behind a partition) sees every Node of the cluster, as a
+    /// kubelet registers its Node before it asks. What a test then observes does not
+    /// depend on which watch a busy machine delivered first.
     pub async fn create_csr(
         &self,
         node: &str,
         ips: &[IpAddr],
     ) -> Result<CertificateSigningRequest, BedError> {
+        let nodes = self.cluster.objects().list::<Node>(None)?.len();
+        eventually(
+            "the replicas to see every Node",
+            Duration::from_secs(10),
+            || {
+                self.watchers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                    .filter(|(_, running)| running.load(Ordering::SeqCst))
+                    .all(|(metrics, _)| usize::try_from(metrics.nodes.get()) == Ok(nodes))
+            },
+        )
+        .await?;
         let identity = NodeIdentity::new(node, node, ips)?;
         let request = ServingRequest::generate(&identity)?;
         let client = self.cluster.client(&self.cluster.node(node)?).await?;
@@ -300,6 +323,17 @@ pub struct Replica {
     approver: TestApprover,
     leadership: Leadership,
     partition: Option<Partition>,
+    running: Running,
+}
+
+/// Marks a replica as no longer running when it is stopped or dropped.
+#[derive(Debug)]
+struct Running(Arc<AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 impl Replica {
@@ -322,7 +356,7 @@ impl Replica {
         let listeners = Listeners::bind(&run.listen).await?;
         let mut plugged = None;
         let approver = TestApprover::start_on(run, listeners, |runtime| {
-            plugged = Some(controller::plug(runtime, client, config));
+            plugged = Some(runtime.plug_controller(client, config));
         })
         .await?;
         let leadership = match plugged {
@@ -336,11 +370,19 @@ impl Replica {
                 return Err(BedError::Closed("the controller plug"));
             }
         };
+        let running = Arc::new(AtomicBool::new(true));
+        if partition.is_none() {
+            bed.watchers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((approver.metrics().controller.clone(), Arc::clone(&running)));
+        }
         Ok(Self {
             name,
             approver,
             leadership,
             partition,
+            running: Running(running),
         })
     }
 
@@ -408,6 +450,7 @@ impl Replica {
 
     /// Stops it as SIGTERM would: stop acting, release the Lease, drain.
     pub async fn stop(self) -> Result<(), BedError> {
+        self.running.0.store(false, Ordering::SeqCst);
         self.approver.stop().await?;
         Ok(())
     }

@@ -266,7 +266,7 @@ mod tests {
         assert_eq!(duration_flag(Duration::from_millis(1500)), "1500ms");
         for d in [Duration::from_secs(3), Duration::from_millis(250)] {
             assert_eq!(
-                rubber_stamp_approver::runtime::config::parse_duration(&duration_flag(d)),
+                rubber_stamp_approver::flags::parse_duration(&duration_flag(d)),
                 Ok(d)
             );
         }
@@ -299,8 +299,8 @@ mod tests {
                 )
                 .args(),
             );
-            let cli = rubber_stamp_approver::cli::Cli::try_parse_from(args).expect("parses");
-            let rubber_stamp_approver::cli::Command::Run(run) = cli.command else {
+            let cli = rubber_stamp_approver::flags::Cli::try_parse_from(args).expect("parses");
+            let rubber_stamp_approver::flags::Command::Run(run) = cli.command else {
                 panic!("not run");
             };
             let (_, controller) = run.into_parts().expect("a valid configuration");

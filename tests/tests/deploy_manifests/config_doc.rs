@@ -197,7 +197,7 @@ fn policy_table(policy_md: &str) -> Result<String, String> {
 
 /// Every generated block, by name.
 fn blocks() -> Result<Vec<(&'static str, String)>, String> {
-    let approver = rubber_stamp_approver::cli::Cli::command();
+    let approver = rubber_stamp_approver::flags::Cli::command();
     let agent = rubber_stamp_agent::config::AgentArgs::command().name("rubber-stamp-agent");
     let policy_md = std::fs::read_to_string(deploy::repo_root().join("docs/policy.md"))
         .map_err(|e| e.to_string())?;
@@ -272,7 +272,7 @@ fn configuration_doc_matches_the_binaries() -> TestResult {
 #[test]
 fn every_flag_and_variable_is_in_the_doc() -> TestResult {
     let doc = std::fs::read_to_string(deploy::repo_root().join("docs/configuration.md"))?;
-    let approver = rubber_stamp_approver::cli::Cli::command();
+    let approver = rubber_stamp_approver::flags::Cli::command();
     let agent = rubber_stamp_agent::config::AgentArgs::command();
     let commands = [
         approver.find_subcommand("run").ok_or("run")?,

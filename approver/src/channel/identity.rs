@@ -4,12 +4,7 @@
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::store::{NodeName, NodeNameError};
-
-/// Prefix of a kubelet client certificate's common name.
-pub const NODE_CN_PREFIX: &str = "system:node:";
-/// The group (organisation) every kubelet client certificate carries.
-pub const NODES_GROUP: &str = "system:nodes";
+use rubber_stamp_core::{NODE_CN_PREFIX, NODES_GROUP, NodeName, NodeNameError};
 
 /// Who a verified client certificate says the peer is.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,4 +1,6 @@
-//! `NodeName`: a Kubernetes node name, checked once where it enters the approver.
+//! `NodeName`: a Kubernetes node name, checked once where it enters: from a CSR's subject
+//! (check 3) or from an agent's verified client certificate (the attestation channel).
+//! Both name a node the same way, `CN=system:node:<name>` with `O=system:nodes`.
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -7,11 +9,17 @@ use std::sync::Arc;
 
 /// Longest DNS-1123 subdomain, in bytes.
 pub const MAX_NODE_NAME_BYTES: usize = 253;
+/// The common name of a kubelet's certificate (and of its CSRs) is this prefix and the
+/// node's name.
+pub const NODE_CN_PREFIX: &str = "system:node:";
+/// The only organisation (group) of a kubelet's certificate and of its CSRs.
+pub const NODES_GROUP: &str = "system:nodes";
 
-/// A node name that is a valid DNS-1123 subdomain (what Kubernetes accepts as
-/// `metadata.name` of a Node): lower-case alphanumerics, `-` and `.`, starting
-/// and ending with an alphanumeric, each dot-separated part non-empty and not
-/// starting or ending with `-`, at most 253 bytes.
+/// A node name that is a valid DNS-1123 subdomain, exactly what Kubernetes accepts as
+/// `metadata.name` of a Node (`IsDNS1123Subdomain`): lower-case alphanumerics, `-` and `.`,
+/// each dot-separated part non-empty and not starting or ending with `-`, at most 253
+/// bytes. Unlike a DNS label, a part may be longer than 63 bytes: Kubernetes allows it, and
+/// such a node's name can still be checked (it only cannot be a DNS SAN).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeName(Arc<str>);
 
@@ -24,6 +32,9 @@ pub enum NodeNameError {
     /// The name is longer than 253 bytes.
     #[error("node name is {0} bytes long, the limit is {MAX_NODE_NAME_BYTES}")]
     TooLong(usize),
+    /// The name contains upper-case letters (Kubernetes node names are lower case).
+    #[error("node name contains upper-case letters; Kubernetes node names are lower case")]
+    UpperCase,
     /// The name contains a character outside `[a-z0-9.-]`.
     #[error("node name contains {0:?}; only lower-case letters, digits, '-' and '.' are allowed")]
     BadCharacter(char),
@@ -50,6 +61,9 @@ impl FromStr for NodeName {
         }
         if s.len() > MAX_NODE_NAME_BYTES {
             return Err(NodeNameError::TooLong(s.len()));
+        }
+        if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(NodeNameError::UpperCase);
         }
         if let Some(c) = s
             .chars()
@@ -108,10 +122,7 @@ mod tests {
     #[test]
     fn refuses_what_kubernetes_refuses() {
         assert_eq!("".parse::<NodeName>(), Err(NodeNameError::Empty));
-        assert_eq!(
-            "Worker".parse::<NodeName>(),
-            Err(NodeNameError::BadCharacter('W'))
-        );
+        assert_eq!("Worker".parse::<NodeName>(), Err(NodeNameError::UpperCase));
         assert_eq!(
             "a_b".parse::<NodeName>(),
             Err(NodeNameError::BadCharacter('_'))
@@ -136,6 +147,8 @@ mod tests {
             "a.b-".parse::<NodeName>(),
             Err(NodeNameError::BadPart("b-".into()))
         );
+        // A part longer than a DNS label is a Kubernetes node name all the same.
+        assert!("a".repeat(64).parse::<NodeName>().is_ok());
         let long = "a".repeat(254);
         assert_eq!(long.parse::<NodeName>(), Err(NodeNameError::TooLong(254)));
         assert!("a".repeat(253).parse::<NodeName>().is_ok());

@@ -7,6 +7,10 @@
 
 use std::fmt;
 
+pub mod tls;
+
+pub use tls::TlsMetrics;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -23,7 +27,7 @@ pub struct Metrics {
     /// The attestation gRPC service.
     pub grpc: GrpcMetrics,
     /// The attestation port's serving certificate.
-    pub tls: crate::pki::TlsMetrics,
+    pub tls: TlsMetrics,
     /// The Kubernetes controller.
     pub controller: ControllerMetrics,
     /// Every listener's accept errors and shed connections.
@@ -54,6 +58,9 @@ pub struct GrpcMetrics {
     /// Streams that ended after they were accepted, by reason (the agent closed it, a newer
     /// stream replaced it, a report was invalid or too frequent, shutdown, …).
     pub closed_streams: Family<ReasonLabel, Counter>,
+    /// The controller's challenges family (`rubber_stamp_controller_challenges_total`):
+    /// the channel counts `answered` where the answering report is recorded.
+    pub challenges: Family<ResultLabel, Counter>,
 }
 
 // === impl Metrics ===
@@ -63,10 +70,16 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("rubber_stamp");
         let grpc = GrpcMetrics::register(registry.sub_registry_with_prefix("attestation"));
-        let tls = crate::pki::TlsMetrics::register(registry.sub_registry_with_prefix("tls"));
+        let tls = TlsMetrics::register(registry.sub_registry_with_prefix("tls"));
         let controller =
             ControllerMetrics::register(registry.sub_registry_with_prefix("controller"));
         let listeners = ListenerMetrics::register(&mut registry);
+        // One family for a challenge's life: sent and refused by the controller, answered
+        // where the report is recorded.
+        let grpc = GrpcMetrics {
+            challenges: controller.challenges.clone(),
+            ..grpc
+        };
         Self {
             registry,
             grpc,
@@ -316,7 +329,8 @@ pub struct ControllerMetrics {
     /// Decisions by outcome, reason and dry run; counted once per change of a CSR's state
     /// (the same changes that produce an Event), not once per reconcile.
     pub decisions: Family<DecisionLabels, Counter>,
-    /// Seconds from a CSR's creation to its approval by this replica.
+    /// Seconds from this replica's first sighting of a CSR to its approval (both readings
+    /// of the replica's clock: the watch delivers a CSR within milliseconds of its creation).
     pub approval_latency: Histogram,
     /// Seconds from the arrival of the attestation that an approval rests on to the approval,
     /// for CSRs that had been waiting (pending) before.
@@ -343,7 +357,9 @@ pub struct ControllerMetrics {
     pub writes: Family<WriteLabels, Counter>,
     /// SubjectAccessReviews for check 14, by result (`allowed`, `denied`, `cached`, `error`).
     pub access_reviews: Family<ResultLabel, Counter>,
-    /// Challenges sent to agents whose facts predate a CSR, by result.
+    /// Challenges to agents whose facts cannot decide a CSR yet, by result: `sent`,
+    /// `no_stream`, `busy`, `stream_closed` (when sent), `expired` (dropped unanswered
+    /// after --challenge-timeout), `answered` (when the echoing report is recorded).
     pub challenges: Family<ResultLabel, Counter>,
     /// Events published (`published`) or refused by the API server (`failed`).
     pub events: Family<ResultLabel, Counter>,
@@ -390,7 +406,7 @@ impl ControllerMetrics {
         );
         registry.register_with_unit(
             "approval_latency",
-            "Time from a CSR's creation to its approval",
+            "Time from this replica's first sighting of a CSR to its approval, on the replica's own clock",
             Unit::Seconds,
             m.approval_latency.clone(),
         );
@@ -448,7 +464,7 @@ impl ControllerMetrics {
         );
         registry.register(
             "challenges",
-            "Challenges sent to agents whose facts predate a CSR, by result",
+            "Challenges to agents whose facts cannot decide a CSR yet, by result (sent, no_stream, busy, stream_closed, expired, answered)",
             m.challenges.clone(),
         );
         registry.register("events", "Events published, by result", m.events.clone());

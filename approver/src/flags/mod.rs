@@ -1,16 +1,25 @@
-//! The command line: a `Command` per mode, parsed with clap; usage errors exit 64.
+//! Every flag of `rubber-stamp-approver`, parsed with clap and turned into the checked
+//! configurations the other modules take; usage errors exit 64.
 //!
-//! `main` installs the crypto provider, calls [`Cli::parse_args`] and
-//! [`Cli::run`]. Each subcommand lives in its own module.
+//! Nothing else in the approver declares flags, and nothing here runs anything: `main`
+//! parses with [`Cli::parse_args`] and hands the result to [`crate::run`].
+//!
+//! - [`run`]: `run`'s flags → `RunConfig` (and the controller's, the PKI's).
+//! - [`controller`]: the controller's flags → `ControllerConfig`.
+//! - [`pki`]: the attestation port's PKI flags → `PkiConfig`.
+//! - [`check`]: `check`'s flags.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 
 pub mod check;
-pub mod input;
+pub mod controller;
+pub mod pki;
+pub mod run;
 
 /// Exit code for bad usage or unreadable input (`EX_USAGE`). clap's own
 /// default (2) would collide with `check`'s "pending".
@@ -33,7 +42,7 @@ pub enum Command {
     /// Exit code: 0 approve, 1 deny, 2 pending, 3 ignore, 64 unreadable input or bad usage.
     Check(check::CheckArgs),
     /// Run the approver: the attestation gRPC API, health and admin endpoints.
-    Run(Box<crate::runtime::RunArgs>),
+    Run(Box<run::RunArgs>),
 }
 
 // === impl Cli ===
@@ -58,18 +67,9 @@ impl Cli {
             }
         }
     }
-
-    /// Runs the chosen subcommand and returns its exit code.
-    pub fn run(self) -> ExitCode {
-        match self.command {
-            Command::Check(args) => check::run(&args),
-            Command::Run(args) => match crate::runtime::main(*args) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("rubber-stamp-approver: {error:#}");
-                    ExitCode::FAILURE
-                }
-            },
-        }
-    }
+}
+/// Parses a duration such as `10s`, `5m`, `1h30m` or `PT5M`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let signed: jiff::SignedDuration = s.parse().map_err(|e| format!("{e}"))?;
+    Duration::try_from(signed).map_err(|_| format!("{s:?} is negative"))
 }

@@ -2,7 +2,7 @@
 //! stream per node, reports checked and stored, Acks and Challenges sent back.
 //!
 //! The route is written out by hand instead of using the generated server so that it can
-//! use [`AttestCodec`], whose per-stream buffers are sized for small reports (tonic's
+//! use `rubber_stamp_proto::codec::AttestCodec`, whose per-stream buffers are sized for small reports (tonic's
 //! default codec allocates 8 KiB for each direction of every stream up front).
 
 use std::convert::Infallible;
@@ -10,20 +10,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use prost::Message as _;
+use rubber_stamp_proto::codec::AttestCodec;
 use rubber_stamp_proto::v1::{Ack, AgentMessage, ApproverMessage, Challenge, approver_message};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Context, Poll, Service, http};
 use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::report::{ReportError, ValidReport};
 use super::tls::{GaugeGuard, PeerInfo};
-use crate::metrics::GrpcMetrics;
+use crate::metrics::{GrpcMetrics, ResultLabel};
 use crate::store::{AttestationStore, StreamCommand, StreamLease};
 
 /// The gRPC service name, also the approver's readiness service in `grpc.health.v1`.
@@ -277,10 +276,17 @@ impl ServiceState {
             ));
         }
         *previous = report.sequence;
-        self.store
+        let recorded = self
+            .store
             .record(lease, report.facts, report.nonce.as_ref())
             .map_err(|_| StreamEnd::Replaced)?;
         self.metrics.reports_accepted.inc();
+        if recorded.answered_challenge {
+            self.metrics
+                .challenges
+                .get_or_create(&ResultLabel { result: "answered" })
+                .inc();
+        }
         Ok(ApproverMessage {
             kind: Some(approver_message::Kind::Ack(Ack {
                 sequence: report.sequence,
@@ -378,67 +384,6 @@ impl RateLimiter {
         } else {
             false
         }
-    }
-}
-
-/// Protobuf codec for the Attest stream with small initial buffers: a typical report is
-/// well under a kilobyte, and these buffers exist once per live stream. Messages that do
-/// not decode are `invalid_argument` (the wire contract's status for a bad report).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct AttestCodec;
-
-/// Initial size of each per-stream codec buffer (they grow on demand).
-const CODEC_BUFFER_BYTES: usize = 512;
-
-/// Encoder half of [`AttestCodec`].
-#[derive(Debug)]
-pub struct AttestEncoder;
-
-/// Decoder half of [`AttestCodec`].
-#[derive(Debug)]
-pub struct AttestDecoder;
-
-impl Codec for AttestCodec {
-    type Encode = ApproverMessage;
-    type Decode = AgentMessage;
-    type Encoder = AttestEncoder;
-    type Decoder = AttestDecoder;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        AttestEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        AttestDecoder
-    }
-}
-
-impl Encoder for AttestEncoder {
-    type Item = ApproverMessage;
-    type Error = Status;
-
-    fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(format!("encoding a response: {e}")))
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::new(CODEC_BUFFER_BYTES, 4 * 1024)
-    }
-}
-
-impl Decoder for AttestDecoder {
-    type Item = AgentMessage;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
-        AgentMessage::decode(src)
-            .map(Some)
-            .map_err(|e| Status::invalid_argument(format!("malformed message: {e}")))
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::new(CODEC_BUFFER_BYTES, 4 * 1024)
     }
 }
 

@@ -1,18 +1,18 @@
 //! `rubber-stamp-approver check`: the offline verdict on one CSR, with the controller's code.
 
 use std::io::{self, Write};
-use std::path::PathBuf;
+
 use std::process::ExitCode;
 
-use clap::{Args, ValueEnum};
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::EXIT_USAGE;
-use super::input::{self, InputError};
+use crate::documents::{self, InputError};
+use crate::flags::EXIT_USAGE;
+use crate::flags::check::{CheckArgs, OutputFormat};
 use crate::k8s;
 use rubber_stamp_core::{
-    AttestationSet, CheckStatus, CsrInput, Decision, DenyMode, Listing, NodeSet, Observed, Policy,
+    AttestationSet, CheckStatus, CsrInput, Decision, Listing, NodeSet, Observed, Policy,
     ServiceSet, Verdict, decide,
 };
 
@@ -24,57 +24,6 @@ pub const EXIT_DENY: u8 = 1;
 pub const EXIT_PENDING: u8 = 2;
 /// Exit code for `ignore`.
 pub const EXIT_IGNORE: u8 = 3;
-
-/// Arguments of `check`.
-#[derive(Debug, Args)]
-pub struct CheckArgs {
-    /// The CSR as `kubectl get csr NAME -o yaml` or `-o json` prints it; `-` reads stdin.
-    #[arg(short = 'f', long = "filename", value_name = "FILE")]
-    pub file: PathBuf,
-    /// The approver's attestation snapshot (`{"attestations": [...]}`). Without
-    /// it, no node has attested and the verdict is at best pending.
-    #[arg(long, value_name = "FILE")]
-    pub attestations: Option<PathBuf>,
-    /// `kubectl get nodes -o json` output. Without it, the Node half of check 11
-    /// and check 12 are reported as skipped.
-    #[arg(long, value_name = "FILE")]
-    pub nodes: Option<PathBuf>,
-    /// `kubectl get services -A -o json` output. Without it (and without
-    /// `--service-cidrs`), check 9 does not compare IP SANs with the cluster's Service
-    /// addresses and reports that it was not evaluated.
-    #[arg(long, value_name = "FILE")]
-    pub services: Option<PathBuf>,
-    /// `kubectl get servicecidrs -o json` output (Kubernetes 1.33+). Without it, the
-    /// Service ranges are not evaluated.
-    #[arg(long = "service-cidrs", value_name = "FILE")]
-    pub service_cidrs: Option<PathBuf>,
-    /// Policy YAML, the same file `run` takes. Default: the built-in policy.
-    #[arg(long, value_name = "FILE")]
-    pub policy: Option<PathBuf>,
-    /// Decide as of this instant (RFC 3339, e.g. 2026-11-30T00:01:00Z). Default: now.
-    #[arg(long, value_name = "RFC3339", value_parser = parse_timestamp)]
-    pub now: Option<Timestamp>,
-    /// Override the policy's deny mode: `never` reports would-be denials as pending.
-    #[arg(long, value_name = "always|never")]
-    pub deny: Option<DenyMode>,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
-}
-
-/// How `check` prints its verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    /// A table for people.
-    Text,
-    /// `{"decision": …, "checks": [{"name", "passed", "detail", …}]}`.
-    Json,
-}
-
-fn parse_timestamp(s: &str) -> Result<Timestamp, String> {
-    s.parse::<Timestamp>()
-        .map_err(|e| format!("not an RFC 3339 timestamp such as 2026-11-30T00:00:00Z: {e}"))
-}
 
 /// What `check -o json` prints.
 #[derive(Serialize)]
@@ -122,35 +71,35 @@ pub fn exit_code(decision: Decision) -> u8 {
 /// Reads every input and decides.
 pub fn evaluate(args: &CheckArgs) -> Result<(CsrInput, Verdict), InputError> {
     let mut policy = match &args.policy {
-        Some(path) => input::read_policy(path)?,
+        Some(path) => documents::read_policy(path)?,
         None => Policy::default(),
     };
     if let Some(mode) = args.deny {
         policy.deny = mode;
     }
-    let csr = input::read_document(
+    let csr = documents::read_document(
         &args.file,
         "CertificateSigningRequest",
-        input::MAX_CSR_DOCUMENT_BYTES,
-        input::csr_document,
+        documents::MAX_CSR_DOCUMENT_BYTES,
+        documents::csr_document,
     )?;
     let attestations: AttestationSet = match &args.attestations {
-        Some(path) => input::read_document(
+        Some(path) => documents::read_document(
             path,
             "attestation snapshot",
-            input::MAX_ATTESTATIONS_DOCUMENT_BYTES,
-            input::attestations_document,
+            documents::MAX_ATTESTATIONS_DOCUMENT_BYTES,
+            documents::attestations_document,
         )?
         .into(),
         None => AttestationSet::new(),
     };
     let nodes: Option<NodeSet> = match &args.nodes {
         Some(path) => {
-            let nodes = input::read_document(
+            let nodes = documents::read_document(
                 path,
                 "Node list",
-                input::MAX_NODES_DOCUMENT_BYTES,
-                input::nodes_document,
+                documents::MAX_NODES_DOCUMENT_BYTES,
+                documents::nodes_document,
             )?;
             Some(nodes.iter().map(k8s::node_record).collect())
         }
@@ -163,6 +112,7 @@ pub fn evaluate(args: &CheckArgs) -> Result<(CsrInput, Verdict), InputError> {
         attestations: &attestations,
         nodes: nodes.as_ref().map(|n| n as _),
         services: services.as_ref().map(|s| s as _),
+        access_review: None,
     };
     let verdict = decide(&input, observed, &policy, now);
     Ok((input, verdict))
@@ -175,11 +125,11 @@ fn read_services(args: &CheckArgs) -> Result<Option<ServiceSet>, InputError> {
     }
     let mut set = ServiceSet::new();
     if let Some(path) = &args.services {
-        let services = input::read_document(
+        let services = documents::read_document(
             path,
             "Service list",
-            input::MAX_SERVICES_DOCUMENT_BYTES,
-            input::services_document,
+            documents::MAX_SERVICES_DOCUMENT_BYTES,
+            documents::services_document,
         )?;
         for service in &services {
             set.insert(std::sync::Arc::new(k8s::service_record(service)));
@@ -187,11 +137,11 @@ fn read_services(args: &CheckArgs) -> Result<Option<ServiceSet>, InputError> {
         set.set_services_listing(Listing::Listed);
     }
     if let Some(path) = &args.service_cidrs {
-        let cidrs = input::read_document(
+        let cidrs = documents::read_document(
             path,
             "ServiceCIDR list",
-            input::MAX_SERVICES_DOCUMENT_BYTES,
-            input::service_cidrs_document,
+            documents::MAX_SERVICES_DOCUMENT_BYTES,
+            documents::service_cidrs_document,
         )?;
         for cidr in &cidrs {
             set.insert_range(std::sync::Arc::new(k8s::service_range(cidr)));

@@ -1,0 +1,527 @@
+//! Flags of `rubber-stamp-approver run`, each with an environment fallback, turned into a
+//! checked [`RunConfig`] and, unless `--attestation-only`, a [`ControllerConfig`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use rubber_stamp_listen::PlaintextLimits;
+
+use super::controller::ControllerArgs;
+use super::parse_duration;
+use super::pki::PkiArgs;
+use crate::channel::{ConnectionLimits, GrpcConfig, StreamLimits, TlsFiles};
+use crate::controller::config::max_age_of;
+use crate::controller::{ControllerConfig, ControllerConfigError};
+use crate::pki::PkiConfigError;
+use crate::runtime::config::{
+    ListenAddrs, ListenerLimits, LogFormat, RunConfig, TlsSource, prune_interval,
+};
+use crate::store::StoreConfig;
+
+/// `rubber-stamp-approver run`: serve the attestation API, health and admin endpoints.
+#[derive(Clone, Debug, Args)]
+pub struct RunArgs {
+    /// Address of the mTLS attestation gRPC server (agents connect here). Use `[::]:8443`
+    /// for IPv6 or dual-stack.
+    #[arg(long, env = "RUBBER_STAMP_GRPC_LISTEN", default_value = "0.0.0.0:8443")]
+    pub grpc_listen: SocketAddr,
+
+    /// Address of the plaintext `grpc.health.v1` server (liveness service "", readiness
+    /// service "rubberstamp.v1.Attestation").
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_HEALTH_LISTEN",
+        default_value = "0.0.0.0:8081"
+    )]
+    pub health_listen: SocketAddr,
+
+    /// Address of the admin HTTP server: GET /attestations (snapshot JSON), /streams,
+    /// /metrics.
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_ADMIN_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub admin_listen: SocketAddr,
+
+    /// PEM certificate chain the attestation server presents to agents (bring your own, e.g.
+    /// from cert-manager; read again every --tls-refresh-interval). Without --tls-cert and
+    /// --tls-key the approver keeps its own CA and certificate in the Secret --tls-secret.
+    #[arg(long, env = "RUBBER_STAMP_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "RUBBER_STAMP_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM bundle of the CA(s) that sign kubelet client certificates (the cluster CA).
+    /// Agents must present a certificate chaining to it.
+    #[arg(long, env = "RUBBER_STAMP_CLIENT_CA")]
+    pub client_ca: PathBuf,
+
+    /// This replica's name, sent to agents in every Ack (set it from the pod name).
+    #[arg(long, env = "POD_NAME", default_value = "rubber-stamp-approver")]
+    pub replica_name: String,
+
+    /// Most authenticated connections on the attestation port (TLS handshakes in progress
+    /// count separately, --max-handshakes); past it a connection is closed once its
+    /// handshake completes.
+    #[arg(long, env = "RUBBER_STAMP_MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+
+    /// Most TLS handshakes in progress on the attestation port. A new connection past it
+    /// closes the oldest handshake of the source address with the most in progress, so a
+    /// flood of connections that never finish their handshake cannot lock agents out.
+    #[arg(long, env = "RUBBER_STAMP_MAX_HANDSHAKES", default_value_t = 1024)]
+    pub max_handshakes: usize,
+
+    /// Most TLS handshakes in progress from one source address; a new connection from it
+    /// closes that address's oldest handshake. Raise it when many agents share one address
+    /// (NAT).
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_MAX_HANDSHAKES_PER_SOURCE",
+        default_value_t = 64
+    )]
+    pub max_handshakes_per_source: usize,
+
+    /// Most open connections of one node (its agent needs one; a certificate rotation
+    /// briefly two). A verified certificate that names no node counts per source address.
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_MAX_CONNECTIONS_PER_NODE",
+        default_value_t = 4
+    )]
+    pub max_connections_per_node: usize,
+
+    /// Most concurrent HTTP/2 streams per connection (an agent uses one).
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = 4
+    )]
+    pub max_streams_per_connection: u32,
+
+    /// Longest a new connection to the attestation port may take to send its TLS
+    /// ClientHello.
+    #[arg(long, env = "RUBBER_STAMP_CLIENT_HELLO_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub client_hello_timeout: Duration,
+
+    /// Longest a TLS handshake may take.
+    #[arg(long, env = "RUBBER_STAMP_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Most connections open on the health port. A new connection past it closes the
+    /// oldest of the source address with the most (one that has not sent a request first).
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_HEALTH_MAX_CONNECTIONS",
+        default_value_t = 64
+    )]
+    pub health_max_connections: usize,
+
+    /// Most connections open on the health port from one source address; a new one closes
+    /// that address's oldest.
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_HEALTH_MAX_CONNECTIONS_PER_SOURCE",
+        default_value_t = 8
+    )]
+    pub health_max_connections_per_source: usize,
+
+    /// Longest a new connection to the health port may stay silent before it is closed.
+    #[arg(long, env = "RUBBER_STAMP_HEALTH_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub health_request_timeout: Duration,
+
+    /// Most connections open on the admin port. A new connection past it closes the
+    /// oldest of the source address with the most (one that has not sent a request first).
+    #[arg(long, env = "RUBBER_STAMP_ADMIN_MAX_CONNECTIONS", default_value_t = 64)]
+    pub admin_max_connections: usize,
+
+    /// Most connections open on the admin port from one source address; a new one closes
+    /// that address's oldest.
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_ADMIN_MAX_CONNECTIONS_PER_SOURCE",
+        default_value_t = 16
+    )]
+    pub admin_max_connections_per_source: usize,
+
+    /// Longest a new connection to the admin port may stay silent before it is closed.
+    #[arg(long, env = "RUBBER_STAMP_ADMIN_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub admin_request_timeout: Duration,
+
+    /// Open files kept for everything but the listeners' connections (the API client,
+    /// certificate files, the runtime). The connection limits of the health, admin and
+    /// attestation ports, in that order, must fit in the open-file limit less this; one
+    /// that does not is lowered, with a warning, at start.
+    #[arg(long, env = "RUBBER_STAMP_RESERVED_DESCRIPTORS", default_value_t = 256)]
+    pub reserved_descriptors: usize,
+
+    /// Interval of HTTP/2 keepalive pings to agents.
+    #[arg(long, env = "RUBBER_STAMP_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
+
+    /// How long a keepalive ping may go unanswered before the connection is closed.
+    #[arg(long, env = "RUBBER_STAMP_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub keepalive_timeout: Duration,
+
+    /// Largest message accepted or sent, in bytes (the wire contract's limit is 65536).
+    #[arg(long, env = "RUBBER_STAMP_MAX_MESSAGE_BYTES", default_value_t = 65536,
+          value_parser = clap::value_parser!(u32).range(1024..=65536))]
+    pub max_message_bytes: u32,
+
+    /// Reports one stream may send in a burst before the rate limit applies.
+    #[arg(long, env = "RUBBER_STAMP_REPORT_BURST", default_value_t = 10)]
+    pub report_burst: u32,
+
+    /// After the burst, one report per this interval per stream; a faster stream is
+    /// closed with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "RUBBER_STAMP_REPORT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub report_interval: Duration,
+
+    /// HTTP/2 initial flow-control window per stream, in bytes.
+    #[arg(long, env = "RUBBER_STAMP_STREAM_WINDOW_BYTES", default_value_t = 64 * 1024)]
+    pub stream_window_bytes: u32,
+
+    /// HTTP/2 initial flow-control window per connection, in bytes.
+    #[arg(long, env = "RUBBER_STAMP_CONNECTION_WINDOW_BYTES", default_value_t = 128 * 1024)]
+    pub connection_window_bytes: u32,
+
+    /// Attestation changes buffered for slow subscribers (the controller) before they
+    /// must resynchronise.
+    #[arg(long, env = "RUBBER_STAMP_CHANGE_BUFFER", default_value_t = 1024)]
+    pub change_buffer: usize,
+
+    /// Most challenges outstanding per node.
+    #[arg(long, env = "RUBBER_STAMP_MAX_PENDING_CHALLENGES", default_value_t = 4)]
+    pub max_pending_challenges: usize,
+
+    /// On SIGTERM, how long to wait for streams and servers to finish before exiting.
+    #[arg(long, env = "RUBBER_STAMP_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Log format.
+    #[arg(long, env = "RUBBER_STAMP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter: a default level and `target=level` directives, comma-separated (e.g.
+    /// `info,rubber_stamp_approver=debug`).
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+
+    /// The controller's flags (policy, deny mode, dry run, leader election, flood valve).
+    #[command(flatten)]
+    pub controller: ControllerArgs,
+
+    /// The approver's own CA and serving certificate (when no --tls-cert/--tls-key).
+    #[command(flatten)]
+    pub pki: PkiArgs,
+}
+
+/// Why the flags do not make a configuration.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A setting that must be positive is zero.
+    #[error("--{0} must be greater than zero")]
+    Zero(&'static str),
+    /// The keepalive timeout is not shorter than the interval.
+    #[error("--keepalive-timeout must be shorter than --keepalive-interval")]
+    KeepaliveTimeout,
+    /// The PKI flags are inconsistent.
+    #[error(transparent)]
+    Pki(#[from] PkiConfigError),
+    /// The controller's flags (or the policy file) are unusable.
+    #[error(transparent)]
+    Controller(#[from] ControllerConfigError),
+}
+
+impl RunArgs {
+    /// The checked configuration of the servers (see [`into_parts`](Self::into_parts)).
+    pub fn into_config(self) -> Result<RunConfig, ConfigError> {
+        Ok(self.into_parts()?.0)
+    }
+
+    /// The checked configurations of the servers and of the controller (`None` with
+    /// `--attestation-only`). The policy's `attestationMaxAge` is the attestation store's
+    /// max age: one value for freshness, the agents' Acks and pruning.
+    pub fn into_parts(self) -> Result<(RunConfig, Option<ControllerConfig>), ConfigError> {
+        let positive = |d: Duration, flag| {
+            if d.is_zero() {
+                Err(ConfigError::Zero(flag))
+            } else {
+                Ok(d)
+            }
+        };
+        let policy = self.controller.policy()?;
+        let max_age = max_age_of(&policy);
+        positive(self.handshake_timeout, "handshake-timeout")?;
+        positive(self.client_hello_timeout, "client-hello-timeout")?;
+        positive(self.health_request_timeout, "health-request-timeout")?;
+        positive(self.admin_request_timeout, "admin-request-timeout")?;
+        positive(self.keepalive_interval, "keepalive-interval")?;
+        positive(self.report_interval, "report-interval")?;
+        if self.keepalive_timeout >= self.keepalive_interval {
+            return Err(ConfigError::KeepaliveTimeout);
+        }
+        for (value, flag) in [
+            (self.max_connections, "max-connections"),
+            (self.max_handshakes, "max-handshakes"),
+            (self.max_handshakes_per_source, "max-handshakes-per-source"),
+            (self.health_max_connections, "health-max-connections"),
+            (
+                self.health_max_connections_per_source,
+                "health-max-connections-per-source",
+            ),
+            (self.admin_max_connections, "admin-max-connections"),
+            (
+                self.admin_max_connections_per_source,
+                "admin-max-connections-per-source",
+            ),
+            (self.max_connections_per_node, "max-connections-per-node"),
+            (
+                self.max_streams_per_connection as usize,
+                "max-streams-per-connection",
+            ),
+            (self.report_burst as usize, "report-burst"),
+            (self.change_buffer, "change-buffer"),
+            (self.max_pending_challenges, "max-pending-challenges"),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(flag));
+            }
+        }
+        let controller = self
+            .controller
+            .into_config(policy, self.replica_name.clone())?;
+        let reload_interval = self.pki.tls_refresh_interval;
+        let pki = self.pki.into_config()?;
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => TlsSource::Files {
+                files: TlsFiles {
+                    cert,
+                    key,
+                    client_ca: self.client_ca,
+                },
+                reload_interval,
+            },
+            // clap's `requires` makes a lone --tls-cert or --tls-key a usage error.
+            _ => TlsSource::Secret {
+                client_ca: self.client_ca,
+                pki,
+            },
+        };
+        let run = RunConfig {
+            listen: ListenAddrs {
+                grpc: self.grpc_listen,
+                health: self.health_listen,
+                admin: self.admin_listen,
+            },
+            listeners: ListenerLimits {
+                health: PlaintextLimits {
+                    max_connections: self.health_max_connections,
+                    max_connections_per_source: self.health_max_connections_per_source,
+                    request_timeout: self.health_request_timeout,
+                },
+                admin: PlaintextLimits {
+                    max_connections: self.admin_max_connections,
+                    max_connections_per_source: self.admin_max_connections_per_source,
+                    request_timeout: self.admin_request_timeout,
+                },
+                reserved_descriptors: self.reserved_descriptors,
+            },
+            tls,
+            store: StoreConfig {
+                max_age,
+                change_capacity: self.change_buffer,
+                max_pending_challenges: self.max_pending_challenges,
+            },
+            grpc: GrpcConfig {
+                connections: ConnectionLimits {
+                    max_connections: self.max_connections,
+                    max_handshakes: self.max_handshakes,
+                    client_hello_timeout: self.client_hello_timeout,
+                    handshake_timeout: self.handshake_timeout,
+                    max_handshakes_per_source: self.max_handshakes_per_source,
+                    max_connections_per_peer: self.max_connections_per_node,
+                },
+                streams: StreamLimits {
+                    max_message_bytes: self.max_message_bytes as usize,
+                    report_burst: self.report_burst,
+                    report_interval: self.report_interval,
+                },
+                max_streams_per_connection: self.max_streams_per_connection,
+                keepalive_interval: self.keepalive_interval,
+                keepalive_timeout: self.keepalive_timeout,
+                stream_window_bytes: self.stream_window_bytes,
+                connection_window_bytes: self.connection_window_bytes,
+                replica: self.replica_name,
+            },
+            prune_interval: prune_interval(max_age),
+            drain_timeout: self.drain_timeout,
+        };
+        Ok((run, controller))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<RunConfig, String> {
+        parse_parts(extra).map(|(run, _)| run)
+    }
+
+    fn parse_parts(extra: &[&str]) -> Result<(RunConfig, Option<ControllerConfig>), String> {
+        let base = [
+            "run",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--client-ca",
+            "ca",
+        ];
+        let cli = Cli::try_parse_from(base.iter().chain(extra)).map_err(|e| e.to_string())?;
+        cli.run.into_parts().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_the_documented_safe_ones() {
+        let config = parse(&[]).expect("config");
+        assert_eq!(config.store.max_age, Duration::from_secs(300));
+        assert_eq!(config.grpc.streams.max_message_bytes, 65536);
+        assert_eq!(
+            config.grpc.connections.handshake_timeout,
+            Duration::from_secs(10)
+        );
+        assert_eq!(config.grpc.keepalive_interval, Duration::from_secs(30));
+        assert_eq!(config.prune_interval, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_policy_is_the_one_source_of_the_max_age() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy = dir.path().join("policy.yaml");
+        std::fs::write(&policy, "attestationMaxAge: 90s\ndeny: always\n").expect("write");
+        let policy = policy.to_str().expect("utf-8 path");
+        let (config, controller) =
+            parse_parts(&["--policy", policy, "--deny", "never"]).expect("config");
+        assert_eq!(config.store.max_age, Duration::from_secs(90));
+        assert_eq!(config.prune_interval, Duration::from_secs(9));
+        let controller = controller.expect("controller on by default");
+        assert_eq!(controller.attestation_max_age(), Duration::from_secs(90));
+        assert_eq!(
+            controller.policy.deny,
+            rubber_stamp_core::DenyMode::Never,
+            "--deny overrides"
+        );
+        assert!(
+            parse(&["--max-age", "90s"]).is_err_and(|e| e.contains("--max-age")),
+            "the duplicate flag is gone"
+        );
+        let broken = dir.path().join("broken.yaml");
+        std::fs::write(&broken, "attestationMaxAge: 0s\n").expect("write");
+        assert!(
+            parse(&["--policy", broken.to_str().expect("utf-8")])
+                .is_err_and(|e| e.contains("attestationMaxAge"))
+        );
+    }
+
+    #[test]
+    fn controller_flags_are_checked() {
+        let (_, controller) = parse_parts(&[
+            "--dry-run",
+            "--lease-duration",
+            "3s",
+            "--lease-grace",
+            "1s",
+            "--max-pending-csrs",
+            "7",
+            "--replica-name",
+            "approver-0",
+        ])
+        .expect("config");
+        let controller = controller.expect("controller");
+        assert!(controller.dry_run);
+        assert_eq!(controller.replica, "approver-0");
+        assert_eq!(controller.max_pending_csrs, Some(7));
+        let lease = controller.lease.expect("elected by default");
+        assert_eq!(lease.duration, Duration::from_secs(3));
+        assert_eq!(lease.name, "rubber-stamp-approver");
+        let (_, solo) = parse_parts(&["--leader-elect", "false"]).expect("config");
+        assert!(solo.expect("controller").lease.is_none());
+        let (_, none) = parse_parts(&["--attestation-only"]).expect("config");
+        assert!(none.is_none());
+        assert!(
+            parse(&["--lease-duration", "5s", "--lease-grace", "4s"])
+                .is_err_and(|e| e.contains("--lease-grace"))
+        );
+        assert!(parse(&["--max-pending-csrs", "0"]).is_err());
+        assert!(parse(&["--concurrency", "0"]).is_err());
+    }
+
+    #[test]
+    fn certificate_files_or_the_secret() {
+        let files = parse(&[]).expect("config");
+        assert!(
+            matches!(&files.tls, TlsSource::Files { files, reload_interval }
+                if files.cert == std::path::Path::new("c") && *reload_interval == Duration::from_secs(60))
+        );
+        let cli = Cli::try_parse_from(["run", "--client-ca", "ca", "--tls-namespace", "ops"])
+            .expect("parse");
+        let config = cli.run.into_config().expect("config");
+        assert!(matches!(&config.tls, TlsSource::Secret { pki, .. }
+                if pki.namespace == "ops" && pki.secret == "rubber-stamp-approver-tls"));
+        assert!(Cli::try_parse_from(["run", "--client-ca", "ca", "--tls-cert", "c"]).is_err());
+    }
+
+    #[test]
+    fn connection_limits_are_fitted_into_the_open_file_limit() {
+        let mut config = parse(&[]).expect("config");
+        assert!(config.fit_descriptors(Some(1_048_576)).is_empty());
+        assert_eq!(config.grpc.connections.max_connections, 20_000);
+        let clamps = config.fit_descriptors(Some(1024));
+        let flags: Vec<_> = clamps.iter().map(|c| c.flag).collect();
+        assert_eq!(flags, ["--max-handshakes", "--max-connections"]);
+        assert_eq!(config.listeners.health.max_connections, 64, "health first");
+        assert_eq!(config.grpc.connections.max_handshakes, 160);
+        assert_eq!(config.grpc.connections.max_connections, 480);
+        let total = config.listeners.reserved_descriptors
+            + config.listeners.health.max_connections
+            + config.listeners.admin.max_connections
+            + config.grpc.connections.max_handshakes
+            + config.grpc.connections.max_connections;
+        assert_eq!(total, 1024);
+        assert!(
+            parse(&["--health-max-connections", "0"])
+                .is_err_and(|e| e.contains("--health-max-connections"))
+        );
+        assert!(parse(&["--client-hello-timeout", "0s"]).is_err());
+    }
+
+    #[test]
+    fn durations_and_limits_are_checked() {
+        let config = parse(&["--handshake-timeout", "1m"]).expect("config");
+        assert_eq!(
+            config.grpc.connections.handshake_timeout,
+            Duration::from_secs(60)
+        );
+        assert!(parse(&["--handshake-timeout=-5m"]).is_err_and(|e| e.contains("negative")));
+        assert!(parse(&["--max-message-bytes", "100000"]).is_err());
+        assert!(
+            parse(&["--keepalive-timeout", "40s"])
+                .is_err_and(|e| e.contains("shorter than --keepalive-interval"))
+        );
+    }
+}
