@@ -3,7 +3,7 @@
 //! - `network`: reachability, hostnames, interfaces, address changes, cleanup on drop.
 //! - `sweep`: what interrupted runs leave behind, and its removal.
 
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 #[path = "hosts/network.rs"]
 mod network;
@@ -12,14 +12,20 @@ mod sweep;
 
 /// Every `Network::new` sweeps dead runs' leftovers, so the sweep tests, which make
 /// leftovers on purpose and then look at them, run alone; the others share.
-static NETWORKS: RwLock<()> = RwLock::new(());
+static NETWORKS: RwLock<()> = RwLock::const_new(());
 
 /// For a test that may start networks alongside others.
-fn shared() -> RwLockReadGuard<'static, ()> {
-    NETWORKS.read().unwrap_or_else(PoisonError::into_inner)
+async fn shared() -> RwLockReadGuard<'static, ()> {
+    NETWORKS.read().await
+}
+
+/// [`shared`], for a synchronous test.
+fn shared_blocking() -> RwLockReadGuard<'static, ()> {
+    NETWORKS.blocking_read()
 }
 
 /// For a test that no other test may start a network during.
+/// (Blocking: the sweep tests are synchronous.)
 fn alone() -> RwLockWriteGuard<'static, ()> {
-    NETWORKS.write().unwrap_or_else(PoisonError::into_inner)
+    NETWORKS.blocking_write()
 }

@@ -113,7 +113,7 @@ async fn hosts_reach_each_other_and_the_root_namespace_over_both_families() {
     if !hosts::available_or_skip("hosts_reach_each_other_and_the_root_namespace") {
         return;
     }
-    let _shared = crate::shared();
+    let _shared = crate::shared().await;
     let (net, hosts) = Network::with_hosts(&["node-a", "node-b"]).expect("network");
     let (a, b) = (&hosts[0], &hosts[1]);
 
@@ -165,7 +165,7 @@ async fn each_host_has_its_own_hostname_and_sees_only_its_own_interfaces() {
     if !hosts::available_or_skip("each_host_has_its_own_hostname") {
         return;
     }
-    let _shared = crate::shared();
+    let _shared = crate::shared().await;
     let (net, hosts) = Network::with_hosts(&["alpha", "beta"]).expect("network");
     let mut seen_hostnames = BTreeSet::new();
     for host in &hosts {
@@ -221,7 +221,7 @@ async fn addresses_can_be_added_moved_and_put_on_a_dummy_interface() {
     if !hosts::available_or_skip("addresses_can_be_added_moved_and_put_on_a_dummy") {
         return;
     }
-    let _shared = crate::shared();
+    let _shared = crate::shared().await;
     let (net, hosts) = Network::with_hosts(&["mover", "receiver"]).expect("network");
     let (a, b) = (&hosts[0], &hosts[1]);
     let _echo_a = start_host_echo(a).await;
@@ -324,7 +324,7 @@ fn dropping_the_network_removes_everything_even_when_a_test_panics() {
     if !hosts::available_or_skip("dropping_the_network_removes_everything") {
         return;
     }
-    let _shared = crate::shared();
+    let _shared = crate::shared_blocking();
     let mut made = Made::default();
     let mut run_dir = std::path::PathBuf::new();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -383,7 +383,7 @@ async fn dropping_a_process_kills_its_whole_group() {
     if !hosts::available_or_skip("dropping_a_process_kills_its_whole_group") {
         return;
     }
-    let _shared = crate::shared();
+    let _shared = crate::shared().await;
     let (_net, hosts) = Network::with_hosts(&["groupie"]).expect("network");
     let host = &hosts[0];
     let mut p = host
@@ -426,7 +426,7 @@ async fn root_namespace_processes_are_captured_and_killed_on_drop() {
     if !hosts::available_or_skip("root_namespace_processes_are_captured") {
         return;
     }
-    let _shared = crate::shared();
+    let _shared = crate::shared().await;
     let net = Network::new().expect("network");
     let mut p = net
         .spawn_root(

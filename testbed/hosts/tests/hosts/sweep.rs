@@ -16,7 +16,7 @@ const HELPER: &str = "sweep::helper_holds_a_network_until_killed";
 /// leftovers, so a test starting a network could sweep what another test's
 /// killed helper left before that test looks. (They also assume no other
 /// testbed process starts meanwhile, as under `cargo test`.)
-fn serial() -> std::sync::RwLockWriteGuard<'static, ()> {
+fn serial() -> tokio::sync::RwLockWriteGuard<'static, ()> {
     crate::alone()
 }
 const HELPER_ENV: &str = "RS_HOSTS_SWEEP_HELPER";
