@@ -87,22 +87,9 @@ const NEEDED: [Needed; 3] = [
         sources: &["agent/src", "agent/Cargo.toml", "proto", "listen"],
     },
     Needed {
-        package: "rubber-stamp-testbed",
+        package: "rubber-stamp-kubelet-sim",
         bin: "kubelet-sim",
-        // The testbed library and this binary; not the other binaries of the
-        // crate, whose changes do not relink this one.
-        sources: &[
-            "tests/src",
-            "!tests/src/bin",
-            "tests/src/bin/kubelet-sim.rs",
-            "tests/Cargo.toml",
-            "testbed/kit/src",
-            "testbed/kit/Cargo.toml",
-            "approver/src",
-            "agent/src",
-            "proto",
-            "listen",
-        ],
+        sources: &["testbed/kubelet/src", "testbed/kubelet/Cargo.toml"],
     },
 ];
 

@@ -1,0 +1,13 @@
+//! The controller against the testbed cluster: approver replicas in-process, scripted
+//! agents, kubelet-shaped CSRs, the shipped RBAC.
+//!
+//! - `decisions`: approve, deny, wait, and the Events and metrics that say why.
+//! - `failover`: one Lease, two replicas, the testbed's faults.
+//! - `rbac`: the shipped RBAC is enough, and each rule of it is needed.
+
+#[path = "controller/decisions.rs"]
+mod decisions;
+#[path = "controller/failover.rs"]
+mod failover;
+#[path = "controller/rbac.rs"]
+mod rbac;

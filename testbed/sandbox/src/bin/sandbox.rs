@@ -1,0 +1,254 @@
+//! sandbox: the whole system in one command (`cargo run --release --bin
+//! sandbox`): the testbed cluster, two approver replicas, honest and rogue
+//! nodes, the CSR table and the CIS 1.1.21 proof. See docs/sandbox.md.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use rubber_stamp_sandbox::scenario::{self, ScenarioOptions};
+use rubber_stamp_sandbox::{Echo, Mode, ModeChoice, Narrator, Sandbox, SandboxOptions, Timings};
+use rubber_stamp_testkit::command::duration_flag;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code when the scenario ran but its result is wrong.
+const EXIT_FAILED: u8 = 1;
+/// Exit code when the sandbox could not run.
+const EXIT_ERROR: u8 = 3;
+
+/// Runs kubelet-rubber-stamp end to end on this machine: the testbed
+/// Kubernetes API server with its kubelet-serving signer and the project's
+/// RBAC, two leader-elected `rubber-stamp-approver` replicas, honest nodes and
+/// four rogue cases, each node running the real `rubber-stamp-agent` and
+/// `kubelet-sim`. Prints what happens and why, a `kubectl get csr`-style
+/// table, and proves the point of CIS 1.1.21 by verifying each honest
+/// kubelet's certificate against the cluster CA and the node's IP.
+///
+/// As root (with `ip` and `unshare`) every node is a network namespace; as
+/// anyone else the sandbox runs on loopback and says so.
+///
+/// Exit codes: 0 every honest CSR was approved and issued and no rogue CSR
+/// was; 1 otherwise; 2 usage; 3 the sandbox could not run; 130/143 interrupted.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Honest nodes (worker-1 … worker-N).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=50))]
+    nodes: u8,
+
+    /// Leave out the rogue nodes (thief, squatter, no-agent, dns-thief).
+    #[arg(long)]
+    no_rogues: bool,
+
+    /// Run on loopback even where network namespaces would work.
+    #[arg(long)]
+    loopback: bool,
+
+    /// Leave everything running after the result and print how to explore it
+    /// (kubeconfig for `kubectl`); Ctrl-C stops and cleans up.
+    #[arg(long)]
+    keep: bool,
+
+    /// Approver replicas.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=9))]
+    replicas: u8,
+
+    /// How long the CSRs may take to reach their expected state, in seconds.
+    #[arg(long, default_value_t = 40)]
+    timeout: u64,
+
+    /// Attestation max age (approver `--max-age` and the policy's
+    /// `attestationMaxAge`), e.g. `60s`.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    max_age: Duration,
+
+    /// Agent heartbeat interval.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    heartbeat: Duration,
+
+    /// Approver leader-election Lease duration.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    lease_duration: Duration,
+
+    /// The approvers' log filter (their logs are in the log directory).
+    #[arg(long, default_value = "info")]
+    approver_log_filter: String,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = rubber_stamp_approver::flags::parse_duration(s)?;
+    if d.is_zero() {
+        Err("must be greater than zero".into())
+    } else {
+        Ok(d)
+    }
+}
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sandbox: starting the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    ExitCode::from(runtime.block_on(run(args)))
+}
+
+async fn run(args: Args) -> u8 {
+    let interrupted = CancellationToken::new();
+    let signal = match watch_signals(interrupted.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sandbox: cannot watch SIGINT/SIGTERM: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let narrator = Arc::new(Narrator::new(Echo::Stdout));
+    let keep = args.keep;
+    // On Ctrl-C the scenario future is dropped, and with it every process,
+    // host, the cluster and the state directory.
+    let result = tokio::select! {
+        result = scenario(&args, Arc::clone(&narrator)) => Some(result),
+        () = interrupted.cancelled() => None,
+    };
+    let (sandbox, outcome) = match result {
+        None => {
+            eprintln!("sandbox: interrupted; everything it started is stopped and removed");
+            return signal.code();
+        }
+        Some(Err(e)) => {
+            eprintln!("sandbox: {e}");
+            return EXIT_ERROR;
+        }
+        Some(Ok(done)) => done,
+    };
+    let code = if outcome.success() { 0 } else { EXIT_FAILED };
+    narrator.raw(format!(
+        "(finished in {:.1} s; exit code {code})",
+        narrator.elapsed().as_secs_f64()
+    ));
+    if keep {
+        explain_keep(&sandbox, &narrator);
+        interrupted.cancelled().await;
+        drop(sandbox);
+        eprintln!("sandbox: stopped and cleaned up");
+    }
+    code
+}
+
+async fn scenario(
+    args: &Args,
+    narrator: Arc<Narrator>,
+) -> Result<(Sandbox, scenario::Outcome), rubber_stamp_sandbox::SandboxError> {
+    let options = SandboxOptions {
+        mode: if args.loopback {
+            ModeChoice::Loopback
+        } else {
+            ModeChoice::Auto
+        },
+        replicas: usize::from(args.replicas),
+        timings: Timings {
+            agent_heartbeat: args.heartbeat,
+            max_age: args.max_age,
+            lease_duration: args.lease_duration,
+            ..Timings::default()
+        },
+        approver_log_filter: args.approver_log_filter.clone(),
+    };
+    let mut sandbox = Sandbox::start(options, narrator).await?;
+    let outcome = scenario::run(
+        &mut sandbox,
+        &ScenarioOptions {
+            honest: usize::from(args.nodes),
+            rogues: !args.no_rogues,
+            timeout: Duration::from_secs(args.timeout),
+        },
+    )
+    .await?;
+    Ok((sandbox, outcome))
+}
+
+fn explain_keep(sandbox: &Sandbox, narrator: &Narrator) {
+    let kubectl = if std::path::Path::new("/usr/bin/kubectl").exists() {
+        "/usr/bin/kubectl"
+    } else {
+        "kubectl"
+    };
+    narrator.raw("");
+    narrator.raw("Everything keeps running (--keep). Explore it:");
+    narrator.raw(format!(
+        "  export KUBECONFIG={}",
+        sandbox.control().admin_kubeconfig.display()
+    ));
+    narrator.raw(format!("  {kubectl} get csr"));
+    narrator.raw(format!(
+        "  {kubectl} get events.events.k8s.io -A   # the approver's Events (why each CSR is where it is)"
+    ));
+    narrator.raw(format!(
+        "  {kubectl} get nodes -o wide; {kubectl} get lease -n rubber-stamp"
+    ));
+    for a in sandbox.approvers() {
+        narrator.raw(format!(
+            "  curl -s http://{}/attestations   # {}'s attestation snapshot (also /streams, /metrics)",
+            a.admin(),
+            a.name()
+        ));
+    }
+    if let Mode::Namespaces = sandbox.mode() {
+        narrator.raw("  ip netns list   # one namespace per node; `ip netns exec <ns> ip addr` shows a node's interfaces");
+    }
+    narrator.raw(format!(
+        "  state (kubeconfigs, certificates, policy): {}",
+        sandbox.state_dir().display()
+    ));
+    narrator.raw(format!("  process logs: {}", sandbox.log_dir().display()));
+    narrator.raw(format!(
+        "  heartbeat {}, max age {}",
+        duration_flag(sandbox.context().timings.agent_heartbeat),
+        duration_flag(sandbox.context().timings.max_age)
+    ));
+    narrator.raw("Press Ctrl-C to stop and clean up everything.");
+}
+
+/// Which signal ended the run.
+struct Signals {
+    code: Arc<std::sync::atomic::AtomicU8>,
+}
+
+impl Signals {
+    fn code(&self) -> u8 {
+        self.code.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Cancels `token` on SIGINT (exit code 130) or SIGTERM (143).
+fn watch_signals(token: CancellationToken) -> std::io::Result<Signals> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let code = Arc::new(std::sync::atomic::AtomicU8::new(130));
+    let record = Arc::clone(&code);
+    tokio::spawn(async move {
+        let c = tokio::select! {
+            _ = int.recv() => 130,
+            _ = term.recv() => 143,
+        };
+        record.store(c, std::sync::atomic::Ordering::SeqCst);
+        token.cancel();
+    });
+    Ok(Signals { code })
+}
