@@ -482,6 +482,7 @@ mod tests {
         CertificateSigningRequestStatus,
     };
     use kube::api::ObjectMeta;
+    use rubber_stamp_testkit::csr::CsrSpec;
 
     use super::*;
 
@@ -593,14 +594,7 @@ mod tests {
     }
 
     fn mk_request(node: &str) -> Vec<u8> {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut params = rcgen::CertificateParams::new(vec![node.to_owned()]).expect("params");
-        let mut dn = rcgen::DistinguishedName::new();
-        dn.push(rcgen::DnType::OrganizationName, "system:nodes");
-        dn.push(rcgen::DnType::CommonName, format!("system:node:{node}"));
-        params.distinguished_name = dn;
-        let csr = params.serialize_request(&key).expect("csr");
-        csr.pem().expect("pem").into_bytes()
+        CsrSpec::kubelet(node, &[node], &[]).pem().into_bytes()
     }
 
     #[test]
@@ -668,16 +662,7 @@ mod tests {
     #[test]
     fn a_parsed_request_indexes_its_ip_sans_until_the_csr_leaves() {
         let table = CsrTable::default();
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut params = rcgen::CertificateParams::new(vec!["w1".to_owned()]).expect("params");
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::IpAddress("10.96.0.1".parse().expect("ip")));
-        let pem = params
-            .serialize_request(&key)
-            .expect("csr")
-            .pem()
-            .expect("pem");
+        let pem = CsrSpec::kubelet("w1", &["w1"], &["10.96.0.1"]).pem();
         table.parsed(&mk_csr("a", "a", pem.as_bytes(), None), &Policy::default());
         let ip: IpAddr = "10.96.0.1".parse().expect("ip");
         assert_eq!(

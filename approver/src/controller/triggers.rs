@@ -153,6 +153,7 @@ mod tests {
     use k8s_openapi::ByteString;
     use k8s_openapi::api::certificates::v1::CertificateSigningRequestSpec;
     use kube::api::ObjectMeta;
+    use rubber_stamp_testkit::csr::CsrSpec;
 
     use super::*;
     use crate::store::{AttestationStore, NodeFacts, StoreConfig, SystemClock};
@@ -175,17 +176,7 @@ mod tests {
     }
 
     fn mk_pending_csr(table: &CsrTable, name: &str, node: &str) {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut params = rcgen::CertificateParams::new(vec![node.to_owned()]).expect("params");
-        let mut dn = rcgen::DistinguishedName::new();
-        dn.push(rcgen::DnType::OrganizationName, "system:nodes");
-        dn.push(rcgen::DnType::CommonName, format!("system:node:{node}"));
-        params.distinguished_name = dn;
-        let pem = params
-            .serialize_request(&key)
-            .expect("csr")
-            .pem()
-            .expect("pem");
+        let pem = CsrSpec::kubelet(node, &[node], &[]).pem();
         let csr = CertificateSigningRequest {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),

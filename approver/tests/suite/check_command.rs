@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use base64::Engine;
+use rubber_stamp_testkit::csr::CsrSpec;
 use serde_json::{Value, json};
 
 use rubber_stamp_core::request::KeyKind;
@@ -43,23 +44,7 @@ fn request_fixtures() -> Vec<PathBuf> {
 
 /// A kubelet-shaped request for worker-1 with these SANs, signed with a fresh key.
 fn kubelet_pem(dns: &[&str], ips: &[&str]) -> String {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let mut params =
-        rcgen::CertificateParams::new(dns.iter().map(|d| (*d).to_owned()).collect::<Vec<_>>())
-            .expect("params");
-    params.subject_alt_names.extend(
-        ips.iter()
-            .map(|ip| rcgen::SanType::IpAddress(ip.parse().expect("IP"))),
-    );
-    let mut dn = rcgen::DistinguishedName::new();
-    dn.push(rcgen::DnType::OrganizationName, "system:nodes");
-    dn.push(rcgen::DnType::CommonName, "system:node:worker-1");
-    params.distinguished_name = dn;
-    params
-        .serialize_request(&key)
-        .expect("request")
-        .pem()
-        .expect("PEM")
+    CsrSpec::kubelet("worker-1", dns, ips).pem()
 }
 
 fn run(args: &[&str]) -> Output {

@@ -3,10 +3,6 @@
 use std::net::IpAddr;
 
 use jiff::{SignedDuration, Timestamp};
-use rcgen::{
-    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
-};
 use rubber_stamp_core::{
     Attestation, AttestationSet, CsrInput, INTERFACES_SOURCE, InterfaceFacts,
     KUBELET_SERVING_SIGNER, NodeAddress, NodeRecord, NodeSet, Observed, Policy, ServiceAddress,
@@ -29,85 +25,8 @@ pub(crate) fn ip(s: &str) -> IpAddr {
     s.parse().expect("valid IP")
 }
 
-/// What an rcgen-made request says.
-#[derive(Clone, Debug)]
-pub(crate) struct CsrSpec {
-    /// Subject CN (None: no CN).
-    pub(crate) cn: Option<String>,
-    /// Subject O (None: no O).
-    pub(crate) org: Option<String>,
-    /// An extra subject OU.
-    pub(crate) ou: Option<String>,
-    /// SANs in order.
-    pub(crate) sans: Vec<SanType>,
-    /// Request a CA certificate.
-    pub(crate) ca: bool,
-    /// Requested extended key usages.
-    pub(crate) ekus: Vec<ExtendedKeyUsagePurpose>,
-    /// Requested key usages.
-    pub(crate) key_usages: Vec<KeyUsagePurpose>,
-    /// Other requested extensions.
-    pub(crate) custom: Vec<CustomExtension>,
-}
+pub(crate) use rubber_stamp_testkit::csr::{CsrSpec, dns_san, pem_of};
 
-impl CsrSpec {
-    /// What a kubelet asks for: `CN=system:node:<node>, O=system:nodes` and the SANs.
-    pub(crate) fn kubelet(node: &str, dns: &[&str], ips: &[&str]) -> Self {
-        let mut sans: Vec<SanType> = dns.iter().map(|d| dns_san(d)).collect();
-        sans.extend(ips.iter().map(|i| SanType::IpAddress(ip(i))));
-        Self {
-            cn: Some(format!("system:node:{node}")),
-            org: Some("system:nodes".to_owned()),
-            ou: None,
-            sans,
-            ca: false,
-            ekus: Vec::new(),
-            key_usages: Vec::new(),
-            custom: Vec::new(),
-        }
-    }
-
-    /// The DER request, signed with a fresh ECDSA P-256 key.
-    pub(crate) fn der(&self) -> Vec<u8> {
-        let key = KeyPair::generate().expect("ECDSA P-256 key");
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        if let Some(org) = &self.org {
-            dn.push(DnType::OrganizationName, org.as_str());
-        }
-        if let Some(ou) = &self.ou {
-            dn.push(DnType::OrganizationalUnitName, ou.as_str());
-        }
-        if let Some(cn) = &self.cn {
-            dn.push(DnType::CommonName, cn.as_str());
-        }
-        params.distinguished_name = dn;
-        params.subject_alt_names = self.sans.clone();
-        if self.ca {
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        }
-        params.extended_key_usages = self.ekus.clone();
-        params.key_usages = self.key_usages.clone();
-        params.custom_extensions = self.custom.clone();
-        let csr = params.serialize_request(&key).expect("rcgen CSR");
-        csr.der().to_vec()
-    }
-
-    /// The PEM request.
-    pub(crate) fn pem(&self) -> String {
-        pem_of(&self.der())
-    }
-}
-
-/// A DNS SAN (any ASCII, even NUL or `*`).
-pub(crate) fn dns_san(name: &str) -> SanType {
-    SanType::DnsName(name.try_into().expect("ASCII DNS name"))
-}
-
-/// PEM `CERTIFICATE REQUEST` armour around DER.
-pub(crate) fn pem_of(der: &[u8]) -> String {
-    pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der.to_vec()))
-}
 
 /// A kubelet-serving CSR object for `node`, created at `t0`, by that node.
 pub(crate) fn csr_input(node: &str, pem_text: &str) -> CsrInput {
