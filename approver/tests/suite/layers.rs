@@ -31,8 +31,53 @@ fn module_of(src: &Path, file: &Path) -> Option<String> {
     (!["lib", "main"].contains(&name.as_str())).then_some(name)
 }
 
-/// Which top-level modules each top-level module names as `crate::<module>`, outside
-/// comments and tests.
+/// The top-level modules `text` names: `crate::a`, `crate::{a, b::c}`, and — in a file
+/// whose parent is the crate root (`src/x.rs`, `src/x/mod.rs`) — `super::a`.
+fn named_modules(text: &str, super_is_crate: bool) -> BTreeSet<String> {
+    let mut prefixes = vec!["crate::"];
+    if super_is_crate {
+        prefixes.push("super::");
+    }
+    let ident = |t: &str| -> String {
+        t.trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut found = BTreeSet::new();
+    for prefix in prefixes {
+        for (i, _) in text.match_indices(prefix) {
+            let rest = &text[i + prefix.len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                // The group's items at depth 0: `a`, `b::c`, `self`.
+                let mut depth = 0usize;
+                let mut item = String::new();
+                for c in group.chars() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => break,
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => {
+                            found.insert(ident(&item));
+                            item.clear();
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    if depth == 0 {
+                        item.push(c);
+                    }
+                }
+                found.insert(ident(&item));
+            } else {
+                found.insert(ident(rest));
+            }
+        }
+    }
+    found
+}
+
+/// Which top-level modules each top-level module names, outside comments and tests.
 fn module_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let mut files = Vec::new();
     sources(src, &mut files);
@@ -45,24 +90,30 @@ fn module_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
         let text = std::fs::read_to_string(file).expect("source");
         // Unit tests may reach anywhere; only product code counts.
         let product = text.split("#[cfg(test)]").next().unwrap_or_default();
+        let code: String = product
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let parent = file.parent().unwrap_or(src);
+        let super_is_crate = parent == src || file.file_name().is_some_and(|n| n == "mod.rs");
         let edges = graph.entry(from.clone()).or_default();
-        for line in product.lines().map(str::trim) {
-            if line.starts_with("//") {
-                continue;
-            }
-            for (i, _) in line.match_indices("crate::") {
-                let rest = &line[i + "crate::".len()..];
-                let to: String = rest
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                if to != from && modules.contains(&to) {
-                    edges.insert(to);
-                }
+        for to in named_modules(&code, super_is_crate) {
+            if to != from && modules.contains(&to) {
+                edges.insert(to);
             }
         }
     }
     graph
+}
+
+#[test]
+fn imports_are_read_in_every_spelling() {
+    let text =
+        "use crate::a::X;\nuse crate::{b, c::{D, E}, self};\nuse super::f;\nx = crate::g(1);";
+    let names = |s| named_modules(text, s).into_iter().collect::<Vec<_>>();
+    assert_eq!(names(true), ["a", "b", "c", "f", "g", "self"]);
+    assert_eq!(names(false), ["a", "b", "c", "g", "self"]);
 }
 
 /// A cycle of the graph, if it has one.
@@ -121,6 +172,32 @@ fn no_product_module_imports_a_module_that_imports_it_back() {
         let graph = module_graph(&root.join(krate).join("src"));
         assert!(
             graph.len() >= 2 || krate == "proto",
+            "{krate}: only {} modules found",
+            graph.len()
+        );
+        if let Some(found) = cycle(&graph) {
+            panic!(
+                "{krate}: modules import each other in a loop: {}",
+                found.join(" -> ")
+            );
+        }
+    }
+}
+
+#[test]
+fn no_testbed_module_imports_a_module_that_imports_it_back() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for krate in [
+        "testbed/kit",
+        "testbed/apiserver",
+        "testbed/hosts",
+        "testbed/kubelet",
+        "testbed/sandbox",
+        "e2e",
+    ] {
+        let graph = module_graph(&root.join(krate).join("src"));
+        assert!(
+            graph.len() >= 2,
             "{krate}: only {} modules found",
             graph.len()
         );

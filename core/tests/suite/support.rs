@@ -27,7 +27,6 @@ pub(crate) fn ip(s: &str) -> IpAddr {
 
 pub(crate) use rubber_stamp_testkit::csr::{CsrSpec, dns_san, pem_of};
 
-
 /// A kubelet-serving CSR object for `node`, created at `t0`, by that node.
 pub(crate) fn csr_input(node: &str, pem_text: &str) -> CsrInput {
     CsrInput {
