@@ -261,7 +261,7 @@ fn configuration_doc_matches_the_binaries() -> TestResult {
             .unwrap_or(doc.lines().count().min(fresh.lines().count()));
         return Err(format!(
             "docs/configuration.md is out of date (first difference at line {}): run \
-             UPDATE_DOCS=1 cargo test -p rubber-stamp-testbed --test deploy_manifests configuration",
+             UPDATE_DOCS=1 cargo test -p rubber-stamp-e2e --test deploy configuration",
             first + 1
         )
         .into());

@@ -1,4 +1,4 @@
-//! Helpers for the end-to-end tests (`tests/tests/e2e_*.rs`): a sandbox in
+//! Helpers for the end-to-end tests (`e2e/tests/e2e/*.rs`): a sandbox in
 //! namespace mode with fast timings (failing, or skipping visibly with
 //! `SKIP_NETNS=1`, where namespaces are unavailable), and small waits.
 

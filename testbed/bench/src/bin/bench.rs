@@ -4,7 +4,7 @@
 //! restart, and the decision floor. Prints a table and a JSON document.
 //!
 //! ```sh
-//! cargo run --release -p rubber-stamp-testbed --bin bench -- --nodes 10000
+//! cargo run --release -p rubber-stamp-bench --bin bench -- --nodes 10000
 //! ```
 //!
 //! The approver and agent binaries are built first (release) unless `--bin-dir` names a
