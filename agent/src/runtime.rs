@@ -101,25 +101,9 @@ pub async fn run(
 /// Raises the open-file limit to the hard limit and lowers the health port's connection
 /// limit if it cannot hold it, logging both.
 pub fn fit_descriptors(config: &mut AgentConfig) {
-    let nofile = match rubber_stamp_listen::raise_nofile_limit() {
-        Ok(limit) => {
-            tracing::info!(soft_before = ?limit.before, soft = ?limit.soft, hard = ?limit.hard, "open-file limit");
-            limit.soft
-        }
-        Err(error) => {
-            tracing::warn!(%error, "keeping the open-file limit");
-            error.soft
-        }
-    };
+    let nofile = rubber_stamp_listen::raise_nofile_limit_logged();
     for clamp in config.fit_descriptors(nofile) {
-        tracing::warn!(
-            flag = clamp.flag,
-            configured = clamp.configured,
-            used = clamp.used,
-            open_file_limit = clamp.limit,
-            reserved = clamp.reserved,
-            "{clamp}"
-        );
+        clamp.log();
     }
 }
 

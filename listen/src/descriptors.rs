@@ -60,6 +60,26 @@ pub fn raise_nofile_limit() -> Result<NofileLimit, RaiseError> {
     Ok(limit)
 }
 
+/// [`raise_nofile_limit`], logged (the limits at info, a failure as a warning), as both
+/// binaries do at start; returns the soft limit in force (`None`: unlimited).
+pub fn raise_nofile_limit_logged() -> Option<u64> {
+    match raise_nofile_limit() {
+        Ok(limit) => {
+            tracing::info!(
+                soft_before = ?limit.before,
+                soft = ?limit.soft,
+                hard = ?limit.hard,
+                "open-file limit"
+            );
+            limit.soft
+        }
+        Err(error) => {
+            tracing::warn!(%error, "keeping the open-file limit");
+            error.soft
+        }
+    }
+}
+
 /// Descriptors for connection limits: the soft limit less a reserve for everything else
 /// (the API client, files, the runtime), handed out in order of importance. A limit that
 /// does not fit is lowered to what is left (at least one) and recorded as a [`Clamp`].
@@ -84,6 +104,20 @@ pub struct Clamp {
     pub limit: u64,
     /// Descriptors kept in reserve.
     pub reserved: u64,
+}
+
+impl Clamp {
+    /// Logs the clamp as a warning with its fields.
+    pub fn log(&self) {
+        tracing::warn!(
+            flag = self.flag,
+            configured = self.configured,
+            used = self.used,
+            open_file_limit = self.limit,
+            reserved = self.reserved,
+            "{self}"
+        );
+    }
 }
 
 impl Budget {

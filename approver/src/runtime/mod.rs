@@ -19,6 +19,7 @@
 pub mod config;
 pub mod logging;
 
+pub use rubber_stamp_listen::termination;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -479,30 +480,9 @@ async fn bootstrap_pki(
 /// Raises the open-file limit to the hard limit and lowers the connection limits that it
 /// cannot hold, logging both.
 fn fit_descriptors(config: &mut RunConfig) {
-    let nofile = match rubber_stamp_listen::raise_nofile_limit() {
-        Ok(limit) => {
-            tracing::info!(
-                soft_before = ?limit.before,
-                soft = ?limit.soft,
-                hard = ?limit.hard,
-                "open-file limit"
-            );
-            limit.soft
-        }
-        Err(error) => {
-            tracing::warn!(%error, "keeping the open-file limit");
-            error.soft
-        }
-    };
+    let nofile = rubber_stamp_listen::raise_nofile_limit_logged();
     for clamp in config.fit_descriptors(nofile) {
-        tracing::warn!(
-            flag = clamp.flag,
-            configured = clamp.configured,
-            used = clamp.used,
-            open_file_limit = clamp.limit,
-            reserved = clamp.reserved,
-            "{clamp}"
-        );
+        clamp.log();
     }
 }
 
@@ -527,23 +507,6 @@ fn warn_about_policy_gaps(policy: &rubber_stamp_core::Policy, tls: &TlsSource) {
             cluster_domain = %pki.cluster_domain,
             "the cluster domain (--cluster-domain) is not under the policy's deniedDnsSuffixes: a node could be approved for names of the cluster's Services and Pods under it; add it to deniedDnsSuffixes (docs/policy.md)"
         );
-    }
-}
-
-/// Completes on SIGTERM or SIGINT.
-pub async fn termination() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
-            }
-        }
-        Err(error) => {
-            tracing::warn!(%error, "cannot watch SIGTERM; stopping on SIGINT only");
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 }
 
