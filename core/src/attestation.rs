@@ -25,7 +25,7 @@ pub struct InterfaceFacts {
 ///
 /// `node_name` comes from the agent's verified client certificate, never from
 /// the report; `peer_address` and `received_at` are what the approver saw.
-/// This is also one element of the attestation snapshot JSON of DESIGN.md.
+/// This is also one element of the attestation snapshot JSON of docs/design.md.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Attestation {

@@ -41,7 +41,7 @@ impl fmt::Display for Decision {
     }
 }
 
-/// The checks of DESIGN.md, in order, with stable kebab-case names.
+/// The checks of docs/design.md, in order, with stable kebab-case names.
 ///
 /// Check 11 has two halves so that, offline without Node objects, the Node
 /// half can be reported as skipped while the attestation half still runs.
@@ -119,7 +119,7 @@ impl CheckName {
         }
     }
 
-    /// The check's number in DESIGN.md.
+    /// The check's number in docs/design.md.
     pub const fn number(self) -> u8 {
         match self {
             Self::Scope => 1,

@@ -1,4 +1,4 @@
-//! Table tests of `decide`: every check of DESIGN.md fails alone in at least one
+//! Table tests of `decide`: every check of docs/design.md fails alone in at least one
 //! case (so removing any check from `decide` fails a test), passes in the
 //! baseline, and every look-alike is refused or canonicalised.
 
