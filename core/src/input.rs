@@ -1,7 +1,7 @@
 //! The facts of one CertificateSigningRequest that the decision reads, as plain data.
 //!
 //! The controller and `check` fill this from a `k8s_openapi`
-//! CertificateSigningRequest (see `crate::k8s`); the core never sees
+//! CertificateSigningRequest (see the approver's `k8s` module); the core never sees
 //! Kubernetes types.
 
 use std::collections::BTreeMap;
