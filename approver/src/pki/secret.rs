@@ -6,7 +6,13 @@
 //! the agents mount, and swaps a renewed certificate into the [`ServingCertificate`].
 //!
 //! API calls, all in the approver's namespace and on the two configured names: Secret `get`,
-//! `create`, `update`; ConfigMap `get`, `create`, `update` — exactly what `deploy/` grants.
+//! `create`, `update`, `delete`; ConfigMap `get`, `create`, `update` — exactly what `deploy/`
+//! grants. `delete` serves one case: a Secret of ours whose `type` is not
+//! `kubernetes.io/tls` (made by hand, or by a tool that left the type to its default,
+//! `Opaque`). A Secret's type cannot change in place (kube-apiserver answers an update with
+//! 422 "field is immutable"), so that Secret is deleted — only that object, only as it was
+//! read (uid and resourceVersion preconditions) — and created again with the right type,
+//! keeping its CA and certificate when they are usable.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +20,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
-use kube::api::PostParams;
+use kube::api::{DeleteParams, PostParams, Preconditions};
 use tokio_util::sync::CancellationToken;
 
 use super::PkiError;
@@ -59,12 +65,24 @@ enum Stored {
     Usable {
         state: Box<PkiState>,
         version: String,
+        retype: Option<Retype>,
     },
     Unusable {
         version: String,
         reason: StateError,
+        retype: Option<Retype>,
     },
 }
+
+/// A Secret of ours whose type is not [`SECRET_TYPE`]: it must be deleted and created again.
+#[derive(Debug)]
+struct Retype {
+    uid: String,
+    found: String,
+}
+
+/// The type of the Secret the approver writes.
+pub const SECRET_TYPE: &str = "kubernetes.io/tls";
 
 /// The approver's CA and serving certificate, kept in a Secret and served through a
 /// swappable [`ServingCertificate`].
@@ -197,7 +215,23 @@ impl TlsObjects {
         let mut raced = false;
         for _ in 0..MAX_CONFLICTS {
             match self.read().await? {
-                Stored::Usable { state, version } => {
+                Stored::Usable {
+                    state,
+                    version,
+                    retype: Some(retype),
+                } => {
+                    tracing::warn!(secret = %self.secret_ref(), found = %retype.found,
+                        "the TLS Secret's type is not kubernetes.io/tls and cannot be changed in place; creating it again with the same CA and certificate");
+                    if let Some(version) = self.recreate(&state, &retype, &version).await? {
+                        return Ok((*state, version, Bootstrap::Adopted));
+                    }
+                    raced = true;
+                }
+                Stored::Usable {
+                    state,
+                    version,
+                    retype: None,
+                } => {
                     let state = *state;
                     let how = if raced {
                         Bootstrap::Raced
@@ -217,11 +251,19 @@ impl TlsObjects {
                         None => raced = true,
                     }
                 }
-                Stored::Unusable { version, reason } => {
+                Stored::Unusable {
+                    version,
+                    reason,
+                    retype,
+                } => {
                     tracing::warn!(secret = %self.secret_ref(), %reason,
                         "the TLS Secret is unusable; replacing it with a new CA and certificate");
                     let state = self.fresh()?;
-                    if let Some(version) = self.replace(&state, &version).await? {
+                    let written = match &retype {
+                        Some(retype) => self.recreate(&state, retype, &version).await?,
+                        None => self.replace(&state, &version).await?,
+                    };
+                    if let Some(version) = written {
                         return Ok((state, version, Bootstrap::Created));
                     }
                 }
@@ -297,20 +339,30 @@ impl TlsObjects {
             });
         }
         let version = secret.metadata.resource_version.clone().unwrap_or_default();
+        let found = secret.type_.clone().unwrap_or_default();
+        let retype = (found != SECRET_TYPE).then(|| Retype {
+            uid: secret.metadata.uid.clone().unwrap_or_default(),
+            found,
+        });
         let data = secret.data.unwrap_or_default();
         Ok(match PkiState::from_data(&data) {
             Ok(state) => Stored::Usable {
                 state: Box::new(state),
                 version,
+                retype,
             },
-            Err(reason) => Stored::Unusable { version, reason },
+            Err(reason) => Stored::Unusable {
+                version,
+                reason,
+                retype,
+            },
         })
     }
 
     fn secret(&self, state: &PkiState, version: Option<&str>) -> Secret {
         Secret {
             metadata: self.metadata(&self.config.secret, version),
-            type_: Some("kubernetes.io/tls".to_owned()),
+            type_: Some(SECRET_TYPE.to_owned()),
             data: Some(state.to_data()),
             ..Secret::default()
         }
@@ -344,6 +396,33 @@ impl TlsObjects {
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
             Err(source) => Err(self.kube_error("update", "Secret", source)),
         }
+    }
+
+    /// Deletes the Secret read at `version` (only that object, only unchanged since) and
+    /// creates it with `state` and the right type. `Some(resourceVersion)` when created;
+    /// `None` when the Secret changed or went meanwhile, or another replica created it
+    /// first (the caller reads again).
+    async fn recreate(
+        &self,
+        state: &PkiState,
+        retype: &Retype,
+        version: &str,
+    ) -> Result<Option<String>, PkiError> {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(retype.uid.clone()),
+                resource_version: Some(version.to_owned()),
+            }),
+            ..DeleteParams::default()
+        };
+        match self.secrets.delete(&self.config.secret, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => {
+                return Ok(None);
+            }
+            Err(source) => return Err(self.kube_error("delete", "Secret", source)),
+        }
+        self.create(state).await
     }
 
     /// Makes the ConfigMap hold exactly `bundle`.

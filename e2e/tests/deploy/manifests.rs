@@ -184,10 +184,12 @@ fn the_namespaced_roles_grant_only_what_the_code_uses() -> TestResult {
             // Flood-valve Warning Events on the approver's own Lease, repeats as a series.
             grant("events.k8s.io", "events", None, "create"),
             grant("events.k8s.io", "events", None, "patch"),
-            // approver/src/pki/secret.rs: get, create, update of the two objects.
+            // approver/src/pki/secret.rs: get, create, update of the two objects, and
+            // delete of the Secret (re-created when its type is not kubernetes.io/tls).
             grant("", "secrets", None, "create"),
             grant("", "secrets", Some(&secret), "get"),
             grant("", "secrets", Some(&secret), "update"),
+            grant("", "secrets", Some(&secret), "delete"),
             grant("", "configmaps", None, "create"),
             grant("", "configmaps", Some(&config_map), "get"),
             grant("", "configmaps", Some(&config_map), "update"),
@@ -432,7 +434,8 @@ async fn the_rendered_manifests_load_into_the_testbed_and_the_rbac_is_live() -> 
         (&sa, &[], "create", "events.k8s.io", "events", "", "kube-system", false),
         (&sa, &[], "update", "", "configmaps", "rubber-stamp-ca", NAMESPACE, true),
         (&sa, &[], "update", "", "configmaps", "kube-root-ca.crt", NAMESPACE, false),
-        (&sa, &[], "delete", "", "secrets", "rubber-stamp-approver-tls", NAMESPACE, false),
+        (&sa, &[], "delete", "", "secrets", "rubber-stamp-approver-tls", NAMESPACE, true),
+        (&sa, &[], "delete", "", "secrets", "kube-root-ca.crt", NAMESPACE, false),
         (&agent, &[], "get", "", "configmaps", "rubber-stamp-ca", NAMESPACE, false),
         (&agent, &[], "list", "", "nodes", "", "", false),
         ("system:node:worker-1", &["system:nodes"], "create", "certificates.k8s.io", "certificatesigningrequests/selfnodeserver", "", "", true),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use rubber_stamp_agent::identity::IdentitySource;
 use rubber_stamp_apiserver::{Cluster, ClusterOptions};
 use rubber_stamp_approver::metrics::TlsMetrics;
@@ -593,7 +593,7 @@ type Failure = Box<dyn std::error::Error + Send + Sync>;
 async fn pki_lifecycle(approver: kube::Client, admin: kube::Client) -> Result<(), Failure> {
     let clock = Arc::new(ManualClock(Mutex::new(Timestamp::now())));
     let (pki, how) = SecretPki::bootstrap(
-        approver,
+        approver.clone(),
         pki_config(default_schedule()),
         clock.clone(),
         TlsMetrics::default(),
@@ -603,7 +603,7 @@ async fn pki_lifecycle(approver: kube::Client, admin: kube::Client) -> Result<()
     let first = pki.serving().leaf();
 
     // Someone overwrote the bundle: the next refresh puts it back.
-    let cms: Api<ConfigMap> = Api::namespaced(admin, NAMESPACE);
+    let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), NAMESPACE);
     let mut cm = cms.get(CONFIG_MAP).await?;
     let good = bundle(&cm);
     cm.data = Some([("ca.crt".to_owned(), "stale".to_owned())].into());
@@ -616,6 +616,30 @@ async fn pki_lifecycle(approver: kube::Client, admin: kube::Client) -> Result<()
     clock.advance(61 * DAY)?;
     assert!(pki.refresh().await?, "renewed");
     assert_ne!(pki.serving().leaf(), first);
+
+    // Our Secret, copied by hand without its type (so `Opaque`): a replica starting now
+    // deletes and creates it again with the right type.
+    let secrets: Api<Secret> = Api::namespaced(admin, NAMESPACE);
+    let ours = secrets.get(SECRET).await?;
+    secrets.delete(SECRET, &DeleteParams::default()).await?;
+    let copy = Secret {
+        metadata: ObjectMeta {
+            name: Some(SECRET.to_owned()),
+            labels: ours.metadata.labels.clone(),
+            ..ObjectMeta::default()
+        },
+        data: ours.data.clone(),
+        ..Secret::default()
+    };
+    secrets.create(&PostParams::default(), &copy).await?;
+    let (_, how) = SecretPki::bootstrap(
+        approver,
+        pki_config(default_schedule()),
+        clock,
+        TlsMetrics::default(),
+    )
+    .await?;
+    assert_eq!(how, Bootstrap::Adopted);
     Ok(())
 }
 
@@ -635,6 +659,7 @@ async fn the_rendered_rbac_suffices_and_every_pki_rule_is_needed() -> TestResult
         ("secrets", "get", "Secret"),
         ("secrets", "create", "Secret"),
         ("secrets", "update", "Secret"),
+        ("secrets", "delete", "Secret"),
         ("configmaps", "get", "ConfigMap"),
         ("configmaps", "create", "ConfigMap"),
         ("configmaps", "update", "ConfigMap"),
@@ -724,6 +749,57 @@ async fn objects_the_approver_did_not_create_are_not_overwritten() -> TestResult
         pki.serving().leaf(),
         Some(der(&text(&repaired, "tls.crt").ok_or("tls.crt")?)?)
     );
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// A Secret of ours whose type is not `kubernetes.io/tls` — here `Opaque`, what the API
+/// server defaults a Secret to when a tool leaves the type out — cannot be updated to the
+/// right type (422 "field is immutable"). The approver deletes exactly that object and
+/// creates it again with the right type, keeping its CA and certificate.
+#[tokio::test]
+async fn a_secret_of_ours_with_another_type_is_created_again_with_the_same_ca() -> TestResult {
+    let (cluster, approver, admin) = cluster().await?;
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), NAMESPACE);
+    let clock: Arc<dyn Clock> = Arc::new(rubber_stamp_approver::store::SystemClock);
+    let config = pki_config(default_schedule());
+    let (first, how) = SecretPki::bootstrap(
+        approver.clone(),
+        config.clone(),
+        clock.clone(),
+        TlsMetrics::default(),
+    )
+    .await?;
+    assert_eq!(how, Bootstrap::Created);
+    let original = secrets.get(SECRET).await?;
+    secrets.delete(SECRET, &DeleteParams::default()).await?;
+    let opaque = secrets
+        .create(
+            &PostParams::default(),
+            &Secret {
+                metadata: ObjectMeta {
+                    name: Some(SECRET.to_owned()),
+                    labels: original.metadata.labels.clone(),
+                    ..ObjectMeta::default()
+                },
+                data: original.data.clone(),
+                ..Secret::default()
+            },
+        )
+        .await?;
+    assert_eq!(opaque.type_.as_deref(), Some("Opaque"));
+
+    let (second, how) =
+        SecretPki::bootstrap(approver, config, clock, TlsMetrics::default()).await?;
+    assert_eq!(how, Bootstrap::Adopted);
+    let recreated = secrets.get(SECRET).await?;
+    assert_eq!(recreated.type_.as_deref(), Some("kubernetes.io/tls"));
+    assert_ne!(recreated.metadata.uid, opaque.metadata.uid);
+    assert_eq!(
+        recreated.data, original.data,
+        "the CA and certificate are kept"
+    );
+    assert_eq!(second.serving().leaf(), first.serving().leaf());
     cluster.shutdown().await;
     Ok(())
 }
