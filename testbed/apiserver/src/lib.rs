@@ -12,6 +12,7 @@
 //! - [`csr`], [`signer`]: CertificateSigningRequest rules and the signer.
 //! - [`services`]: Service and ServiceCIDR rules, ClusterIP allocation, and the
 //!   `kubernetes` Service and ServiceCIDR created at start.
+//! - [`secrets`]: Secret and ConfigMap rules (type defaulting and immutability, `stringData`).
 //! - [`discovery`], [`table`]: what kubectl needs to find and print things.
 //! - [`proto`]: protobuf request bodies of kubectl's typed clients.
 //! - [`faults`]: fault injection; [`kubeconfig`]: credentials and clients.
@@ -42,6 +43,7 @@ pub mod rbac;
 pub mod request;
 pub mod resources;
 pub mod rest;
+pub mod secrets;
 pub mod selector;
 pub mod server;
 pub mod services;

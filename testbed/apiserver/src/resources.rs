@@ -36,6 +36,10 @@ pub enum Behaviour {
     Service,
     /// ServiceCIDR: validation of `spec.cidrs`.
     ServiceCidr,
+    /// Secret: type defaulting and immutability, `stringData`, required TLS keys.
+    Secret,
+    /// ConfigMap: key names, `immutable`.
+    ConfigMap,
 }
 
 /// Which table columns `kubectl get` receives.
@@ -352,7 +356,7 @@ pub static KINDS: &[ResourceKind] = &[
         namespaced: true,
         short_names: &[],
         subresources: &[],
-        behaviour: Behaviour::Generic,
+        behaviour: Behaviour::Secret,
         table: TableStyle::Secret,
         field_labels: &["type"],
         field_values: secret_fields,
@@ -368,7 +372,7 @@ pub static KINDS: &[ResourceKind] = &[
         namespaced: true,
         short_names: &["cm"],
         subresources: &[],
-        behaviour: Behaviour::Generic,
+        behaviour: Behaviour::ConfigMap,
         table: TableStyle::ConfigMap,
         field_labels: &[],
         field_values: none,

@@ -17,6 +17,7 @@ use super::now_rfc3339;
 use super::rbac::{Attributes, ResourceAttributes};
 use super::request::{Output, Query, RequestInfo, decode_body};
 use super::resources::{Behaviour, ResourceId, ResourceKind, Subresource, ids, kind};
+use super::secrets;
 use super::selector::{FieldSelector, LabelSelector};
 use super::services;
 use super::status::{ApiError, Cause};
@@ -630,6 +631,7 @@ pub fn prepare_create(
             obj["spec"] = json!({"finalizers": ["kubernetes"]});
             obj["status"] = json!({"phase": "Active"});
         }
+        Behaviour::Secret => secrets::prepare_secret(&mut obj),
         _ => {}
     }
     let mut causes: Vec<Cause> = validate_name(k, &name).into_iter().collect();
@@ -637,6 +639,8 @@ pub fn prepare_create(
         Behaviour::Csr => causes.extend(csr::validate(&obj)),
         Behaviour::Service => causes.extend(services::prepare_create(&mut obj, &state.services)),
         Behaviour::ServiceCidr => causes.extend(services::validate_service_cidr(&obj)),
+        Behaviour::Secret => causes.extend(secrets::validate_secret(&obj)),
+        Behaviour::ConfigMap => causes.extend(secrets::validate_config_map(&obj)),
         _ => {}
     }
     if !causes.is_empty() {
@@ -1094,6 +1098,11 @@ fn write(ctx: &Ctx<'_>, info: &RequestInfo, mutation: &Mutation) -> Result<Reply
         let causes = match k.behaviour {
             Behaviour::Service => services::prepare_update(&mut new, &old),
             Behaviour::ServiceCidr => services::validate_service_cidr(&new),
+            Behaviour::Secret => {
+                secrets::prepare_secret(&mut new);
+                secrets::validate_secret_update(&new, &old)
+            }
+            Behaviour::ConfigMap => secrets::validate_config_map_update(&new, &old),
             _ => Vec::new(),
         };
         if !causes.is_empty() {

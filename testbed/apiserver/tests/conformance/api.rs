@@ -11,7 +11,7 @@ use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestCondition, CertificateSigningRequestSpec,
     CertificateSigningRequestStatus,
 };
-use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use rubber_stamp_apiserver::{Cluster, ClusterOptions, FaultAction, FaultRule, UserInfo};
 use rubber_stamp_testkit::csr::CsrSpec;
@@ -834,5 +834,142 @@ async fn status_subresource_and_direct_object_access() -> TestResult {
     .await;
     assert!(issued.is_some(), "the signer reacts to direct writes too");
     c.shutdown().await;
+    Ok(())
+}
+
+/// Secrets and ConfigMaps as kube-apiserver keeps them: `SetDefaults_Secret` (type
+/// `Opaque`), `Convert_v1_Secret_To_core_Secret` (`stringData` folded into `data`),
+/// `ValidateSecret` (a `kubernetes.io/tls` Secret has both keys; keys are config-map keys),
+/// `ValidateSecretUpdate` (the type is immutable; so is an `immutable: true` object's data),
+/// `ValidateConfigMapUpdate`; and a delete with stale preconditions is a 409.
+#[tokio::test]
+async fn secrets_default_their_type_keep_it_and_honour_immutable() -> TestResult {
+    let c = cluster().await?;
+    let client = c.client(&c.admin()?).await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let meta = |name: &str| ObjectMeta {
+        name: Some(name.to_owned()),
+        ..ObjectMeta::default()
+    };
+
+    let created = secrets
+        .create(
+            &PostParams::default(),
+            &Secret {
+                metadata: meta("plain"),
+                data: Some([("a".to_owned(), ByteString(b"x".to_vec()))].into()),
+                string_data: Some(
+                    [
+                        ("a".to_owned(), "y".to_owned()),
+                        ("b".to_owned(), "z".to_owned()),
+                    ]
+                    .into(),
+                ),
+                ..Secret::default()
+            },
+        )
+        .await?;
+    assert_eq!(created.type_.as_deref(), Some("Opaque"));
+    assert_eq!(created.string_data, None);
+    let data = created.data.clone().ok_or("data")?;
+    assert_eq!(data.get("a"), Some(&ByteString(b"y".to_vec())));
+    assert_eq!(data.get("b"), Some(&ByteString(b"z".to_vec())));
+
+    let mut retyped = created.clone();
+    retyped.type_ = Some("kubernetes.io/tls".to_owned());
+    retyped.data = Some(
+        [
+            ("tls.crt".to_owned(), ByteString(b"c".to_vec())),
+            ("tls.key".to_owned(), ByteString(b"k".to_vec())),
+        ]
+        .into(),
+    );
+    let (code, reason, message) = api_code(
+        secrets
+            .replace("plain", &PostParams::default(), &retyped)
+            .await,
+    )
+    .ok_or("a type change was accepted")?;
+    assert_eq!((code, reason.as_str()), (422, "Invalid"), "{message}");
+    assert!(
+        message.contains("type: Invalid value: \"kubernetes.io/tls\": field is immutable"),
+        "{message}"
+    );
+
+    let (code, _, message) = api_code(
+        secrets
+            .create(
+                &PostParams::default(),
+                &Secret {
+                    metadata: meta("half-tls"),
+                    type_: Some("kubernetes.io/tls".to_owned()),
+                    data: Some([("tls.crt".to_owned(), ByteString(b"c".to_vec()))].into()),
+                    ..Secret::default()
+                },
+            )
+            .await,
+    )
+    .ok_or("a TLS Secret without tls.key was accepted")?;
+    assert_eq!(code, 422);
+    assert!(
+        message.contains("data[tls.key]: Required value"),
+        "{message}"
+    );
+
+    let (code, _, message) = api_code(
+        secrets
+            .create(
+                &PostParams::default(),
+                &Secret {
+                    metadata: meta("bad-key"),
+                    data: Some([("no/slash".to_owned(), ByteString(Vec::new()))].into()),
+                    ..Secret::default()
+                },
+            )
+            .await,
+    )
+    .ok_or("a key with a slash was accepted")?;
+    assert_eq!(code, 422);
+    assert!(
+        message.contains("a valid config key must consist of"),
+        "{message}"
+    );
+
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let frozen = cms
+        .create(
+            &PostParams::default(),
+            &ConfigMap {
+                metadata: meta("frozen"),
+                immutable: Some(true),
+                data: Some([("k".to_owned(), "1".to_owned())].into()),
+                ..ConfigMap::default()
+            },
+        )
+        .await?;
+    let mut changed = frozen.clone();
+    changed.data = Some([("k".to_owned(), "2".to_owned())].into());
+    let (code, _, message) = api_code(
+        cms.replace("frozen", &PostParams::default(), &changed)
+            .await,
+    )
+    .ok_or("an immutable ConfigMap changed")?;
+    assert_eq!(code, 422);
+    assert!(
+        message.contains("field is immutable when `immutable` is set"),
+        "{message}"
+    );
+
+    let stale = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: created.metadata.uid.clone(),
+            resource_version: Some("1".to_owned()),
+        }),
+        ..DeleteParams::default()
+    };
+    let (code, _, message) = api_code(secrets.delete("plain", &stale).await)
+        .ok_or("a delete with a stale resourceVersion went through")?;
+    assert_eq!(code, 409, "{message}");
+    assert!(secrets.get_opt("plain").await?.is_some());
     Ok(())
 }
