@@ -5,6 +5,9 @@ use std::sync::RwLock;
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+/// The extra key naming the credential a user authenticated with (`user.CredentialIDKey`).
+pub const CREDENTIAL_ID: &str = "authentication.kubernetes.io/credential-id";
+
 /// The group every authenticated user is in.
 pub const AUTHENTICATED: &str = "system:authenticated";
 /// The superuser group.
@@ -52,7 +55,10 @@ impl UserInfo {
         }
     }
 
-    /// The identity in a (verified) client certificate: CN is the user, each O a group.
+    /// The identity in a (verified) client certificate: CN is the user, each O a group, and
+    /// the extra [`CREDENTIAL_ID`] `X509SHA256=<hex SHA-256 of the certificate>`, as
+    /// kube-apiserver's `CommonNameUserConversion` (x509.go) sets since 1.32 — so every real
+    /// kubelet's CSR carries a non-empty `spec.extra`.
     pub fn from_certificate(der: &[u8]) -> Option<Self> {
         let (_, cert) = X509Certificate::from_der(der).ok()?;
         let name = cert
@@ -70,9 +76,12 @@ impl UserInfo {
             .filter_map(|o| o.as_str().ok())
             .map(str::to_owned)
             .collect();
+        let digest = ring::digest::digest(&ring::digest::SHA256, der);
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         Some(Self {
             name,
             groups,
+            extra: BTreeMap::from([(CREDENTIAL_ID.to_owned(), vec![format!("X509SHA256={hex}")])]),
             ..Self::default()
         })
     }

@@ -167,6 +167,36 @@ async fn csr_identity_validation_approval_rbac_and_signing() -> TestResult {
             "system:authenticated".to_owned()
         ])
     );
+    // x509 users carry their credential id (CommonNameUserConversion, x509.go, 1.32+):
+    // `X509SHA256=` and the certificate's SHA-256 in lower-case hex.
+    let extra = created.spec.extra.clone().unwrap_or_default();
+    let ids = extra
+        .get("authentication.kubernetes.io/credential-id")
+        .ok_or("no credential id in spec.extra")?;
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let hex = ids[0]
+        .strip_prefix("X509SHA256=")
+        .ok_or("not an X509SHA256 id")?;
+    assert!(
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{hex}"
+    );
+    let other = c.client(&c.node("worker-2")?).await?;
+    let other_csr = Api::<CertificateSigningRequest>::all(other)
+        .create(
+            &PostParams::default(),
+            &csr("other-node", "worker-2", KUBELET_SERVING, SERVING)?,
+        )
+        .await?;
+    let other_ids = other_csr.spec.extra.unwrap_or_default();
+    assert_ne!(
+        other_ids.get("authentication.kubernetes.io/credential-id"),
+        Some(ids),
+        "another certificate, another id"
+    );
 
     // Validation errors are 422 Invalid with causes.
     let bad = csr(
