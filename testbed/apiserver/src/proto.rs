@@ -1,6 +1,7 @@
 //! Decoding of Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`)
 //! into JSON, for the kinds kubectl's typed clients write: CertificateSigningRequest
-//! (`kubectl certificate approve|deny`) and the access reviews (`kubectl auth`).
+//! (`kubectl certificate approve|deny`), the access reviews (`kubectl auth`), Secret and
+//! ConfigMap (`kubectl create secret|configmap`).
 //! Responses are always JSON, which those clients accept too.
 
 use jiff::Timestamp;
@@ -24,6 +25,8 @@ enum Ty {
     Time,
     Msg(&'static [Field]),
     MapStr,
+    /// `map<string, bytes>`, values as base64 (JSON's `[]byte`).
+    MapBytes,
     MapExtra,
     RawJson,
 }
@@ -89,6 +92,22 @@ static OBJECT_META: &[Field] = &[
     r(13, "ownerReferences", Ty::Msg(OWNER_REFERENCE)),
     r(14, "finalizers", Ty::Str),
     r(17, "managedFields", Ty::Msg(MANAGED_FIELDS_ENTRY)),
+];
+
+// k8s.io/api/core/v1 generated.proto.
+static SECRET: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(2, "data", Ty::MapBytes),
+    f(3, "type", Ty::Str),
+    f(4, "stringData", Ty::MapStr),
+    f(5, "immutable", Ty::Bool),
+];
+
+static CONFIG_MAP: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(2, "data", Ty::MapStr),
+    f(3, "binaryData", Ty::MapBytes),
+    f(4, "immutable", Ty::Bool),
 ];
 
 static CSR_SPEC: &[Field] = &[
@@ -242,12 +261,17 @@ fn time(b: &[u8]) -> Result<Value, String> {
     Ok(json!(ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()))
 }
 
-fn map_entry(b: &[u8], depth: usize, extra: bool) -> Result<(String, Value), String> {
+fn map_entry(b: &[u8], depth: usize, ty: Ty) -> Result<(String, Value), String> {
+    let extra = matches!(ty, Ty::MapExtra);
     let mut key = String::new();
     let mut value = if extra { json!([]) } else { json!("") };
     for (num, raw) in fields(b)? {
         match (num, raw) {
             (1, Raw::Len(k)) => key = string(k)?,
+            (2, Raw::Len(v)) if matches!(ty, Ty::MapBytes) => {
+                use base64::Engine as _;
+                value = Value::String(base64::engine::general_purpose::STANDARD.encode(v));
+            }
             (2, Raw::Len(v)) if extra => {
                 let items: Vec<Value> = fields(v)?
                     .into_iter()
@@ -296,8 +320,8 @@ fn decode(buf: &[u8], schema: &[Field], depth: usize) -> Result<Map<String, Valu
                     .unwrap_or(b"{}");
                 serde_json::from_slice(raw).map_err(|e| e.to_string())?
             }
-            (Ty::MapStr | Ty::MapExtra, Raw::Len(b)) => {
-                let (k, v) = map_entry(b, depth, matches!(field.ty, Ty::MapExtra))?;
+            (Ty::MapStr | Ty::MapBytes | Ty::MapExtra, Raw::Len(b)) => {
+                let (k, v) = map_entry(b, depth, field.ty)?;
                 let slot = out
                     .entry(field.name)
                     .or_insert_with(|| Value::Object(Map::new()));
@@ -355,9 +379,11 @@ pub fn decode_object(body: &[u8]) -> Result<Value, ApiError> {
         ("authorization.k8s.io/v1", "SubjectAccessReview") => SAR,
         ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SSAR,
         ("authentication.k8s.io/v1", "SelfSubjectReview") => SSR,
+        ("v1", "Secret") => SECRET,
+        ("v1", "ConfigMap") => CONFIG_MAP,
         _ => {
             return Err(ApiError::unsupported_media_type(&format!(
-                "{CONTENT_TYPE} (the testbed decodes protobuf only for CertificateSigningRequest and access reviews; got {api_version}/{kind})"
+                "{CONTENT_TYPE} (the testbed decodes protobuf only for CertificateSigningRequest, access reviews, Secret and ConfigMap; got {api_version}/{kind})"
             )));
         }
     };
@@ -394,6 +420,48 @@ mod tests {
         varint(num << 3 | 2, out);
         varint(data.len() as u64, out);
         out.extend_from_slice(data);
+    }
+
+    #[test]
+    fn decodes_a_secret_with_binary_data_and_a_config_map() {
+        let mut meta = Vec::new();
+        len_field(1, b"s", &mut meta);
+        let mut entry = Vec::new();
+        len_field(1, b"bin", &mut entry);
+        len_field(2, &[0, 0xff, 0x10], &mut entry);
+        let mut text = Vec::new();
+        len_field(1, b"t", &mut text);
+        len_field(2, b"plain", &mut text);
+        let mut secret = Vec::new();
+        len_field(1, &meta, &mut secret);
+        len_field(2, &entry, &mut secret);
+        len_field(3, b"Opaque", &mut secret);
+        len_field(4, &text, &mut secret);
+        varint(5 << 3, &mut secret);
+        varint(1, &mut secret);
+        let envelope = |kind: &[u8], raw: &[u8]| {
+            let mut tm = Vec::new();
+            len_field(1, b"v1", &mut tm);
+            len_field(2, kind, &mut tm);
+            let mut body = MAGIC.to_vec();
+            len_field(1, &tm, &mut body);
+            len_field(2, raw, &mut body);
+            body
+        };
+        let v = decode_object(&envelope(b"Secret", &secret)).expect("decodes");
+        assert_eq!(v["kind"], "Secret");
+        assert_eq!(v["data"]["bin"], "AP8Q");
+        assert_eq!(v["stringData"]["t"], "plain");
+        assert_eq!(v["type"], "Opaque");
+        assert_eq!(v["immutable"], true);
+
+        let mut cm = Vec::new();
+        len_field(1, &meta, &mut cm);
+        len_field(2, &text, &mut cm);
+        len_field(3, &entry, &mut cm);
+        let v = decode_object(&envelope(b"ConfigMap", &cm)).expect("decodes");
+        assert_eq!(v["data"]["t"], "plain");
+        assert_eq!(v["binaryData"]["bin"], "AP8Q");
     }
 
     #[test]

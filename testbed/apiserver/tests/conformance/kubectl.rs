@@ -184,7 +184,7 @@ async fn kubectl_creates_lists_approves_and_reads_a_csr() -> TestResult {
 /// `kubectl get servicecidrs` print them, `kubectl create -f` of a Service gets the next
 /// free ClusterIP (`Allocators.allocClusterIPs`), a taken one is refused, and a cluster
 /// without the ServiceCIDR API answers 404 (a 1.30 server). (`kubectl create service`
-/// sends protobuf, which the testbed decodes for CSRs and reviews only.)
+/// sends protobuf, which the testbed decodes for CSRs, reviews, Secrets and ConfigMaps only.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_sees_the_kubernetes_service_and_service_cidr_and_creates_services() -> TestResult {
     if kubectl_available().is_none() {
@@ -290,5 +290,53 @@ async fn kubectl_sees_the_kubernetes_service_and_service_cidr_and_creates_servic
     let svc = kubectl(&admin, &["get", "svc", "kubernetes", "--no-headers"])?;
     assert!(svc.stdout.contains("10.96.0.1"), "{}", svc.stdout);
     old.shutdown().await;
+    Ok(())
+}
+
+/// `kubectl create secret|configmap` send protobuf bodies (decoded as
+/// k8s.io/api/core/v1's generated.proto says); the Secret's type defaults to `Opaque`
+/// (`SetDefaults_Secret`), and `kubectl replace` changing it fails with "field is
+/// immutable" (`ValidateSecretUpdate`), as on a real server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_creates_secrets_and_config_maps_and_cannot_change_a_secret_type() -> TestResult {
+    if kubectl_available().is_none() {
+        return Ok(());
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let c = Cluster::start(ClusterOptions::default()).await?;
+    let dir = tempfile::tempdir()?;
+    let admin = c.write_kubeconfig(&c.admin()?, dir.path(), "admin")?;
+
+    let created = kubectl(
+        &admin,
+        &["create", "secret", "generic", "s1", "--from-literal=a=b"],
+    )?;
+    assert!(created.ok, "create secret: {}", created.stderr);
+    let ty = kubectl(
+        &admin,
+        &["get", "secret", "s1", "-o", "jsonpath={.type} {.data.a}"],
+    )?;
+    assert!(ty.ok, "{}", ty.stderr);
+    assert_eq!(ty.stdout, "Opaque Yg==");
+
+    let created = kubectl(&admin, &["create", "configmap", "c1", "--from-literal=k=v"])?;
+    assert!(created.ok, "create configmap: {}", created.stderr);
+    let data = kubectl(
+        &admin,
+        &["get", "configmap", "c1", "-o", "jsonpath={.data.k}"],
+    )?;
+    assert_eq!(data.stdout, "v", "{}", data.stderr);
+
+    let manifest = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s1\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: c\n  tls.key: k\n";
+    let file = dir.path().join("tls.yaml");
+    std::fs::write(&file, manifest)?;
+    let replaced = kubectl(&admin, &["replace", "-f", &file.to_string_lossy()])?;
+    assert!(!replaced.ok, "a Secret's type changed");
+    assert!(
+        replaced.stderr.contains("field is immutable"),
+        "{}",
+        replaced.stderr
+    );
+    c.shutdown().await;
     Ok(())
 }
