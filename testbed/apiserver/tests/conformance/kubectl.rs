@@ -1,6 +1,6 @@
 //! `/usr/bin/kubectl` against the testbed: create a CSR from a file as a node, list it, approve it (forbidden for the node, allowed for the admin) and read the issued certificate.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -46,15 +46,25 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<Out, std::io::Error> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_creates_lists_approves_and_reads_a_csr() -> TestResult {
+/// A testbed cluster and its admin's kubeconfig, written into a temporary folder that lives
+/// as long as the returned handle; `None` when the kubectl tests are skipped.
+async fn cluster_with_admin()
+-> Result<Option<(Cluster, tempfile::TempDir, PathBuf)>, Box<dyn std::error::Error>> {
     if kubectl_available().is_none() {
-        return Ok(());
+        return Ok(None);
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let c = Cluster::start(ClusterOptions::default()).await?;
     let dir = tempfile::tempdir()?;
     let admin = c.write_kubeconfig(&c.admin()?, dir.path(), "admin")?;
+    Ok(Some((c, dir, admin)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_creates_lists_approves_and_reads_a_csr() -> TestResult {
+    let Some((c, dir, admin)) = cluster_with_admin().await? else {
+        return Ok(());
+    };
     let node = c.write_kubeconfig(&c.node("worker-1")?, dir.path(), "node")?;
 
     let req = CsrSpec::kubelet("worker-1", &["worker-1"], &["10.0.0.11"]).generate()?;
@@ -187,13 +197,9 @@ async fn kubectl_creates_lists_approves_and_reads_a_csr() -> TestResult {
 /// sends protobuf, which the testbed decodes for CSRs, reviews, Secrets and ConfigMaps only.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_sees_the_kubernetes_service_and_service_cidr_and_creates_services() -> TestResult {
-    if kubectl_available().is_none() {
+    let Some((c, dir, admin)) = cluster_with_admin().await? else {
         return Ok(());
-    }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let c = Cluster::start(ClusterOptions::default()).await?;
-    let dir = tempfile::tempdir()?;
-    let admin = c.write_kubeconfig(&c.admin()?, dir.path(), "admin")?;
+    };
 
     let svc = kubectl(&admin, &["get", "svc", "-A"])?;
     assert!(svc.ok, "{}", svc.stderr);
@@ -299,13 +305,9 @@ async fn kubectl_sees_the_kubernetes_service_and_service_cidr_and_creates_servic
 /// immutable" (`ValidateSecretUpdate`), as on a real server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_creates_secrets_and_config_maps_and_cannot_change_a_secret_type() -> TestResult {
-    if kubectl_available().is_none() {
+    let Some((c, dir, admin)) = cluster_with_admin().await? else {
         return Ok(());
-    }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let c = Cluster::start(ClusterOptions::default()).await?;
-    let dir = tempfile::tempdir()?;
-    let admin = c.write_kubeconfig(&c.admin()?, dir.path(), "admin")?;
+    };
 
     let created = kubectl(
         &admin,
