@@ -23,29 +23,28 @@ const MAX_KEY_BYTES: usize = 253;
 /// What kube-apiserver does to a Secret body before validation, on create and update:
 /// `stringData` folded into `data` (its values win) and the type defaulted.
 pub fn prepare_secret(obj: &mut Value) {
-    if let Some(Value::Object(strings)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
-        let data = obj
-            .as_object_mut()
-            .map(|o| o.entry("data").or_insert_with(|| json!({})));
-        if let Some(data) = data {
-            if !data.is_object() {
-                *data = json!({});
-            }
-            if let Some(data) = data.as_object_mut() {
-                for (key, value) in strings {
-                    let text = value.as_str().unwrap_or_default();
-                    let encoded = base64::engine::general_purpose::STANDARD.encode(text);
-                    data.insert(key, json!(encoded));
-                }
+    let Some(secret) = obj.as_object_mut() else {
+        return;
+    };
+    if let Some(Value::Object(strings)) = secret.remove("stringData") {
+        let data = secret.entry("data").or_insert_with(|| json!({}));
+        if !data.is_object() {
+            *data = json!({});
+        }
+        if let Some(data) = data.as_object_mut() {
+            for (key, value) in strings {
+                let text = value.as_str().unwrap_or_default();
+                let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+                data.insert(key, json!(encoded));
             }
         }
     }
-    let empty = obj
+    if secret
         .get("type")
         .and_then(Value::as_str)
-        .is_none_or(str::is_empty);
-    if empty && let Some(o) = obj.as_object_mut() {
-        o.insert("type".into(), json!(OPAQUE));
+        .is_none_or(str::is_empty)
+    {
+        secret.insert("type".into(), json!(OPAQUE));
     }
 }
 
