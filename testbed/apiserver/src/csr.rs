@@ -91,6 +91,64 @@ fn is_dns_subdomain(s: &str) -> bool {
         })
 }
 
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// `ValidateSignerName` (pkg/apis/certificates/validation): one `/`; a domain of at most
+/// 253 characters made of DNS labels, with at least two of them; a path whose
+/// `.`-separated parts are DNS subdomains; at most 571 characters in all.
+pub fn validate_signer_name(signer: &str) -> Vec<Cause> {
+    const FIELD: &str = "spec.signerName";
+    const SUBDOMAIN: usize = 253;
+    const MAX_LEN: usize = SUBDOMAIN + (SUBDOMAIN + 63 + 1) + 1;
+    if signer.is_empty() {
+        return vec![Cause::required(FIELD, "")];
+    }
+    let Some((domain, path)) = signer.split_once('/').filter(|(_, p)| !p.contains('/')) else {
+        return vec![Cause::invalid(
+            FIELD,
+            &format!("{signer:?}"),
+            "must be a fully qualified domain and path of the form 'example.com/signer-name'",
+        )];
+    };
+    let mut causes = Vec::new();
+    if domain.len() > SUBDOMAIN {
+        causes.push(Cause::too_long(FIELD, SUBDOMAIN));
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if let Some(bad) = labels.iter().find(|l| !is_dns_label(l)) {
+        causes.push(Cause::invalid(
+            FIELD,
+            &format!("{domain:?}"),
+            &format!("validating label {bad:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"),
+        ));
+    }
+    if labels.len() < 2 {
+        causes.push(Cause::invalid(
+            FIELD,
+            &format!("{domain:?}"),
+            "should be a domain with at least two segments separated by dots",
+        ));
+    }
+    if let Some(bad) = path.split('.').find(|l| !is_dns_subdomain(l)) {
+        causes.push(Cause::invalid(
+            FIELD,
+            &format!("{path:?}"),
+            &format!("validating label {bad:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
+        ));
+    }
+    if signer.len() > MAX_LEN {
+        causes.push(Cause::too_long(FIELD, MAX_LEN));
+    }
+    causes
+}
+
 fn conditions(csr: &Value) -> Vec<&Value> {
     csr.pointer("/status/conditions")
         .and_then(Value::as_array)
@@ -134,13 +192,14 @@ pub fn prepare_create(csr: &mut Value, user: &UserInfo) {
 
 /// Validates a whole CSR (create and every update).
 pub fn validate(csr: &Value) -> Vec<Cause> {
-    validate_with(csr, true)
+    validate_with(csr, true, None)
 }
 
 /// Like [`validate`]; `check_request` false skips decoding `spec.request` and verifying its
 /// signature (for an update, whose spec the strategy copied from the stored object, which
-/// passed this check when it was created: the result could not differ).
-fn validate_with(csr: &Value, check_request: bool) -> Vec<Cause> {
+/// passed this check when it was created: the result could not differ). `old` is the stored
+/// object of an update: what it already had does not fail the update.
+fn validate_with(csr: &Value, check_request: bool, old: Option<&Value>) -> Vec<Cause> {
     let mut causes = Vec::new();
     if check_request && let Err(e) = parse_request(csr) {
         causes.push(Cause::invalid("spec.request", "[]byte{...}", &e));
@@ -171,24 +230,12 @@ fn validate_with(csr: &Value, check_request: bool) -> Vec<Cause> {
         }
     }
     match csr.pointer("/spec/signerName").and_then(Value::as_str) {
-        None | Some("") => causes.push(Cause::required("spec.signerName", "")),
         Some("kubernetes.io/legacy-unknown") => causes.push(Cause::invalid(
             "spec.signerName",
             "\"kubernetes.io/legacy-unknown\"",
             "the legacy signerName is not allowed via this API version",
         )),
-        Some(s) => {
-            let ok = s.split_once('/').is_some_and(|(domain, path)| {
-                is_dns_subdomain(domain) && !path.is_empty() && path.len() <= 253
-            });
-            if !ok {
-                causes.push(Cause::invalid(
-                    "spec.signerName",
-                    &format!("{s:?}"),
-                    "must be a fully qualified domain and path of the form 'example.com/signer-name'",
-                ));
-            }
-        }
+        signer => causes.extend(validate_signer_name(signer.unwrap_or(""))),
     }
     if let Some(secs) = csr
         .pointer("/spec/expirationSeconds")
@@ -201,7 +248,7 @@ fn validate_with(csr: &Value, check_request: bool) -> Vec<Cause> {
             "may not specify a duration less than 600 seconds (10 minutes)",
         ));
     }
-    causes.extend(validate_conditions(csr));
+    causes.extend(validate_conditions(csr, old));
     if let Some(cert) = csr.pointer("/status/certificate")
         && cert.as_str().is_some_and(|s| !s.is_empty())
         && let Err(e) = validate_certificate(&b64(Some(cert)).unwrap_or_default())
@@ -215,46 +262,51 @@ fn validate_with(csr: &Value, check_request: bool) -> Vec<Cause> {
     causes
 }
 
-fn validate_conditions(csr: &Value) -> Vec<Cause> {
+/// `validateConditions` with the options `getValidationOptions` derives from the stored
+/// object: a type is required, and no type appears twice — of any type — unless the stored
+/// object already had such conditions; Approved, Denied and Failed may only be `True`;
+/// Approved and Denied exclude each other.
+fn validate_conditions(csr: &Value, old: Option<&Value>) -> Vec<Cause> {
+    let old_types: Vec<&str> = old
+        .map(conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .map(cond_type)
+        .collect();
+    let allow_empty_type = old_types.contains(&"");
+    let allow_duplicates = old_types
+        .iter()
+        .enumerate()
+        .any(|(i, t)| old_types[..i].contains(t));
+    let allow_both = old_types.contains(&"Approved") && old_types.contains(&"Denied");
     let mut causes = Vec::new();
     let mut seen: Vec<&str> = Vec::new();
     for (i, c) in conditions(csr).iter().enumerate() {
         let ty = cond_type(c);
         let status = c.get("status").and_then(Value::as_str).unwrap_or("");
-        if ty.is_empty() {
+        if ty.is_empty() && !allow_empty_type {
             causes.push(Cause::required(format!("status.conditions[{i}].type"), ""));
-            continue;
         }
-        if SINGLETON_TYPES.contains(&ty) {
-            if seen.contains(&ty) {
-                causes.push(Cause::duplicate(
-                    format!("status.conditions[{i}].type"),
-                    &format!("{ty:?}"),
-                ));
-            }
-            if status != "True" {
-                causes.push(Cause::unsupported(
-                    format!("status.conditions[{i}].status"),
-                    &format!("{status:?}"),
-                    &["True"],
-                ));
-            }
-        } else if !matches!(status, "True" | "False" | "Unknown") {
-            if status.is_empty() {
-                causes.push(Cause::required(
-                    format!("status.conditions[{i}].status"),
-                    "",
-                ));
-            } else {
-                causes.push(Cause::unsupported(
-                    format!("status.conditions[{i}].status"),
-                    &format!("{status:?}"),
-                    &["False", "True", "Unknown"],
-                ));
-            }
+        let allowed: &[&str] = if SINGLETON_TYPES.contains(&ty) {
+            &["True"]
+        } else {
+            &["False", "True", "Unknown"]
+        };
+        if status.is_empty() {
+            causes.push(Cause::required(
+                format!("status.conditions[{i}].status"),
+                "",
+            ));
+        } else if !allowed.contains(&status) {
+            causes.push(Cause::unsupported(
+                format!("status.conditions[{i}].status"),
+                &format!("{status:?}"),
+                allowed,
+            ));
         }
-        if (ty == "Approved" && seen.contains(&"Denied"))
-            || (ty == "Denied" && seen.contains(&"Approved"))
+        if !allow_both
+            && ((ty == "Approved" && seen.contains(&"Denied"))
+                || (ty == "Denied" && seen.contains(&"Approved")))
         {
             causes.push(Cause::invalid(
                 format!("status.conditions[{i}].type"),
@@ -262,12 +314,41 @@ fn validate_conditions(csr: &Value) -> Vec<Cause> {
                 "Approved and Denied conditions are mutually exclusive",
             ));
         }
+        if !allow_duplicates && seen.contains(&ty) {
+            causes.push(Cause::duplicate(
+                format!("status.conditions[{i}].type"),
+                &format!("{ty:?}"),
+            ));
+        }
         seen.push(ty);
     }
     causes
 }
 
+/// Whether a PEM block carries headers (`Proc-Type: …` lines after its BEGIN line), which
+/// `validateCertificate` refuses and a PEM parser skips silently.
+fn pem_has_headers(pem: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(pem);
+    let mut in_block = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with("-----BEGIN ") {
+            in_block = true;
+        } else if line.starts_with("-----END ") {
+            in_block = false;
+        } else if in_block && line.contains(':') {
+            return true;
+        }
+    }
+    false
+}
+
+/// `validateCertificate`: one or more CERTIFICATE blocks, without headers, each a
+/// certificate.
 fn validate_certificate(pem: &[u8]) -> Result<(), String> {
+    if pem_has_headers(pem) {
+        return Err("no PEM block headers are permitted".to_owned());
+    }
     let mut found = false;
     for block in x509_parser::pem::Pem::iter_from_buffer(pem) {
         let block = block.map_err(|e| format!("error decoding certificate data: {e}"))?;
@@ -288,19 +369,34 @@ fn validate_certificate(pem: &[u8]) -> Result<(), String> {
     }
 }
 
-/// Validates an update after the strategy ran: conditions are never removed
-/// and an issued certificate never changes.
-pub fn validate_update(new: &Value, old: &Value) -> Vec<Cause> {
+/// Validates an update after the strategy ran (`validateCertificateSigningRequestUpdate`):
+/// Approved, Denied and Failed conditions are never removed; only `/approval` adds Approved
+/// or Denied; an issued certificate never changes.
+pub fn validate_update(new: &Value, old: &Value, sub: Option<Subresource>) -> Vec<Cause> {
     let request = |v: &Value| v.pointer("/spec/request").cloned();
-    let mut causes = validate_with(new, request(new) != request(old));
+    let mut causes = validate_with(new, request(new) != request(old), Some(old));
+    let count = |csr: &Value, ty: &str| {
+        conditions(csr)
+            .iter()
+            .filter(|c| cond_type(c) == ty)
+            .count()
+    };
     for ty in SINGLETON_TYPES {
-        if conditions(old).iter().any(|c| cond_type(c) == *ty)
-            && !conditions(new).iter().any(|c| cond_type(c) == *ty)
-        {
+        if count(new, ty) < count(old, ty) {
             causes.push(Cause::forbidden(
                 "status.conditions",
                 &format!("updates may not remove a condition of type {ty:?}"),
             ));
+        }
+    }
+    if sub != Some(Subresource::Approval) {
+        for ty in APPROVAL_TYPES {
+            if count(new, ty) > count(old, ty) {
+                causes.push(Cause::forbidden(
+                    "status.conditions",
+                    &format!("updates may not add a condition of type {ty:?}"),
+                ));
+            }
         }
     }
     let cert = |v: &Value| {
@@ -319,12 +415,17 @@ pub fn validate_update(new: &Value, old: &Value) -> Vec<Cause> {
     causes
 }
 
-/// The update strategy: the main resource only changes metadata, `/status`
-/// everything in status but the approval conditions, `/approval` only the
-/// Approved/Denied conditions.
+/// The update strategies (pkg/registry/certificates/certificates/strategy.go): the main
+/// resource keeps the stored status; `/status` keeps the stored Approved and Denied
+/// condition instances where their count did not change (`preserveConditionInstances`;
+/// a changed count is left for validation to refuse); `/approval` takes the whole
+/// condition list from the body and the rest of the status from the stored object.
 pub fn prepare_update(new: &mut Value, old: &Value, sub: Option<Subresource>, now: &str) {
     new["spec"] = old.get("spec").cloned().unwrap_or(json!({}));
-    let old_status = old.get("status").cloned().unwrap_or(json!({}));
+    let mut old_status = old.get("status").cloned().unwrap_or(json!({}));
+    if !old_status.is_object() {
+        old_status = json!({});
+    }
     let new_conditions: Vec<Value> = conditions(new).into_iter().cloned().collect();
     let old_conditions: Vec<Value> = conditions(old).into_iter().cloned().collect();
     match sub {
@@ -333,34 +434,25 @@ pub fn prepare_update(new: &mut Value, old: &Value, sub: Option<Subresource>, no
             if !new.get("status").is_some_and(Value::is_object) {
                 new["status"] = json!({});
             }
-            let mut merged: Vec<Value> = new_conditions
-                .into_iter()
-                .filter(|c| !APPROVAL_TYPES.contains(&cond_type(c)))
-                .collect();
-            merged.extend(
-                old_conditions
-                    .iter()
-                    .filter(|c| APPROVAL_TYPES.contains(&cond_type(c)))
-                    .cloned(),
-            );
-            new["status"]["conditions"] = Value::Array(merged);
+            let mut kept = new_conditions;
+            for ty in APPROVAL_TYPES {
+                let positions = |list: &[Value]| -> Vec<usize> {
+                    (0..list.len())
+                        .filter(|&i| cond_type(&list[i]) == *ty)
+                        .collect()
+                };
+                let (at_old, at_new) = (positions(&old_conditions), positions(&kept));
+                if at_old.len() == at_new.len() {
+                    for (o, n) in at_old.into_iter().zip(at_new) {
+                        kept[n] = old_conditions[o].clone();
+                    }
+                }
+            }
+            new["status"]["conditions"] = Value::Array(kept);
         }
         Some(Subresource::Approval) => {
             let mut status = old_status;
-            if !status.is_object() {
-                status = json!({});
-            }
-            let mut merged: Vec<Value> = old_conditions
-                .iter()
-                .filter(|c| !APPROVAL_TYPES.contains(&cond_type(c)))
-                .cloned()
-                .collect();
-            merged.extend(
-                new_conditions
-                    .into_iter()
-                    .filter(|c| APPROVAL_TYPES.contains(&cond_type(c))),
-            );
-            status["conditions"] = Value::Array(merged);
+            status["conditions"] = Value::Array(new_conditions);
             new["status"] = status;
         }
     }
@@ -475,13 +567,21 @@ mod tests {
     }
 
     #[test]
-    fn approval_strategy_keeps_other_conditions_and_forbids_removal() {
+    fn approval_takes_the_whole_condition_list_and_forbids_removal() {
+        // csrApprovalStrategy.PrepareForUpdate + validateCertificateSigningRequestUpdate.
         let mut old = mk_csr(json!(["server auth"]), KUBELET_SERVING);
-        old["status"] = json!({"conditions": [{"type": "Approved", "status": "True", "lastTransitionTime": "t0"}]});
+        old["status"] = json!({"conditions": [
+            {"type": "Approved", "status": "True", "lastTransitionTime": "t0"},
+            {"type": "Custom", "status": "True"}]});
         let mut denied = old.clone();
         denied["status"]["conditions"] = json!([{"type": "Denied", "status": "True"}]);
         prepare_update(&mut denied, &old, Some(Subresource::Approval), "now");
-        let causes = validate_update(&denied, &old);
+        assert_eq!(
+            conditions(&denied).len(),
+            1,
+            "the body's list replaces the stored one"
+        );
+        let causes = validate_update(&denied, &old, Some(Subresource::Approval));
         assert!(
             causes.iter().any(|c| c
                 .message
@@ -494,20 +594,100 @@ mod tests {
             json!([{"type": "Approved", "status": "True"}, {"type": "Denied", "status": "True"}]);
         prepare_update(&mut both, &old, Some(Subresource::Approval), "now");
         assert!(
-            validate_update(&both, &old)
+            validate_update(&both, &old, Some(Subresource::Approval))
                 .iter()
                 .any(|c| c.message.contains("mutually exclusive"))
         );
+    }
 
-        // /status cannot add approval conditions; main resource cannot touch status.
+    #[test]
+    fn status_may_not_add_approval_and_the_main_resource_keeps_the_status() {
+        // csrStatusStrategy: preserveConditionInstances, then "updates may not add".
         let pending = mk_csr(json!(["server auth"]), KUBELET_SERVING);
         let mut sneaky = pending.clone();
         sneaky["status"] = json!({"conditions": [{"type": "Approved", "status": "True"}]});
         prepare_update(&mut sneaky, &pending, Some(Subresource::Status), "now");
-        assert!(!has_condition(&sneaky, "Approved"));
+        let causes = validate_update(&sneaky, &pending, Some(Subresource::Status));
+        assert!(
+            causes.iter().any(|c| c
+                .message
+                .contains("may not add a condition of type \"Approved\"")),
+            "{causes:?}"
+        );
+        // A stored approval is kept as it was, whatever the body says of it.
+        let mut approved = pending.clone();
+        approved["status"] = json!({"conditions": [{"type": "Approved", "status": "True", "reason": "R", "lastTransitionTime": "t0", "lastUpdateTime": "t0"}]});
+        let mut rewritten = approved.clone();
+        rewritten["status"]["conditions"][0]["reason"] = json!("Other");
+        prepare_update(&mut rewritten, &approved, Some(Subresource::Status), "now");
+        assert_eq!(rewritten["status"]["conditions"][0]["reason"], "R");
+        assert!(validate_update(&rewritten, &approved, Some(Subresource::Status)).is_empty());
+
         let mut main = pending.clone();
         main["status"] = json!({"conditions": [{"type": "Approved", "status": "True"}]});
         prepare_update(&mut main, &pending, None, "now");
         assert!(!has_condition(&main, "Approved"));
+    }
+
+    #[test]
+    fn duplicate_conditions_of_any_type_are_refused_unless_already_stored() {
+        // validateConditions with getValidationOptions.
+        let mut csr = mk_csr(json!(["server auth"]), KUBELET_SERVING);
+        csr["status"] = json!({"conditions": [
+            {"type": "Custom", "status": "True"}, {"type": "Custom", "status": "False"},
+            {"type": "Failed", "status": "False"}]});
+        assert_eq!(
+            fields(&validate(&csr)),
+            ["status.conditions[1].type", "status.conditions[2].status"]
+        );
+        let mut same = csr.clone();
+        same["status"]["conditions"][2]["status"] = json!("True");
+        assert!(validate_update(&same, &csr, Some(Subresource::Status)).is_empty());
+    }
+
+    #[test]
+    fn signer_names_are_validated_as_validate_signer_name_does() {
+        for ok in [
+            "kubernetes.io/kubelet-serving",
+            "example.com/a.b-c",
+            "a.b/c",
+        ] {
+            assert!(validate_signer_name(ok).is_empty(), "{ok}");
+        }
+        let bad = [
+            ("", "Required value"),
+            (
+                "kubelet-serving",
+                "must be a fully qualified domain and path",
+            ),
+            ("a/b/c", "must be a fully qualified domain and path"),
+            ("example/x", "at least two segments"),
+            ("Example.com/x", "validating label \"Example\""),
+            ("example.com/", "validating label \"\""),
+            ("example.com/UPPER", "validating label \"UPPER\""),
+        ];
+        for (signer, expected) in bad {
+            let causes = validate_signer_name(signer);
+            assert!(
+                causes.iter().any(|c| c.message.contains(expected)),
+                "{signer:?}: {causes:?}"
+            );
+        }
+        let long = format!("{}.com/x", "a.".repeat(130));
+        assert!(
+            validate_signer_name(&long)
+                .iter()
+                .any(|c| c.reason == "FieldValueTooLong")
+        );
+    }
+
+    #[test]
+    fn certificate_pem_with_headers_is_refused() {
+        // validateCertificate: "no PEM block headers are permitted".
+        let pem = b"-----BEGIN CERTIFICATE-----\nProc-Type: 4,ENCRYPTED\n\nMIIB\n-----END CERTIFICATE-----\n";
+        assert_eq!(
+            validate_certificate(pem),
+            Err("no PEM block headers are permitted".to_owned())
+        );
     }
 }

@@ -1,16 +1,18 @@
 //! Fault injection from test code: dropped watch streams, forced `410 Gone`,
 //! 429/500/409 answers for a count or a seeded fraction of matching requests,
-//! and added latency. Deterministic for a given seed and request order.
+//! added latency, and stale reads (a kind's lists and watches served from an older
+//! snapshot until the "cache" catches up). Deterministic for a given seed and request order.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{RngExt as _, SeedableRng};
 use tokio::sync::watch;
 
-use super::resources::ResourceKind;
+use super::resources::{ResourceId, ResourceKind};
 use super::status::ApiError;
+use super::store::{ListPage, ObjectKey, StoredObject};
 
 /// What an injected fault answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,6 +123,42 @@ pub struct RequestFacts<'a> {
     pub name: &'a str,
 }
 
+/// A kind as it was at one resourceVersion, served in place of the current state: what a
+/// watch cache that fell behind etcd (after an API server restart, or one HA replica
+/// lagging another) answers. kube-apiserver serves only `resourceVersion=0` lists from its
+/// cache; the fault applies to every list and watch of the kind, so that a product test
+/// can put a stale view in front of a client that asks for the latest.
+#[derive(Debug)]
+pub struct StaleView {
+    /// The resourceVersion of the snapshot.
+    pub rv: u64,
+    /// The objects then, in key order.
+    pub objects: Vec<(ObjectKey, Arc<StoredObject>)>,
+}
+
+impl StaleView {
+    /// The snapshot's objects in a namespace (all when `None`) that pass `pred`, as one
+    /// page at the snapshot's resourceVersion.
+    pub fn page(
+        &self,
+        namespace: Option<&str>,
+        pred: impl Fn(&ObjectKey, &StoredObject) -> bool,
+    ) -> ListPage {
+        let items = self
+            .objects
+            .iter()
+            .filter(|(k, o)| namespace.is_none_or(|ns| k.namespace == ns) && pred(k, o))
+            .map(|(_, o)| o.clone())
+            .collect();
+        ListPage {
+            items,
+            rv: self.rv,
+            next: None,
+            remaining: 0,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct FaultState {
     rng: StdRng,
@@ -128,6 +166,7 @@ struct FaultState {
     expire_watches: u32,
     latency: Duration,
     injected: u64,
+    stale: Vec<(ResourceId, Arc<StaleView>)>,
 }
 
 /// The fault handle of a cluster.
@@ -135,6 +174,7 @@ struct FaultState {
 pub struct Faults {
     state: Mutex<FaultState>,
     drop_tx: watch::Sender<u64>,
+    caught_up_tx: watch::Sender<u64>,
 }
 
 fn matches(m: &RequestMatch, f: &RequestFacts<'_>) -> bool {
@@ -156,8 +196,10 @@ impl Faults {
                 expire_watches: 0,
                 latency: Duration::ZERO,
                 injected: 0,
+                stale: Vec::new(),
             }),
             drop_tx: watch::channel(0).0,
+            caught_up_tx: watch::channel(0).0,
         }
     }
 
@@ -185,12 +227,46 @@ impl Faults {
         }
     }
 
-    /// Removes every rule, pending watch expiry and latency.
+    /// Removes every rule, pending watch expiry, latency and stale view.
     pub fn clear(&self) {
         let mut s = self.lock();
         s.rules.clear();
         s.expire_watches = 0;
         s.latency = Duration::ZERO;
+        s.stale.clear();
+        drop(s);
+        self.caught_up_tx.send_modify(|g| *g += 1);
+    }
+
+    /// Serves a kind's lists and watches from `view` until [`Faults::catch_up`]: lists
+    /// answer the snapshot at its resourceVersion, watches hold back every change after it
+    /// (open watches too), as a lagging watch cache does. Use
+    /// [`crate::Objects::serve_stale_reads`] to take the snapshot.
+    pub fn serve_stale(&self, id: ResourceId, view: StaleView) {
+        let mut s = self.lock();
+        s.stale.retain(|(k, _)| *k != id);
+        s.stale.push((id, Arc::new(view)));
+    }
+
+    /// The cache of this kind has caught up: lists are current again and held watch
+    /// events flow.
+    pub fn catch_up(&self, id: ResourceId) {
+        self.lock().stale.retain(|(k, _)| *k != id);
+        self.caught_up_tx.send_modify(|g| *g += 1);
+    }
+
+    /// The stale view a kind is served from, if any.
+    pub(crate) fn stale_view(&self, id: ResourceId) -> Option<Arc<StaleView>> {
+        let s = self.lock();
+        s.stale
+            .iter()
+            .find(|(k, _)| *k == id)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Changes whenever a stale view ends.
+    pub(crate) fn caught_up_signal(&self) -> watch::Receiver<u64> {
+        self.caught_up_tx.subscribe()
     }
 
     /// Ends every open watch stream abruptly, as a dropped connection would.

@@ -34,6 +34,7 @@
 pub mod auth;
 pub mod csr;
 pub mod discovery;
+pub mod events;
 pub mod faults;
 pub mod kubeconfig;
 pub mod managed;
@@ -51,6 +52,7 @@ pub mod signer;
 pub mod status;
 pub mod store;
 pub mod table;
+pub mod versions;
 pub mod watch;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -831,6 +833,44 @@ impl Objects<'_> {
         &self,
     ) -> Result<tokio::sync::broadcast::Receiver<Arc<store::Change>>, ClusterError> {
         Ok(self.state.store.subscribe(resource_id::<K>()?))
+    }
+
+    /// Freezes what clients read of kind `K` at its current state: from now until
+    /// [`Objects::catch_up_reads`] (or [`Faults::clear`]), its lists answer this snapshot and
+    /// its watches — open ones too — hold back every later change, as a watch cache behind
+    /// etcd does ([`faults::StaleView`]). Writes go on as usual. Returns the snapshot's
+    /// resourceVersion.
+    pub fn serve_stale_reads<K: Resource>(&self) -> Result<u64, ClusterError> {
+        let id = resource_id::<K>()?;
+        let page = self.state.store.list(id, None, None, None, |_, _| true);
+        let objects = page
+            .items
+            .into_iter()
+            .filter_map(|o| {
+                let v = o.value().ok()?;
+                let meta = v.get("metadata")?;
+                let key = ObjectKey::new(
+                    meta.get("namespace").and_then(Value::as_str).unwrap_or(""),
+                    meta.get("name").and_then(Value::as_str).unwrap_or(""),
+                );
+                Some((key, o))
+            })
+            .collect();
+        self.state.faults.serve_stale(
+            id,
+            faults::StaleView {
+                rv: page.rv,
+                objects,
+            },
+        );
+        Ok(page.rv)
+    }
+
+    /// Ends [`Objects::serve_stale_reads`] for kind `K`: lists are current again and the
+    /// held watch events are delivered.
+    pub fn catch_up_reads<K: Resource>(&self) -> Result<(), ClusterError> {
+        self.state.faults.catch_up(resource_id::<K>()?);
+        Ok(())
     }
 
     /// Drops all retained watch history: watches from older resourceVersions get 410.

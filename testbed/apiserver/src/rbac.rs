@@ -317,35 +317,103 @@ impl Authorizer {
     }
 }
 
-/// The Node authorizer's name-restricted grants: a kubelet may write its own
-/// Node (and its status) and its own Lease in `kube-node-lease`. Everything
-/// else for nodes goes through RBAC (`system:node`).
+/// What every node may do, compiled into the Node authorizer as kube-apiserver compiles
+/// `bootstrappolicy.NodeRules()` into it (plugin/pkg/auth/authorizer/node): the kinds the
+/// testbed serves, with the same verbs. The `system:node` ClusterRole carries the same
+/// rules, but its binding has no subjects since Kubernetes 1.8 — nodes get these rules
+/// from the authorizer, never from RBAC, and nothing else (not
+/// `certificatesigningrequests/selfnodeserver`) without a binding of the operator's.
+macro_rules! node_rules_yaml {
+    () => {
+        r#"
+- apiGroups: ["authentication.k8s.io"]
+  resources: ["tokenreviews"]
+  verbs: ["create"]
+- apiGroups: ["authorization.k8s.io"]
+  resources: ["subjectaccessreviews", "localsubjectaccessreviews"]
+  verbs: ["create"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["create", "get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["nodes/status"]
+  verbs: ["update", "patch"]
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["update", "patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "update", "patch"]
+- apiGroups: [""]
+  resources: ["secrets", "configmaps"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["certificates.k8s.io"]
+  resources: ["certificatesigningrequests"]
+  verbs: ["create", "get", "list", "watch"]
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update", "patch", "delete"]
+"#
+    };
+}
+
+/// [`node_rules_yaml`], parsed once.
+fn node_rules() -> &'static [PolicyRule] {
+    static RULES: std::sync::LazyLock<Vec<PolicyRule>> = std::sync::LazyLock::new(|| {
+        serde_yaml::from_str(node_rules_yaml!())
+            .unwrap_or_else(|e| unreachable!("the compiled-in node rules are valid YAML: {e}"))
+    });
+    &RULES
+}
+
+/// The Node authorizer (`NodeAuthorizer.Authorize`): for a node identity, its own Node
+/// (and its status) and its own Lease in `kube-node-lease` may be written; secrets and
+/// config maps only as the graph of pods bound to the node allows — the testbed binds no
+/// pods, so none; anything else the node rules allow is allowed; the rest has no opinion
+/// and goes to RBAC.
 fn node_authorizer(attrs: &Attributes<'_>) -> Option<Decision> {
     let node = attrs.user.node_name()?;
     let r = attrs.resource?;
     let own = r.name.is_empty() || r.name == node;
-    let allowed = match (
+    let allow = |reason: String| {
+        Some(Decision {
+            allowed: true,
+            reason,
+        })
+    };
+    match (
         r.group.as_str(),
         r.resource.as_str(),
         r.subresource.as_str(),
     ) {
-        ("", "nodes", "" | "status") => {
-            matches!(attrs.verb, "create" | "update" | "patch" | "delete" | "get")
-                && own
-                && !(attrs.verb != "create" && r.name.is_empty())
+        ("", "nodes", "" | "status") if matches!(attrs.verb, "update" | "patch") => {
+            // NodeRestriction: only its own Node.
+            (own && !r.name.is_empty()).then(|| Decision {
+                allowed: true,
+                reason: format!("node {node:?} may modify its own {}", r.resource),
+            })
         }
         ("coordination.k8s.io", "leases", "") => {
-            r.namespace == "kube-node-lease"
-                && matches!(attrs.verb, "get" | "create" | "update" | "patch" | "delete")
+            let allowed = r.namespace == "kube-node-lease"
                 && own
-                && !(attrs.verb != "create" && r.name.is_empty())
+                && !(attrs.verb != "create" && r.name.is_empty());
+            allowed.then(|| Decision {
+                allowed: true,
+                reason: format!("node {node:?} may modify its own lease"),
+            })
         }
-        _ => false,
-    };
-    allowed.then(|| Decision {
-        allowed: true,
-        reason: format!("node {node:?} may modify its own {}", r.resource),
-    })
+        ("", "secrets" | "configmaps", "") => None,
+        _ if node_rules()
+            .iter()
+            .any(|rule| rule_allows(rule, attrs.verb, Some(r), attrs.path)) =>
+        {
+            allow(String::new())
+        }
+        _ => None,
+    }
 }
 
 /// The message of a 403 for a denied request, worded like kube-apiserver's.
@@ -374,8 +442,10 @@ pub fn forbidden_message(attrs: &Attributes<'_>) -> String {
     }
 }
 
-/// The built-in RBAC objects every cluster starts with, as YAML.
-pub const BOOTSTRAP_RBAC: &str = r#"
+/// The built-in RBAC objects every cluster starts with, as YAML (the `system:node`
+/// binding without subjects, as kube-apiserver's bootstrap policy has it since 1.8).
+pub const BOOTSTRAP_RBAC: &str = concat!(
+    r#"
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
 metadata:
@@ -442,32 +512,17 @@ kind: ClusterRole
 metadata:
   name: system:node
   labels: {kubernetes.io/bootstrapping: rbac-defaults}
-rules:
-- apiGroups: ["certificates.k8s.io"]
-  resources: ["certificatesigningrequests"]
-  verbs: ["create", "get", "list", "watch"]
-- apiGroups: [""]
-  resources: ["nodes"]
-  verbs: ["get", "list", "watch"]
-- apiGroups: ["", "events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch", "update"]
-- apiGroups: ["coordination.k8s.io"]
-  resources: ["leases"]
-  verbs: ["get"]
-- apiGroups: ["authorization.k8s.io"]
-  resources: ["subjectaccessreviews"]
-  verbs: ["create"]
----
+rules:"#,
+    node_rules_yaml!(),
+    r#"---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata:
   name: system:node
   labels: {kubernetes.io/bootstrapping: rbac-defaults}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:node"}
-subjects:
-- {apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:nodes"}
-"#;
+"#
+);
 
 #[cfg(test)]
 mod tests {

@@ -40,6 +40,8 @@ pub enum Behaviour {
     Secret,
     /// ConfigMap: key names, `immutable`.
     ConfigMap,
+    /// Event (core and `events.k8s.io`): `ValidateEventCreate`, `ValidateEventUpdate`.
+    Event,
 }
 
 /// Which table columns `kubectl get` receives.
@@ -421,7 +423,7 @@ pub static KINDS: &[ResourceKind] = &[
         namespaced: true,
         short_names: &["ev"],
         subresources: &[],
-        behaviour: Behaviour::Generic,
+        behaviour: Behaviour::Event,
         table: TableStyle::Event,
         field_labels: CORE_EVENT_FIELDS,
         field_values: core_event_fields,
@@ -469,7 +471,7 @@ pub static KINDS: &[ResourceKind] = &[
         namespaced: true,
         short_names: &["ev"],
         subresources: &[],
-        behaviour: Behaviour::Generic,
+        behaviour: Behaviour::Event,
         table: TableStyle::Event,
         field_labels: EVENTS_V1_FIELDS,
         field_values: events_v1_fields,

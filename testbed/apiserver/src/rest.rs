@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::auth::UserInfo;
 use super::csr;
+use super::events;
 use super::managed;
 use super::now_rfc3339;
 use super::rbac::{Attributes, ResourceAttributes};
@@ -23,6 +24,7 @@ use super::services;
 use super::status::{ApiError, Cause};
 use super::store::{ObjectKey, StoreError, StoredObject};
 use super::table::{self, IncludeObject};
+use super::versions::into_storage;
 use super::{Reply, State};
 
 /// How many times a write is retried on an internal resourceVersion race.
@@ -479,9 +481,12 @@ pub fn list(ctx: &Ctx<'_>, info: &RequestInfo) -> Result<Reply, ApiError> {
     }
     let after = token.as_ref().map(|t| ObjectKey::new(&t.ns, &t.name));
     let namespace = (!info.namespace.is_empty()).then_some(info.namespace.as_str());
-    let page = store.list(info.id, namespace, after.as_ref(), limit, |key, o| {
-        selected(k, &labels, &fields, key, o)
-    });
+    let pred = |key: &ObjectKey, o: &StoredObject| selected(k, &labels, &fields, key, o);
+    let page = match ctx.state.faults.stale_view(info.id) {
+        // A lagging cache answers its snapshot whole (no pagination).
+        Some(view) => view.page(namespace, pred),
+        None => store.list(info.id, namespace, after.as_ref(), limit, pred),
+    };
     let list_rv = token.as_ref().map_or(page.rv, |t| t.rv);
     let mut list_meta = json!({"resourceVersion": list_rv.to_string()});
     if let Some(next) = &page.next {
@@ -641,6 +646,9 @@ pub fn prepare_create(
         Behaviour::ServiceCidr => causes.extend(services::validate_service_cidr(&obj)),
         Behaviour::Secret => causes.extend(secrets::validate_secret(&obj)),
         Behaviour::ConfigMap => causes.extend(secrets::validate_config_map(&obj)),
+        Behaviour::Event => {
+            causes.extend(events::validate_create(&into_storage(id, &obj), k.group))
+        }
         _ => {}
     }
     if !causes.is_empty() {
@@ -1103,8 +1111,16 @@ fn write(ctx: &Ctx<'_>, info: &RequestInfo, mutation: &Mutation) -> Result<Reply
                 secrets::validate_secret_update(&new, &old)
             }
             Behaviour::ConfigMap => secrets::validate_config_map_update(&new, &old),
+            Behaviour::Csr => csr::validate_update(&new, &old, info.subresource),
+            Behaviour::Event => events::validate_update(
+                &into_storage(info.id, &new),
+                &into_storage(info.id, &old),
+                k.group,
+            ),
             _ => Vec::new(),
         };
+        // Validation (422) comes before the validating admission plugins
+        // (CertificateApproval, CertificateSigning: 403), as in the registry's update.
         if !causes.is_empty() {
             return Err(ApiError::invalid(k, &info.name, causes));
         }
@@ -1132,10 +1148,6 @@ fn write(ctx: &Ctx<'_>, info: &RequestInfo, mutation: &Mutation) -> Result<Reply
                     &info.name,
                     &format!("user not permitted to sign requests with signerName {signer:?}"),
                 ));
-            }
-            let causes = csr::validate_update(&new, &old);
-            if !causes.is_empty() {
-                return Err(ApiError::invalid(k, &info.name, causes));
             }
         }
         // 4. field ownership.

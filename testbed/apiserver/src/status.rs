@@ -39,6 +39,15 @@ impl Cause {
         }
     }
 
+    /// `Too long: may not be more than <max> bytes` (`field.TooLong`).
+    pub fn too_long(field: impl Into<String>, max: usize) -> Self {
+        Self {
+            reason: "FieldValueTooLong",
+            field: field.into(),
+            message: format!("Too long: may not be more than {max} bytes"),
+        }
+    }
+
     /// `Duplicate value: <value>`.
     pub fn duplicate(field: impl Into<String>, value: &str) -> Self {
         Self {

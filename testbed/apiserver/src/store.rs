@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 
 use super::resources::{KINDS, ResourceId, kind};
 use super::status::ApiError;
+use super::versions::{from_storage, into_storage, storage_of, views_of};
 
 /// Namespace (empty for cluster-scoped kinds) and name of an object.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -44,11 +45,42 @@ pub struct StoredObject {
     pub labels: Box<[(Box<str>, Box<str>)]>,
     /// Values of the kind's selectable fields, in `field_labels` order.
     pub fields: Box<[Box<str>]>,
+    /// The kind this form is of.
+    id: ResourceId,
+    /// The same object as the other kinds sharing its storage serve it (an Event's
+    /// `events.k8s.io/v1` form), sealed with it.
+    versions: Box<[Arc<StoredObject>]>,
 }
 
 impl StoredObject {
-    /// Seals an object: stamps `metadata.resourceVersion` and serialises it.
-    pub fn seal(id: ResourceId, mut value: Value, rv: u64) -> Self {
+    /// Seals an object of kind `id`: stamps `metadata.resourceVersion` and serialises it,
+    /// in its storage kind's form and in every other version served from that storage.
+    pub fn seal(id: ResourceId, value: Value, rv: u64) -> Self {
+        let storage = storage_of(id);
+        let stored = if storage == id {
+            value
+        } else {
+            into_storage(id, &value)
+        };
+        let versions = views_of(storage)
+            .map(|view| {
+                Arc::new(Self::seal_one(
+                    view,
+                    from_storage(view, &stored),
+                    rv,
+                    Box::new([]),
+                ))
+            })
+            .collect();
+        Self::seal_one(storage, stored, rv, versions)
+    }
+
+    fn seal_one(
+        id: ResourceId,
+        mut value: Value,
+        rv: u64,
+        versions: Box<[Arc<StoredObject>]>,
+    ) -> Self {
         if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
         }
@@ -68,7 +100,21 @@ impl StoredObject {
             json,
             labels,
             fields,
+            id,
+            versions,
         }
+    }
+
+    /// This object as kind `id` serves it (itself for kinds with their own storage).
+    pub fn version(self: &Arc<Self>, id: ResourceId) -> Arc<Self> {
+        if self.id == id {
+            return self.clone();
+        }
+        self.versions
+            .iter()
+            .find(|v| v.id == id)
+            .cloned()
+            .unwrap_or_else(|| self.clone())
     }
 
     /// The object as a JSON value.
@@ -100,7 +146,8 @@ impl ChangeType {
     }
 }
 
-/// One committed change, as watchers receive it.
+/// One committed change, as watchers receive it: its objects are in the storage kind's
+/// form ([`StoredObject::version`] gives the form a view serves).
 #[derive(Debug)]
 pub struct Change {
     /// What happened.
@@ -225,17 +272,20 @@ impl Store {
 
     /// The resourceVersion of the last change to a kind (0 if none).
     pub fn kind_rv(&self, id: ResourceId) -> u64 {
-        self.table_rv[id].load(Ordering::Acquire)
+        self.table_rv[storage_of(id)].load(Ordering::Acquire)
     }
 
     /// Number of objects of a kind.
     pub fn count(&self, id: ResourceId) -> usize {
-        self.lock().tables[id].objects.len()
+        self.lock().tables[storage_of(id)].objects.len()
     }
 
     /// One object.
     pub fn get(&self, id: ResourceId, key: &ObjectKey) -> Option<Arc<StoredObject>> {
-        self.lock().tables[id].objects.get(key).cloned()
+        self.lock().tables[storage_of(id)]
+            .objects
+            .get(key)
+            .map(|o| o.version(id))
     }
 
     /// Lists objects in key order, starting after `after`, restricted to a
@@ -249,7 +299,7 @@ impl Store {
         pred: impl Fn(&ObjectKey, &StoredObject) -> bool,
     ) -> ListPage {
         let g = self.lock();
-        let table = &g.tables[id];
+        let table = &g.tables[storage_of(id)];
         let start = match (after, namespace) {
             (Some(k), _) => Bound::Excluded(k.clone()),
             (None, Some(ns)) => Bound::Included(ObjectKey::new(ns, "")),
@@ -264,14 +314,15 @@ impl Store {
             {
                 break;
             }
-            if !pred(k, o) {
+            let o = o.version(id);
+            if !pred(k, &o) {
                 continue;
             }
             if limit.is_some_and(|l| items.len() >= l) {
                 remaining += 1;
                 continue;
             }
-            items.push(o.clone());
+            items.push(o);
             last_key = Some(k);
         }
         let next = if remaining > 0 {
@@ -311,16 +362,17 @@ impl Store {
         key: ObjectKey,
         value: Value,
     ) -> Result<Arc<StoredObject>, StoreError> {
+        let t = storage_of(id);
         let mut g = self.lock();
-        if g.tables[id].objects.contains_key(&key) {
+        if g.tables[t].objects.contains_key(&key) {
             return Err(StoreError::AlreadyExists);
         }
         g.rv += 1;
         let obj = Arc::new(StoredObject::seal(id, value, g.rv));
-        g.tables[id].objects.insert(key.clone(), obj.clone());
+        g.tables[t].objects.insert(key.clone(), obj.clone());
         self.commit(
             &mut g,
-            id,
+            t,
             Change {
                 kind: ChangeType::Added,
                 key,
@@ -328,7 +380,7 @@ impl Store {
                 prev: None,
             },
         );
-        Ok(obj)
+        Ok(obj.version(id))
     }
 
     /// Creates an object after `finish` has completed it under the store's lock, seeing
@@ -342,17 +394,18 @@ impl Store {
         mut value: Value,
         finish: impl FnOnce(&mut Value, &mut dyn Iterator<Item = &StoredObject>) -> Result<(), ApiError>,
     ) -> Result<Result<Arc<StoredObject>, StoreError>, ApiError> {
+        let t = storage_of(id);
         let mut g = self.lock();
-        if g.tables[id].objects.contains_key(&key) {
+        if g.tables[t].objects.contains_key(&key) {
             return Ok(Err(StoreError::AlreadyExists));
         }
-        finish(&mut value, &mut g.tables[id].objects.values().map(|o| &**o))?;
+        finish(&mut value, &mut g.tables[t].objects.values().map(|o| &**o))?;
         g.rv += 1;
         let obj = Arc::new(StoredObject::seal(id, value, g.rv));
-        g.tables[id].objects.insert(key.clone(), obj.clone());
+        g.tables[t].objects.insert(key.clone(), obj.clone());
         self.commit(
             &mut g,
-            id,
+            t,
             Change {
                 kind: ChangeType::Added,
                 key,
@@ -360,7 +413,7 @@ impl Store {
                 prev: None,
             },
         );
-        Ok(Ok(obj))
+        Ok(Ok(obj.version(id)))
     }
 
     /// Replaces an object if its resourceVersion is still `expected_rv`.
@@ -371,18 +424,19 @@ impl Store {
         expected_rv: u64,
         value: Value,
     ) -> Result<Arc<StoredObject>, StoreError> {
+        let t = storage_of(id);
         let mut g = self.lock();
-        let prev = match g.tables[id].objects.get(key) {
+        let prev = match g.tables[t].objects.get(key) {
             None => return Err(StoreError::NotFound),
             Some(p) if p.rv != expected_rv => return Err(StoreError::Conflict),
             Some(p) => p.clone(),
         };
         g.rv += 1;
         let obj = Arc::new(StoredObject::seal(id, value, g.rv));
-        g.tables[id].objects.insert(key.clone(), obj.clone());
+        g.tables[t].objects.insert(key.clone(), obj.clone());
         self.commit(
             &mut g,
-            id,
+            t,
             Change {
                 kind: ChangeType::Modified,
                 key: key.clone(),
@@ -390,7 +444,7 @@ impl Store {
                 prev: Some(prev),
             },
         );
-        Ok(obj)
+        Ok(obj.version(id))
     }
 
     /// Deletes an object (if its resourceVersion is `expected_rv`, when given);
@@ -401,8 +455,9 @@ impl Store {
         key: &ObjectKey,
         expected_rv: Option<u64>,
     ) -> Result<Arc<StoredObject>, StoreError> {
+        let t = storage_of(id);
         let mut g = self.lock();
-        let prev = match g.tables[id].objects.get(key) {
+        let prev = match g.tables[t].objects.get(key) {
             None => return Err(StoreError::NotFound),
             Some(p) if expected_rv.is_some_and(|rv| rv != p.rv) => {
                 return Err(StoreError::Conflict);
@@ -410,12 +465,12 @@ impl Store {
             Some(p) => p.clone(),
         };
         let value = serde_json::from_slice::<Value>(&prev.json).unwrap_or(Value::Null);
-        g.tables[id].objects.remove(key);
+        g.tables[t].objects.remove(key);
         g.rv += 1;
-        let obj = Arc::new(StoredObject::seal(id, value, g.rv));
+        let obj = Arc::new(StoredObject::seal(t, value, g.rv));
         self.commit(
             &mut g,
-            id,
+            t,
             Change {
                 kind: ChangeType::Deleted,
                 key: key.clone(),
@@ -423,20 +478,20 @@ impl Store {
                 prev: Some(prev),
             },
         );
-        Ok(obj)
+        Ok(obj.version(id))
     }
 
     /// Starts a watch on a kind; `Err` is `410 Expired` for a compacted resourceVersion.
     pub fn watch(&self, id: ResourceId, from: WatchFrom) -> Result<WatchStart, ApiError> {
         let g = self.lock();
-        let table = &g.tables[id];
+        let table = &g.tables[storage_of(id)];
         let rx = table.tx.subscribe();
         match from {
             WatchFrom::Current => Ok(WatchStart {
                 initial: table
                     .objects
                     .iter()
-                    .map(|(k, o)| (k.clone(), o.clone()))
+                    .map(|(k, o)| (k.clone(), o.version(id)))
                     .collect(),
                 replay: Vec::new(),
                 rx,
@@ -468,12 +523,12 @@ impl Store {
 
     /// Subscribes to live changes of a kind (for in-cluster controllers).
     pub fn subscribe(&self, id: ResourceId) -> broadcast::Receiver<Arc<Change>> {
-        self.lock().tables[id].tx.subscribe()
+        self.lock().tables[storage_of(id)].tx.subscribe()
     }
 
     /// The oldest resourceVersion a watch of this kind may still start from.
     pub fn compacted(&self, id: ResourceId) -> u64 {
-        self.lock().tables[id].compacted
+        self.lock().tables[storage_of(id)].compacted
     }
 
     /// Drops all retained history: watches from any older resourceVersion get 410.

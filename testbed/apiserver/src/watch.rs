@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::request::{Output, Query, RequestInfo};
-use super::resources::{ResourceKind, kind};
+use super::resources::{ResourceId, ResourceKind, kind};
 use super::rest::{selected, selectors};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::{ApiError, Cause};
@@ -30,6 +30,7 @@ const FRAME_BUFFER: usize = 256;
 type FrameResult = Result<Frame<Bytes>, std::io::Error>;
 
 struct Filter {
+    id: ResourceId,
     kind: &'static ResourceKind,
     namespace: String,
     labels: LabelSelector,
@@ -44,29 +45,22 @@ impl Filter {
 
     /// The event a watcher sees for a change, if any.
     fn convert(&self, change: &Change) -> Option<(&'static str, Arc<StoredObject>)> {
-        let now = self.passes(&change.key, &change.object);
-        let before = change
-            .prev
-            .as_ref()
-            .is_some_and(|p| self.passes(&change.key, p));
+        let object = change.object.version(self.id);
+        let prev = change.prev.as_ref().map(|p| p.version(self.id));
+        let now = self.passes(&change.key, &object);
+        let before = prev.as_ref().is_some_and(|p| self.passes(&change.key, p));
         match change.kind {
-            ChangeType::Added => now.then(|| ("ADDED", change.object.clone())),
-            ChangeType::Deleted => before.then(|| ("DELETED", change.object.clone())),
+            ChangeType::Added => now.then_some(("ADDED", object)),
+            ChangeType::Deleted => before.then_some(("DELETED", object)),
             ChangeType::Modified => match (before, now) {
-                (true, true) => Some(("MODIFIED", change.object.clone())),
-                (false, true) => Some(("ADDED", change.object.clone())),
+                (true, true) => Some(("MODIFIED", object)),
+                (false, true) => Some(("ADDED", object)),
                 (true, false) => {
                     // Left the selection: DELETED with the old state at the new resourceVersion.
-                    let prev = change.prev.as_ref()?;
-                    let value = prev.value().ok()?;
-                    let id = super::resources::find(
-                        self.kind.group,
-                        self.kind.version,
-                        self.kind.plural,
-                    )?;
+                    let value = prev?.value().ok()?;
                     Some((
                         "DELETED",
-                        Arc::new(StoredObject::seal(id, value, change.object.rv)),
+                        Arc::new(StoredObject::seal(self.id, value, object.rv)).version(self.id),
                     ))
                 }
                 (false, false) => None,
@@ -145,6 +139,7 @@ pub fn watch(
         fields = FieldSelector::parse(&format!("metadata.name={escaped}"), k)?;
     }
     let filter = Filter {
+        id: info.id,
         kind: k,
         namespace: info.namespace.clone(),
         labels,
@@ -205,13 +200,25 @@ pub fn watch(
                 .map_err(|_| ApiError::bad_request(format!("invalid resource version: {n:?}")))?,
         ),
     };
-    let start = match state.store.watch(info.id, from) {
+    // A stale view (fault) starts a watch "from now" at the snapshot: its objects, then
+    // the changes after it (held back until the view catches up).
+    let stale = state.faults.stale_view(info.id);
+    let from_current = from == WatchFrom::Current;
+    let from = match (&stale, from) {
+        (Some(view), WatchFrom::Current) => WatchFrom::After(view.rv),
+        (_, from) => from,
+    };
+    let mut start = match state.store.watch(info.id, from) {
         Ok(s) => s,
         Err(e) => {
             let _ = tx.try_send(Ok(Frame::data(error_bytes(&e))));
             return Ok(stream_reply(rx));
         }
     };
+    if let Some(view) = stale.filter(|_| from_current) {
+        start.initial = view.objects.clone();
+        start.rv = view.rv;
+    }
     let task = WatchTask {
         state: state.clone(),
         filter,
@@ -240,6 +247,45 @@ impl WatchTask {
         self.tx.send(Ok(Frame::data(bytes))).await.is_ok()
     }
 
+    /// Waits while a stale view (fault) of this kind is older than `rv`; false when the
+    /// server shuts down meanwhile.
+    async fn hold(&self, rv: u64) -> bool {
+        let mut caught_up = self.state.faults.caught_up_signal();
+        loop {
+            caught_up.mark_unchanged();
+            match self.state.faults.stale_view(self.filter.id) {
+                Some(view) if rv > view.rv => {}
+                _ => return true,
+            }
+            tokio::select! {
+                () = self.state.shutdown.cancelled() => return false,
+                changed = caught_up.changed() => if changed.is_err() { return false },
+            }
+        }
+    }
+
+    /// Sends the event a change makes for this watcher, once the change is visible.
+    async fn deliver(&self, change: &Change) -> bool {
+        if !self.hold(change.object.rv).await {
+            return false;
+        }
+        match self.filter.convert(change) {
+            Some((ty, obj)) => {
+                self.send(event_bytes(ty, &obj, self.filter.kind, self.output))
+                    .await
+            }
+            None => true,
+        }
+    }
+
+    /// The newest resourceVersion a bookmark may announce: capped by a stale view.
+    fn visible(&self, rv: u64) -> u64 {
+        self.state
+            .faults
+            .stale_view(self.filter.id)
+            .map_or(rv, |view| rv.min(view.rv))
+    }
+
     async fn run(self, start: super::store::WatchStart) {
         let k = self.filter.kind;
         let mut rx = start.rx;
@@ -255,12 +301,10 @@ impl WatchTask {
             return;
         }
         for change in &start.replay {
-            last_rv = last_rv.max(change.object.rv);
-            if let Some((ty, obj)) = self.filter.convert(change)
-                && !self.send(event_bytes(ty, &obj, k, self.output)).await
-            {
+            if !self.deliver(change).await {
                 return;
             }
+            last_rv = last_rv.max(change.object.rv);
         }
         let mut drop_rx = self.state.faults.drop_signal();
         drop_rx.mark_unchanged();
@@ -280,30 +324,26 @@ impl WatchTask {
                     loop {
                         match rx.try_recv() {
                             Ok(change) => {
-                                last_rv = last_rv.max(change.object.rv);
-                                if let Some((ty, obj)) = self.filter.convert(&change)
-                                    && !self.send(event_bytes(ty, &obj, k, self.output)).await
-                                {
+                                if !self.deliver(&change).await {
                                     return;
                                 }
+                                last_rv = last_rv.max(change.object.rv);
                             }
                             Err(broadcast::error::TryRecvError::Empty) => break,
                             Err(_) => return,
                         }
                     }
-                    last_rv = last_rv.max(current);
+                    last_rv = last_rv.max(self.visible(current));
                     if !self.send(bookmark_bytes(k, last_rv, false)).await {
                         return;
                     }
                 }
                 r = rx.recv() => match r {
                     Ok(change) => {
-                        last_rv = last_rv.max(change.object.rv);
-                        if let Some((ty, obj)) = self.filter.convert(&change)
-                            && !self.send(event_bytes(ty, &obj, k, self.output)).await
-                        {
+                        if !self.deliver(&change).await {
                             return;
                         }
+                        last_rv = last_rv.max(change.object.rv);
                     }
                     // A watcher that fell too far behind is closed, as kube-apiserver
                     // closes unresponsive watchers; it resumes from its last resourceVersion.

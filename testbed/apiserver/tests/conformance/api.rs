@@ -36,7 +36,7 @@ fn api_code<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> Option<(u16, Strin
     }
 }
 
-fn csr(
+pub(crate) fn csr(
     name: &str,
     node: &str,
     signer: &str,
@@ -1001,5 +1001,149 @@ async fn secrets_default_their_type_keep_it_and_honour_immutable() -> TestResult
         .ok_or("a delete with a stale resourceVersion went through")?;
     assert_eq!(code, 409, "{message}");
     assert!(secrets.get_opt("plain").await?.is_some());
+    Ok(())
+}
+
+/// `/approval` errors come in the order of kube-apiserver's update path: a stale
+/// resourceVersion is 409 (`GuaranteedUpdate`'s precondition), then validation 422
+/// (`ValidateCertificateSigningRequestApprovalUpdate`), then the CertificateApproval
+/// admission plugin's 403 (`signers` `approve`). The body's whole condition list replaces
+/// the stored one (`csrApprovalStrategy.PrepareForUpdate`), so dropping an approval is a
+/// 422; `/status` may not add one (`csrStatusStrategy`, "updates may not add").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_errors_come_in_the_real_stores_order() -> TestResult {
+    let c = cluster().await?;
+    c.load_yaml(APPROVER_RBAC)?;
+    let node = c.client(&c.node("worker-1")?).await?;
+    let approver = c
+        .client(&c.service_account("kube-system", "approver")?)
+        .await?;
+    let admin: Api<CertificateSigningRequest> = Api::all(c.client(&c.admin()?).await?);
+    let node_csrs: Api<CertificateSigningRequest> = Api::all(node);
+    let approver_csrs: Api<CertificateSigningRequest> = Api::all(approver);
+    let pp = PostParams::default();
+    // The approver may not approve this signer's requests.
+    node_csrs
+        .create(
+            &pp,
+            &csr("custom", "worker-1", "example.com/custom", SERVING)?,
+        )
+        .await?;
+    let fresh = approver_csrs.get("custom").await?;
+    let both = approval(approval(fresh.clone(), "Approved"), "Denied");
+
+    let mut stale = both.clone();
+    stale.metadata.resource_version = Some("1".to_owned());
+    let code = |r| api_code(r).map(|(code, _, message)| (code, message));
+    let (status, message) = code(
+        approver_csrs
+            .replace_subresource("approval", "custom", &pp, &stale)
+            .await,
+    )
+    .ok_or("stale")?;
+    assert_eq!(
+        status, 409,
+        "a stale resourceVersion comes first: {message}"
+    );
+    let (status, message) = code(
+        approver_csrs
+            .replace_subresource("approval", "custom", &pp, &both)
+            .await,
+    )
+    .ok_or("invalid")?;
+    assert_eq!(status, 422, "validation before admission: {message}");
+    assert!(message.contains("mutually exclusive"), "{message}");
+    let (status, _) = code(
+        approver_csrs
+            .replace_subresource("approval", "custom", &pp, &approval(fresh, "Approved"))
+            .await,
+    )
+    .ok_or("not permitted")?;
+    assert_eq!(status, 403);
+
+    // The admin approves it; then a body without the Approved condition is a removal.
+    let approved = admin
+        .replace_subresource(
+            "approval",
+            "custom",
+            &pp,
+            &approval(admin.get("custom").await?, "Approved"),
+        )
+        .await?;
+    let mut dropped = approved.clone();
+    if let Some(status) = dropped.status.as_mut() {
+        status.conditions = Some(Vec::new());
+    }
+    let (status, message) = code(
+        admin
+            .replace_subresource("approval", "custom", &pp, &dropped)
+            .await,
+    )
+    .ok_or("removal")?;
+    assert_eq!(status, 422);
+    assert!(
+        message.contains("updates may not remove a condition of type \"Approved\""),
+        "{message}"
+    );
+
+    node_csrs
+        .create(&pp, &csr("pending", "worker-1", KUBELET_SERVING, SERVING)?)
+        .await?;
+    let pending = admin.get("pending").await?;
+    let (status, message) = code(
+        admin
+            .replace_status("pending", &pp, &approval(pending, "Approved"))
+            .await,
+    )
+    .ok_or("status approval")?;
+    assert_eq!(status, 422);
+    assert!(
+        message.contains("updates may not add a condition of type \"Approved\""),
+        "{message}"
+    );
+    c.shutdown().await;
+    Ok(())
+}
+
+/// The stale-reads fault: a kind's lists answer a snapshot at its resourceVersion and its
+/// watches hold back later changes — what a watch cache behind etcd serves after a restart
+/// or on a lagging HA replica — until the cache catches up; writes go on meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_reads_serve_a_snapshot_until_the_cache_catches_up() -> TestResult {
+    use futures::TryStreamExt as _;
+    use kube::api::{WatchEvent, WatchParams};
+
+    let c = cluster().await?;
+    let nodes: Api<Node> = Api::all(c.client(&c.admin()?).await?);
+    let node: Node =
+        serde_json::from_value(json!({"metadata": {"name": "n1", "labels": {"v": "old"}}}))?;
+    nodes.create(&PostParams::default(), &node).await?;
+    let snapshot = c.objects().serve_stale_reads::<Node>()?;
+
+    let patch = json!({"metadata": {"labels": {"v": "new"}}});
+    nodes
+        .patch("n1", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    let listed = nodes.list(&ListParams::default()).await?;
+    assert_eq!(
+        listed.metadata.resource_version.as_deref(),
+        Some(snapshot.to_string().as_str())
+    );
+    let label = |n: &Node| kube::ResourceExt::labels(n).get("v").cloned();
+    assert_eq!(label(&listed.items[0]).as_deref(), Some("old"));
+
+    let mut watch = Box::pin(
+        nodes
+            .watch(&WatchParams::default(), &snapshot.to_string())
+            .await?,
+    );
+    c.objects().catch_up_reads::<Node>()?;
+    match watch.try_next().await? {
+        Some(WatchEvent::Modified(n)) => assert_eq!(label(&n).as_deref(), Some("new")),
+        other => panic!("expected the held MODIFIED event, got {other:?}"),
+    }
+    let fresh = nodes.list(&ListParams::default()).await?;
+    assert_eq!(label(&fresh.items[0]).as_deref(), Some("new"));
+    c.shutdown().await;
     Ok(())
 }

@@ -342,3 +342,123 @@ async fn kubectl_creates_secrets_and_config_maps_and_cannot_change_a_secret_type
     c.shutdown().await;
     Ok(())
 }
+
+/// `kubectl describe csr` lists the Events a controller published through
+/// `events.k8s.io/v1` (it reads core `v1` Events with an `involvedObject` field selector
+/// across namespaces), and `kubectl get events` in `default` shows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_describe_csr_and_get_events_show_a_controllers_events() -> TestResult {
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+    use kube::Resource as _;
+    use kube::api::{Api, PostParams};
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+    let Some((c, _dir, admin)) = cluster_with_admin().await? else {
+        return Ok(());
+    };
+    let client = c.client(&c.admin()?).await?;
+    let made = Api::<CertificateSigningRequest>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &super::api::csr(
+                "csr-described",
+                "w1",
+                "kubernetes.io/kubelet-serving",
+                &["server auth", "digital signature"],
+            )?,
+        )
+        .await?;
+    let recorder = Recorder::new(
+        client,
+        Reporter {
+            controller: "rubber-stamp-approver".into(),
+            instance: Some("approver-0".into()),
+        },
+    );
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "AwaitingAttestation".into(),
+        note: Some("10.0.0.7 is not attested yet".into()),
+        action: "Wait".into(),
+        secondary: None,
+    };
+    recorder.publish(&event, &made.object_ref(&())).await?;
+
+    let described = kubectl(&admin, &["describe", "csr", "csr-described"])?;
+    assert!(described.ok, "{}", described.stderr);
+    let events = described
+        .stdout
+        .split("Events:")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        events.contains("AwaitingAttestation")
+            && events.contains("10.0.0.7 is not attested yet")
+            && events.contains("Warning"),
+        "{}",
+        described.stdout
+    );
+
+    let listed = kubectl(&admin, &["get", "events", "-n", "default"])?;
+    assert!(listed.ok, "{}", listed.stderr);
+    assert!(
+        listed.stdout.contains("AwaitingAttestation")
+            && listed
+                .stdout
+                .contains("certificatesigningrequest/csr-described"),
+        "{}",
+        listed.stdout
+    );
+    c.shutdown().await;
+    Ok(())
+}
+
+/// Nodes get their permissions from the Node authorizer (`NodeAuthorizer.Authorize` with
+/// `bootstrappolicy.NodeRules()`), not from RBAC: the `system:node` ClusterRoleBinding has
+/// no subjects, a node may create CSRs but not `certificatesigningrequests/selfnodeserver`
+/// until a binding grants it (the deploy's `rubber-stamp:selfnodeserver`), and
+/// `kubectl auth can-i` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_auth_can_i_shows_the_node_authorizer_and_the_selfnodeserver_binding() -> TestResult
+{
+    let Some((c, dir, admin)) = cluster_with_admin().await? else {
+        return Ok(());
+    };
+    let node = c.write_kubeconfig(&c.node("worker-1")?, dir.path(), "node")?;
+    let can_i = |args: &[&str]| -> Result<String, std::io::Error> {
+        let mut all = vec!["auth", "can-i"];
+        all.extend_from_slice(args);
+        Ok(kubectl(&node, &all)?.stdout.trim().to_owned())
+    };
+    let selfnodeserver = [
+        "create",
+        "certificatesigningrequests",
+        "--subresource=selfnodeserver",
+    ];
+
+    let subjects = kubectl(
+        &admin,
+        &[
+            "get",
+            "clusterrolebinding",
+            "system:node",
+            "-o",
+            "jsonpath={.subjects}",
+        ],
+    )?;
+    assert!(subjects.ok, "{}", subjects.stderr);
+    assert_eq!(subjects.stdout, "", "system:node is bound to nobody");
+    assert_eq!(can_i(&["create", "certificatesigningrequests"])?, "yes");
+    assert_eq!(can_i(&["patch", "nodes/worker-1"])?, "yes");
+    assert_eq!(can_i(&["patch", "nodes/worker-2"])?, "no");
+    assert_eq!(can_i(&["get", "secrets"])?, "no");
+    assert_eq!(can_i(&selfnodeserver)?, "no");
+
+    c.load_yaml(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: rubber-stamp:selfnodeserver\nrules:\n- apiGroups: [certificates.k8s.io]\n  resources: [certificatesigningrequests/selfnodeserver]\n  verbs: [create]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: rubber-stamp:selfnodeserver\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: rubber-stamp:selfnodeserver}\nsubjects:\n- {apiGroup: rbac.authorization.k8s.io, kind: Group, name: system:nodes}\n",
+    )?;
+    assert_eq!(can_i(&selfnodeserver)?, "yes");
+    c.shutdown().await;
+    Ok(())
+}

@@ -196,7 +196,10 @@ fn explain_keep(sandbox: &Sandbox, narrator: &Narrator) {
     ));
     narrator.raw(format!("  {kubectl} get csr"));
     narrator.raw(format!(
-        "  {kubectl} get events.events.k8s.io -A   # the approver's Events (why each CSR is where it is)"
+        "  {kubectl} get events -n default         # the approver's Events (why each CSR is where it is)"
+    ));
+    narrator.raw(format!(
+        "  {kubectl} describe csr NAME             # one CSR, with its Events"
     ));
     narrator.raw(format!(
         "  {kubectl} get nodes -o wide; {kubectl} get lease -n rubber-stamp"
