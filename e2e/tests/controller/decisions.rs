@@ -5,7 +5,8 @@
 //! written in dry run, challenged when the facts predate them, kept pending when the
 //! SubjectAccessReview refuses; Events once per change of state, metrics for every outcome;
 //! a Service's address denied under the shipped policy (and re-decided when a Service
-//! changes); one node's flood of CSRs holding only that node's approvals.
+//! changes); one node's flood of CSRs holding only that node's approvals; a stale Node list
+//! (a watch cache behind etcd) holding, never misdirecting, an approval.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -734,6 +735,101 @@ async fn one_nodes_flood_of_pending_csrs_holds_only_that_nodes_approvals() -> Te
     assert_eq!(metrics.flood_valve_held_nodes.get(), 0);
     drop(honest);
     drop(flooder);
+    replica.stop().await?;
+    Ok(())
+}
+
+/// Sets a Node's InternalIPs (its Hostname stays), as its kubelet would after an address
+/// moved.
+fn set_node_addresses(bed: &ControllerBed, name: &str, ips: &[IpAddr]) -> TestResult {
+    use k8s_openapi::api::core::v1::NodeAddress;
+    let mut node: Node = bed.cluster.objects().get("", name)?.ok_or("no such Node")?;
+    let mut addresses: Vec<NodeAddress> = ips
+        .iter()
+        .map(|ip| NodeAddress {
+            type_: "InternalIP".to_owned(),
+            address: ip.to_string(),
+        })
+        .collect();
+    addresses.push(NodeAddress {
+        type_: "Hostname".to_owned(),
+        address: name.to_owned(),
+    });
+    node.status.get_or_insert_with(Default::default).addresses = Some(addresses);
+    bed.cluster.objects().update(&node)?;
+    Ok(())
+}
+
+/// A stale view of the Nodes — what a watch cache behind etcd serves after an API server
+/// restart or on a lagging HA replica — cannot get a CSR approved for the wrong node.
+/// 10.0.0.1 moves from node-a to node-b while the approver's Node watch is frozen before the
+/// move and its relist answers the old snapshot (node-a still has 10.0.0.1). node-a, whose
+/// agent (root on node-a) keeps claiming 10.0.0.1, is not approved for it; node-b waits
+/// while the stale Node list still shows the address on node-a, and is approved once the
+/// view is current; node-a's CSR is denied on facts that postdate it.
+#[tokio::test]
+async fn a_stale_node_list_cannot_get_a_csr_approved_for_the_wrong_node() -> TestResult {
+    let (bed, replica) = bed_and_replica(|_| {}).await?;
+    bed.add_node("node-a", &[ip(1)])?;
+    bed.add_node("node-b", &[ip(2)])?;
+    let a = bed.agent("node-a", &[&replica], &[ip(1)]).await?;
+    let b = bed.agent("node-b", &[&replica], &[ip(2)]).await?;
+    a.report().await?;
+    b.report().await?;
+    let store = replica.store().clone();
+    eventually("both attestations", WITHIN, || {
+        store.attestation("node-a").is_some() && store.attestation("node-b").is_some()
+    })
+    .await?;
+
+    // The cache falls behind, then the address moves; the approver's watches are cut, so
+    // it relists — and gets the snapshot from before the move.
+    bed.cluster.objects().serve_stale_reads::<Node>()?;
+    set_node_addresses(&bed, "node-a", &[ip(3)])?;
+    set_node_addresses(&bed, "node-b", &[ip(2), ip(1)])?;
+    b.set_addresses(&[(ip(2), 24), (ip(1), 24)]);
+    b.report().await?;
+    bed.cluster.faults().drop_watches();
+
+    let for_a = bed.create_csr("node-a", &[ip(1)]).await?.name_any();
+    eventually("a decision about node-a's CSR", WITHIN, || {
+        bed.event_reasons(&for_a).is_ok_and(|r| !r.is_empty())
+    })
+    .await?;
+    let reasons = bed.event_reasons(&for_a)?;
+    assert_eq!(reasons, ["AddressConflict"], "node-b attests 10.0.0.1 too");
+    let csr = bed.csr(&for_a)?.ok_or("node-a's CSR")?;
+    assert!(conditions(&csr).is_empty(), "{:?}", conditions(&csr));
+
+    // node-a stops claiming the address; node-b asks; the view catches up.
+    a.set_addresses(&[(ip(3), 24)]);
+    a.report().await?;
+    let for_b = bed.create_csr("node-b", &[ip(2), ip(1)]).await?.name_any();
+    eventually("a decision about node-b's CSR", WITHIN, || {
+        bed.event_reasons(&for_b).is_ok_and(|r| !r.is_empty())
+    })
+    .await?;
+    // The stale Node list is what holds node-b: it still shows 10.0.0.1 on node-a.
+    let note = bed.events_about(&for_b)?[0]
+        .note
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        note.contains("10.0.0.1 is in Node node-a's status.addresses"),
+        "{note}"
+    );
+    let csr = bed.csr(&for_b)?.ok_or("node-b's CSR")?;
+    assert!(conditions(&csr).is_empty(), "{:?}", conditions(&csr));
+    bed.cluster.objects().catch_up_reads::<Node>()?;
+    let csr = wait_for_csr(&bed, &for_b, WITHIN, is_approved).await?;
+    assert_eq!(conditions(&csr), ["Approved"]);
+    let csr = wait_for_csr(&bed, &for_a, WITHIN, |c| !conditions(c).is_empty()).await?;
+    assert_eq!(
+        conditions(&csr),
+        ["Denied"],
+        "node-a's facts no longer hold 10.0.0.1"
+    );
+    assert_eq!(replica.controller_metrics().writes("approve", "ok"), 1);
     replica.stop().await?;
     Ok(())
 }
