@@ -53,12 +53,9 @@ pub struct AgentArgs {
     pub key: Option<PathBuf>,
 
     /// Address of the plaintext grpc.health.v1 server (liveness service "", readiness
-    /// service "attested"). With hostNetwork this port is on the node.
-    #[arg(
-        long,
-        env = "RUBBER_STAMP_HEALTH_LISTEN",
-        default_value = "0.0.0.0:10271"
-    )]
+    /// service "attested"). With hostNetwork this port is on the node. `[::]` listens on
+    /// IPv6 and IPv4 (IPv4 only where the kernel has no IPv6).
+    #[arg(long, env = "RUBBER_STAMP_HEALTH_LISTEN", default_value = "[::]:10271")]
     pub health_listen: SocketAddr,
 
     /// Most connections open on the health port. A new connection past it closes the

@@ -38,8 +38,7 @@ fn run(args: AgentArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let health = tokio::net::TcpListener::bind(health_listen)
-            .await
+        let health = rubber_stamp_listen::bind(health_listen)
             .with_context(|| format!("binding the health server to {health_listen}"))?;
         let health_addr = health
             .local_addr()

@@ -23,27 +23,19 @@ use crate::store::StoreConfig;
 /// `rubber-stamp-approver run`: serve the attestation API, health and admin endpoints.
 #[derive(Clone, Debug, Args)]
 pub struct RunArgs {
-    /// Address of the mTLS attestation gRPC server (agents connect here). Use `[::]:8443`
-    /// for IPv6 or dual-stack.
-    #[arg(long, env = "RUBBER_STAMP_GRPC_LISTEN", default_value = "0.0.0.0:8443")]
+    /// Address of the mTLS attestation gRPC server (agents connect here). `[::]` listens on
+    /// IPv6 and IPv4 (IPv4 only where the kernel has no IPv6), as do the other two.
+    #[arg(long, env = "RUBBER_STAMP_GRPC_LISTEN", default_value = "[::]:8443")]
     pub grpc_listen: SocketAddr,
 
     /// Address of the plaintext `grpc.health.v1` server (liveness service "", readiness
     /// service "rubberstamp.v1.Attestation").
-    #[arg(
-        long,
-        env = "RUBBER_STAMP_HEALTH_LISTEN",
-        default_value = "0.0.0.0:8081"
-    )]
+    #[arg(long, env = "RUBBER_STAMP_HEALTH_LISTEN", default_value = "[::]:8081")]
     pub health_listen: SocketAddr,
 
     /// Address of the admin HTTP server: GET /attestations (snapshot JSON), /streams,
     /// /metrics.
-    #[arg(
-        long,
-        env = "RUBBER_STAMP_ADMIN_LISTEN",
-        default_value = "0.0.0.0:9090"
-    )]
+    #[arg(long, env = "RUBBER_STAMP_ADMIN_LISTEN", default_value = "[::]:9090")]
     pub admin_listen: SocketAddr,
 
     /// PEM certificate chain the attestation server presents to agents (bring your own, e.g.

@@ -133,13 +133,11 @@ impl Listeners {
             server: &'static str,
             address: std::net::SocketAddr,
         ) -> Result<TcpListener, RuntimeError> {
-            TcpListener::bind(address)
-                .await
-                .map_err(|source| RuntimeError::Bind {
-                    server,
-                    address,
-                    source,
-                })
+            rubber_stamp_listen::bind(address).map_err(|source| RuntimeError::Bind {
+                server,
+                address,
+                source,
+            })
         }
         Ok(Self {
             grpc: bind("attestation", addrs.grpc).await?,

@@ -544,10 +544,22 @@ fn the_workloads_are_locked_down() -> TestResult {
         anti["podAffinityTerm"]["topologyKey"],
         "kubernetes.io/hostname"
     );
+    // A new cluster's first nodes: control-plane taints and a cloud's uninitialised taint
+    // must not keep the approver off them; it is scheduled as a cluster add-on.
+    let tolerated: Vec<&str> = pod["tolerations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["key"].as_str())
+        .collect();
     assert_eq!(
-        pod["tolerations"][0]["key"],
-        "node-role.kubernetes.io/control-plane"
+        tolerated,
+        [
+            "node-role.kubernetes.io/control-plane",
+            "node.cloudprovider.kubernetes.io/uninitialized"
+        ]
     );
+    assert_eq!(pod["priorityClassName"], "system-cluster-critical");
     let env: BTreeMap<String, String> = pod["containers"][0]["env"]
         .as_array()
         .into_iter()
