@@ -829,7 +829,12 @@ async fn a_stale_node_list_cannot_get_a_csr_approved_for_the_wrong_node() -> Tes
         ["Denied"],
         "node-a's facts no longer hold 10.0.0.1"
     );
-    assert_eq!(replica.controller_metrics().writes("approve", "ok"), 1);
+    // The counters follow the writes' answers, which may come after the watch events.
+    let metrics = replica.controller_metrics();
+    eventually("both writes counted", WITHIN, || {
+        metrics.writes("approve", "ok") == 1 && metrics.writes("deny", "ok") == 1
+    })
+    .await?;
     replica.stop().await?;
     Ok(())
 }
