@@ -11,6 +11,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use rubber_stamp_listen::{Budget, Clamp, PlaintextLimits};
 
+use crate::cloud::{CloudConfig, CloudMode};
+
 use crate::identity::IdentitySource;
 
 /// Default identity: the kubelet's rotating client certificate and key, in one file.
@@ -87,6 +89,30 @@ pub struct AgentArgs {
     /// lowered, with a warning, at start.
     #[arg(long, env = "RUBBER_STAMP_RESERVED_DESCRIPTORS", default_value_t = 64)]
     pub reserved_descriptors: usize,
+
+    /// Which cloud's instance metadata to read as a second source of facts (the public
+    /// address and DNS names a cloud's kubelet puts in its CSR): `auto` detects it in the
+    /// background; `off` reads none.
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_CLOUD_METADATA",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub cloud_metadata: CloudMode,
+
+    /// Address of the instance metadata service (every cloud serves it here).
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_CLOUD_METADATA_ENDPOINT",
+        default_value = "169.254.169.254:80"
+    )]
+    pub cloud_metadata_endpoint: SocketAddr,
+
+    /// Longest time one reading of the metadata service (or its detection) may take; a
+    /// slower service is reported as incomplete, which never supports a denial.
+    #[arg(long, env = "RUBBER_STAMP_CLOUD_METADATA_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub cloud_metadata_timeout: Duration,
 
     /// How often the node's facts are read; a change is reported at once.
     #[arg(long, env = "RUBBER_STAMP_POLL_INTERVAL", default_value = "10s", value_parser = parse_duration)]
@@ -232,6 +258,8 @@ pub struct AgentConfig {
     pub health: PlaintextLimits,
     /// Open files kept for everything but the health port's connections.
     pub reserved_descriptors: usize,
+    /// The cloud's instance metadata.
+    pub cloud: CloudConfig,
 }
 
 /// Every interval and timeout of the agent.
@@ -286,6 +314,7 @@ impl AgentArgs {
             (self.keepalive_interval, "keepalive-interval"),
             (self.keepalive_timeout, "keepalive-timeout"),
             (self.health_request_timeout, "health-request-timeout"),
+            (self.cloud_metadata_timeout, "cloud-metadata-timeout"),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero(flag));
@@ -339,6 +368,11 @@ impl AgentArgs {
                 request_timeout: self.health_request_timeout,
             },
             reserved_descriptors: self.reserved_descriptors,
+            cloud: CloudConfig {
+                mode: self.cloud_metadata,
+                endpoint: self.cloud_metadata_endpoint,
+                timeout: self.cloud_metadata_timeout,
+            },
         })
     }
 }

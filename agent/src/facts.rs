@@ -21,6 +21,8 @@ use ipnet::IpNet;
 use rubber_stamp_proto::ids::{is_boot_id, is_machine_id};
 use rubber_stamp_proto::limits;
 use rubber_stamp_proto::sources;
+
+use crate::cloud::{Cloud, CloudFacts};
 use rubber_stamp_proto::v1::{self, IpPrefix, NetworkInterface, NodeReport};
 use sysinfo::{Networks, System};
 use tokio::sync::watch;
@@ -44,6 +46,10 @@ pub struct NodeFacts {
     /// hold everything the kernel listed. Sent with every report, so the approver
     /// never takes a cut list for the whole node.
     pub interfaces_cut: Option<String>,
+    /// What the cloud's instance metadata states, when the agent reads one
+    /// ([`crate::cloud`]); `None` when it reads none (`--cloud-metadata=off`, or no cloud
+    /// was detected).
+    pub cloud: Option<CloudFacts>,
 }
 
 /// One interface.
@@ -107,6 +113,31 @@ pub struct Facts {
     source: Arc<tokio::sync::Mutex<Box<dyn FactSource>>>,
     tx: watch::Sender<Option<Arc<NodeFacts>>>,
     readable: watch::Sender<bool>,
+}
+
+/// A source of facts with the cloud's instance metadata added to every read (after the
+/// interfaces, within the metadata timeout).
+#[derive(Debug)]
+pub struct WithCloud<S> {
+    inner: S,
+    cloud: Cloud,
+}
+
+impl<S: FactSource> WithCloud<S> {
+    /// `inner`'s facts with `cloud`'s metadata.
+    pub fn new(inner: S, cloud: Cloud) -> Self {
+        Self { inner, cloud }
+    }
+}
+
+impl<S: FactSource> FactSource for WithCloud<S> {
+    fn read(&mut self) -> FactsRead<'_> {
+        Box::pin(async move {
+            let mut facts = self.inner.read().await?;
+            facts.cloud = self.cloud.read().await;
+            Ok(facts)
+        })
+    }
 }
 
 // === impl SystemFacts ===
@@ -269,6 +300,7 @@ pub fn normalise(
         machine_id: None,
         boot_id: None,
         interfaces_cut: cut.describe(),
+        cloud: None,
     })
 }
 
@@ -362,10 +394,22 @@ impl NodeFacts {
             agent_version: AGENT_VERSION.to_owned(),
             nonce,
             sequence,
-            sources: vec![v1::FactSource::new(
+            sources: std::iter::once(v1::FactSource::new(
                 sources::INTERFACES,
                 self.interfaces_cut.clone(),
-            )],
+            ))
+            .chain(
+                self.cloud
+                    .iter()
+                    .map(|c| v1::FactSource::new(&c.source, c.problem.clone())),
+            )
+            .collect(),
+            metadata: self
+                .cloud
+                .iter()
+                .filter(|c| sources::is_metadata_source(&c.source))
+                .map(|c| v1::MetadataFacts::new(&c.source, &c.addresses, &c.dns_names))
+                .collect(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //!
 //! - [`config`]: flags with environment fallbacks → [`config::AgentConfig`].
 //! - [`facts`]: hostname, interfaces and addresses (`sysinfo`), machine and boot ids.
+//! - [`cloud`]: the cloud's instance metadata (AWS, GCE, Azure, OpenStack), a second source.
 //! - [`identity`]: the client certificate and key, re-read to follow rotation.
 //! - [`resolve`]: the approver Service name → replica endpoints.
 //! - [`session`]: one stream per endpoint: report, answer challenges, reconnect.
@@ -13,6 +14,7 @@
 //! - [`health`]: `grpc.health.v1` (liveness `""`, readiness `attested`).
 //! - [`runtime`]: wiring and shutdown.
 
+pub mod cloud;
 pub mod config;
 pub mod facts;
 pub mod health;

@@ -11,8 +11,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::cloud::Cloud;
 use crate::config::{AgentConfig, ApproverAddress, IpFamily};
-use crate::facts::{Facts, FactsError, SystemFacts};
+use crate::facts::{Facts, FactsError, SystemFacts, WithCloud};
 use crate::health;
 use crate::identity::watch_identity;
 use crate::readiness::Readiness;
@@ -40,10 +41,11 @@ pub async fn run(
     resolver: Arc<dyn Resolve>,
     stop: CancellationToken,
 ) -> Result<(), AgentError> {
-    let facts = Facts::new(SystemFacts::new(
-        config.machine_id_path.clone(),
-        config.boot_id_path.clone(),
-    )?);
+    let cloud = Cloud::new(config.cloud);
+    let facts = Facts::new(WithCloud::new(
+        SystemFacts::new(config.machine_id_path.clone(), config.boot_id_path.clone())?,
+        cloud.clone(),
+    ));
     if let Err(error) = facts.refresh().await {
         tracing::warn!(%error, "cannot read the node's facts yet; reporting nothing until a read succeeds");
     }
@@ -68,6 +70,7 @@ pub async fn run(
         stop.clone(),
     ));
     let readable = facts.readable();
+    tasks.spawn(detect_cloud(cloud, facts.clone(), stop.clone()));
     tasks.spawn(poll_facts(
         facts,
         config.timings.poll_interval,
@@ -104,6 +107,19 @@ pub fn fit_descriptors(config: &mut AgentConfig) {
     let nofile = rubber_stamp_listen::raise_nofile_limit_logged();
     for clamp in config.fit_descriptors(nofile) {
         clamp.log();
+    }
+}
+
+/// Detects the cloud in the background (`auto`), then reads the facts again so that every
+/// stream reports the outcome at once.
+async fn detect_cloud(cloud: Cloud, facts: Facts, stop: CancellationToken) {
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = cloud.detect() => {
+            if let Err(error) = facts.refresh().await {
+                tracing::warn!(%error, "reading the node's facts after detecting the cloud");
+            }
+        }
     }
 }
 

@@ -81,6 +81,7 @@ fn attestations(extra: &[IpAddr]) -> AttestationSet {
                 boot_id: Some(format!("boot-{i}")),
                 agent_version: None,
                 sources: vec![SourceReport::complete(INTERFACES_SOURCE)],
+                metadata: Vec::new(),
             }
         })
         .collect()

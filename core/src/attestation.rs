@@ -54,6 +54,25 @@ pub struct Attestation {
     /// (an agent older than this field says nothing) never supports a denial.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<SourceReport>,
+    /// What sources other than the kernel state about the node: a cloud's instance
+    /// metadata (its private and public addresses, its DNS names), one entry per source
+    /// the agent read. Whether each was read completely is in [`sources`](Self::sources).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metadata: Vec<MetadataFacts>,
+}
+
+/// What one metadata source (`cloud:aws`, …) states about the node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetadataFacts {
+    /// The source, as named in [`SourceReport::source`].
+    pub source: String,
+    /// Addresses it states for the node (canonical form).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<IpAddr>,
+    /// DNS names it states for the node (canonical form: lower case, no trailing dot).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_names: Vec<String>,
 }
 
 /// The source of the interface facts: the kernel's interfaces and addresses, with the
@@ -114,6 +133,31 @@ impl Attestation {
         }
     }
 
+    /// Every address a metadata source states, with the source.
+    pub fn metadata_addresses(&self) -> impl Iterator<Item = (&str, IpAddr)> + '_ {
+        self.metadata.iter().flat_map(|m| {
+            m.addresses
+                .iter()
+                .map(move |ip| (m.source.as_str(), canonical_ip(*ip)))
+        })
+    }
+
+    /// The metadata sources that state `name` (compared in canonical form, exactly as
+    /// stated: no suffix is added or removed).
+    pub fn metadata_sources_naming<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a str> + 'a {
+        self.metadata
+            .iter()
+            .filter(move |m| {
+                m.dns_names
+                    .iter()
+                    .any(|n| canonical_name(n) == canonical_name(name))
+            })
+            .map(|m| m.source.as_str())
+    }
+
     /// Every address on every interface, with the interface it is on.
     pub fn addresses(&self) -> impl Iterator<Item = (&str, IpAddr)> + '_ {
         self.interfaces.iter().flat_map(|iface| {
@@ -156,10 +200,10 @@ pub trait AttestationLookup {
     /// The latest attestation held for `node`, fresh or not.
     fn attestation(&self, node: &str) -> Option<Arc<Attestation>>;
     /// Every held attestation (any node, any age) that reports `ip` on any
-    /// interface. `ip` is compared in canonical form.
+    /// interface or in any metadata source. `ip` is compared in canonical form.
     fn claimants_of_ip(&self, ip: IpAddr) -> Vec<Arc<Attestation>>;
-    /// Every held attestation (any node, any age) whose node name or hostname
-    /// equals `name` in canonical form.
+    /// Every held attestation (any node, any age) whose node name, hostname or a
+    /// metadata-stated DNS name equals `name` in canonical form.
     fn claimants_of_name(&self, name: &str) -> Vec<Arc<Attestation>>;
 
     /// Calls `visit` with each attestation [`claimants_of_ip`](Self::claimants_of_ip)
@@ -215,7 +259,10 @@ impl AttestationSet {
     pub fn insert(&mut self, attestation: Arc<Attestation>) -> Option<Arc<Attestation>> {
         let node = attestation.node_name.clone();
         let old = self.remove(&node);
-        for (_, ip) in attestation.addresses() {
+        for (_, ip) in attestation
+            .addresses()
+            .chain(attestation.metadata_addresses())
+        {
             self.by_ip.entry(ip).or_default().insert(node.clone());
         }
         for name in Self::names_of(&attestation) {
@@ -228,7 +275,7 @@ impl AttestationSet {
     /// Removes and returns the node's attestation.
     pub fn remove(&mut self, node: &str) -> Option<Arc<Attestation>> {
         let old = self.by_node.remove(node)?;
-        for (_, ip) in old.addresses() {
+        for (_, ip) in old.addresses().chain(old.metadata_addresses()) {
             if let Some(nodes) = self.by_ip.get_mut(&ip) {
                 nodes.remove(node);
                 if nodes.is_empty() {
@@ -289,6 +336,12 @@ impl AttestationSet {
             canonical_name(&attestation.hostname),
         ]
         .into_iter()
+        .chain(
+            attestation
+                .metadata
+                .iter()
+                .flat_map(|m| m.dns_names.iter().map(|n| canonical_name(n))),
+        )
         .filter(|n| !n.is_empty())
         .collect()
     }

@@ -38,14 +38,16 @@ pub mod verdict;
 
 pub use attestation::{
     Attestation, AttestationLookup, AttestationSet, AttestationSnapshot, INTERFACES_SOURCE,
-    InterfaceFacts, SourceReport, is_fresh,
+    InterfaceFacts, MetadataFacts, SourceReport, is_fresh,
 };
 pub use checks::{USAGE_DIGITAL_SIGNATURE, USAGE_KEY_ENCIPHERMENT, USAGE_SERVER_AUTH};
 pub use decide::{Observed, decide, decide_parsed};
 pub use input::{AccessReview, CsrInput, KUBELET_SERVING_SIGNER};
 pub use node::{AddressKey, NodeAddress, NodeLookup, NodeRecord, NodeSet};
 pub use node_name::{MAX_NODE_NAME_BYTES, NODE_CN_PREFIX, NODES_GROUP, NodeName, NodeNameError};
-pub use policy::{DenyMode, Policy, PolicyError, ServiceAddressMode};
+pub use policy::{
+    DenyMode, MetadataSources, Policy, PolicyError, ServiceAddressMode, SourcePattern,
+};
 pub use request::{ParsedRequest, RequestError, parse_request};
 pub use services::{
     Listing, ServiceAddress, ServiceField, ServiceLookup, ServiceRange, ServiceRecord, ServiceSet,

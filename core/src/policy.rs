@@ -263,6 +263,96 @@ impl<'de> Deserialize<'de> for DnsSuffix {
     }
 }
 
+/// A metadata source a policy names: `cloud:<provider>` (`cloud:aws`, `cloud:gcp`,
+/// `cloud:azure`, `cloud:openstack`, …) or `cloud:*` for any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourcePattern(String);
+
+/// The metadata-source pattern that matches every cloud.
+pub const ANY_CLOUD: &str = "cloud:*";
+
+// === impl SourcePattern ===
+
+impl SourcePattern {
+    /// Parses `cloud:aws`, `cloud:*`, …
+    pub fn new(text: &str) -> Result<Self, String> {
+        let provider = text.strip_prefix("cloud:").ok_or_else(|| {
+            format!("metadata source {text:?} does not start with `cloud:` (as in `cloud:aws` or `cloud:*`)")
+        })?;
+        let valid = provider == "*"
+            || (!provider.is_empty()
+                && text.len() <= 32
+                && provider
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+        if valid {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(format!(
+                "metadata source {text:?}: the provider is `*` or lower-case letters, digits and `-`"
+            ))
+        }
+    }
+
+    /// Whether a source of this name is the one named (or any, for `cloud:*`).
+    pub fn matches(&self, source: &str) -> bool {
+        self.0 == source
+            || (self.0 == ANY_CLOUD && source.strip_prefix("cloud:").is_some_and(|p| !p.is_empty()))
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Serialize for SourcePattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SourcePattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Which metadata sources may back SANs, besides the node's interfaces (IP SANs) and its
+/// name and hostname (DNS SANs), which always may.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct MetadataSources {
+    /// Sources whose stated addresses support IP SANs. Default `[cloud:*]`.
+    pub ip_sans: Vec<SourcePattern>,
+    /// Sources whose stated DNS names support DNS SANs, exactly as stated. Default
+    /// `[cloud:*]`.
+    pub dns_sans: Vec<SourcePattern>,
+}
+
+impl Default for MetadataSources {
+    fn default() -> Self {
+        let any = || vec![SourcePattern(ANY_CLOUD.to_owned())];
+        Self {
+            ip_sans: any(),
+            dns_sans: any(),
+        }
+    }
+}
+
+impl MetadataSources {
+    /// Whether `source`'s addresses may support IP SANs.
+    pub fn backs_ip_sans(&self, source: &str) -> bool {
+        self.ip_sans.iter().any(|p| p.matches(source))
+    }
+
+    /// Whether `source`'s DNS names may support DNS SANs.
+    pub fn backs_dns_sans(&self, source: &str) -> bool {
+        self.dns_sans.iter().any(|p| p.matches(source))
+    }
+}
+
 /// A positive duration written for humans (`5m`, `90s`, `1h30m`, or ISO 8601 `PT5M`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HumanDuration(SignedDuration);
@@ -353,6 +443,11 @@ pub struct Policy {
     /// What a failed `deny` check does: `always` denies, `never` leaves the
     /// CSR pending. Default: `always`. The controller's `--deny` flag overrides it.
     pub deny: DenyMode,
+    /// Which metadata sources (a cloud's instance metadata, as the agent read it) may
+    /// back IP and DNS SANs. Default: any cloud's, for both — what a cloud's kubelet puts
+    /// in its CSR (its public address, its DNS names) is what that cloud's metadata
+    /// states.
+    pub metadata_sources: MetadataSources,
 }
 
 // === impl Policy ===
@@ -380,6 +475,7 @@ impl Default for Policy {
             clock_skew: HumanDuration(DEFAULT_CLOCK_SKEW),
             service_addresses: ServiceAddressMode::Deny,
             deny: DenyMode::Always,
+            metadata_sources: MetadataSources::default(),
         }
     }
 }
@@ -455,6 +551,14 @@ impl Policy {
             ("deniedCidrs", self.denied_cidrs.len()),
             ("allowedDnsSuffixes", self.allowed_dns_suffixes.len()),
             ("deniedDnsSuffixes", self.denied_dns_suffixes.len()),
+            (
+                "metadataSources.ipSans",
+                self.metadata_sources.ip_sans.len(),
+            ),
+            (
+                "metadataSources.dnsSans",
+                self.metadata_sources.dns_sans.len(),
+            ),
         ] {
             if len > MAX_LIST_ENTRIES {
                 return Err(invalid(

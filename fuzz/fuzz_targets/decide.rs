@@ -370,6 +370,9 @@ fuzz_target!(|input: Input| {
                 Some(true) => vec![SourceReport::complete(INTERFACES_SOURCE)],
                 Some(false) => vec![SourceReport::incomplete(INTERFACES_SOURCE, "cut")],
             },
+            // The oracle below knows interfaces only; metadata sources have their own
+            // table tests (core/tests/suite/metadata.rs).
+            metadata: Vec::new(),
         })
         .collect();
     let set: AttestationSet = attestations.iter().cloned().collect();

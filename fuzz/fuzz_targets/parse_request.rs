@@ -37,6 +37,7 @@ fn world() -> &'static AttestationSet {
                 boot_id: None,
                 agent_version: None,
                 sources: vec![SourceReport::complete(INTERFACES_SOURCE)],
+                metadata: Vec::new(),
             })
             .collect()
     })

@@ -33,12 +33,33 @@ pub mod limits {
     pub const MAX_SOURCE_NAME_BYTES: usize = 32;
     /// Longest description of what a source is missing, in bytes.
     pub const MAX_SOURCE_PROBLEM_BYTES: usize = 256;
+    /// Most metadata entries in one report (one per metadata source).
+    pub const MAX_METADATA_SOURCES: usize = 4;
+    /// Most addresses one metadata source states.
+    pub const MAX_METADATA_ADDRESSES: usize = 64;
+    /// Most DNS names one metadata source states.
+    pub const MAX_METADATA_DNS_NAMES: usize = 16;
 }
 
 /// The names of the sources of facts an agent reports.
 pub mod sources {
     /// The kernel's network interfaces and their addresses, with the hostname.
     pub const INTERFACES: &str = "interfaces";
+
+    /// Listed (incomplete) while the agent is still detecting which cloud's metadata
+    /// service, if any, it can read.
+    pub const CLOUD_DETECTING: &str = "cloud";
+
+    /// The prefix of every metadata source: `cloud:aws`, `cloud:gcp`, …
+    pub const CLOUD_PREFIX: &str = "cloud:";
+
+    /// True when `name` names a metadata source: `cloud:` and a provider name.
+    pub fn is_metadata_source(name: &str) -> bool {
+        is_source_name(name)
+            && name
+                .strip_prefix(CLOUD_PREFIX)
+                .is_some_and(|provider| !provider.is_empty() && !provider.contains(':'))
+    }
 
     /// True when `name` can name a source: 1..=32 bytes of lower-case letters,
     /// digits, `:` and `-` (`interfaces`, `cloud:aws`).
@@ -105,6 +126,23 @@ impl v1::FactSource {
             name: name.to_owned(),
             complete: problem.is_none(),
             problem: problem.unwrap_or_default(),
+        }
+    }
+}
+
+impl v1::MetadataFacts {
+    /// What `source` states: addresses in wire form (4 or 16 bytes) and DNS names.
+    pub fn new(source: &str, addresses: &[std::net::IpAddr], dns_names: &[String]) -> Self {
+        Self {
+            source: source.to_owned(),
+            addresses: addresses
+                .iter()
+                .map(|a| match a {
+                    std::net::IpAddr::V4(a) => a.octets().to_vec(),
+                    std::net::IpAddr::V6(a) => a.octets().to_vec(),
+                })
+                .collect(),
+            dns_names: dns_names.to_vec(),
         }
     }
 }

@@ -7,15 +7,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use rubber_stamp_proto::ids::{is_boot_id, is_machine_id};
 use rubber_stamp_proto::limits;
-use rubber_stamp_proto::sources::is_source_name;
+use rubber_stamp_proto::sources::{is_metadata_source, is_source_name};
 use rubber_stamp_proto::v1::{
-    AgentMessage, FactSource, IpPrefix, NetworkInterface, NodeReport, agent_message,
+    AgentMessage, FactSource, IpPrefix, MetadataFacts, NetworkInterface, NodeReport, agent_message,
 };
 
 use crate::store::{NodeFacts, Nonce};
 use rubber_stamp_core::InterfaceFacts;
-use rubber_stamp_core::attestation::SourceReport;
 use rubber_stamp_core::attestation::canonical_name;
+use rubber_stamp_core::attestation::{MetadataFacts as CoreMetadataFacts, SourceReport};
 
 /// A report whose every field passed the wire contract's limits and syntax.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,6 +147,51 @@ pub enum ReportError {
     /// The same fact source twice.
     #[error("fact source {0:?} is listed more than once")]
     DuplicateSource(String),
+    /// Too many metadata entries.
+    #[error("report has {0} metadata entries; the limit is {max}", max = limits::MAX_METADATA_SOURCES)]
+    TooManyMetadataSources(usize),
+    /// A metadata entry's source is not `cloud:<provider>`, appears twice, or is not
+    /// listed among the report's fact sources.
+    #[error(
+        "metadata source {0:?} is not a `cloud:<provider>` source listed once among the report's fact sources"
+    )]
+    MetadataSource(String),
+    /// Too many addresses in one metadata entry.
+    #[error("metadata source {source_name:?} states {count} addresses; the limit is {max}", max = limits::MAX_METADATA_ADDRESSES)]
+    TooManyMetadataAddresses {
+        /// The source.
+        source_name: String,
+        /// Addresses sent.
+        count: usize,
+    },
+    /// A metadata address is neither 4 nor 16 bytes.
+    #[error(
+        "metadata source {source_name:?}: address #{index} is {len} bytes long; IPv4 takes 4 bytes and IPv6 16"
+    )]
+    MetadataAddressLength {
+        /// The source.
+        source_name: String,
+        /// Position.
+        index: usize,
+        /// Length in bytes.
+        len: usize,
+    },
+    /// Too many DNS names in one metadata entry.
+    #[error("metadata source {source_name:?} states {count} DNS names; the limit is {max}", max = limits::MAX_METADATA_DNS_NAMES)]
+    TooManyMetadataNames {
+        /// The source.
+        source_name: String,
+        /// Names sent.
+        count: usize,
+    },
+    /// A metadata DNS name is not a host name.
+    #[error("metadata source {source_name:?}: {reason}")]
+    MetadataName {
+        /// The source.
+        source_name: String,
+        /// What is wrong (the hostname rule's words).
+        reason: String,
+    },
     /// A source's problem text is too long or has control characters.
     #[error(
         "fact source {0:?}: problem must be at most {max} bytes without control characters",
@@ -192,6 +237,7 @@ impl TryFrom<NodeReport> for ValidReport {
             _ => Some(Nonce::from_bytes(report.nonce)),
         };
         let sources = parse_sources(report.sources)?;
+        let metadata = parse_metadata(report.metadata, &sources)?;
         Ok(Self {
             facts: NodeFacts {
                 hostname,
@@ -200,6 +246,7 @@ impl TryFrom<NodeReport> for ValidReport {
                 boot_id,
                 agent_version,
                 sources,
+                metadata,
             },
             nonce,
             sequence: report.sequence,
@@ -229,6 +276,73 @@ fn parse_sources(sources: Vec<FactSource>) -> Result<Vec<SourceReport>, ReportEr
             source: source.name,
             complete: source.complete,
             problem: (!source.problem.is_empty()).then_some(source.problem),
+        });
+    }
+    Ok(parsed)
+}
+
+/// The metadata entries: each a `cloud:<provider>` source listed once among the fact
+/// sources, its addresses 4 or 16 bytes (canonical, sorted, unique) and its DNS names host
+/// names (canonical, sorted, unique), within the contract's limits.
+fn parse_metadata(
+    metadata: Vec<MetadataFacts>,
+    sources: &[SourceReport],
+) -> Result<Vec<CoreMetadataFacts>, ReportError> {
+    if metadata.len() > limits::MAX_METADATA_SOURCES {
+        return Err(ReportError::TooManyMetadataSources(metadata.len()));
+    }
+    let mut parsed: Vec<CoreMetadataFacts> = Vec::with_capacity(metadata.len());
+    for entry in metadata {
+        let source = entry.source;
+        if !is_metadata_source(&source)
+            || !sources.iter().any(|s| s.source == source)
+            || parsed.iter().any(|p| p.source == source)
+        {
+            return Err(ReportError::MetadataSource(source));
+        }
+        if entry.addresses.len() > limits::MAX_METADATA_ADDRESSES {
+            return Err(ReportError::TooManyMetadataAddresses {
+                source_name: source,
+                count: entry.addresses.len(),
+            });
+        }
+        if entry.dns_names.len() > limits::MAX_METADATA_DNS_NAMES {
+            return Err(ReportError::TooManyMetadataNames {
+                source_name: source,
+                count: entry.dns_names.len(),
+            });
+        }
+        let mut addresses = BTreeSet::new();
+        for (index, bytes) in entry.addresses.iter().enumerate() {
+            let ip = match bytes.len() {
+                4 => IpAddr::V4(Ipv4Addr::from(
+                    <[u8; 4]>::try_from(&bytes[..]).unwrap_or_default(),
+                )),
+                16 => IpAddr::V6(Ipv6Addr::from(
+                    <[u8; 16]>::try_from(&bytes[..]).unwrap_or_default(),
+                )),
+                len => {
+                    return Err(ReportError::MetadataAddressLength {
+                        source_name: source,
+                        index,
+                        len,
+                    });
+                }
+            };
+            addresses.insert(ip.to_canonical());
+        }
+        let mut dns_names = BTreeSet::new();
+        for name in &entry.dns_names {
+            let name = parse_hostname(name).map_err(|e| ReportError::MetadataName {
+                source_name: source.clone(),
+                reason: e.to_string().replacen("hostname", "DNS name", 1),
+            })?;
+            dns_names.insert(name);
+        }
+        parsed.push(CoreMetadataFacts {
+            source,
+            addresses: addresses.into_iter().collect(),
+            dns_names: dns_names.into_iter().collect(),
         });
     }
     Ok(parsed)
@@ -406,6 +520,7 @@ mod tests {
             nonce: vec![7; 16],
             sequence: 1,
             sources: vec![FactSource::new("interfaces", None)],
+            metadata: Vec::new(),
         }
     }
 
@@ -730,5 +845,127 @@ mod tests {
             ValidReport::try_from(AgentMessage { kind: None }),
             Err(ReportError::NoReport)
         );
+    }
+
+    fn with_metadata(mut report: NodeReport) -> NodeReport {
+        report.sources.push(FactSource::new("cloud:aws", None));
+        report.metadata.push(MetadataFacts {
+            source: "cloud:aws".to_owned(),
+            addresses: vec![
+                vec![203, 0, 113, 7],
+                vec![10, 0, 0, 11],
+                vec![203, 0, 113, 7],
+            ],
+            dns_names: vec!["EC2-203-0-113-7.compute-1.amazonaws.com.".to_owned()],
+        });
+        report
+    }
+
+    #[test]
+    fn metadata_facts_are_checked_and_canonicalised() {
+        let valid = ValidReport::try_from(with_metadata(mk_report())).expect("valid");
+        assert_eq!(
+            valid.facts.metadata,
+            [CoreMetadataFacts {
+                source: "cloud:aws".to_owned(),
+                addresses: vec![
+                    "10.0.0.11".parse().expect("ip"),
+                    "203.0.113.7".parse().expect("ip")
+                ],
+                dns_names: vec!["ec2-203-0-113-7.compute-1.amazonaws.com".to_owned()],
+            }]
+        );
+        let refused = |edit: fn(&mut NodeReport)| {
+            let mut report = with_metadata(mk_report());
+            edit(&mut report);
+            ValidReport::try_from(report)
+                .expect_err("refused")
+                .to_string()
+        };
+        assert!(
+            refused(|r| {
+                r.sources.pop();
+            })
+            .contains("listed once among the report's fact sources")
+        );
+        assert!(
+            refused(|r| r.metadata[0].source = "interfaces".to_owned())
+                .contains("is not a `cloud:<provider>` source")
+        );
+        assert!(refused(|r| r.metadata.push(r.metadata[0].clone())).contains("cloud:aws"));
+        assert!(
+            refused(|r| r.metadata[0].addresses.push(vec![1, 2, 3]))
+                .contains("address #3 is 3 bytes long")
+        );
+        assert!(
+            refused(|r| r.metadata[0].dns_names.push("not a name".to_owned())).contains("DNS name")
+        );
+        assert!(
+            refused(|r| r.metadata[0].addresses =
+                vec![vec![10, 0, 0, 1]; limits::MAX_METADATA_ADDRESSES + 1])
+            .contains("the limit is 64")
+        );
+        assert!(
+            refused(|r| r.metadata[0].dns_names =
+                vec!["a.example".to_owned(); limits::MAX_METADATA_DNS_NAMES + 1])
+            .contains("the limit is 16")
+        );
+    }
+
+    /// The 0.2 contract's NodeReport (fields 1–8), as an agent or approver of that
+    /// version encodes and decodes it.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct NodeReportV02 {
+        #[prost(string, tag = "1")]
+        hostname: String,
+        #[prost(message, repeated, tag = "2")]
+        interfaces: Vec<NetworkInterface>,
+        #[prost(string, tag = "3")]
+        machine_id: String,
+        #[prost(string, tag = "4")]
+        boot_id: String,
+        #[prost(string, tag = "5")]
+        agent_version: String,
+        #[prost(bytes = "vec", tag = "6")]
+        nonce: Vec<u8>,
+        #[prost(uint64, tag = "7")]
+        sequence: u64,
+        #[prost(message, repeated, tag = "8")]
+        sources: Vec<FactSource>,
+    }
+
+    #[test]
+    fn agents_and_approvers_of_the_previous_contract_interoperate_both_ways() {
+        use prost::Message as _;
+        // A new agent's report (with metadata) reaches an approver of 0.2: it decodes,
+        // the unknown field 9 skipped, and its interface facts are intact.
+        let new = with_metadata(mk_report());
+        let old_view =
+            NodeReportV02::decode(new.encode_to_vec().as_slice()).expect("0.2 decodes it");
+        assert_eq!(old_view.hostname, new.hostname);
+        assert_eq!(old_view.interfaces, new.interfaces);
+        assert_eq!(old_view.sources, new.sources);
+        // What that approver validates is the report without the metadata, which passes
+        // (the `cloud:aws` source is listed, complete, and constrains nothing there).
+        let as_old_approver_sees_it =
+            NodeReport::decode(old_view.encode_to_vec().as_slice()).expect("round trip");
+        assert!(as_old_approver_sees_it.metadata.is_empty());
+        assert!(ValidReport::try_from(as_old_approver_sees_it).is_ok());
+
+        // A 0.2 agent's report reaches a new approver: valid, no metadata.
+        let old = NodeReportV02 {
+            hostname: "worker-1".to_owned(),
+            interfaces: mk_report().interfaces,
+            machine_id: String::new(),
+            boot_id: String::new(),
+            agent_version: "0.2.0".to_owned(),
+            nonce: Vec::new(),
+            sequence: 3,
+            sources: vec![FactSource::new("interfaces", None)],
+        };
+        let decoded = NodeReport::decode(old.encode_to_vec().as_slice()).expect("decodes");
+        let valid = ValidReport::try_from(decoded).expect("valid");
+        assert!(valid.facts.metadata.is_empty());
+        assert_eq!(valid.sequence, 3);
     }
 }

@@ -172,6 +172,7 @@ mod tests {
             boot_id: None,
             agent_version: None,
             sources: vec![SourceReport::complete(INTERFACES_SOURCE)],
+            metadata: Vec::new(),
         }
     }
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use tokio::sync::{broadcast, mpsc};
 
-use rubber_stamp_core::attestation::SourceReport;
+use rubber_stamp_core::attestation::{MetadataFacts, SourceReport};
 use rubber_stamp_core::{
     Attestation, AttestationLookup, AttestationSet, AttestationSnapshot, InterfaceFacts, NodeName,
 };
@@ -71,6 +71,8 @@ pub struct NodeFacts {
     pub agent_version: Option<String>,
     /// The sources of facts the agent read, and how completely.
     pub sources: Vec<SourceReport>,
+    /// What metadata sources (a cloud's instance metadata) state about the node.
+    pub metadata: Vec<MetadataFacts>,
 }
 
 /// A challenge nonce: random bytes the agent must echo in its answering report.
@@ -341,6 +343,7 @@ impl AttestationStore {
             boot_id: facts.boot_id,
             agent_version: facts.agent_version,
             sources: facts.sources,
+            metadata: facts.metadata,
         });
         let kind = {
             let old = write(&self.inner.attestations).insert(Arc::clone(&attestation));

@@ -50,6 +50,7 @@ fn mk_facts(hostname: &str, ip: [u8; 4]) -> NodeFacts {
         boot_id: None,
         agent_version: Some("test".to_owned()),
         sources: vec![SourceReport::complete(INTERFACES_SOURCE)],
+        metadata: Vec::new(),
     }
 }
 

@@ -58,13 +58,35 @@ impl Ctx<'_> {
         let owns =
             |name: &str| same_name(name, node) || (hostname_counts && same_name(name, &a.hostname));
         let mut missing = Problems::default();
+        // Names a metadata source states support exactly themselves (no suffix reading):
+        // (name, source) for the detail.
+        let mut from_metadata: Vec<(String, &str)> = Vec::new();
+        let mut not_accepted: Vec<(String, &str)> = Vec::new();
         for name in dns {
             // Every reading of the name counts (with overlapping allowed suffixes there
             // are several), whatever the order of the policy's list.
-            if !self.policy.readings(name).any(owns) {
-                missing.push(|| name.clone());
+            if self.policy.readings(name).any(owns) {
+                continue;
+            }
+            let stating: Vec<&str> = a.metadata_sources_naming(name).collect();
+            let accepted = stating
+                .iter()
+                .find(|source| self.policy.metadata_sources.backs_dns_sans(source));
+            match (accepted, stating.first()) {
+                (Some(source), _) => from_metadata.push((name.clone(), source)),
+                (None, Some(source)) => {
+                    not_accepted.push((name.clone(), source));
+                    missing.push(|| name.clone());
+                }
+                (None, None) => missing.push(|| name.clone()),
             }
         }
+        let stated = |list: &[(String, &str)]| {
+            list.iter()
+                .map(|(name, source)| format!("{name} ({source} metadata)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let with_suffix = if self.policy.allowed_dns_suffixes.is_empty() {
             String::new()
         } else {
@@ -83,13 +105,29 @@ impl Ctx<'_> {
         let missing_detail = || {
             let names = Listed(&missing.items, missing.count);
             let is = if missing.count == 1 { "is" } else { "are" };
-            if hostname_counts {
+            let mut detail = if hostname_counts {
                 format!("{names} {is} neither the node name {node} nor {hostname}{with_suffix}")
             } else {
                 format!(
                     "{names} {is} not the node name {node}{with_suffix}; {hostname} does not count: it is neither the node name nor its first label, alone or followed by an allowed suffix"
                 )
+            };
+            if !a.metadata.is_empty() {
+                let sources: Vec<&str> = a.metadata.iter().map(|m| m.source.as_str()).collect();
+                let _ = write!(
+                    detail,
+                    ", nor a name its {} metadata states",
+                    sources.join(", ")
+                );
             }
+            if !not_accepted.is_empty() {
+                let _ = write!(
+                    detail,
+                    "; stated only by metadata the policy's metadataSources.dnsSans does not accept: {}",
+                    stated(&not_accepted)
+                );
+            }
+            detail
         };
         if !not_allowed.is_empty() {
             return deny_not_allowed((!missing.is_empty()).then(missing_detail));
@@ -100,19 +138,36 @@ impl Ctx<'_> {
             } else {
                 String::new()
             };
-            return CheckReport::passed(
-                CheckName::DnsSansAttested,
+            let own: Vec<String> = dns
+                .iter()
+                .filter(|n| !from_metadata.iter().any(|(m, _)| m == *n))
+                .cloned()
+                .collect();
+            let mut detail = if own.is_empty() {
+                String::new()
+            } else {
                 format!(
                     "{} {} the node name {node}{hostname}{}",
-                    Listed(dns, dns.len()),
-                    if dns.len() == 1 { "is" } else { "are" },
+                    Listed(&own, own.len()),
+                    if own.len() == 1 { "is" } else { "are" },
                     if self.policy.allowed_dns_suffixes.is_empty() {
                         ""
                     } else {
                         " (with an allowed suffix)"
                     }
-                ),
-            );
+                )
+            };
+            if !from_metadata.is_empty() {
+                if !detail.is_empty() {
+                    detail.push_str("; ");
+                }
+                let _ = write!(
+                    detail,
+                    "stated by the node's metadata: {}",
+                    stated(&from_metadata)
+                );
+            }
+            return CheckReport::passed(CheckName::DnsSansAttested, detail);
         }
         let (outcome, reason) = self.facts.missing(Reason::NameNotAttested);
         CheckReport::failed(

@@ -61,8 +61,18 @@ impl Ctx<'_> {
                 Placement::ExcludedOnly(iface) => {
                     unattested.push(|| format!("{ip} is only on {iface}, an excluded interface"))
                 }
-                Placement::Absent => unattested
+                Placement::NotAccepted(source) => unattested.push(|| {
+                    format!("{ip} is only stated by {source} metadata, which the policy's metadataSources.ipSans does not accept")
+                }),
+                Placement::Absent if a.metadata.is_empty() => unattested
                     .push(|| format!("{ip} is not on any interface {node}'s agent reported")),
+                Placement::Absent => unattested.push(|| {
+                    let sources: Vec<&str> = a.metadata.iter().map(|m| m.source.as_str()).collect();
+                    format!(
+                        "{ip} is not on any interface {node}'s agent reported, nor stated by its {} metadata",
+                        sources.join(", ")
+                    )
+                }),
             }
         }
         if !not_allowed.is_empty() {
@@ -131,7 +141,7 @@ impl Ctx<'_> {
         }
     }
 
-    /// Where `ip` appears in an attestation.
+    /// Where `ip` appears in an attestation: on an interface, else in a metadata source.
     pub(crate) fn interface_of<'a>(&self, a: &'a Attestation, ip: IpAddr) -> Placement<'a> {
         let mut excluded = None;
         for iface in &a.interfaces {
@@ -142,9 +152,19 @@ impl Ctx<'_> {
                 excluded.get_or_insert(iface.name.as_str());
             }
         }
-        match excluded {
-            Some(iface) => Placement::ExcludedOnly(iface),
-            None => Placement::Absent,
+        let mut not_accepted = None;
+        for (source, stated) in a.metadata_addresses() {
+            if stated == ip {
+                if self.policy.metadata_sources.backs_ip_sans(source) {
+                    return Placement::Counted(source);
+                }
+                not_accepted.get_or_insert(source);
+            }
+        }
+        match (excluded, not_accepted) {
+            (Some(iface), _) => Placement::ExcludedOnly(iface),
+            (None, Some(source)) => Placement::NotAccepted(source),
+            (None, None) => Placement::Absent,
         }
     }
 }

@@ -117,10 +117,13 @@ impl Ctx<'_> {
 
 /// Where an address appears in an attestation.
 pub(crate) enum Placement<'a> {
-    /// On a counted interface.
+    /// On a counted interface, or stated by a metadata source the policy accepts for IP
+    /// SANs (the interface's or the source's name).
     Counted(&'a str),
     /// Only on excluded interfaces (the first one named).
     ExcludedOnly(&'a str),
+    /// Only stated by metadata sources the policy does not accept for IP SANs (the first).
+    NotAccepted(&'a str),
     /// Nowhere.
     Absent,
 }

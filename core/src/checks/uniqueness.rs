@@ -27,6 +27,12 @@ impl Ctx<'_> {
                                 other.node_name
                             )
                         }),
+                        Placement::NotAccepted(source) => conflicts.push(|| {
+                            format!(
+                                "{ip} is also stated by {}'s {source} metadata",
+                                other.node_name
+                            )
+                        }),
                         Placement::Absent => {}
                     }
                 }
@@ -39,10 +45,17 @@ impl Ctx<'_> {
                     .visit_claimants_of_name(form, &mut |other| {
                         if other.node_name != node && self.is_fresh(other) {
                             conflicts.push(|| {
-                                format!(
-                                    "{name} is the node name or hostname of {}",
-                                    other.node_name
-                                )
+                                if other.metadata_sources_naming(form).next().is_some() {
+                                    format!(
+                                        "{name} is a name {}'s metadata states",
+                                        other.node_name
+                                    )
+                                } else {
+                                    format!(
+                                        "{name} is the node name or hostname of {}",
+                                        other.node_name
+                                    )
+                                }
                             });
                         }
                         ControlFlow::Continue(())

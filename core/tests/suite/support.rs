@@ -73,6 +73,7 @@ pub(crate) fn attestation(
         boot_id: Some(format!("boot-{node}")),
         agent_version: Some("test".to_owned()),
         sources: vec![SourceReport::complete(INTERFACES_SOURCE)],
+        metadata: Vec::new(),
     }
 }
 

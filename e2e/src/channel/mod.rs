@@ -16,6 +16,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use rubber_stamp_agent::cloud::{CloudConfig, CloudMode};
 use rubber_stamp_agent::config::{AgentConfig, ApproverAddress, IpFamily, Timings};
 use rubber_stamp_agent::identity::IdentitySource;
 use rubber_stamp_agent::resolve::{Resolution, Resolve};
@@ -264,6 +265,11 @@ pub fn agent_config(
         boot_id_path: "/proc/sys/kernel/random/boot_id".into(),
         health: AgentConfig::DEFAULT_HEALTH,
         reserved_descriptors: 64,
+        // No cloud here: a test that wants metadata points the agent at its own service.
+        cloud: CloudConfig {
+            mode: CloudMode::Off,
+            ..CloudConfig::default()
+        },
     }
 }
 

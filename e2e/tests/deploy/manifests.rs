@@ -787,12 +787,17 @@ fn the_policy_shipped_in_deploy_is_a_valid_policy() -> TestResult {
         .filter(|l| {
             l.starts_with(|c: char| c.is_ascii_lowercase()) && l.contains(':')
                 || l.starts_with("  - ")
+                || l.strip_prefix("  ").is_some_and(|k| {
+                    k.starts_with(|c: char| c.is_ascii_lowercase()) && k.contains(':')
+                })
         })
         .map(|l| format!("{l}\n"))
         .collect();
     let example = rubber_stamp_core::Policy::from_yaml(&uncommented)?;
     assert!(
-        !example.denied_cidrs.is_empty() && !example.peer_binding,
+        !example.denied_cidrs.is_empty()
+            && !example.peer_binding
+            && example.metadata_sources.ip_sans.is_empty(),
         "{uncommented}"
     );
     let policy_cm = deploy::rendered_base()?

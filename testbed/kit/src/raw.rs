@@ -135,6 +135,7 @@ pub fn report(sequence: u64, hostname: &str, addresses: &[(IpAddr, u32)]) -> Age
             nonce: Vec::new(),
             sequence,
             sources: vec![FactSource::new(sources::INTERFACES, None)],
+            metadata: Vec::new(),
         })),
     }
 }

@@ -1,4 +1,4 @@
-//! The point of CIS 1.1.21: a client that trusts only the cluster CA and
+//! The point of CIS 1.2.5: a client that trusts only the cluster CA and
 //! expects a node's IP (as kube-apiserver with
 //! `--kubelet-certificate-authority` does) connects to the node's kubelet,
 //! verifies the certificate, and talks to it.

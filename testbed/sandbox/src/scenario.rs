@@ -4,7 +4,7 @@
 //! (AddressConflict); a node whose agent never runs stays pending
 //! (AwaitingAttestation); a node renamed to a cluster Service's name, whose
 //! agent attests that hostname, is denied (NameNotAllowed). Then the CIS
-//! 1.1.21 proof.
+//! 1.2.5 proof.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -404,7 +404,7 @@ async fn prove(sandbox: &Sandbox, cast: &[(String, Role)], rows: &[CsrRow]) -> V
     let ca = sandbox.control().cluster.ca_pem().to_owned();
     narrator.raw("");
     narrator.raw(
-        "CIS 1.1.21 proof: connect to each kubelet as kube-apiserver does with --kubelet-certificate-authority (trusting only the cluster CA, expecting the node's IP):",
+        "CIS 1.2.5 proof: connect to each kubelet as kube-apiserver does with --kubelet-certificate-authority (trusting only the cluster CA, expecting the node's IP):",
     );
     let mut lines = Vec::new();
     for (name, role) in cast {

@@ -2,7 +2,7 @@
 //! host's hostname and addresses, reuses the certificate in its cert dir, and
 //! serves it on the kubelet port 10250 of the host's own addresses, where a
 //! client in the root namespace verifies it against the cluster CA and the
-//! node's IP (CIS 1.1.21's point); SIGTERM stops it cleanly.
+//! node's IP (CIS 1.2.5's point); SIGTERM stops it cleanly.
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;

@@ -1,6 +1,6 @@
 //! sandbox: the whole system in one command (`cargo run --release --bin
 //! sandbox`): the testbed cluster, two approver replicas, honest and rogue
-//! nodes, the CSR table and the CIS 1.1.21 proof. See docs/sandbox.md.
+//! nodes, the CSR table and the CIS 1.2.5 proof. See docs/sandbox.md.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ const EXIT_ERROR: u8 = 3;
 /// RBAC, two leader-elected `rubber-stamp-approver` replicas, honest nodes and
 /// four rogue cases, each node running the real `rubber-stamp-agent` and
 /// `kubelet-sim`. Prints what happens and why, a `kubectl get csr`-style
-/// table, and proves the point of CIS 1.1.21 by verifying each honest
+/// table, and proves the point of CIS 1.2.5 by verifying each honest
 /// kubelet's certificate against the cluster CA and the node's IP.
 ///
 /// As root (with `ip` and `unshare`) every node is a network namespace; as
