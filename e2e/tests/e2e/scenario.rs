@@ -2,7 +2,10 @@
 //! serving certificates that verify for their IPs; a node asking for another
 //! node's IP is denied; a node that puts that IP on a dummy interface so its
 //! agent attests it stays pending with AddressConflict; a node whose agent
-//! never runs stays pending with AwaitingAttestation.
+//! never runs stays pending with AwaitingAttestation; a cloud node whose agent reads its
+//! public address and DNS name from its metadata service (the real agent, AWS's protocol,
+//! the project's metadata-sim at 169.254.169.254 in its namespace) is approved for them,
+//! and a rogue whose metadata claims that address stays pending with AddressConflict.
 
 use std::time::Duration;
 
@@ -139,6 +142,54 @@ async fn honest_nodes_are_approved_and_every_rogue_case_is_not() {
             assert!(verified.healthz.ends_with(": ok"), "{verified:?}");
         }
     }
+    // The cloud node: approved for its public address and the cloud's DNS name, which its
+    // real agent read from the metadata service; its certificate verifies for the public
+    // address; the rogue whose metadata claims that address is held.
+    let cloud = outcome.rows_of("cloud-1");
+    assert_eq!(cloud.len(), 1);
+    assert!(cloud[0].approved_and_issued(), "{:?}", cloud[0]);
+    assert!(
+        cloud[0].ips.contains(&scenario::CLOUD_PUBLIC),
+        "{:?}",
+        cloud[0]
+    );
+    assert!(
+        cloud[0].dns.iter().any(|d| d == scenario::CLOUD_DNS),
+        "{:?}",
+        cloud[0]
+    );
+    for (replica, attestation) in sandbox.attestations_of("cloud-1").await.expect("snapshot") {
+        let a = attestation.unwrap_or_else(|| panic!("{replica} has no attestation of cloud-1"));
+        let aws = a
+            .metadata
+            .iter()
+            .find(|m| m.source == "cloud:aws")
+            .unwrap_or_else(|| panic!("{replica}: no cloud:aws facts in {a:?}"));
+        assert!(
+            aws.addresses.contains(&scenario::CLOUD_PUBLIC),
+            "{replica}: {aws:?}"
+        );
+        assert!(
+            aws.dns_names.iter().any(|d| d == scenario::CLOUD_DNS),
+            "{replica}: {aws:?}"
+        );
+        assert!(
+            !a.addresses().any(|(_, ip)| ip == scenario::CLOUD_PUBLIC),
+            "on no interface"
+        );
+    }
+    let public = outcome
+        .proofs
+        .iter()
+        .find(|p| p.node == "cloud-1" && p.expected == Some(scenario::CLOUD_PUBLIC))
+        .expect("a proof line for cloud-1's public address");
+    assert!(public.result.is_ok(), "{:?}", public.result);
+    let rogue = outcome.rows_of("cloud-rogue");
+    assert_eq!(rogue.len(), 1);
+    assert_eq!(rogue[0].condition, Condition::Pending, "{:?}", rogue[0]);
+    assert_eq!(rogue[0].reason, "AddressConflict");
+    assert!(!rogue[0].issued);
+
     let impostor = outcome
         .proofs
         .iter()

@@ -571,6 +571,13 @@ impl Host {
         Ok(kind)
     }
 
+    /// Adds `address` to the host's loopback interface: where a simulated host serves
+    /// something only it reaches, such as a cloud's instance metadata service at
+    /// 169.254.169.254.
+    pub fn add_loopback_address(&self, address: IpNet) -> Result<(), HostsError> {
+        self.add_address_on("lo", address)
+    }
+
     /// Moves `address` from this host to `to` (onto its `eth0`): an IP that
     /// changes machines.
     pub fn move_address_to(&self, address: IpNet, to: &Host) -> Result<(), HostsError> {

@@ -63,6 +63,8 @@ pub struct Binaries {
     pub agent: PathBuf,
     /// `kubelet-sim`.
     pub kubelet_sim: PathBuf,
+    /// `metadata-sim` (a cloud's instance metadata service).
+    pub metadata_sim: PathBuf,
 }
 
 /// One needed binary: its package and the source files and directories it is
@@ -75,7 +77,7 @@ struct Needed {
     sources: &'static [&'static str],
 }
 
-const NEEDED: [Needed; 3] = [
+const NEEDED: [Needed; 4] = [
     Needed {
         package: "rubber-stamp-approver",
         bin: "rubber-stamp-approver",
@@ -90,6 +92,11 @@ const NEEDED: [Needed; 3] = [
         package: "rubber-stamp-kubelet-sim",
         bin: "kubelet-sim",
         sources: &["testbed/kubelet/src", "testbed/kubelet/Cargo.toml"],
+    },
+    Needed {
+        package: "rubber-stamp-metadata-sim",
+        bin: "metadata-sim",
+        sources: &["testbed/metadata/src", "testbed/metadata/Cargo.toml"],
     },
 ];
 
@@ -169,6 +176,7 @@ impl Binaries {
             approver: path("rubber-stamp-approver")?,
             agent: path("rubber-stamp-agent")?,
             kubelet_sim: path("kubelet-sim")?,
+            metadata_sim: path("metadata-sim")?,
         })
     }
 }

@@ -16,6 +16,7 @@ pub struct NodeIdentity {
     node_name: String,
     hostname: String,
     ips: Vec<IpAddr>,
+    extra_names: Vec<String>,
 }
 
 impl NodeIdentity {
@@ -43,7 +44,21 @@ impl NodeIdentity {
             node_name: node_name.to_owned(),
             hostname: hostname.to_owned(),
             ips: unique,
+            extra_names: Vec::new(),
         })
+    }
+
+    /// Adds DNS SANs beyond the hostname and node name: the DNS names a cloud's Node
+    /// lists (`ExternalDNS`, `InternalDNS`), which a kubelet puts in its CSR. Each must be
+    /// a DNS-1123 subdomain; repeats are dropped.
+    pub fn with_dns_names(mut self, names: &[String]) -> Result<Self, KubeletError> {
+        for name in names {
+            check_subdomain("DNS name", name)?;
+            if !self.dns_names().contains(name) {
+                self.extra_names.push(name.clone());
+            }
+        }
+        Ok(self)
     }
 
     /// The node name.
@@ -66,12 +81,14 @@ impl NodeIdentity {
         format!("system:node:{}", self.node_name)
     }
 
-    /// The DNS SANs: the hostname, then the node name if it differs.
+    /// The DNS SANs: the hostname, then the node name if it differs, then any names
+    /// added with [`with_dns_names`](Self::with_dns_names).
     pub fn dns_names(&self) -> Vec<String> {
         let mut names = vec![self.hostname.clone()];
         if self.node_name != self.hostname {
             names.push(self.node_name.clone());
         }
+        names.extend(self.extra_names.iter().cloned());
         names
     }
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ipnet::IpNet;
+use rubber_stamp_agent::cloud::CloudFacts;
 use rubber_stamp_agent::config::Timings;
 use rubber_stamp_agent::facts::Facts;
 use rubber_stamp_agent::session::{ApproverCa, SessionContext, SessionError, SessionEvents};
@@ -31,6 +32,8 @@ pub struct ReportedFacts {
     pub machine_id: String,
     /// Boot id (UUID).
     pub boot_id: String,
+    /// What the node's cloud metadata states (cloud nodes), as the agent reports it.
+    pub cloud: Option<CloudFacts>,
 }
 
 /// How to reach the approver replicas.
@@ -95,6 +98,7 @@ impl LoopbackAttester {
         let mut node = node_facts(&facts.hostname, facts.interfaces)?;
         node.machine_id = Some(facts.machine_id).filter(|id| !id.is_empty());
         node.boot_id = Some(facts.boot_id).filter(|id| !id.is_empty());
+        node.cloud = facts.cloud;
         let acked = Arc::new(AckedBy::default());
         let context = SessionContext {
             server_name: config.server_name,

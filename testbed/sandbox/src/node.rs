@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeStatus, NodeSystemInfo};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
+use rubber_stamp_agent::cloud::CloudFacts;
 use rubber_stamp_testkit::command::AgentCommand;
 
 use super::attester::{AttesterConfig, LoopbackAttester, ReportedFacts};
@@ -64,6 +65,21 @@ pub enum Placement {
     },
 }
 
+/// What a cloud states about a node: the sandbox's cloud nodes have a metadata service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloudInstance {
+    /// The public address the cloud maps to the node by 1:1 NAT (on no interface).
+    pub public: IpAddr,
+    /// The cloud's DNS name for it (a Node's `ExternalDNS`), if any.
+    pub external_dns: Option<String>,
+    /// Whether the node's Node lists them (as the cloud controller manager writes an honest
+    /// instance's addresses; a rogue's metadata states what its Node does not).
+    pub in_node_status: bool,
+}
+
+/// Where every cloud serves instance metadata; the sandbox puts it on a cloud host's `lo`.
+pub const METADATA_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254));
+
 /// The running agent of a node.
 #[derive(Debug)]
 enum Agent {
@@ -91,6 +107,10 @@ pub struct SimNode {
     agent: Option<Agent>,
     agent_starts: u32,
     kubelet: Option<HostProcess>,
+    /// What its cloud states (cloud nodes only).
+    cloud: Option<CloudInstance>,
+    /// Namespace mode: the cloud node's metadata service.
+    metadata: Option<HostProcess>,
 }
 
 impl SimNode {
@@ -132,7 +152,22 @@ impl SimNode {
             agent: None,
             agent_starts: 0,
             kubelet: None,
+            cloud: None,
+            metadata: None,
         })
+    }
+
+    /// Makes the node a cloud instance: its cloud states `instance` (through a metadata
+    /// service in namespace mode; in the attester's report in loopback mode), its kubelet
+    /// asks for the public address and DNS name as a cloud kubelet does, and, when
+    /// `in_node_status`, its Node lists them. Call before registering and starting.
+    pub fn set_cloud(&mut self, instance: CloudInstance) {
+        self.cloud = Some(instance);
+    }
+
+    /// What the node's cloud states, if it is a cloud instance.
+    pub fn cloud(&self) -> Option<&CloudInstance> {
+        self.cloud.as_ref()
     }
 
     /// The node name.
@@ -229,6 +264,18 @@ impl SimNode {
             type_: "Hostname".to_owned(),
             address: self.name.clone(),
         });
+        if let Some(cloud) = self.cloud.as_ref().filter(|c| c.in_node_status) {
+            addresses.push(NodeAddress {
+                type_: "ExternalIP".to_owned(),
+                address: cloud.public.to_string(),
+            });
+            if let Some(dns) = &cloud.external_dns {
+                addresses.push(NodeAddress {
+                    type_: "ExternalDNS".to_owned(),
+                    address: dns.clone(),
+                });
+            }
+        }
         let status = NodeStatus {
             addresses: Some(addresses),
             node_info: Some(NodeSystemInfo {
@@ -317,6 +364,12 @@ impl SimNode {
             )));
         }
         self.agent_starts += 1;
+        if let Placement::Host(host) = &self.placement
+            && self.cloud.is_some()
+            && self.metadata.is_none()
+        {
+            self.metadata = Some(self.start_metadata(ctx, host)?);
+        }
         self.agent = Some(match &self.placement {
             Placement::Host(host) => {
                 let t = &ctx.timings;
@@ -337,6 +390,12 @@ impl SimNode {
                     .duration("keepalive-timeout", t.agent_keepalive / 2)
                     .flag("machine-id-path", self.dir.join("machine-id"))
                     .flag("boot-id-path", self.dir.join("boot_id"))
+                    // A cloud node detects its cloud (`auto`, the default); the others are
+                    // bare metal, whatever the machine running the sandbox can reach.
+                    .flag(
+                        "cloud-metadata",
+                        if self.cloud.is_some() { "auto" } else { "off" },
+                    )
                     .log_filter("info")
                     .args(),
                 );
@@ -384,6 +443,7 @@ impl SimNode {
                             interfaces,
                             machine_id: self.machine_id.clone(),
                             boot_id: self.boot_id.clone(),
+                            cloud: self.cloud.as_ref().map(|c| self.cloud_facts(c)),
                         },
                     )
                     .map_err(|e| {
@@ -393,6 +453,73 @@ impl SimNode {
             }
         });
         Ok(())
+    }
+
+    /// Loopback mode: what the AWS metadata service would state, as the agent reports it.
+    fn cloud_facts(&self, cloud: &CloudInstance) -> CloudFacts {
+        let mut addresses: Vec<IpAddr> = self
+            .addresses
+            .iter()
+            .map(IpNet::addr)
+            .filter(IpAddr::is_ipv4)
+            .chain([cloud.public])
+            .collect();
+        addresses.sort();
+        addresses.dedup();
+        CloudFacts {
+            source: "cloud:aws".to_owned(),
+            addresses,
+            dns_names: cloud.external_dns.iter().cloned().collect(),
+            problem: None,
+        }
+    }
+
+    /// Namespace mode: starts the cloud node's metadata service (AWS's protocol, the
+    /// project's own `metadata-sim`) at 169.254.169.254:80 on the host's `lo`, and waits
+    /// until it listens.
+    fn start_metadata(&self, ctx: &NodeContext, host: &Host) -> Result<HostProcess, SandboxError> {
+        let Some(cloud) = &self.cloud else {
+            return Err(SandboxError::Setup(format!(
+                "{} is not a cloud node",
+                self.name
+            )));
+        };
+        if !host.has_address(METADATA_ADDRESS)? {
+            host.add_loopback_address(IpNet::new_assert(METADATA_ADDRESS, 32))?;
+        }
+        let ready = self.dir.join("metadata.ready");
+        let _ = std::fs::remove_file(&ready);
+        let mut cmd = Command::new(&ctx.binaries.metadata_sim);
+        cmd.arg("--listen")
+            .arg(SocketAddr::new(METADATA_ADDRESS, 80).to_string())
+            .args(["--provider", "aws"])
+            .arg("--public-ip")
+            .arg(cloud.public.to_string())
+            .arg("--ready-file")
+            .arg(&ready);
+        for ip in self
+            .addresses
+            .iter()
+            .map(IpNet::addr)
+            .filter(IpAddr::is_ipv4)
+        {
+            cmd.arg("--private-ip").arg(ip.to_string());
+        }
+        if let Some(dns) = &cloud.external_dns {
+            cmd.arg("--public-name").arg(dns);
+        }
+        let process = host.spawn("metadata-sim", &cmd)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ready.exists() {
+            if Instant::now() > deadline {
+                return Err(SandboxError::Setup(format!(
+                    "{}: metadata-sim did not listen within 10 s",
+                    self.name
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(process)
     }
 
     /// Whether an agent (or attester) is running.
@@ -469,6 +596,17 @@ impl SimNode {
                 .collect::<Vec<_>>()
                 .join(",")
         };
+        // A cloud kubelet asks for every address of its Node: the public one and the
+        // cloud's DNS name too.
+        let cloud_ips: Option<Vec<IpAddr>> = self.cloud.as_ref().map(|c| {
+            let mut all = ips.map_or_else(|| self.addresses(), <[IpAddr]>::to_vec);
+            all.push(c.public);
+            all
+        });
+        let ips = cloud_ips.as_deref().or(ips);
+        if let Some(dns) = self.cloud.as_ref().and_then(|c| c.external_dns.as_ref()) {
+            cmd.arg("--dns-name").arg(dns);
+        }
         let process = match &self.placement {
             Placement::Host(host) => {
                 cmd.args(["--port", &KUBELET_PORT.to_string()]);

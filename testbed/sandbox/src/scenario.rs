@@ -3,8 +3,10 @@
 //! puts that IP on a dummy interface so its agent attests it stays pending
 //! (AddressConflict); a node whose agent never runs stays pending
 //! (AwaitingAttestation); a node renamed to a cluster Service's name, whose
-//! agent attests that hostname, is denied (NameNotAllowed). Then the CIS
-//! 1.2.5 proof.
+//! agent attests that hostname, is denied (NameNotAllowed); a cloud node's
+//! public address and DNS name, stated by its metadata service, are approved, and a
+//! rogue whose metadata claims that address stays pending (AddressConflict). Then the
+//! CIS 1.2.5 proof.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -12,6 +14,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::csr::{self, Condition, CsrRow};
+use super::node::CloudInstance;
 use super::proof::{self, Verified};
 use super::{Mode, Sandbox, SandboxError};
 
@@ -20,6 +23,12 @@ pub const DUMMY_INTERFACE: &str = "dummy0";
 
 /// The hostname the DNS thief gives its node: the API server's in-cluster name.
 pub const SERVICE_HOSTNAME: &str = "kubernetes.default.svc";
+
+/// The cloud node's public address (1:1 NAT, on no interface; TEST-NET-3).
+pub const CLOUD_PUBLIC: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 10));
+
+/// The cloud's DNS name for it, as AWS names public addresses.
+pub const CLOUD_DNS: &str = "ec2-203-0-113-10.compute-1.amazonaws.com";
 
 /// What a node in the scenario does.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,12 +51,22 @@ pub enum Role {
     /// Renames the node to a cluster Service name (root's `hostname`), so its
     /// agent attests that hostname and its kubelet asks for it.
     DnsThief,
+    /// A cloud instance: its cloud's metadata service states a public address (1:1 NAT,
+    /// on no interface) and a DNS name, its Node lists them, and its kubelet asks for both,
+    /// as a cloud kubelet does.
+    Cloud,
+    /// Its metadata (which root on the node controls) states `victim`'s public address,
+    /// and its kubelet asks for it.
+    CloudRogue {
+        /// Whose public address it claims.
+        victim: String,
+    },
 }
 
 impl Role {
     /// Whether the node is one of the rogue cases.
     pub fn is_rogue(&self) -> bool {
-        !matches!(self, Self::Honest)
+        !matches!(self, Self::Honest | Self::Cloud)
     }
 
     /// The approver's expected answer, in words and as (condition, reason).
@@ -58,6 +77,8 @@ impl Role {
             Self::Squatter { .. } => (Condition::Pending, "AddressConflict"),
             Self::Silent => (Condition::Pending, "AwaitingAttestation"),
             Self::DnsThief => (Condition::Denied, "NameNotAllowed"),
+            Self::Cloud => (Condition::Approved, "AutoApproved"),
+            Self::CloudRogue { .. } => (Condition::Pending, "AddressConflict"),
         }
     }
 }
@@ -65,7 +86,7 @@ impl Role {
 /// How to run the scenario.
 #[derive(Clone, Debug)]
 pub struct ScenarioOptions {
-    /// Honest nodes (`worker-1`…).
+    /// Honest nodes (`worker-1`…); with at least one, a cloud node (`cloud-1`) joins them.
     pub honest: usize,
     /// Include the four rogue cases.
     pub rogues: bool,
@@ -88,6 +109,9 @@ pub fn cast(options: &ScenarioOptions) -> Vec<(String, Role)> {
     let mut cast: Vec<(String, Role)> = (1..=options.honest)
         .map(|i| (format!("worker-{i}"), Role::Honest))
         .collect();
+    if options.honest > 0 {
+        cast.push(("cloud-1".to_owned(), Role::Cloud));
+    }
     if options.rogues && options.honest > 0 {
         let victim = "worker-1".to_owned();
         cast.push((
@@ -99,6 +123,12 @@ pub fn cast(options: &ScenarioOptions) -> Vec<(String, Role)> {
         cast.push(("squatter".to_owned(), Role::Squatter { victim }));
         cast.push(("no-agent".to_owned(), Role::Silent));
         cast.push(("dns-thief".to_owned(), Role::DnsThief));
+        cast.push((
+            "cloud-rogue".to_owned(),
+            Role::CloudRogue {
+                victim: "cloud-1".to_owned(),
+            },
+        ));
     }
     cast
 }
@@ -175,8 +205,25 @@ pub async fn run(
         ),
     );
 
-    for (name, _) in &cast {
+    for (name, role) in &cast {
         sandbox.add_node(name).await?;
+        if *role == Role::Cloud {
+            sandbox.node_mut(name)?.set_cloud(CloudInstance {
+                public: CLOUD_PUBLIC,
+                external_dns: Some(CLOUD_DNS.to_owned()),
+                in_node_status: true,
+            });
+            sandbox
+                .node(name)?
+                .update_node_addresses(sandbox.admin())
+                .await?;
+            sandbox.say(
+                name,
+                format!(
+                    "a cloud instance: its metadata service (169.254.169.254, AWS's protocol) states the public address {CLOUD_PUBLIC} (1:1 NAT, on no interface) and {CLOUD_DNS}; its Node lists them and its kubelet will ask for them → expect Approved,Issued"
+                ),
+            );
+        }
     }
     let (honest_cast, rogue_cast): (Vec<_>, Vec<_>) =
         cast.iter().cloned().partition(|(_, r)| !r.is_rogue());
@@ -265,7 +312,6 @@ async fn announce_rogues(
 ) -> Result<(), SandboxError> {
     for (name, role) in rogues {
         match role {
-            Role::Honest => {}
             Role::Thief { victim } => {
                 let ip = victim_ip(sandbox, victim)?;
                 sandbox.say(
@@ -291,6 +337,20 @@ async fn announce_rogues(
                     ),
                 );
             }
+            Role::CloudRogue { victim } => {
+                sandbox.node_mut(name)?.set_cloud(CloudInstance {
+                    public: CLOUD_PUBLIC,
+                    external_dns: None,
+                    in_node_status: false,
+                });
+                sandbox.say(
+                    name,
+                    format!(
+                        "rogue: its metadata service (root on the node controls what its agent reads) states {victim}'s public address {CLOUD_PUBLIC}, and its kubelet asks for it → expect Pending (AddressConflict: {victim}'s metadata states it and {victim}'s Node lists it)"
+                    ),
+                );
+            }
+            Role::Honest | Role::Cloud => {}
             Role::Silent => sandbox.say(
                 name,
                 "its agent never runs: nothing attests this node → expect Pending (AwaitingAttestation)",
@@ -477,6 +537,35 @@ async fn prove(sandbox: &Sandbox, cast: &[(String, Role)], rows: &[CsrRow]) -> V
                 node: name.clone(),
                 addr: Some(addr),
                 expected: Some(expected),
+                result,
+                should_verify: true,
+            });
+        }
+        // A cloud node is reached at its public address through 1:1 NAT: its certificate
+        // must verify for that address too.
+        if let Some(public) = node.cloud().map(|c| c.public) {
+            let addr = match (node.placement(), node.ipv4()) {
+                (super::node::Placement::Host(_), Some(private)) => {
+                    SocketAddr::new(IpAddr::V4(private), serving.port())
+                }
+                _ => serving,
+            };
+            let result = proof::verify_kubelet(&ca, addr, public)
+                .await
+                .map_err(|e| e.to_string());
+            match &result {
+                Ok(v) => narrator.raw(format!(
+                    "  {name:<10} {addr} verified for its public address {public} (1:1 NAT): SANs {}",
+                    v.sans.join(", ")
+                )),
+                Err(e) => narrator.raw(format!(
+                    "  {name:<10} {addr} FAILED for its public address {public}: {e}"
+                )),
+            }
+            lines.push(ProofLine {
+                node: name.clone(),
+                addr: Some(addr),
+                expected: Some(public),
                 result,
                 should_verify: true,
             });

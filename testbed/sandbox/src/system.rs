@@ -217,6 +217,13 @@ impl Sandbox {
         let serving = ServingPki::create(&state_path, &replica_ips)?;
         let client_ca = control.cluster.ca().write_cert(&state_path, "cluster-ca")?;
         let policy_path = state_path.join("policy.yaml");
+        // The cloud node's public address is in the cloud's public range, which an operator
+        // of a cloud cluster pins too (docs/policy.md#metadatasources).
+        let mut allowed = allowed;
+        allowed.push(IpNet::new_assert(
+            super::scenario::CLOUD_PUBLIC,
+            CLOUD_PUBLIC_PREFIX,
+        ));
         let policy = policy_yaml(t.max_age, &allowed);
         Policy::from_yaml(&policy)
             .map_err(|e| SandboxError::Setup(format!("the sandbox's policy is invalid: {e}")))?;
@@ -655,11 +662,14 @@ fn choose_mode(choice: ModeChoice) -> Result<Mode, SandboxError> {
     }
 }
 
+/// The prefix of the cloud's public range the sandbox allows (TEST-NET-3, 203.0.113.0/24).
+const CLOUD_PUBLIC_PREFIX: u8 = 24;
+
 /// The approver policy the sandbox runs with.
 fn policy_yaml(max_age: Duration, allowed: &[IpNet]) -> String {
     let mut out = String::from(
         "# Written by the sandbox: serving certificates only for addresses in the\n\
-         # sandbox's node networks, and denials on (the default).\n",
+         # sandbox's node networks and its cloud's public range, and denials on (the default).\n",
     );
     out.push_str(&format!("attestationMaxAge: {}\n", duration_flag(max_age)));
     out.push_str("allowedCidrs:\n");

@@ -70,6 +70,11 @@ struct Args {
     )]
     node_ips: Vec<IpAddr>,
 
+    /// A further DNS SAN, as a cloud Node's ExternalDNS or InternalDNS address puts one in
+    /// a kubelet's CSR; repeat or comma-separate for several [default: none].
+    #[arg(long = "dns-name", env = "KUBELET_SIM_DNS_NAME", value_delimiter = ',')]
+    dns_names: Vec<String>,
+
     /// spec.expirationSeconds of the CSR (at least 600) [default: unset].
     #[arg(long, env = "KUBELET_SIM_EXPIRATION_SECONDS",
           value_parser = clap::value_parser!(i32).range(600..))]
@@ -161,7 +166,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         args.node_ips.clone()
     };
-    let identity = NodeIdentity::new(&node_name, &hostname, &ips)?;
+    let identity =
+        NodeIdentity::new(&node_name, &hostname, &ips)?.with_dns_names(&args.dns_names)?;
     let status = Status {
         node: node_name.clone(),
     };

@@ -28,6 +28,9 @@ struct Args {
     /// The public DNS name.
     #[arg(long)]
     public_name: Option<String>,
+    /// A file to create once the service listens (for whoever waits to start a client).
+    #[arg(long)]
+    ready_file: Option<std::path::PathBuf>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -48,6 +51,9 @@ async fn main() -> anyhow::Result<()> {
         },
     )?;
     tracing::info!(addr = %service.addr(), provider = ?args.provider, "serving instance metadata");
+    if let Some(path) = &args.ready_file {
+        std::fs::write(path, service.addr().to_string())?;
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => {}
