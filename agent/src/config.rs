@@ -92,7 +92,9 @@ pub struct AgentArgs {
 
     /// Which cloud's instance metadata to read as a second source of facts (the public
     /// address and DNS names a cloud's kubelet puts in its CSR): `auto` detects it in the
-    /// background; `off` reads none.
+    /// background (probing again every minute while none answers); naming the provider
+    /// makes an unreadable service count as incomplete (CSRs wait) rather than absent;
+    /// `off` reads none.
     #[arg(
         long,
         env = "RUBBER_STAMP_CLOUD_METADATA",

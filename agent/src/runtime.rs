@@ -111,14 +111,30 @@ pub fn fit_descriptors(config: &mut AgentConfig) {
 }
 
 /// Detects the cloud in the background (`auto`), then reads the facts again so that every
-/// stream reports the outcome at once.
+/// stream reports the outcome at once; while no metadata service answers, probes again
+/// every [`REDETECT_INTERVAL`](crate::cloud::REDETECT_INTERVAL).
 async fn detect_cloud(cloud: Cloud, facts: Facts, stop: CancellationToken) {
-    tokio::select! {
-        () = stop.cancelled() => {}
-        () = cloud.detect() => {
-            if let Err(error) = facts.refresh().await {
-                tracing::warn!(%error, "reading the node's facts after detecting the cloud");
-            }
+    if !cloud.detects() {
+        return;
+    }
+    let mut first = true;
+    loop {
+        let found = tokio::select! {
+            () = stop.cancelled() => return,
+            found = cloud.detect() => found,
+        };
+        if (found || first)
+            && let Err(error) = facts.refresh().await
+        {
+            tracing::warn!(%error, "reading the node's facts after detecting the cloud");
+        }
+        if found {
+            return;
+        }
+        first = false;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(crate::cloud::REDETECT_INTERVAL) => {}
         }
     }
 }

@@ -180,3 +180,20 @@ async fn an_answer_that_is_not_a_name_is_refused_with_the_reason() -> TestResult
     assert!(problem.contains("is not a DNS name"), "{problem}");
     Ok(())
 }
+
+#[tokio::test]
+async fn auto_finds_a_service_that_was_unreachable_when_the_agent_started() -> TestResult {
+    let service = service(SimProvider::Gcp).await?;
+    service.set_fault(Fault::Slow(Duration::from_secs(30)));
+    let cloud = cloud(CloudMode::Auto, service.addr());
+    assert!(!cloud.detect().await);
+    assert_eq!(*cloud.detection().borrow(), Detection::None);
+    // The runtime probes again later (every REDETECT_INTERVAL); then it answers.
+    service.set_fault(Fault::None);
+    assert!(cloud.detect().await);
+    assert_eq!(*cloud.detection().borrow(), Detection::Found(Provider::Gcp));
+    // A named provider is never detected: its failures are reported as incomplete.
+    let named = self::cloud(CloudMode::Aws, service.addr());
+    assert!(!named.detects());
+    Ok(())
+}

@@ -37,6 +37,9 @@ use self::http::{MetadataClient, MetadataError};
 pub const METADATA_ENDPOINT: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254)), 80);
 
+/// How often `auto` probes again while no metadata service answered.
+pub const REDETECT_INTERVAL: Duration = Duration::from_secs(60);
+
 /// The default bound on one read (detection or facts).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -275,17 +278,27 @@ impl Cloud {
         }
     }
 
+    /// Whether this reader detects its cloud (`auto`).
+    pub fn detects(&self) -> bool {
+        self.config.mode == CloudMode::Auto
+    }
+
     /// Where detection stands, notified when it ends.
     pub fn detection(&self) -> watch::Receiver<Detection> {
         self.detection.subscribe()
     }
 
     /// Probes every provider at once, within the timeout, and settles on the first (in
-    /// [`Provider::ALL`] order) whose service answers as it should. Does nothing unless
-    /// the mode is `auto` and detection has not ended.
-    pub async fn detect(&self) {
-        if *self.detection.borrow() != Detection::Detecting {
-            return;
+    /// [`Provider::ALL`] order) whose service answers as it should; returns whether one
+    /// did. Does nothing (and says whether a provider is known) unless the mode is `auto`
+    /// and no provider was found yet: the runtime probes again every
+    /// [`REDETECT_INTERVAL`] while none answered, so a service that was unreachable when
+    /// the agent started is found later.
+    pub async fn detect(&self) -> bool {
+        match *self.detection.borrow() {
+            Detection::Found(_) => return true,
+            Detection::None if self.config.mode != CloudMode::Auto => return false,
+            Detection::Detecting | Detection::None => {}
         }
         let probes = Provider::ALL.map(|p| {
             let client = self.client;
@@ -298,14 +311,16 @@ impl Cloud {
             .into_iter()
             .find(|p| results.iter().any(|(q, result)| q == p && result.is_ok()));
         let detection = found.map_or(Detection::None, Detection::Found);
+        let previous = self.detection.send_replace(detection);
         match found {
             Some(p) => tracing::info!(source = p.source(), "cloud metadata service detected"),
-            None => tracing::info!(
+            None if previous == Detection::Detecting => tracing::info!(
                 endpoint = %self.config.endpoint,
-                "no cloud metadata service answered: reporting the interfaces only"
+                "no cloud metadata service answered: reporting the interfaces only (probing again every {REDETECT_INTERVAL:?}; name the provider with --cloud-metadata to have an unreadable service reported as incomplete instead)"
             ),
+            None => {}
         }
-        self.detection.send_replace(detection);
+        found.is_some()
     }
 
     /// Reads the metadata now, within the timeout: `None` when there is none to read.
