@@ -7,7 +7,9 @@
 //! on evidence (fresh, complete, consistent facts received after the CSR, not
 //! doubted by the Node), `deny: never` never denies, no approved IP is a
 //! Service's cluster IP or in a ServiceCIDR, and `decide` agrees with
-//! `decide_parsed`.
+//! `decide_parsed`. Attestations may carry a cloud's metadata (complete or not), and the
+//! policy may accept any cloud's, none or only one's: the oracle counts an accepted
+//! source's addresses and names as the node's, and every source's as a claim.
 #![no_main]
 
 use std::net::IpAddr;
@@ -19,10 +21,10 @@ use libfuzzer_sys::fuzz_target;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, SanType,
 };
-use rubber_stamp_core::policy::DnsSuffix;
+use rubber_stamp_core::policy::{DnsSuffix, SourcePattern};
 use rubber_stamp_core::{
     Attestation, AttestationSet, CheckName, CsrInput, Decision, DenyMode, INTERFACES_SOURCE,
-    InterfaceFacts, KUBELET_SERVING_SIGNER, Listing, NodeAddress, NodeRecord, NodeSet, Observed,
+    InterfaceFacts, KUBELET_SERVING_SIGNER, Listing, MetadataFacts, NodeAddress, NodeRecord, NodeSet, Observed,
     Policy, Reason, ServiceAddress, ServiceField, ServiceLookup as _, ServiceRange,
     ServiceRecord, ServiceSet, SourceReport, decide, decide_parsed, names, parse_request,
 };
@@ -147,7 +149,21 @@ struct Att {
     /// None: the agent says nothing about completeness (an old agent);
     /// Some(false): it says the interfaces were cut.
     complete: Option<bool>,
+    /// What a cloud's metadata states, when the agent read one.
+    cloud: Option<Cloud>,
 }
+
+#[derive(Arbitrary, Debug)]
+struct Cloud {
+    /// Even: `cloud:aws`, odd: `cloud:gcp`.
+    provider: u8,
+    ips: Vec<Ip>,
+    names: Vec<Name>,
+    complete: bool,
+}
+
+/// The metadata source names the fuzzer uses.
+const CLOUDS: [&str; 2] = ["cloud:aws", "cloud:gcp"];
 
 #[derive(Arbitrary, Debug)]
 struct NodeRec {
@@ -186,6 +202,10 @@ struct Knobs {
     max_expiration: Option<u32>,
     clock_skew: u8,
     overlapping_suffixes: bool,
+    /// metadataSources.ipSans and .dnsSans: 0 any cloud (the default), 1 none, else
+    /// `cloud:aws` only.
+    meta_ip: u8,
+    meta_dns: u8,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -295,6 +315,15 @@ fn policy(k: &Knobs) -> Policy {
                 .extend(DnsSuffix::new("example.com").into_iter());
         }
     }
+    let sources = |choice: u8| -> Vec<SourcePattern> {
+        match choice % 3 {
+            0 => SourcePattern::new("cloud:*").into_iter().collect(),
+            1 => Vec::new(),
+            _ => SourcePattern::new("cloud:aws").into_iter().collect(),
+        }
+    };
+    p.metadata_sources.ip_sans = sources(k.meta_ip);
+    p.metadata_sources.dns_sans = sources(k.meta_dns);
     p.denied_cidrs = k.denied.iter().filter_map(|(ip, n)| net(ip, *n)).collect();
     p.allowed_cidrs = k.allowed.iter().filter_map(|(ip, n)| net(ip, *n)).collect();
     p.validated().unwrap_or_default()
@@ -369,10 +398,26 @@ fuzz_target!(|input: Input| {
                 None => Vec::new(),
                 Some(true) => vec![SourceReport::complete(INTERFACES_SOURCE)],
                 Some(false) => vec![SourceReport::incomplete(INTERFACES_SOURCE, "cut")],
-            },
-            // The oracle below knows interfaces only; metadata sources have their own
-            // table tests (core/tests/suite/metadata.rs).
-            metadata: Vec::new(),
+            }
+            .into_iter()
+            .chain(a.cloud.iter().map(|c| {
+                let source = CLOUDS[c.provider as usize % 2];
+                if c.complete {
+                    SourceReport::complete(source)
+                } else {
+                    SourceReport::incomplete(source, "timed out")
+                }
+            }))
+            .collect(),
+            metadata: a
+                .cloud
+                .iter()
+                .map(|c| MetadataFacts {
+                    source: CLOUDS[c.provider as usize % 2].to_owned(),
+                    addresses: c.ips.iter().take(4).map(Ip::addr).collect(),
+                    dns_names: c.names.iter().take(3).map(Name::text).collect(),
+                })
+                .collect(),
         })
         .collect();
     let set: AttestationSet = attestations.iter().cloned().collect();
@@ -528,11 +573,18 @@ fuzz_target!(|input: Input| {
                 && i.addresses.iter().any(|n| n.addr().to_canonical() == ip)
         })
     };
+    // What the node's metadata states, from sources the policy accepts.
+    let stated_ip = |ip: IpAddr| {
+        own.metadata.iter().any(|m| {
+            policy.metadata_sources.backs_ip_sans(&m.source)
+                && m.addresses.iter().any(|a| a.to_canonical() == ip)
+        })
+    };
     for ip in &sans.ips {
         assert!(names::ip_problem(*ip).is_none());
         assert!(
-            counted(&own, *ip),
-            "{ip} approved but not attested on a counted interface"
+            counted(&own, *ip) || stated_ip(*ip),
+            "{ip} approved but neither attested on a counted interface nor stated by accepted metadata"
         );
         assert!(policy.denied_network_of(*ip).is_none() && policy.is_allowed_address(*ip));
         // Approved only with the Service rule evaluated (or off), and never for a
@@ -552,7 +604,8 @@ fuzz_target!(|input: Input| {
             // On any interface of the other node, excluded ones included.
             if other.node_name != node && fresh(other) {
                 assert!(
-                    !other.addresses().any(|(_, a)| a == *ip),
+                    !other.addresses().any(|(_, a)| a == *ip)
+                        && !other.metadata_addresses().any(|(_, a)| a == *ip),
                     "{ip} approved while {} attests it",
                     other.node_name
                 );
@@ -596,16 +649,25 @@ fuzz_target!(|input: Input| {
         let mine = |n: &str| {
             names::same_name(n, node) || (hostname_counts && names::same_name(n, &own.hostname))
         };
+        let stated_name = own.metadata.iter().any(|m| {
+            policy.metadata_sources.backs_dns_sans(&m.source)
+                && m.dns_names.iter().any(|n| names::same_name(n, dns))
+        });
         assert!(
-            readings.iter().any(|r| mine(r)),
-            "{dns} approved but neither node name nor hostname"
+            readings.iter().any(|r| mine(r)) || stated_name,
+            "{dns} approved but neither node name nor hostname nor stated by accepted metadata"
         );
         for other in set.iter() {
             if other.node_name != node && fresh(other) {
                 for r in &readings {
                     assert!(
                         !names::same_name(r, &other.node_name)
-                            && !names::same_name(r, &other.hostname),
+                            && !names::same_name(r, &other.hostname)
+                            && !other
+                                .metadata
+                                .iter()
+                                .flat_map(|m| &m.dns_names)
+                                .any(|n| names::same_name(r, n)),
                         "{dns} approved although {} is also {}",
                         r,
                         other.node_name
