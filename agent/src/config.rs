@@ -111,8 +111,9 @@ pub struct AgentArgs {
     )]
     pub cloud_metadata_endpoint: SocketAddr,
 
-    /// Longest time one reading of the metadata service (or its detection) may take; a
-    /// slower service is reported as incomplete, which never supports a denial.
+    /// Longest time one reading of the metadata service, or one detection probe, may take
+    /// (half of it to connect); a known provider's reading that takes longer is reported as
+    /// incomplete, which never supports a denial.
     #[arg(long, env = "RUBBER_STAMP_CLOUD_METADATA_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub cloud_metadata_timeout: Duration,
 

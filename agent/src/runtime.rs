@@ -112,7 +112,7 @@ pub fn fit_descriptors(config: &mut AgentConfig) {
 
 /// Detects the cloud in the background (`auto`), then reads the facts again so that every
 /// stream reports the outcome at once; while no metadata service answers, probes again
-/// every [`REDETECT_INTERVAL`](crate::cloud::REDETECT_INTERVAL).
+/// ([`Cloud::redetect_after`]).
 async fn detect_cloud(cloud: Cloud, facts: Facts, stop: CancellationToken) {
     if !cloud.detects() {
         return;
@@ -134,7 +134,7 @@ async fn detect_cloud(cloud: Cloud, facts: Facts, stop: CancellationToken) {
         first = false;
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(crate::cloud::REDETECT_INTERVAL) => {}
+            () = tokio::time::sleep(cloud.redetect_after()) => {}
         }
     }
 }

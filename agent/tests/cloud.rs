@@ -122,7 +122,7 @@ async fn auto_detects_each_provider_and_none_where_nothing_answers() -> TestResu
 }
 
 #[tokio::test]
-async fn a_slow_service_costs_at_most_the_timeout_and_detects_as_none() -> TestResult {
+async fn a_slow_service_costs_at_most_the_timeout_and_keeps_detection_open() -> TestResult {
     let service = service(SimProvider::Aws).await?;
     service.set_fault(Fault::Slow(Duration::from_secs(30)));
     let started = Instant::now();
@@ -135,9 +135,27 @@ async fn a_slow_service_costs_at_most_the_timeout_and_detects_as_none() -> TestR
     assert!(problem.contains("no answer within"), "{problem}");
     assert!(facts.addresses.is_empty());
 
+    // Something connects but does not answer: ambiguous, not bare metal. The source stays
+    // incomplete (no denial rests on the reports) and detection goes on.
     let cloud = cloud(CloudMode::Auto, service.addr());
-    cloud.detect().await;
-    assert_eq!(*cloud.detection().borrow(), Detection::None);
+    assert!(!cloud.detect().await);
+    assert_eq!(*cloud.detection().borrow(), Detection::Detecting);
+    assert_eq!(cloud.read().await.ok_or("detecting")?.source, "cloud");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_reading_cut_at_a_limit_keeps_what_it_read_and_says_so() -> TestResult {
+    let service = service(SimProvider::Aws).await?;
+    let public: Vec<IpAddr> = (0..70u8).map(|i| IpAddr::from([198, 51, 100, i])).collect();
+    service.set_instance(Instance {
+        public,
+        ..instance()
+    });
+    let facts = read(CloudMode::Aws, service.addr()).await;
+    assert_eq!(facts.addresses.len(), 64);
+    let problem = facts.problem.ok_or("a cut reading is incomplete")?;
+    assert!(problem.contains("more than 64 addresses"), "{problem}");
     Ok(())
 }
 
@@ -145,7 +163,7 @@ async fn a_slow_service_costs_at_most_the_timeout_and_detects_as_none() -> TestR
 async fn redirects_oversized_and_garbage_answers_mark_the_source_incomplete() -> TestResult {
     for (fault, expected) in [
         (Fault::Redirect, "redirect"),
-        (Fault::Oversized(200 * 1024), "larger than 65536 bytes"),
+        (Fault::Oversized(400 * 1024), "larger than 262144 bytes"),
         (Fault::Garbage, "not UTF-8"),
     ] {
         for (sim, mode) in [
@@ -187,8 +205,8 @@ async fn auto_finds_a_service_that_was_unreachable_when_the_agent_started() -> T
     service.set_fault(Fault::Slow(Duration::from_secs(30)));
     let cloud = cloud(CloudMode::Auto, service.addr());
     assert!(!cloud.detect().await);
-    assert_eq!(*cloud.detection().borrow(), Detection::None);
-    // The runtime probes again later (every REDETECT_INTERVAL); then it answers.
+    assert_eq!(*cloud.detection().borrow(), Detection::Detecting);
+    // The runtime probes again later (sooner while ambiguous); then it answers.
     service.set_fault(Fault::None);
     assert!(cloud.detect().await);
     assert_eq!(*cloud.detection().borrow(), Detection::Found(Provider::Gcp));

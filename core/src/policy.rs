@@ -326,9 +326,13 @@ impl<'de> Deserialize<'de> for SourcePattern {
 pub struct MetadataSources {
     /// Sources whose stated addresses support IP SANs. Default `[cloud:*]`.
     pub ip_sans: Vec<SourcePattern>,
-    /// Sources whose stated DNS names support DNS SANs, exactly as stated. Default
-    /// `[cloud:*]`.
+    /// Sources whose stated DNS names support DNS SANs, exactly as stated, when the name
+    /// is in the cloud's own instance domains ([`in_cloud_instance_domain`]) or under
+    /// `dnsSuffixes`. Default `[cloud:*]`.
     pub dns_sans: Vec<SourcePattern>,
+    /// Further domains whose names a metadata source may back (a VPC's own DHCP domain,
+    /// OpenStack's `dhcp_domain`). Default: none.
+    pub dns_suffixes: Vec<DnsSuffix>,
 }
 
 impl Default for MetadataSources {
@@ -337,6 +341,7 @@ impl Default for MetadataSources {
         Self {
             ip_sans: any(),
             dns_sans: any(),
+            dns_suffixes: Vec::new(),
         }
     }
 }
@@ -347,9 +352,52 @@ impl MetadataSources {
         self.ip_sans.iter().any(|p| p.matches(source))
     }
 
-    /// Whether `source`'s DNS names may support DNS SANs.
+    /// Whether `source` may support DNS SANs at all.
     pub fn backs_dns_sans(&self, source: &str) -> bool {
         self.dns_sans.iter().any(|p| p.matches(source))
+    }
+
+    /// Whether `source`'s stated DNS name `name` (canonical) may support a DNS SAN: the
+    /// source is accepted for DNS SANs, and the name is one of the cloud's own instance
+    /// names or under `dnsSuffixes`. Root on a node controls what its agent reads, so a
+    /// stated name outside those domains — the API server's external name, a company's
+    /// service — never backs a SAN.
+    pub fn backs_dns_name(&self, source: &str, name: &str) -> bool {
+        self.backs_dns_sans(source)
+            && (in_cloud_instance_domain(source, name)
+                || self.dns_suffixes.iter().any(|s| name.ends_with(s.as_str())))
+    }
+}
+
+/// Whether `name` (canonical) has the shape of the instance names `source`'s cloud gives:
+/// AWS `ip-10-0-0-1.ec2.internal`, `ip-10-0-0-1.<region>.compute.internal`,
+/// `ec2-203-0-113-7.compute-1.amazonaws.com`, `ec2-….<region>.compute.amazonaws.com`;
+/// GCE `<instance>[.<zone>].c.<project>.internal`; OpenStack `<host>.novalocal`. Azure's
+/// metadata states only a computer name (one label), which is the node name where it
+/// matters, so no Azure name is in a cloud domain.
+pub fn in_cloud_instance_domain(source: &str, name: &str) -> bool {
+    let under = |suffix: &str| {
+        name.strip_suffix(suffix)
+            .is_some_and(|host| !host.is_empty() && !host.ends_with('.'))
+    };
+    match source {
+        "cloud:aws" => [
+            ".ec2.internal",
+            ".compute.internal",
+            ".compute-1.amazonaws.com",
+            ".compute.amazonaws.com",
+        ]
+        .iter()
+        .any(|s| under(s)),
+        "cloud:gcp" => {
+            let labels: Vec<&str> = name.split('.').collect();
+            labels.len() >= 4
+                && labels[labels.len() - 1] == "internal"
+                && labels[labels.len() - 3] == "c"
+                && labels.iter().all(|l| !l.is_empty())
+        }
+        "cloud:openstack" => under(".novalocal"),
+        _ => false,
     }
 }
 

@@ -71,6 +71,8 @@ enum Name {
     Reserved(u8),
     /// An IPv4 address in one of inet_aton's spellings.
     Numeric(u32),
+    /// A name in a cloud's instance domains (what metadata states).
+    CloudName(u8),
     Raw(String),
 }
 
@@ -91,6 +93,12 @@ impl Name {
                 1 => format!("0x{:x}.0.0.{}", n >> 24, n & 0xff),
                 _ => format!("0{:o}.0.0.1", (n >> 8) & 0xff),
             },
+            Self::CloudName(i) => [
+                "ip-10-0-0-11.ec2.internal",
+                "worker-2.c.proj.internal",
+                "ec2-203-0-113-7.compute-1.amazonaws.com",
+            ][*i as usize % 3]
+                .to_owned(),
             Self::Raw(s) => s.chars().take(80).collect(),
         }
     }
@@ -650,8 +658,10 @@ fuzz_target!(|input: Input| {
             names::same_name(n, node) || (hostname_counts && names::same_name(n, &own.hostname))
         };
         let stated_name = own.metadata.iter().any(|m| {
-            policy.metadata_sources.backs_dns_sans(&m.source)
-                && m.dns_names.iter().any(|n| names::same_name(n, dns))
+            m.dns_names.iter().any(|n| {
+                names::same_name(n, dns)
+                    && policy.metadata_sources.backs_dns_name(&m.source, dns)
+            })
         });
         assert!(
             readings.iter().any(|r| mine(r)) || stated_name,

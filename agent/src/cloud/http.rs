@@ -11,8 +11,9 @@ use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// Largest metadata answer read, in bytes (AWS's largest documents are a few KiB).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest metadata answer read, in bytes: OpenStack's `meta_data.json` may carry 128
+/// user `meta` items of up to 255 + 255 bytes, Azure's document every tag of the VM.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// Why a metadata request failed.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +21,10 @@ pub enum MetadataError {
     /// No answer within the deadline.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// No connection to the service at all (refused, unreachable, or not within the
+    /// connect timeout): nothing serves metadata there.
+    #[error("{0}")]
+    Unreachable(String),
     /// The TCP connection or HTTP exchange failed.
     #[error("{0}")]
     Transport(String),
@@ -67,12 +72,27 @@ pub struct Answer {
 #[derive(Clone, Copy, Debug)]
 pub struct MetadataClient {
     endpoint: SocketAddr,
+    connect_timeout: Duration,
+}
+
+/// Aborts the connection's task when the request ends, however it ends (an error, the
+/// caller's timeout dropping the future).
+struct AbortOnDrop(tokio::task::JoinHandle<Result<(), hyper::Error>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl MetadataClient {
-    /// A client for the service at `endpoint` (169.254.169.254:80 on every cloud).
-    pub fn new(endpoint: SocketAddr) -> Self {
-        Self { endpoint }
+    /// A client for the service at `endpoint` (169.254.169.254:80 on every cloud); a
+    /// connection not made within `connect_timeout` is [`MetadataError::Unreachable`].
+    pub fn new(endpoint: SocketAddr, connect_timeout: Duration) -> Self {
+        Self {
+            endpoint,
+            connect_timeout,
+        }
     }
 
     /// Sends one request and reads the whole answer; the caller bounds the time.
@@ -84,14 +104,18 @@ impl MetadataClient {
     ) -> Result<Answer, MetadataError> {
         let transport =
             |e: &dyn std::fmt::Display| MetadataError::Transport(format!("{path}: {e}"));
-        let stream = TcpStream::connect(self.endpoint).await.map_err(|e| {
-            MetadataError::Transport(format!("connecting to {}: {e}", self.endpoint))
-        })?;
+        let unreachable = |e: &dyn std::fmt::Display| {
+            MetadataError::Unreachable(format!("connecting to {}: {e}", self.endpoint))
+        };
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.endpoint))
+            .await
+            .map_err(|_| unreachable(&format!("no connection within {:?}", self.connect_timeout)))?
+            .map_err(|e| unreachable(&e))?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
                 .await
                 .map_err(|e| transport(&e))?;
-        let driver = tokio::spawn(connection);
+        let _driver = AbortOnDrop(tokio::spawn(connection));
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -106,7 +130,6 @@ impl MetadataClient {
             .map_err(|e| transport(&e))?;
         let status = response.status();
         if status.is_redirection() {
-            driver.abort();
             return Err(MetadataError::Redirect {
                 path: path.to_owned(),
                 status,
@@ -126,7 +149,6 @@ impl MetadataClient {
                 }
             })?
             .to_bytes();
-        driver.abort();
         Ok(Answer {
             status,
             headers: parts.headers,

@@ -14,8 +14,13 @@
 //!   source at all.
 //! - Every read is bounded by `--cloud-metadata-timeout`, every answer by
 //!   [`http::MAX_BODY_BYTES`]; redirects are refused. A read that fails, times out or
-//!   meets garbage reports the source as incomplete with the reason (and what it read
-//!   before), so the approver waits rather than denies.
+//!   meets garbage reports the source as incomplete with the reason (and none of what it
+//!   read), so the approver waits rather than denies; a read cut at a limit of the wire
+//!   contract keeps what it read and is incomplete too.
+//! - Detection settles on "no cloud" only when nothing at all answers at the endpoint
+//!   (no connection); a service that answers but matches no provider, or does not answer
+//!   in time, keeps the `cloud` source incomplete and is probed again, for at most
+//!   [`DETECTION_PATIENCE`].
 //! - Every report re-reads the metadata, so a challenge's answer carries facts read
 //!   after the challenge.
 
@@ -39,6 +44,13 @@ pub const METADATA_ENDPOINT: SocketAddr =
 
 /// How often `auto` probes again while no metadata service answered.
 pub const REDETECT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How often `auto` probes again while something answers but matches no provider.
+pub const AMBIGUOUS_REDETECT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long an ambiguous endpoint keeps the cloud source incomplete before `auto` settles
+/// on "no cloud".
+pub const DETECTION_PATIENCE: Duration = Duration::from_secs(300);
 
 /// The default bound on one read (detection or facts).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -102,8 +114,8 @@ impl Provider {
         match self {
             Self::Aws => providers::aws::token(client).await.map(drop),
             Self::Gcp => providers::gcp::probe(client).await,
-            Self::Azure => providers::azure::read(client).await.map(drop),
-            Self::OpenStack => providers::openstack::read(client).await.map(drop),
+            Self::Azure => providers::azure::probe(client).await,
+            Self::OpenStack => providers::openstack::probe(client).await,
         }
     }
 }
@@ -128,19 +140,21 @@ pub struct Stated {
     pub addresses: BTreeSet<IpAddr>,
     /// DNS names, sorted.
     pub dns_names: BTreeSet<String>,
+    /// What was left out at a limit of the wire contract, if anything.
+    pub cut: Option<String>,
 }
 
 impl Stated {
     fn address(&mut self, path: &str, text: &str) -> Result<(), MetadataError> {
         let ip = providers::parse_ip(path, text)?;
         if self.addresses.len() >= limits::MAX_METADATA_ADDRESSES && !self.addresses.contains(&ip) {
-            return Err(MetadataError::Malformed {
-                path: path.to_owned(),
-                problem: format!(
+            self.cut.get_or_insert_with(|| {
+                format!(
                     "more than {} addresses; the rest is not reported",
                     limits::MAX_METADATA_ADDRESSES
-                ),
+                )
             });
+            return Ok(());
         }
         self.addresses.insert(ip);
         Ok(())
@@ -167,13 +181,13 @@ impl Stated {
             if self.dns_names.len() >= limits::MAX_METADATA_DNS_NAMES
                 && !self.dns_names.contains(&name)
             {
-                return Err(MetadataError::Malformed {
-                    path: path.to_owned(),
-                    problem: format!(
+                self.cut.get_or_insert_with(|| {
+                    format!(
                         "more than {} DNS names; the rest is not reported",
                         limits::MAX_METADATA_DNS_NAMES
-                    ),
+                    )
                 });
+                continue;
             }
             self.dns_names.insert(name);
         }
@@ -201,7 +215,8 @@ pub fn is_dns_name(name: &str) -> bool {
 pub struct CloudFacts {
     /// `cloud:<provider>`, or `cloud` while detecting.
     pub source: String,
-    /// Addresses the source stated (possibly fewer than it has, when `problem` is set).
+    /// Addresses the source stated (fewer than it has when a limit cut the reading;
+    /// none when the reading failed).
     pub addresses: Vec<IpAddr>,
     /// DNS names the source stated.
     pub dns_names: Vec<String>,
@@ -260,6 +275,8 @@ pub struct Cloud {
     detection: watch::Sender<Detection>,
     /// The last problem logged, so a persistent one is logged once.
     logged: Arc<Mutex<Option<String>>>,
+    /// When detection first met an endpoint that answered but matched no provider.
+    first_ambiguous: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
 impl Cloud {
@@ -272,9 +289,10 @@ impl Cloud {
         };
         Self {
             config,
-            client: MetadataClient::new(config.endpoint),
+            client: MetadataClient::new(config.endpoint, config.timeout / 2),
             detection: watch::channel(detection).0,
             logged: Arc::new(Mutex::new(None)),
+            first_ambiguous: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -300,27 +318,76 @@ impl Cloud {
             Detection::None if self.config.mode != CloudMode::Auto => return false,
             Detection::Detecting | Detection::None => {}
         }
+        let timeout = self.config.timeout;
         let probes = Provider::ALL.map(|p| {
             let client = self.client;
-            async move { (p, p.probe(&client).await) }
+            async move {
+                let outcome = match tokio::time::timeout(timeout, p.probe(&client)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(MetadataError::Timeout(timeout)),
+                };
+                (p, outcome)
+            }
         });
-        let results = tokio::time::timeout(self.config.timeout, futures::future::join_all(probes))
-            .await
-            .unwrap_or_default();
+        let results = futures::future::join_all(probes).await;
         let found = Provider::ALL
             .into_iter()
             .find(|p| results.iter().any(|(q, result)| q == p && result.is_ok()));
-        let detection = found.map_or(Detection::None, Detection::Found);
+        // Nothing connected at all: no metadata service here (bare metal). Anything else
+        // without a match — an answer no provider's protocol explains, a timeout — is
+        // ambiguous: the source stays incomplete while the patience lasts.
+        let nothing_there = results
+            .iter()
+            .all(|(_, r)| matches!(r, Err(MetadataError::Unreachable(_))));
+        let mut first_ambiguous = self
+            .first_ambiguous
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let detection = match found {
+            Some(p) => Detection::Found(p),
+            None if nothing_there => Detection::None,
+            None => {
+                let since = *first_ambiguous.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() < DETECTION_PATIENCE {
+                    let reasons: Vec<String> = results
+                        .iter()
+                        .filter_map(|(p, r)| {
+                            r.as_ref().err().map(|e| format!("{}: {e}", p.source()))
+                        })
+                        .collect();
+                    tracing::warn!(endpoint = %self.config.endpoint, answers = %reasons.join("; "), "something answers at the metadata endpoint but no provider's protocol matched: probing again; until then no CSR of this node is denied on its reports");
+                    Detection::Detecting
+                } else {
+                    tracing::warn!(endpoint = %self.config.endpoint, "no provider's protocol matched the metadata endpoint for {DETECTION_PATIENCE:?}: reporting the interfaces only (name the provider with --cloud-metadata if this is a cloud)");
+                    Detection::None
+                }
+            }
+        };
+        if found.is_some() {
+            *first_ambiguous = None;
+        }
+        drop(first_ambiguous);
         let previous = self.detection.send_replace(detection);
         match found {
             Some(p) => tracing::info!(source = p.source(), "cloud metadata service detected"),
-            None if previous == Detection::Detecting => tracing::info!(
-                endpoint = %self.config.endpoint,
-                "no cloud metadata service answered: reporting the interfaces only (probing again every {REDETECT_INTERVAL:?}; name the provider with --cloud-metadata to have an unreadable service reported as incomplete instead)"
-            ),
+            None if detection == Detection::None && previous == Detection::Detecting => {
+                tracing::info!(
+                    endpoint = %self.config.endpoint,
+                    "no cloud metadata service answered: reporting the interfaces only (probing again every {REDETECT_INTERVAL:?}; name the provider with --cloud-metadata to have an unreadable service reported as incomplete instead)"
+                );
+            }
             None => {}
         }
         found.is_some()
+    }
+
+    /// How long to wait before probing again: sooner while detection is ambiguous.
+    pub fn redetect_after(&self) -> Duration {
+        if *self.detection.borrow() == Detection::Detecting {
+            AMBIGUOUS_REDETECT_INTERVAL
+        } else {
+            REDETECT_INTERVAL
+        }
     }
 
     /// Reads the metadata now, within the timeout: `None` when there is none to read.
@@ -332,7 +399,10 @@ impl Cloud {
         };
         let read = tokio::time::timeout(self.config.timeout, provider.read(&self.client)).await;
         let (stated, problem) = match read {
-            Ok(Ok(stated)) => (stated, None),
+            Ok(Ok(mut stated)) => {
+                let cut = stated.cut.take();
+                (stated, cut)
+            }
             Ok(Err(e)) => (Stated::default(), Some(e.to_string())),
             Err(_) => (
                 Stated::default(),

@@ -43,8 +43,8 @@ pub mod aws {
         Ok(token)
     }
 
-    /// Reads the instance's private and public IPv4 addresses (of every interface), its
-    /// IPv6 addresses and its private and public DNS names.
+    /// Reads the instance's primary private and public IPv4 addresses, every interface's
+    /// public IPv4 and IPv6 addresses, and its private and public DNS names.
     pub async fn read(client: &MetadataClient) -> Result<Stated, MetadataError> {
         let token = token(client).await?;
         let headers = [(TOKEN_HEADER, token.as_str())];
@@ -74,7 +74,9 @@ pub mod aws {
                 if !mac.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') || mac.len() > 17 {
                     return Err(malformed(&path, &format!("{mac:?} is not a MAC address")));
                 }
-                for leaf in ["local-ipv4s", "public-ipv4s", "ipv6s"] {
+                // Not `local-ipv4s`: the VPC CNI assigns its secondary addresses to pods;
+                // the private addresses that are the node's are on its interfaces.
+                for leaf in ["public-ipv4s", "ipv6s"] {
                     let path = format!("/latest/meta-data/network/interfaces/macs/{mac}/{leaf}");
                     if let (path, Some(text)) = get(path).await? {
                         stated.addresses_from_lines(&path, &text)?;
@@ -201,9 +203,7 @@ pub mod azure {
     /// The header every request carries.
     pub const HEADER: (&str, &str) = ("Metadata", "true");
 
-    /// Reads the computer name and every interface's private and public addresses; also
-    /// the detection probe (only IMDS answers this path with a `compute` document).
-    pub async fn read(client: &MetadataClient) -> Result<Stated, MetadataError> {
+    async fn document(client: &MetadataClient) -> Result<Value, MetadataError> {
         let text = client
             .text(Method::GET, INSTANCE_PATH, &[HEADER])
             .await?
@@ -213,6 +213,17 @@ pub mod azure {
         if !json.get("compute").is_some_and(Value::is_object) {
             return Err(malformed(INSTANCE_PATH, "no `compute` object"));
         }
+        Ok(json)
+    }
+
+    /// The detection probe: only IMDS answers this path with a `compute` document.
+    pub async fn probe(client: &MetadataClient) -> Result<(), MetadataError> {
+        document(client).await.map(drop)
+    }
+
+    /// Reads the computer name and every interface's private and public addresses.
+    pub async fn read(client: &MetadataClient) -> Result<Stated, MetadataError> {
+        let json = document(client).await?;
         let mut stated = Stated::default();
         if let Some(name) = json
             .pointer("/compute/osProfile/computerName")
@@ -266,12 +277,22 @@ pub mod openstack {
         serde_json::from_str(&text).map_err(|e| malformed(path, &format!("not JSON: {e}")))
     }
 
-    /// Reads the hostname and every fixed and floating address.
-    pub async fn read(client: &MetadataClient) -> Result<Stated, MetadataError> {
+    async fn meta_data(client: &MetadataClient) -> Result<Value, MetadataError> {
         let meta = json(client, META_DATA_PATH).await?;
         if !meta.get("uuid").is_some_and(Value::is_string) {
             return Err(malformed(META_DATA_PATH, "no instance `uuid`"));
         }
+        Ok(meta)
+    }
+
+    /// The detection probe: Nova's `meta_data.json` with an instance `uuid`.
+    pub async fn probe(client: &MetadataClient) -> Result<(), MetadataError> {
+        meta_data(client).await.map(drop)
+    }
+
+    /// Reads the hostname and every fixed and floating address.
+    pub async fn read(client: &MetadataClient) -> Result<Stated, MetadataError> {
+        let meta = meta_data(client).await?;
         let mut stated = Stated::default();
         if let Some(hostname) = meta.get("hostname").and_then(Value::as_str) {
             stated.names_from_words(META_DATA_PATH, hostname)?;

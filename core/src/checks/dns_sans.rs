@@ -71,7 +71,7 @@ impl Ctx<'_> {
             let stating: Vec<&str> = a.metadata_sources_naming(name).collect();
             let accepted = stating
                 .iter()
-                .find(|source| self.policy.metadata_sources.backs_dns_sans(source));
+                .find(|source| self.policy.metadata_sources.backs_dns_name(source, name));
             match (accepted, stating.first()) {
                 (Some(source), _) => from_metadata.push((name.clone(), source)),
                 (None, Some(source)) => {
@@ -116,14 +116,14 @@ impl Ctx<'_> {
                 let sources: Vec<&str> = a.metadata.iter().map(|m| m.source.as_str()).collect();
                 let _ = write!(
                     detail,
-                    ", nor a name its {} metadata states",
+                    ", nor a name its {} metadata states that the policy accepts",
                     sources.join(", ")
                 );
             }
             if !not_accepted.is_empty() {
                 let _ = write!(
                     detail,
-                    "; stated only by metadata the policy's metadataSources.dnsSans does not accept: {}",
+                    "; stated only by metadata the policy does not accept for it (metadataSources.dnsSans, and the cloud's instance domains or metadataSources.dnsSuffixes): {}",
                     stated(&not_accepted)
                 );
             }

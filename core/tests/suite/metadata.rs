@@ -4,7 +4,7 @@
 //! which SANs; other nodes' metadata counts for uniqueness; an incomplete metadata
 //! reading never supports a denial; the denied names and networks still apply.
 
-use rubber_stamp_core::policy::SourcePattern;
+use rubber_stamp_core::policy::{DnsSuffix, SourcePattern, in_cloud_instance_domain};
 use rubber_stamp_core::{
     CheckName, CsrInput, Decision, MetadataFacts, Reason, SourceReport, Verdict,
 };
@@ -98,9 +98,79 @@ fn the_policy_decides_which_sources_back_which_sans() {
     );
     let dns = detail(&v, C::DnsSansAttested);
     assert!(
-        dns.contains("metadataSources.dnsSans does not accept"),
+        dns.contains("stated only by metadata the policy does not accept"),
         "{dns}"
     );
+}
+
+#[test]
+fn a_stated_name_outside_the_clouds_instance_domains_backs_nothing() {
+    // Root on a node controls what its agent reads: a metadata service that states the
+    // API server's external name must not get it a certificate for that name.
+    let mut world = World::two_workers();
+    with_aws_metadata(&mut world);
+    world.attestation_mut("worker-1").metadata[0]
+        .dns_names
+        .push("api.prod.example.com".to_owned());
+    let spec = CsrSpec::kubelet(
+        "worker-1",
+        &["worker-1", "api.prod.example.com"],
+        &["10.0.0.11"],
+    );
+    let v = world.decide(&csr_input("worker-1", &spec.pem()));
+    assert_eq!(v.decision(), Decision::Deny);
+    assert_eq!(failed(&v), [(C::DnsSansAttested, Reason::NameNotAttested)]);
+    // An operator who uses a custom DHCP domain on its VPC lists it.
+    let mut world = World::two_workers();
+    with_aws_metadata(&mut world);
+    world.attestation_mut("worker-1").metadata[0]
+        .dns_names
+        .push("worker-1.corp.example.com".to_owned());
+    world.policy.metadata_sources.dns_suffixes =
+        vec![DnsSuffix::new("corp.example.com").expect("suffix")];
+    let spec = CsrSpec::kubelet(
+        "worker-1",
+        &["worker-1", "worker-1.corp.example.com"],
+        &["10.0.0.11"],
+    );
+    assert_eq!(
+        world.decide(&csr_input("worker-1", &spec.pem())).decision(),
+        Decision::Approve
+    );
+}
+
+#[test]
+fn each_clouds_instance_domains() {
+    for (source, name, inside) in [
+        ("cloud:aws", "ip-10-0-0-7.ec2.internal", true),
+        ("cloud:aws", "ip-10-0-0-7.eu-west-1.compute.internal", true),
+        ("cloud:aws", "ec2-203-0-113-7.compute-1.amazonaws.com", true),
+        (
+            "cloud:aws",
+            "ec2-203-0-113-7.eu-west-1.compute.amazonaws.com",
+            true,
+        ),
+        ("cloud:aws", "my-lb-1234.elb.amazonaws.com", false),
+        ("cloud:aws", "abc.gr7.eu-west-1.eks.amazonaws.com", false),
+        ("cloud:aws", "compute.internal", false),
+        ("cloud:gcp", "vm-1.c.my-project.internal", true),
+        (
+            "cloud:gcp",
+            "vm-1.europe-west1-b.c.my-project.internal",
+            true,
+        ),
+        ("cloud:gcp", "vault.corp.internal", false),
+        ("cloud:azure", "aks-nodepool1-12345678-vmss000000", false),
+        ("cloud:openstack", "vm-1.novalocal", true),
+        ("cloud:openstack", "vm-1.example.org", false),
+        ("cloud:other", "vm-1.ec2.internal", false),
+    ] {
+        assert_eq!(
+            in_cloud_instance_domain(source, name),
+            inside,
+            "{source} {name}"
+        );
+    }
 }
 
 #[test]
