@@ -1147,3 +1147,70 @@ async fn stale_reads_serve_a_snapshot_until_the_cache_catches_up() -> TestResult
     c.shutdown().await;
     Ok(())
 }
+
+/// CSR validation as kube-apiserver's: `ValidateSignerName` (a domain of at least two DNS
+/// labels, one `/`, a path of DNS subdomains), `validateConditions` (no condition type
+/// twice, whatever the type), `validateCertificate` (no PEM headers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csr_signer_names_conditions_and_certificates_are_validated() -> TestResult {
+    let c = cluster().await?;
+    let node: Api<CertificateSigningRequest> = Api::all(c.client(&c.node("worker-1")?).await?);
+    let admin: Api<CertificateSigningRequest> = Api::all(c.client(&c.admin()?).await?);
+    let pp = PostParams::default();
+    for (signer, expected) in [
+        (
+            "example/x",
+            "should be a domain with at least two segments separated by dots",
+        ),
+        ("Example.com/x", "validating label \"Example\""),
+        ("a.com/b/c", "must be a fully qualified domain and path"),
+    ] {
+        let (code, _, message) = api_code(
+            node.create(&pp, &csr("bad-signer", "worker-1", signer, SERVING)?)
+                .await,
+        )
+        .ok_or("a bad signer name is refused")?;
+        assert_eq!(code, 422, "{signer}: {message}");
+        assert!(
+            message.contains("spec.signerName") && message.contains(expected),
+            "{signer}: {message}"
+        );
+    }
+
+    node.create(&pp, &csr("dup", "worker-1", KUBELET_SERVING, SERVING)?)
+        .await?;
+    let mut twice = admin.get("dup").await?;
+    let custom = CertificateSigningRequestCondition {
+        type_: "Custom".to_owned(),
+        status: "True".to_owned(),
+        ..CertificateSigningRequestCondition::default()
+    };
+    twice.status = Some(CertificateSigningRequestStatus {
+        conditions: Some(vec![custom.clone(), custom]),
+        ..CertificateSigningRequestStatus::default()
+    });
+    let (code, _, message) = api_code(admin.replace_status("dup", &pp, &twice).await)
+        .ok_or("duplicate conditions are refused")?;
+    assert_eq!(code, 422);
+    assert!(
+        message.contains("status.conditions[1].type: Duplicate value"),
+        "{message}"
+    );
+
+    let mut headers = admin.get("dup").await?;
+    let pem =
+        "-----BEGIN CERTIFICATE-----\nProc-Type: 4,ENCRYPTED\n\nMIIB\n-----END CERTIFICATE-----\n";
+    headers.status = Some(CertificateSigningRequestStatus {
+        certificate: Some(ByteString(pem.as_bytes().to_vec())),
+        ..CertificateSigningRequestStatus::default()
+    });
+    let (code, _, message) = api_code(admin.replace_status("dup", &pp, &headers).await)
+        .ok_or("a certificate with PEM headers is refused")?;
+    assert_eq!(code, 422);
+    assert!(
+        message.contains("no PEM block headers are permitted"),
+        "{message}"
+    );
+    c.shutdown().await;
+    Ok(())
+}
