@@ -838,3 +838,104 @@ async fn a_stale_node_list_cannot_get_a_csr_approved_for_the_wrong_node() -> Tes
     replica.stop().await?;
     Ok(())
 }
+
+/// The real agent with a cloud's metadata (the testbed's service, AWS's protocol): while
+/// the service is too slow to read, the node's CSR for its public address (on no
+/// interface) waits — the reports say the source is incomplete, so even facts received
+/// after the CSR are no evidence — and once the service answers, the same CSR is approved
+/// on the address the metadata states. Never denied in between.
+#[tokio::test]
+async fn a_public_address_waits_while_the_metadata_is_unreadable_and_is_approved_once_read()
+-> TestResult {
+    use rubber_stamp_agent::cloud::{CloudConfig, CloudMode};
+    use rubber_stamp_e2e::channel::agent_config;
+    use rubber_stamp_metadata_sim::{Fault, Instance, MetadataService, Provider};
+
+    let (bed, replica) = bed_and_replica(|_| {}).await?;
+    bed.add_node("worker-1", &[])?;
+    let public: IpAddr = "203.0.113.77".parse()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let metadata = MetadataService::start(
+        listener,
+        Provider::Aws,
+        Instance {
+            public: vec![public],
+            ..Instance::default()
+        },
+    )?;
+    metadata.set_fault(Fault::Slow(Duration::from_secs(60)));
+    let identity = bed
+        .pki
+        .write_combined(&bed.pki.node("worker-1")?, "worker-1")?;
+    let mut config = agent_config(
+        &bed.pki,
+        replica.addrs().grpc,
+        IdentitySource::Combined(identity),
+    );
+    config.cloud = CloudConfig {
+        mode: CloudMode::Aws,
+        endpoint: metadata.addr(),
+        // Generous enough for a busy machine once the service answers.
+        timeout: Duration::from_millis(1500),
+    };
+    let agent = TestAgent::start(config, Arc::new(SystemResolver)).await?;
+    let store = replica.store().clone();
+    eventually(
+        "an attestation marking cloud:aws incomplete",
+        WITHIN,
+        || {
+            store.attestation("worker-1").is_some_and(|a| {
+                a.sources
+                    .iter()
+                    .any(|s| s.source == "cloud:aws" && !s.complete)
+            })
+        },
+    )
+    .await?;
+
+    let csr = bed.create_csr("worker-1", &[public]).await?;
+    let name = csr.name_any();
+    past_creation(&csr).await?;
+    // A report received after the CSR (the agent reads every 200 ms), still incomplete,
+    // and a decision on it: pending for want of evidence, not denied.
+    let created = csr
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .ok_or("no creationTimestamp")?
+        .0;
+    eventually("a report received after the CSR", WITHIN, || {
+        store
+            .attestation("worker-1")
+            .is_some_and(|a| a.received_at > created + SignedDuration::from_secs(1))
+    })
+    .await?;
+    // The controller challenged the facts that predate the CSR; the answer is a report
+    // after it, still incomplete. (Had anything denied the CSR in between, it could not be
+    // approved below: the conditions would hold Denied.)
+    let metrics = replica.controller_metrics();
+    eventually("the challenge answered", WITHIN, || {
+        metrics.challenges("answered") >= 1
+    })
+    .await?;
+    let waiting = bed.csr(&name)?.ok_or("the CSR")?;
+    assert!(
+        conditions(&waiting).is_empty(),
+        "{:?}",
+        conditions(&waiting)
+    );
+
+    metadata.set_fault(Fault::None);
+    let csr = wait_for_csr(&bed, &name, WITHIN, is_approved).await?;
+    assert_eq!(conditions(&csr), ["Approved"], "approved, never denied");
+    let a = store.attestation("worker-1").ok_or("attestation")?;
+    assert!(
+        a.metadata
+            .iter()
+            .any(|m| m.source == "cloud:aws" && m.addresses.contains(&public)),
+        "{a:?}"
+    );
+    agent.stop().await?;
+    replica.stop().await?;
+    Ok(())
+}
