@@ -762,8 +762,9 @@ fn set_node_addresses(bed: &ControllerBed, name: &str, ips: &[IpAddr]) -> TestRe
 
 /// A stale view of the Nodes — what a watch cache behind etcd serves after an API server
 /// restart or on a lagging HA replica — cannot get a CSR approved for the wrong node.
-/// 10.0.0.1 moves from node-a to node-b while the approver's Node watch is frozen before the
-/// move and its relist answers the old snapshot (node-a still has 10.0.0.1). node-a, whose
+/// 10.0.0.1 moves from node-a to node-b while the API server's view of the Nodes lags; the
+/// approver restarts and its first list answers the old snapshot (node-a still has
+/// 10.0.0.1). node-a, whose
 /// agent (root on node-a) keeps claiming 10.0.0.1, is not approved for it; node-b waits
 /// while the stale Node list still shows the address on node-a, and is approved once the
 /// view is current; node-a's CSR is denied on facts that postdate it.
@@ -782,14 +783,30 @@ async fn a_stale_node_list_cannot_get_a_csr_approved_for_the_wrong_node() -> Tes
     })
     .await?;
 
-    // The cache falls behind, then the address moves; the approver's watches are cut, so
-    // it relists — and gets the snapshot from before the move.
+    // The cache falls behind, then the address moves, and the approver restarts: the new
+    // replica's first list of the Nodes is the snapshot from before the move (its
+    // watches then hold every later change), as after a failover onto an API server
+    // whose watch cache lags.
     bed.cluster.objects().serve_stale_reads::<Node>()?;
     set_node_addresses(&bed, "node-a", &[ip(3)])?;
     set_node_addresses(&bed, "node-b", &[ip(2), ip(1)])?;
-    b.set_addresses(&[(ip(2), 24), (ip(1), 24)]);
+    a.stop().await;
+    b.stop().await;
+    replica.stop().await?;
+    let replica = bed
+        .replica(bed.controller_config("approver-1"), false)
+        .await?;
+    replica.wait_acting(WITHIN).await?;
+    // node-a's agent (root on node-a) keeps claiming 10.0.0.1; node-b's reports it now.
+    let a = bed.agent("node-a", &[&replica], &[ip(1)]).await?;
+    let b = bed.agent("node-b", &[&replica], &[ip(2), ip(1)]).await?;
+    a.report().await?;
     b.report().await?;
-    bed.cluster.faults().drop_watches();
+    let store = replica.store().clone();
+    eventually("both attestations on the new replica", WITHIN, || {
+        store.attestation("node-a").is_some() && store.attestation("node-b").is_some()
+    })
+    .await?;
 
     let for_a = bed.create_csr("node-a", &[ip(1)]).await?.name_any();
     eventually("a decision about node-a's CSR", WITHIN, || {

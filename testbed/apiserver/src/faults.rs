@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::resources::{ResourceId, ResourceKind};
 use super::status::ApiError;
 use super::store::{ListPage, ObjectKey, StoredObject};
+use super::versions::storage_of;
 
 /// What an injected fault answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,18 +138,30 @@ pub struct StaleView {
 }
 
 impl StaleView {
-    /// The snapshot's objects in a namespace (all when `None`) that pass `pred`, as one
-    /// page at the snapshot's resourceVersion.
+    /// The snapshot's objects as kind `id` serves them (one view serves every version of a
+    /// resource, as one watch cache does).
+    pub fn objects_as(&self, id: ResourceId) -> Vec<(ObjectKey, Arc<StoredObject>)> {
+        self.objects
+            .iter()
+            .map(|(k, o)| (k.clone(), o.version(id)))
+            .collect()
+    }
+
+    /// The snapshot's objects as kind `id` serves them, in a namespace (all when `None`),
+    /// that pass `pred`, as one page at the snapshot's resourceVersion.
     pub fn page(
         &self,
+        id: ResourceId,
         namespace: Option<&str>,
         pred: impl Fn(&ObjectKey, &StoredObject) -> bool,
     ) -> ListPage {
         let items = self
             .objects
             .iter()
-            .filter(|(k, o)| namespace.is_none_or(|ns| k.namespace == ns) && pred(k, o))
-            .map(|(_, o)| o.clone())
+            .filter(|(k, _)| namespace.is_none_or(|ns| k.namespace == ns))
+            .map(|(k, o)| (k, o.version(id)))
+            .filter(|(k, o)| pred(k, o))
+            .map(|(_, o)| o)
             .collect();
         ListPage {
             items,
@@ -238,33 +251,40 @@ impl Faults {
         self.caught_up_tx.send_modify(|g| *g += 1);
     }
 
-    /// Serves a kind's lists and watches from `view` until [`Faults::catch_up`]: lists
-    /// answer the snapshot at its resourceVersion, watches hold back every change after it
-    /// (open watches too), as a lagging watch cache does. Use
+    /// Serves a resource's lists and watches — through every version it is served in —
+    /// from `view` (objects in storage form) until [`Faults::catch_up`]: lists answer the
+    /// snapshot at its resourceVersion, watches hold back every change after it (open
+    /// watches too), as a lagging watch cache does. Use
     /// [`crate::Objects::serve_stale_reads`] to take the snapshot.
     pub fn serve_stale(&self, id: ResourceId, view: StaleView) {
+        let storage = storage_of(id);
         let mut s = self.lock();
-        s.stale.retain(|(k, _)| *k != id);
-        s.stale.push((id, Arc::new(view)));
+        s.stale.retain(|(k, _)| *k != storage);
+        s.stale.push((storage, Arc::new(view)));
+        drop(s);
+        // A held watch re-checks what the new view lets through.
+        self.caught_up_tx.send_modify(|g| *g += 1);
     }
 
-    /// The cache of this kind has caught up: lists are current again and held watch
+    /// The cache of this resource has caught up: lists are current again and held watch
     /// events flow.
     pub fn catch_up(&self, id: ResourceId) {
-        self.lock().stale.retain(|(k, _)| *k != id);
+        let storage = storage_of(id);
+        self.lock().stale.retain(|(k, _)| *k != storage);
         self.caught_up_tx.send_modify(|g| *g += 1);
     }
 
     /// The stale view a kind is served from, if any.
     pub(crate) fn stale_view(&self, id: ResourceId) -> Option<Arc<StaleView>> {
+        let storage = storage_of(id);
         let s = self.lock();
         s.stale
             .iter()
-            .find(|(k, _)| *k == id)
+            .find(|(k, _)| *k == storage)
             .map(|(_, v)| v.clone())
     }
 
-    /// Changes whenever a stale view ends.
+    /// Changes whenever a stale view starts or ends.
     pub(crate) fn caught_up_signal(&self) -> watch::Receiver<u64> {
         self.caught_up_tx.subscribe()
     }

@@ -842,7 +842,12 @@ impl Objects<'_> {
     /// resourceVersion.
     pub fn serve_stale_reads<K: Resource>(&self) -> Result<u64, ClusterError> {
         let id = resource_id::<K>()?;
-        let page = self.state.store.list(id, None, None, None, |_, _| true);
+        // In storage form, so that every version of the resource is served from it.
+        let storage = versions::storage_of(id);
+        let page = self
+            .state
+            .store
+            .list(storage, None, None, None, |_, _| true);
         let objects = page
             .items
             .into_iter()

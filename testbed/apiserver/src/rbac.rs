@@ -389,13 +389,17 @@ fn node_authorizer(attrs: &Attributes<'_>) -> Option<Decision> {
         r.resource.as_str(),
         r.subresource.as_str(),
     ) {
-        ("", "nodes", "" | "status") if matches!(attrs.verb, "update" | "patch") => {
-            // NodeRestriction: only its own Node.
-            (own && !r.name.is_empty()).then(|| Decision {
-                allowed: true,
-                reason: format!("node {node:?} may modify its own {}", r.resource),
-            })
-        }
+        // `authorizeNode` with AuthorizeNodeWithSelectors (on by default since 1.32): a node
+        // reads only its own Node (list/watch need a `metadata.name` field selector, which
+        // the testbed's attributes do not carry: no opinion); it may write any Node, and
+        // the NodeRestriction admission plugin then refuses another node's (rest.rs).
+        ("", "nodes", "" | "status") => match attrs.verb {
+            "get" if own && !r.name.is_empty() => {
+                allow(format!("node {node:?} may read its own Node"))
+            }
+            "create" | "update" | "patch" => allow(String::new()),
+            _ => None,
+        },
         ("coordination.k8s.io", "leases", "") => {
             let allowed = r.namespace == "kube-node-lease"
                 && own

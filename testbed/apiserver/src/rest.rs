@@ -482,9 +482,24 @@ pub fn list(ctx: &Ctx<'_>, info: &RequestInfo) -> Result<Reply, ApiError> {
     let after = token.as_ref().map(|t| ObjectKey::new(&t.ns, &t.name));
     let namespace = (!info.namespace.is_empty()).then_some(info.namespace.as_str());
     let pred = |key: &ObjectKey, o: &StoredObject| selected(k, &labels, &fields, key, o);
-    let page = match ctx.state.faults.stale_view(info.id) {
+    let stale = ctx
+        .state
+        .faults
+        .stale_view(info.id)
+        .filter(|_| token.is_none());
+    if let (Some(view), Some(rv)) = (&stale, rv_param)
+        && let Ok(n) = rv.parse::<u64>()
+        && n > view.rv
+    {
+        // A cache behind the resourceVersion asked for waits, then answers 504.
+        return Err(ApiError::timeout(format!(
+            "Too large resource version: {n}, current: {}",
+            view.rv
+        )));
+    }
+    let page = match stale {
         // A lagging cache answers its snapshot whole (no pagination).
-        Some(view) => view.page(namespace, pred),
+        Some(view) => view.page(info.id, namespace, pred),
         None => store.list(info.id, namespace, after.as_ref(), limit, pred),
     };
     let list_rv = token.as_ref().map_or(page.rv, |t| t.rv);
@@ -1120,10 +1135,12 @@ fn write(ctx: &Ctx<'_>, info: &RequestInfo, mutation: &Mutation) -> Result<Reply
             _ => Vec::new(),
         };
         // Validation (422) comes before the validating admission plugins
-        // (CertificateApproval, CertificateSigning: 403), as in the registry's update.
+        // (NodeRestriction, CertificateApproval, CertificateSigning: 403), as in the
+        // registry's update.
         if !causes.is_empty() {
             return Err(ApiError::invalid(k, &info.name, causes));
         }
+        node_restriction(ctx.user, k, &key)?;
         if k.behaviour == Behaviour::Csr {
             let signer = old
                 .pointer("/spec/signerName")

@@ -3,6 +3,7 @@
 //! the selection), bookmarks, `sendInitialEvents`, timeouts, `410 Gone` for
 //! compacted resourceVersions, and the fault hooks that drop or expire streams.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -216,7 +217,7 @@ pub fn watch(
         }
     };
     if let Some(view) = stale.filter(|_| from_current) {
-        start.initial = view.objects.clone();
+        start.initial = view.objects_as(info.id);
         start.rv = view.rv;
     }
     let task = WatchTask {
@@ -247,28 +248,16 @@ impl WatchTask {
         self.tx.send(Ok(Frame::data(bytes))).await.is_ok()
     }
 
-    /// Waits while a stale view (fault) of this kind is older than `rv`; false when the
-    /// server shuts down meanwhile.
-    async fn hold(&self, rv: u64) -> bool {
-        let mut caught_up = self.state.faults.caught_up_signal();
-        loop {
-            caught_up.mark_unchanged();
-            match self.state.faults.stale_view(self.filter.id) {
-                Some(view) if rv > view.rv => {}
-                _ => return true,
-            }
-            tokio::select! {
-                () = self.state.shutdown.cancelled() => return false,
-                changed = caught_up.changed() => if changed.is_err() { return false },
-            }
-        }
+    /// The resourceVersion a stale view (fault) of this kind freezes reads at, if any.
+    fn frozen_at(&self) -> Option<u64> {
+        self.state
+            .faults
+            .stale_view(self.filter.id)
+            .map(|view| view.rv)
     }
 
-    /// Sends the event a change makes for this watcher, once the change is visible.
+    /// Sends the event a change makes for this watcher; false when the client is gone.
     async fn deliver(&self, change: &Change) -> bool {
-        if !self.hold(change.object.rv).await {
-            return false;
-        }
         match self.filter.convert(change) {
             Some((ty, obj)) => {
                 self.send(event_bytes(ty, &obj, self.filter.kind, self.output))
@@ -278,18 +267,47 @@ impl WatchTask {
         }
     }
 
-    /// The newest resourceVersion a bookmark may announce: capped by a stale view.
+    /// Delivers `change` now, or queues it behind a stale view (and behind anything
+    /// already queued, so order is kept); false when the client is gone.
+    async fn offer(&self, held: &mut VecDeque<Arc<Change>>, change: Arc<Change>) -> bool {
+        let frozen = self.frozen_at();
+        if !held.is_empty() || frozen.is_some_and(|rv| change.object.rv > rv) {
+            held.push_back(change);
+            return true;
+        }
+        self.deliver(&change).await
+    }
+
+    /// Delivers the queued changes the view lets through now; false when the client is gone.
+    async fn release(&self, held: &mut VecDeque<Arc<Change>>) -> bool {
+        while let Some(change) = held.front() {
+            if self.frozen_at().is_some_and(|rv| change.object.rv > rv) {
+                break;
+            }
+            let change = held.pop_front().expect("front exists");
+            if !self.deliver(&change).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The newest resourceVersion this watcher has seen or may announce: capped by a stale
+    /// view.
     fn visible(&self, rv: u64) -> u64 {
-        self.state
-            .faults
-            .stale_view(self.filter.id)
-            .map_or(rv, |view| rv.min(view.rv))
+        self.frozen_at().map_or(rv, |frozen| rv.min(frozen))
     }
 
     async fn run(self, start: super::store::WatchStart) {
         let k = self.filter.kind;
         let mut rx = start.rx;
         let mut last_rv = start.rv;
+        // Changes a stale view (fault) holds back, in order: the watch stays responsive
+        // (drops, timeouts, bookmarks at the view's resourceVersion, a departed client)
+        // while they wait, as a lagging watch cache does.
+        let mut held: VecDeque<Arc<Change>> = VecDeque::new();
+        let mut caught_up = self.state.faults.caught_up_signal();
+        caught_up.mark_unchanged();
         for (key, obj) in &start.initial {
             if self.filter.passes(key, obj)
                 && !self.send(event_bytes("ADDED", obj, k, self.output)).await
@@ -301,10 +319,9 @@ impl WatchTask {
             return;
         }
         for change in &start.replay {
-            if !self.deliver(change).await {
+            if !self.offer(&mut held, Arc::clone(change)).await {
                 return;
             }
-            last_rv = last_rv.max(change.object.rv);
         }
         let mut drop_rx = self.state.faults.drop_signal();
         drop_rx.mark_unchanged();
@@ -314,36 +331,43 @@ impl WatchTask {
         loop {
             tokio::select! {
                 () = self.state.shutdown.cancelled() => return,
+                () = self.tx.closed() => return,
                 _ = drop_rx.changed() => {
                     let _ = self.tx.send(Err(std::io::Error::other("watch stream dropped by fault injection"))).await;
                     return;
                 }
                 () = tokio::time::sleep_until(deadline) => return,
+                changed = caught_up.changed() => {
+                    if changed.is_err() || !self.release(&mut held).await {
+                        return;
+                    }
+                }
                 _ = tick.tick(), if self.bookmarks => {
                     let current = self.state.store.current_rv();
                     loop {
                         match rx.try_recv() {
                             Ok(change) => {
-                                if !self.deliver(&change).await {
+                                if !self.offer(&mut held, change).await {
                                     return;
                                 }
-                                last_rv = last_rv.max(change.object.rv);
                             }
                             Err(broadcast::error::TryRecvError::Empty) => break,
                             Err(_) => return,
                         }
                     }
-                    last_rv = last_rv.max(self.visible(current));
+                    // Nothing held: everything up to now was delivered or filtered out.
+                    if held.is_empty() {
+                        last_rv = last_rv.max(self.visible(current));
+                    }
                     if !self.send(bookmark_bytes(k, last_rv, false)).await {
                         return;
                     }
                 }
                 r = rx.recv() => match r {
                     Ok(change) => {
-                        if !self.deliver(&change).await {
+                        if !self.offer(&mut held, change).await {
                             return;
                         }
-                        last_rv = last_rv.max(change.object.rv);
                     }
                     // A watcher that fell too far behind is closed, as kube-apiserver
                     // closes unresponsive watchers; it resumes from its last resourceVersion.

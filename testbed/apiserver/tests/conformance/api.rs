@@ -410,19 +410,29 @@ async fn node_restriction_resource_names_and_subject_access_review() -> TestResu
     w1_nodes
         .patch("worker-1", &PatchParams::default(), &label)
         .await?;
+    // The Node authorizer lets a node write any Node; NodeRestriction admission refuses
+    // another's, with its own words.
+    let (code, _, message) = api_code(
+        w1_nodes
+            .patch("worker-2", &PatchParams::default(), &label)
+            .await,
+    )
+    .ok_or("another node's Node")?;
+    assert_eq!(code, 403);
+    assert!(
+        message.contains("node \"worker-1\" is not allowed to modify node \"worker-2\""),
+        "{message}"
+    );
+    // AuthorizeNodeWithSelectors (1.32+): a node reads its own Node, not the others.
+    assert!(w1_nodes.get("worker-1").await.is_ok());
     assert_eq!(
-        api_code(
-            w1_nodes
-                .patch("worker-2", &PatchParams::default(), &label)
-                .await
-        )
-        .map(|e| e.0),
+        api_code(w1_nodes.get("worker-2").await).map(|e| e.0),
         Some(403)
     );
     assert_eq!(
-        w1_nodes.list(&ListParams::default()).await?.items.len(),
-        2,
-        "nodes may read all nodes"
+        api_code(w1_nodes.list(&ListParams::default()).await).map(|e| e.0),
+        Some(403),
+        "listing every Node needs RBAC beyond the Node authorizer"
     );
 
     // resourceNames restrict get to named objects; list is never allowed by them.
@@ -1134,9 +1144,23 @@ async fn stale_reads_serve_a_snapshot_until_the_cache_catches_up() -> TestResult
 
     let mut watch = Box::pin(
         nodes
-            .watch(&WatchParams::default(), &snapshot.to_string())
+            .watch(&WatchParams::default().timeout(30), &snapshot.to_string())
             .await?,
     );
+    // Held: nothing but (possible) bookmarks at the snapshot while the cache lags; the
+    // window only bounds how long we look, a busy machine cannot make it fail.
+    let looked = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+        loop {
+            match watch.try_next().await {
+                Ok(Some(WatchEvent::Bookmark(b))) => {
+                    assert_eq!(b.metadata.resource_version, snapshot.to_string());
+                }
+                other => return format!("{other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(looked.is_err(), "delivered while stale: {looked:?}");
     c.objects().catch_up_reads::<Node>()?;
     match watch.try_next().await? {
         Some(WatchEvent::Modified(n)) => assert_eq!(label(&n).as_deref(), Some("new")),
@@ -1144,6 +1168,33 @@ async fn stale_reads_serve_a_snapshot_until_the_cache_catches_up() -> TestResult
     }
     let fresh = nodes.list(&ListParams::default()).await?;
     assert_eq!(label(&fresh.items[0]).as_deref(), Some("new"));
+
+    // One cache per resource: a stale view of core Events is stale through
+    // events.k8s.io/v1 too.
+    let admin = c.client(&c.admin()?).await?;
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(admin.clone(), "default");
+    let v1: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(admin, "default");
+    let first: k8s_openapi::api::core::v1::Event = serde_json::from_value(json!({
+        "metadata": {"name": "e1"}, "involvedObject": {"kind": "Node", "name": "n1"},
+        "reason": "Test", "message": "first", "type": "Normal"}))?;
+    core.create(&PostParams::default(), &first).await?;
+    c.objects()
+        .serve_stale_reads::<k8s_openapi::api::core::v1::Event>()?;
+    let second = json!({"metadata": {"name": "e2"}, "involvedObject": {"kind": "Node", "name": "n1"},
+        "reason": "Test", "message": "second", "type": "Normal"});
+    core.create(&PostParams::default(), &serde_json::from_value(second)?)
+        .await?;
+    let listed: Vec<String> = v1
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(kube::ResourceExt::name_any)
+        .collect();
+    assert_eq!(listed, ["e1"]);
+    c.objects()
+        .catch_up_reads::<k8s_openapi::api::events::v1::Event>()?;
+    assert_eq!(v1.list(&ListParams::default()).await?.items.len(), 2);
     c.shutdown().await;
     Ok(())
 }

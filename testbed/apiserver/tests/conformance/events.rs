@@ -127,7 +127,11 @@ async fn one_store_seen_through_both_versions() -> TestResult {
         .boxed();
     let mut kinds = Vec::new();
     while kinds.len() < 2 {
-        match changes.try_next().await? {
+        // Bounded, so a missing event fails the test instead of hanging it.
+        let next = tokio::time::timeout(std::time::Duration::from_secs(30), changes.try_next())
+            .await
+            .map_err(|_| "no watch event within 30 s")?;
+        match next? {
             Some(WatchEvent::Added(e)) => kinds.push(("ADDED", e.message)),
             Some(WatchEvent::Modified(e)) => kinds.push(("MODIFIED", e.message)),
             Some(WatchEvent::Bookmark(_)) => {}

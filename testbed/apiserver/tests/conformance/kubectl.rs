@@ -450,8 +450,36 @@ async fn kubectl_auth_can_i_shows_the_node_authorizer_and_the_selfnodeserver_bin
     assert!(subjects.ok, "{}", subjects.stderr);
     assert_eq!(subjects.stdout, "", "system:node is bound to nobody");
     assert_eq!(can_i(&["create", "certificatesigningrequests"])?, "yes");
+    // AuthorizeNodeWithSelectors (1.32+): a node reads only its own Node; it may write any
+    // Node as far as the authorizer goes, and NodeRestriction admission refuses another's.
+    assert_eq!(can_i(&["get", "nodes/worker-1"])?, "yes");
+    assert_eq!(can_i(&["get", "nodes/worker-2"])?, "no");
     assert_eq!(can_i(&["patch", "nodes/worker-1"])?, "yes");
-    assert_eq!(can_i(&["patch", "nodes/worker-2"])?, "no");
+    assert_eq!(can_i(&["patch", "nodes/worker-2"])?, "yes");
+    let other: k8s_openapi::api::core::v1::Node =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "worker-2"}}))?;
+    c.objects().create(&other)?;
+    let patched = kubectl(
+        &node,
+        &[
+            "patch",
+            "node",
+            "worker-2",
+            "-p",
+            r#"{"metadata":{"labels":{"stolen":"yes"}}}"#,
+        ],
+    )?;
+    // kubectl reads the Node before patching it, which the node may not do for another's;
+    // through the API (api.rs) the patch itself meets NodeRestriction's "is not allowed to
+    // modify node".
+    assert!(!patched.ok, "{}", patched.stdout);
+    assert!(
+        patched
+            .stderr
+            .contains("nodes \"worker-2\" is forbidden: User \"system:node:worker-1\" cannot get resource \"nodes\""),
+        "{}",
+        patched.stderr
+    );
     assert_eq!(can_i(&["get", "secrets"])?, "no");
     assert_eq!(can_i(&selfnodeserver)?, "no");
 
@@ -459,6 +487,38 @@ async fn kubectl_auth_can_i_shows_the_node_authorizer_and_the_selfnodeserver_bin
         "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: rubber-stamp:selfnodeserver\nrules:\n- apiGroups: [certificates.k8s.io]\n  resources: [certificatesigningrequests/selfnodeserver]\n  verbs: [create]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: rubber-stamp:selfnodeserver\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: rubber-stamp:selfnodeserver}\nsubjects:\n- {apiGroup: rbac.authorization.k8s.io, kind: Group, name: system:nodes}\n",
     )?;
     assert_eq!(can_i(&selfnodeserver)?, "yes");
+    c.shutdown().await;
+    Ok(())
+}
+
+/// Under the stale-reads fault, a list at a resourceVersion newer than the lagging cache
+/// holds is 504 "Too large resource version" — never an answer older than asked for
+/// (kubectl, whose client does not retry a 504 without Retry-After; kube-rs's does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_cache_answers_a_newer_resource_version_with_504() -> TestResult {
+    use k8s_openapi::api::core::v1::Node;
+    let Some((c, _dir, admin)) = cluster_with_admin().await? else {
+        return Ok(());
+    };
+    let snapshot = c.objects().serve_stale_reads::<Node>()?;
+    let node: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": "n1"}}))?;
+    c.objects().create(&node)?;
+    let newer = format!("/api/v1/nodes?resourceVersion={}", snapshot + 1);
+    let out = kubectl(&admin, &["get", "--raw", &newer])?;
+    assert!(!out.ok, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("Too large resource version"),
+        "{}",
+        out.stderr
+    );
+    let at_snapshot = format!("/api/v1/nodes?resourceVersion={snapshot}");
+    let out = kubectl(&admin, &["get", "--raw", &at_snapshot])?;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        !out.stdout.contains("\"n1\""),
+        "the snapshot predates n1: {}",
+        out.stdout
+    );
     c.shutdown().await;
     Ok(())
 }
