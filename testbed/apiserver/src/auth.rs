@@ -1,4 +1,5 @@
-//! Authentication: who a request is, from its verified client certificate or a static bearer token.
+//! Authentication: who a request is, from its verified client certificate or a bearer token —
+//! a static one (here) or a bound ServiceAccount token (`crate::tokens::authenticate_request`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;

@@ -429,7 +429,8 @@ pub fn prepare_update(new: &mut Value, old: &Value, sub: Option<Subresource>, no
     let new_conditions: Vec<Value> = conditions(new).into_iter().cloned().collect();
     let old_conditions: Vec<Value> = conditions(old).into_iter().cloned().collect();
     match sub {
-        None => new["status"] = old_status,
+        // (CSRs serve no `/token`: that arm is the main resource's, for completeness.)
+        None | Some(Subresource::Token) => new["status"] = old_status,
         Some(Subresource::Status) => {
             if !new.get("status").is_some_and(Value::is_object) {
                 new["status"] = json!({});

@@ -83,13 +83,21 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
         }
         list.push(r);
         for sub in k.subresources {
-            list.push(json!({
+            let mut r = json!({
                 "name": format!("{}/{}", k.plural, sub.name()),
                 "singularName": "",
                 "namespaced": k.namespaced,
                 "kind": k.kind,
                 "verbs": sub.verbs(),
-            }));
+            });
+            // A subresource of another kind names its group and version, as
+            // `serviceaccounts/token` (TokenRequest, authentication.k8s.io/v1) does.
+            if let Some((g, v, kd)) = sub.response_kind() {
+                r["group"] = json!(g);
+                r["version"] = json!(v);
+                r["kind"] = json!(kd);
+            }
+            list.push(r);
         }
     }
     let gv = if group.is_empty() {
@@ -118,7 +126,13 @@ fn discovery_resource(k: &ResourceKind) -> Value {
         r["subresources"] = k
             .subresources
             .iter()
-            .map(|s| json!({"subresource": s.name(), "responseKind": rk, "verbs": s.verbs()}))
+            .map(|s| {
+                let kind = s.response_kind().map_or_else(
+                    || rk.clone(),
+                    |(g, v, kd)| json!({"group": g, "version": v, "kind": kd}),
+                );
+                json!({"subresource": s.name(), "responseKind": kind, "verbs": s.verbs()})
+            })
             .collect();
     }
     r
@@ -271,7 +285,11 @@ pub fn openapi_v3_group(path: &str) -> Option<Value> {
                    "parameters": params, "responses": {"200": {"description": "OK"}}})
         };
         paths.insert(format!("{base}/{{name}}"), json!({"patch": op("patch")}));
-        for sub in k.subresources {
+        for sub in k
+            .subresources
+            .iter()
+            .filter(|s| s.verbs().contains(&"patch"))
+        {
             paths.insert(
                 format!("{base}/{{name}}/{}", sub.name()),
                 json!({"patch": op("patch")}),
@@ -300,6 +318,39 @@ mod tests {
             .filter_map(|r| r["name"].as_str())
             .collect();
         assert!(names.contains(&"nodes") && names.contains(&"nodes/status"));
+        assert!(names.contains(&"pods") && names.contains(&"pods/status"));
+        let token = core["resources"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|r| r["name"] == "serviceaccounts/token")
+            .expect("serviceaccounts/token");
+        assert_eq!(
+            (
+                &token["group"],
+                &token["version"],
+                &token["kind"],
+                &token["verbs"]
+            ),
+            (
+                &json!("authentication.k8s.io"),
+                &json!("v1"),
+                &json!("TokenRequest"),
+                &json!(["create"])
+            )
+        );
+        let legacy = aggregated(true);
+        let sa = legacy["items"][0]["versions"][0]["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .find(|r| r["resource"] == "serviceaccounts")
+            .expect("serviceaccounts");
+        assert_eq!(
+            sa["subresources"],
+            json!([{"subresource": "token", "verbs": ["create"],
+                    "responseKind": {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"}}])
+        );
         let certs = api_resource_list("certificates.k8s.io", "v1").expect("certs");
         assert_eq!(certs["resources"].as_array().map(Vec::len), Some(3));
         assert!(api_resource_list("apps", "v1").is_none());

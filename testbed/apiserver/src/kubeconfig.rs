@@ -18,7 +18,8 @@ pub enum Auth {
         /// Private key PEM.
         key_pem: String,
     },
-    /// A static bearer token.
+    /// A bearer token: a static one ([`crate::Cluster::add_token`]) or a ServiceAccount
+    /// token from a TokenRequest.
     Token(String),
 }
 

@@ -13,6 +13,9 @@
 //! - [`services`]: Service and ServiceCIDR rules, ClusterIP allocation, and the
 //!   `kubernetes` Service and ServiceCIDR created at start.
 //! - [`secrets`]: Secret and ConfigMap rules (type defaulting and immutability, `stringData`).
+//! - [`pods`]: Pod defaults, the ServiceAccount admission plugin, pod validation.
+//! - [`tokens`]: bound ServiceAccount tokens — the `serviceaccounts/token` subresource,
+//!   TokenReview, and their use as bearer credentials.
 //! - [`discovery`], [`table`]: what kubectl needs to find and print things.
 //! - [`proto`]: protobuf request bodies of kubectl's typed clients.
 //! - [`faults`]: fault injection; [`kubeconfig`]: credentials and clients.
@@ -39,6 +42,7 @@ pub mod faults;
 pub mod kubeconfig;
 pub mod managed;
 pub mod patch;
+pub mod pods;
 pub mod proto;
 pub mod rbac;
 pub mod request;
@@ -52,6 +56,7 @@ pub mod signer;
 pub mod status;
 pub mod store;
 pub mod table;
+pub mod tokens;
 pub mod versions;
 pub mod watch;
 
@@ -126,6 +131,9 @@ pub enum ClusterError {
     /// Building a kubeconfig or client failed.
     #[error("kubeconfig: {0}")]
     Kubeconfig(String),
+    /// The ServiceAccount token signing key could not be made.
+    #[error("ServiceAccount token signing key: {0}")]
+    SigningKey(String),
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
@@ -162,6 +170,18 @@ pub struct ClusterOptions {
     /// Serve `networking.k8s.io/v1` ServiceCIDRs, as Kubernetes 1.33+ does (default true);
     /// false answers 404 for them, as a 1.30 server does.
     pub serve_service_cidrs: bool,
+    /// `--service-account-issuer`: the `iss` of the ServiceAccount tokens the cluster issues
+    /// and the only one it accepts (default [`tokens::DEFAULT_ISSUER`]).
+    pub service_account_issuer: String,
+    /// `--api-audiences`: the audiences of a token requested without any, and what a bearer
+    /// token must be meant for (default empty: the issuer, [`tokens::API_AUDIENCE`]).
+    pub api_audiences: Vec<String>,
+    /// `--service-account-max-token-expiration`: longer TokenRequests are shortened to it
+    /// (default [`tokens::DEFAULT_MAX_TOKEN_EXPIRATION`], 48 hours).
+    pub service_account_max_token_expiration: Duration,
+    /// `--service-account-extend-token-expiration`: a pod-bound token asked for 3607 s (the
+    /// kubelet's) lives a year with a `warnafter` claim (default true).
+    pub service_account_extend_token_expiration: bool,
 }
 
 impl Default for ClusterOptions {
@@ -177,6 +197,10 @@ impl Default for ClusterOptions {
             extra_dns_names: Vec::new(),
             service_network: ServiceNetwork::default(),
             serve_service_cidrs: true,
+            service_account_issuer: tokens::DEFAULT_ISSUER.to_owned(),
+            api_audiences: Vec::new(),
+            service_account_max_token_expiration: tokens::DEFAULT_MAX_TOKEN_EXPIRATION,
+            service_account_extend_token_expiration: true,
         }
     }
 }
@@ -199,6 +223,8 @@ pub struct State {
     pub authz: rbac::Authorizer,
     /// Static tokens.
     pub tokens: auth::TokenTable,
+    /// The ServiceAccount token signer and checker, with the token clock.
+    pub issuer: tokens::Issuer,
     /// Faults.
     pub faults: Arc<Faults>,
     /// Limits.
@@ -422,10 +448,18 @@ impl Cluster {
             options.history_limit,
             options.watch_channel_capacity,
         ));
+        let issuer = tokens::Issuer::new(
+            &options.service_account_issuer,
+            &options.api_audiences,
+            options.service_account_max_token_expiration,
+            options.service_account_extend_token_expiration,
+        )
+        .map_err(ClusterError::SigningKey)?;
         let state = Arc::new(State {
             authz: rbac::Authorizer::new(store.clone()),
             store,
             tokens: auth::TokenTable::default(),
+            issuer,
             faults: Arc::new(Faults::new(options.fault_seed)),
             limits: Limits {
                 max_body_bytes: options.max_body_bytes,
@@ -876,6 +910,16 @@ impl Objects<'_> {
     pub fn catch_up_reads<K: Resource>(&self) -> Result<(), ClusterError> {
         self.state.faults.catch_up(resource_id::<K>()?);
         Ok(())
+    }
+
+    /// Moves the clock that issues and checks ServiceAccount tokens forward by `by`, as if
+    /// that much time had passed for them and nothing else: tokens issued before expire
+    /// once their `exp` plus the minute of leeway ([`tokens::LEEWAY`]) is behind it, and an
+    /// object deleted with finalizers invalidates its tokens a minute after its
+    /// `deletionTimestamp` by it. Tokens issued afterwards are issued at the moved time.
+    /// There is no way back (as for a real clock); [`Faults::clear`] leaves it where it is.
+    pub fn advance_token_clock(&self, by: Duration) {
+        self.state.issuer.advance_clock(by);
     }
 
     /// Drops all retained watch history: watches from older resourceVersions get 410.

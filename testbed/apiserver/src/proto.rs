@@ -1,7 +1,8 @@
 //! Decoding of Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`)
 //! into JSON, for the kinds kubectl's typed clients write: CertificateSigningRequest
 //! (`kubectl certificate approve|deny`), the access reviews (`kubectl auth`), Secret and
-//! ConfigMap (`kubectl create secret|configmap`).
+//! ConfigMap (`kubectl create secret|configmap`), ServiceAccount (`kubectl create
+//! serviceaccount`), TokenRequest (`kubectl create token`) and TokenReview.
 //! Responses are always JSON, which those clients accept too.
 
 use jiff::Timestamp;
@@ -110,6 +111,25 @@ static CONFIG_MAP: &[Field] = &[
     f(4, "immutable", Ty::Bool),
 ];
 
+static OBJECT_REFERENCE: &[Field] = &[
+    f(1, "kind", Ty::Str),
+    f(2, "namespace", Ty::Str),
+    f(3, "name", Ty::Str),
+    f(4, "uid", Ty::Str),
+    f(5, "apiVersion", Ty::Str),
+    f(6, "resourceVersion", Ty::Str),
+    f(7, "fieldPath", Ty::Str),
+];
+
+static LOCAL_OBJECT_REFERENCE: &[Field] = &[f(1, "name", Ty::Str)];
+
+static SERVICE_ACCOUNT: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    r(2, "secrets", Ty::Msg(OBJECT_REFERENCE)),
+    r(3, "imagePullSecrets", Ty::Msg(LOCAL_OBJECT_REFERENCE)),
+    f(4, "automountServiceAccountToken", Ty::Bool),
+];
+
 static CSR_SPEC: &[Field] = &[
     f(1, "request", Ty::Bytes),
     f(2, "username", Ty::Str),
@@ -178,6 +198,32 @@ static SSAR: &[Field] = &[
 ];
 
 static SSR: &[Field] = &[f(1, "metadata", Ty::Msg(OBJECT_META))];
+
+// k8s.io/api/authentication/v1 generated.proto.
+static BOUND_OBJECT_REFERENCE: &[Field] = &[
+    f(1, "kind", Ty::Str),
+    f(2, "apiVersion", Ty::Str),
+    f(3, "name", Ty::Str),
+    f(4, "uid", Ty::Str),
+];
+
+static TOKEN_REQUEST_SPEC: &[Field] = &[
+    r(1, "audiences", Ty::Str),
+    f(3, "boundObjectRef", Ty::Msg(BOUND_OBJECT_REFERENCE)),
+    f(4, "expirationSeconds", Ty::I64),
+];
+
+static TOKEN_REQUEST: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(2, "spec", Ty::Msg(TOKEN_REQUEST_SPEC)),
+];
+
+static TOKEN_REVIEW_SPEC: &[Field] = &[f(1, "token", Ty::Str), r(2, "audiences", Ty::Str)];
+
+static TOKEN_REVIEW: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(2, "spec", Ty::Msg(TOKEN_REVIEW_SPEC)),
+];
 
 static TYPE_META: &[Field] = &[f(1, "apiVersion", Ty::Str), f(2, "kind", Ty::Str)];
 
@@ -379,11 +425,14 @@ pub fn decode_object(body: &[u8]) -> Result<Value, ApiError> {
         ("authorization.k8s.io/v1", "SubjectAccessReview") => SAR,
         ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SSAR,
         ("authentication.k8s.io/v1", "SelfSubjectReview") => SSR,
+        ("authentication.k8s.io/v1", "TokenRequest") => TOKEN_REQUEST,
+        ("authentication.k8s.io/v1", "TokenReview") => TOKEN_REVIEW,
         ("v1", "Secret") => SECRET,
         ("v1", "ConfigMap") => CONFIG_MAP,
+        ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
         _ => {
             return Err(ApiError::unsupported_media_type(&format!(
-                "{CONTENT_TYPE} (the testbed decodes protobuf only for CertificateSigningRequest, access reviews, Secret and ConfigMap; got {api_version}/{kind})"
+                "{CONTENT_TYPE} (the testbed decodes protobuf only for CertificateSigningRequest, access and token reviews, TokenRequest, Secret, ConfigMap and ServiceAccount; got {api_version}/{kind})"
             )));
         }
     };
@@ -462,6 +511,39 @@ mod tests {
         let v = decode_object(&envelope(b"ConfigMap", &cm)).expect("decodes");
         assert_eq!(v["data"]["t"], "plain");
         assert_eq!(v["binaryData"]["bin"], "AP8Q");
+    }
+
+    #[test]
+    fn decodes_a_token_request_as_kubectl_create_token_sends_it() {
+        let mut bound = Vec::new();
+        len_field(1, b"Pod", &mut bound);
+        len_field(2, b"v1", &mut bound);
+        len_field(3, b"p", &mut bound);
+        let mut spec = Vec::new();
+        len_field(1, b"aud-1", &mut spec);
+        len_field(1, b"aud-2", &mut spec);
+        len_field(3, &bound, &mut spec);
+        varint(4 << 3, &mut spec);
+        varint(7200, &mut spec);
+        let mut meta = Vec::new();
+        len_field(1, b"sa", &mut meta);
+        let mut req = Vec::new();
+        len_field(1, &meta, &mut req);
+        len_field(2, &spec, &mut req);
+        let mut tm = Vec::new();
+        len_field(1, b"authentication.k8s.io/v1", &mut tm);
+        len_field(2, b"TokenRequest", &mut tm);
+        let mut body = MAGIC.to_vec();
+        len_field(1, &tm, &mut body);
+        len_field(2, &req, &mut body);
+        let v = decode_object(&body).expect("decodes");
+        assert_eq!(
+            v,
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                   "metadata": {"name": "sa"},
+                   "spec": {"audiences": ["aud-1", "aud-2"], "expirationSeconds": 7200,
+                            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "p"}}})
+        );
     }
 
     #[test]

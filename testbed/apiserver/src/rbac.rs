@@ -263,7 +263,7 @@ impl Authorizer {
                 reason: format!("superuser group {MASTERS:?}"),
             };
         }
-        if let Some(d) = node_authorizer(attrs) {
+        if let Some(d) = node_authorizer(&self.store, attrs) {
             return d;
         }
         self.rbac(attrs)
@@ -353,6 +353,9 @@ macro_rules! node_rules_yaml {
 - apiGroups: ["certificates.k8s.io"]
   resources: ["certificatesigningrequests"]
   verbs: ["create", "get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["serviceaccounts/token"]
+  verbs: ["create"]
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["get", "create", "update", "patch", "delete"]
@@ -369,12 +372,31 @@ fn node_rules() -> &'static [PolicyRule] {
     &RULES
 }
 
+/// Whether a pod in `namespace` scheduled on `node` runs as ServiceAccount `name`: the edge
+/// of the Node authorizer's graph from a node to a ServiceAccount (`hasPathFrom`).
+fn node_runs_service_account(store: &Store, node: &str, namespace: &str, name: &str) -> bool {
+    store
+        .list(ids::pods(), Some(namespace), None, None, |_, _| true)
+        .items
+        .iter()
+        .filter_map(|o| o.value().ok())
+        .any(|p| {
+            p.pointer("/spec/nodeName")
+                .and_then(serde_json::Value::as_str)
+                == Some(node)
+                && p.pointer("/spec/serviceAccountName")
+                    .and_then(serde_json::Value::as_str)
+                    == Some(name)
+        })
+}
+
 /// The Node authorizer (`NodeAuthorizer.Authorize`): for a node identity, its own Node
-/// (and its status) and its own Lease in `kube-node-lease` may be written; secrets and
-/// config maps only as the graph of pods bound to the node allows — the testbed binds no
-/// pods, so none; anything else the node rules allow is allowed; the rest has no opinion
-/// and goes to RBAC.
-fn node_authorizer(attrs: &Attributes<'_>) -> Option<Decision> {
+/// (and its status) and its own Lease in `kube-node-lease` may be written; a token of a
+/// ServiceAccount only when a pod scheduled on the node runs as it (`authorizeCreateToken`;
+/// NodeRestriction then wants the token bound to that pod, `tokens.rs`); secrets and
+/// config maps only as the graph of pods' volumes allows — not modelled, so none;
+/// anything else the node rules allow is allowed; the rest has no opinion and goes to RBAC.
+fn node_authorizer(store: &Store, attrs: &Attributes<'_>) -> Option<Decision> {
     let node = attrs.user.node_name()?;
     let r = attrs.resource?;
     let own = r.name.is_empty() || r.name == node;
@@ -410,6 +432,15 @@ fn node_authorizer(attrs: &Attributes<'_>) -> Option<Decision> {
             })
         }
         ("", "secrets" | "configmaps", "") => None,
+        ("", "serviceaccounts", sub) => {
+            let token = attrs.verb == "create" && sub == "token" && !r.name.is_empty();
+            (token && node_runs_service_account(store, node, &r.namespace, &r.name)).then(|| {
+                Decision {
+                    allowed: true,
+                    reason: format!("a pod on node {node:?} runs as this ServiceAccount"),
+                }
+            })
+        }
         _ if node_rules()
             .iter()
             .any(|rule| rule_allows(rule, attrs.verb, Some(r), attrs.path)) =>
@@ -510,6 +541,19 @@ metadata:
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:basic-user"}
 subjects:
 - {apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:authenticated"}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: system:auth-delegator
+  labels: {kubernetes.io/bootstrapping: rbac-defaults}
+rules:
+- apiGroups: ["authentication.k8s.io"]
+  resources: ["tokenreviews"]
+  verbs: ["create"]
+- apiGroups: ["authorization.k8s.io"]
+  resources: ["subjectaccessreviews"]
+  verbs: ["create"]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole

@@ -116,13 +116,15 @@ pub fn parse_resource_path(
         ("GET", true) if watch => "watch",
         ("GET", true) => "list",
         ("POST", true) if subresource.is_none() => "create",
+        // A named create of a subresource (`serviceaccounts/NAME/token`: `rest.NamedCreater`).
+        ("POST", false) if subresource.is_some() => "create",
         ("PUT", false) => "update",
         ("PATCH", false) => "patch",
         ("DELETE", false) if subresource.is_none() => "delete",
         ("DELETE", true) => "deletecollection",
         _ => return Err(ApiError::method_not_allowed("")),
     };
-    if subresource.is_some() && !matches!(verb, "get" | "update" | "patch") {
+    if subresource.is_some_and(|s| !s.verbs().contains(&verb)) {
         return Err(ApiError::method_not_allowed(""));
     }
     if k.namespaced && namespace.is_empty() && matches!(verb, "create" | "deletecollection") {
@@ -273,8 +275,34 @@ mod tests {
         let r = info("", "watch/nodes", Method::GET, "").expect("legacy watch");
         assert_eq!(r.verb, "watch");
         assert_eq!(
-            info("", "pods", Method::GET, "").map_err(|e| e.code),
+            info("", "endpoints", Method::GET, "").map_err(|e| e.code),
             Err(404)
+        );
+        let r = info(
+            "",
+            "namespaces/ns/serviceaccounts/sa/token",
+            Method::POST,
+            "",
+        )
+        .expect("token request");
+        assert_eq!(
+            (r.verb, r.subresource, r.name.as_str()),
+            ("create", Some(Subresource::Token), "sa")
+        );
+        assert_eq!(
+            info(
+                "",
+                "namespaces/ns/serviceaccounts/sa/token",
+                Method::GET,
+                ""
+            )
+            .map_err(|e| e.code),
+            Err(405),
+            "the token subresource is create-only"
+        );
+        assert_eq!(
+            info("", "namespaces/ns/pods/p/status", Method::POST, "").map_err(|e| e.code),
+            Err(405)
         );
         assert_eq!(
             info("", "nodes/n/bogus", Method::GET, "").map_err(|e| e.code),

@@ -42,6 +42,9 @@ pub enum Behaviour {
     ConfigMap,
     /// Event (core and `events.k8s.io`): `ValidateEventCreate`, `ValidateEventUpdate`.
     Event,
+    /// Pod: defaults, the ServiceAccount admission plugin, `ValidatePodCreate` and
+    /// `ValidatePodUpdate` (in part).
+    Pod,
 }
 
 /// Which table columns `kubectl get` receives.
@@ -71,6 +74,10 @@ pub enum TableStyle {
     Service,
     /// NAME, CIDRS, AGE.
     ServiceCidr,
+    /// NAME, READY, STATUS, RESTARTS, AGE (+ IP, NODE, NOMINATED NODE, READINESS GATES wide).
+    Pod,
+    /// NAME, SECRETS, AGE.
+    ServiceAccount,
 }
 
 /// A subresource a kind serves.
@@ -80,6 +87,9 @@ pub enum Subresource {
     Status,
     /// `/approval` (CSRs): update of the Approved/Denied conditions.
     Approval,
+    /// `/token` (ServiceAccounts): create of an `authentication.k8s.io/v1` TokenRequest
+    /// (`TokenREST`, `crate::tokens`).
+    Token,
 }
 
 impl Subresource {
@@ -88,6 +98,7 @@ impl Subresource {
         match self {
             Self::Status => "status",
             Self::Approval => "approval",
+            Self::Token => "token",
         }
     }
 
@@ -95,6 +106,16 @@ impl Subresource {
     pub fn verbs(self) -> &'static [&'static str] {
         match self {
             Self::Status | Self::Approval => &["get", "patch", "update"],
+            Self::Token => &["create"],
+        }
+    }
+
+    /// The (group, version, kind) it takes and answers, when not its parent's own: a
+    /// TokenRequest for `serviceaccounts/token`, as discovery lists it.
+    pub fn response_kind(self) -> Option<(&'static str, &'static str, &'static str)> {
+        match self {
+            Self::Status | Self::Approval => None,
+            Self::Token => Some(("authentication.k8s.io", "v1", "TokenRequest")),
         }
     }
 }
@@ -198,7 +219,7 @@ impl ResourceKind {
     }
 }
 
-fn typed<K: DeserializeOwned + Serialize>(v: Value) -> Result<Value, serde_json::Error> {
+pub(crate) fn typed<K: DeserializeOwned + Serialize>(v: Value) -> Result<Value, serde_json::Error> {
     let k: K = serde_json::from_value(v)?;
     serde_json::to_value(k)
 }
@@ -238,6 +259,41 @@ fn namespace_fields(v: &Value) -> Vec<Box<str>> {
 
 fn secret_fields(v: &Value) -> Vec<Box<str>> {
     vec![str_at(v, "/type")]
+}
+
+/// pkg/registry/core/pod: `ToSelectableFields` (the fields `kubectl get pods
+/// --field-selector` and the kubelet's `spec.nodeName` watch use).
+const POD_FIELDS: &[&str] = &[
+    "spec.nodeName",
+    "spec.restartPolicy",
+    "spec.schedulerName",
+    "spec.serviceAccountName",
+    "spec.hostNetwork",
+    "status.phase",
+    "status.podIP",
+    "status.nominatedNodeName",
+];
+
+fn pod_fields(v: &Value) -> Vec<Box<str>> {
+    let host_network = v
+        .pointer("/spec/hostNetwork")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    // The first of `status.podIPs`, as ToSelectableFields reads it.
+    let pod_ip = match v.pointer("/status/podIPs/0/ip") {
+        Some(Value::String(ip)) => ip.as_str().into(),
+        _ => str_at(v, "/status/podIP"),
+    };
+    vec![
+        str_at(v, "/spec/nodeName"),
+        str_at(v, "/spec/restartPolicy"),
+        str_at(v, "/spec/schedulerName"),
+        str_at(v, "/spec/serviceAccountName"),
+        host_network.to_string().into(),
+        str_at(v, "/status/phase"),
+        pod_ip,
+        str_at(v, "/status/nominatedNodeName"),
+    ]
 }
 
 const CORE_EVENT_FIELDS: &[&str] = &[
@@ -305,6 +361,22 @@ const OBJECT_META_MERGE_KEYS: &[(&str, &str)] = &[("/metadata/ownerReferences", 
 const SERVICE_MERGE_KEYS: &[(&str, &str)] = &[
     ("/metadata/ownerReferences", "uid"),
     ("/spec/ports", "port"),
+];
+
+/// The `patchMergeKey`s of `k8s.io/api/core/v1.Pod` for the lists it declares them on (items
+/// of a keyed list share the list's path, so a container's `env` is `/spec/containers/env`).
+const POD_MERGE_KEYS: &[(&str, &str)] = &[
+    ("/metadata/ownerReferences", "uid"),
+    ("/spec/containers", "name"),
+    ("/spec/containers/env", "name"),
+    ("/spec/containers/ports", "containerPort"),
+    ("/spec/containers/volumeMounts", "mountPath"),
+    ("/spec/initContainers", "name"),
+    ("/spec/initContainers/env", "name"),
+    ("/spec/initContainers/volumeMounts", "mountPath"),
+    ("/spec/volumes", "name"),
+    ("/spec/imagePullSecrets", "name"),
+    ("/status/conditions", "type"),
 ];
 
 const NODE_MERGE_KEYS: &[(&str, &str)] = &[
@@ -389,13 +461,29 @@ pub static KINDS: &[ResourceKind] = &[
         singular: "serviceaccount",
         namespaced: true,
         short_names: &["sa"],
-        subresources: &[],
+        subresources: &[Subresource::Token],
         behaviour: Behaviour::Generic,
-        table: TableStyle::Generic,
+        table: TableStyle::ServiceAccount,
         field_labels: &[],
         field_values: none,
         normalize: typed::<core::ServiceAccount>,
         merge_keys: OBJECT_META_MERGE_KEYS,
+    },
+    ResourceKind {
+        group: "",
+        version: "v1",
+        kind: "Pod",
+        plural: "pods",
+        singular: "pod",
+        namespaced: true,
+        short_names: &["po"],
+        subresources: &[Subresource::Status],
+        behaviour: Behaviour::Pod,
+        table: TableStyle::Pod,
+        field_labels: POD_FIELDS,
+        field_values: pod_fields,
+        normalize: typed::<core::Pod>,
+        merge_keys: POD_MERGE_KEYS,
     },
     ResourceKind {
         group: "",
@@ -606,6 +694,22 @@ pub static KINDS: &[ResourceKind] = &[
         normalize: typed::<authn::SelfSubjectReview>,
         merge_keys: &[],
     },
+    ResourceKind {
+        group: "authentication.k8s.io",
+        version: "v1",
+        kind: "TokenReview",
+        plural: "tokenreviews",
+        singular: "tokenreview",
+        namespaced: false,
+        short_names: &[],
+        subresources: &[],
+        behaviour: Behaviour::Review,
+        table: TableStyle::Generic,
+        field_labels: &[],
+        field_values: none,
+        normalize: typed::<authn::TokenReview>,
+        merge_keys: &[],
+    },
 ];
 
 /// Finds a kind by group, version and plural.
@@ -667,6 +771,18 @@ pub mod ids {
     /// services
     pub fn services() -> ResourceId {
         must("", "services")
+    }
+    /// pods
+    pub fn pods() -> ResourceId {
+        must("", "pods")
+    }
+    /// serviceaccounts
+    pub fn service_accounts() -> ResourceId {
+        must("", "serviceaccounts")
+    }
+    /// secrets
+    pub fn secrets() -> ResourceId {
+        must("", "secrets")
     }
     /// servicecidrs
     pub fn service_cidrs() -> ResourceId {

@@ -15,6 +15,7 @@ use super::csr;
 use super::events;
 use super::managed;
 use super::now_rfc3339;
+use super::pods;
 use super::rbac::{Attributes, ResourceAttributes};
 use super::request::{Output, Query, RequestInfo, decode_body};
 use super::resources::{Behaviour, ResourceId, ResourceKind, Subresource, ids, kind};
@@ -24,6 +25,7 @@ use super::services;
 use super::status::{ApiError, Cause};
 use super::store::{ObjectKey, StoreError, StoredObject};
 use super::table::{self, IncludeObject};
+use super::tokens;
 use super::versions::into_storage;
 use super::{Reply, State};
 
@@ -135,7 +137,10 @@ fn stored_reply(
 
 // === name validation ===
 
-fn is_dns_label(s: &str) -> bool {
+/// `validation.DNS1123LabelErrorMsg` with its example and regex, as `IsDNS1123Label` words it.
+pub(crate) const DNS_LABEL_MESSAGE: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+
+pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -170,13 +175,8 @@ fn validate_name(k: &ResourceKind, name: &str) -> Option<Cause> {
         return None;
     }
     if k.behaviour == Behaviour::Namespace {
-        return (!is_dns_label(name)).then(|| {
-            Cause::invalid(
-                "metadata.name",
-                &format!("{name:?}"),
-                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
-            )
-        });
+        return (!is_dns_label(name))
+            .then(|| Cause::invalid("metadata.name", &format!("{name:?}"), DNS_LABEL_MESSAGE));
     }
     (!is_dns_subdomain(name)).then(|| {
         Cause::invalid(
@@ -215,7 +215,7 @@ fn unknown_fields(input: &Value, output: &Value, path: &str, out: &mut Vec<Strin
 }
 
 /// Typed round trip plus `fieldValidation` (Strict → 400, Warn → warnings, Ignore).
-fn normalize(
+pub(crate) fn normalize(
     k: &ResourceKind,
     ctx: &Ctx<'_>,
     value: Value,
@@ -254,7 +254,7 @@ fn normalize(
     Ok(out)
 }
 
-fn check_type_meta(k: &ResourceKind, v: &Value) -> Result<(), ApiError> {
+pub(crate) fn check_type_meta(k: &ResourceKind, v: &Value) -> Result<(), ApiError> {
     let want = k.api_version();
     match v.get("apiVersion").and_then(Value::as_str) {
         Some(av) if av != want => {
@@ -273,7 +273,8 @@ fn check_type_meta(k: &ResourceKind, v: &Value) -> Result<(), ApiError> {
     }
 }
 
-fn new_uid() -> String {
+/// A random UUID (version 4), as `uuid.NewUUID` makes object uids and JWT ids.
+pub(crate) fn new_uid() -> String {
     let b: [u8; 16] = rand::random();
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(
@@ -652,6 +653,12 @@ pub fn prepare_create(
             obj["status"] = json!({"phase": "Active"});
         }
         Behaviour::Secret => secrets::prepare_secret(&mut obj),
+        Behaviour::Pod => {
+            // Defaults, then the ServiceAccount admission plugin: mutating admission runs
+            // before validation.
+            pods::prepare_create(&mut obj);
+            pods::admit_service_account(state, &mut obj, namespace, &name)?;
+        }
         _ => {}
     }
     let mut causes: Vec<Cause> = validate_name(k, &name).into_iter().collect();
@@ -664,6 +671,7 @@ pub fn prepare_create(
         Behaviour::Event => {
             causes.extend(events::validate_create(&into_storage(id, &obj), k.group))
         }
+        Behaviour::Pod => causes.extend(pods::validate(&obj)),
         _ => {}
     }
     if !causes.is_empty() {
@@ -1127,6 +1135,7 @@ fn write(ctx: &Ctx<'_>, info: &RequestInfo, mutation: &Mutation) -> Result<Reply
             }
             Behaviour::ConfigMap => secrets::validate_config_map_update(&new, &old),
             Behaviour::Csr => csr::validate_update(&new, &old, info.subresource),
+            Behaviour::Pod => pods::validate_update(&mut new, &old),
             Behaviour::Event => events::validate_update(
                 &into_storage(info.id, &new),
                 &into_storage(info.id, &old),
@@ -1403,6 +1412,9 @@ pub fn review(ctx: &Ctx<'_>, info: &RequestInfo) -> Result<Reply, ApiError> {
     let mut obj = normalize(k, ctx, body, &mut warnings)?;
     obj["apiVersion"] = json!(k.api_version());
     obj["kind"] = json!(k.kind);
+    if k.kind == "TokenReview" {
+        return tokens::review(ctx.state, obj, ctx.output, warnings);
+    }
     if k.kind == "SelfSubjectReview" {
         let u = ctx.user;
         obj["status"] = json!({"userInfo": {"username": u.name, "uid": u.uid, "groups": u.groups, "extra": u.extra}});

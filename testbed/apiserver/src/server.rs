@@ -22,9 +22,10 @@ use super::discovery;
 use super::faults::RequestFacts;
 use super::rbac::{Attributes, ResourceAttributes, forbidden_message};
 use super::request::{Output, Query, negotiate, parse_resource_path};
-use super::resources::{Behaviour, kind};
+use super::resources::{Behaviour, Subresource, kind};
 use super::rest::{self, Ctx};
 use super::status::ApiError;
+use super::tokens;
 use super::watch;
 use super::{Body, Reply, State};
 
@@ -162,8 +163,9 @@ async fn dispatch(
     let user: UserInfo = match conn_user {
         Some(u) => (*u).clone(),
         None => match header(&parts, http::header::AUTHORIZATION) {
+            // Static tokens, then bound ServiceAccount tokens for the API audiences.
             Some(h) => bearer(h)
-                .and_then(|t| state.tokens.lookup(t))
+                .and_then(|t| tokens::authenticate_request(state, t))
                 .ok_or_else(ApiError::unauthorized)?,
             None => return Err(ApiError::unauthorized()),
         },
@@ -324,6 +326,9 @@ async fn resource(
     };
     match info.verb {
         "create" if k.behaviour == Behaviour::Review => rest::review(&ctx, &info),
+        "create" if info.subresource == Some(Subresource::Token) => {
+            tokens::create_token(&ctx, &info)
+        }
         "get" => rest::get(&ctx, &info),
         "list" => rest::list(&ctx, &info),
         "create" => rest::create(&ctx, &info),

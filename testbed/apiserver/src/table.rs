@@ -187,6 +187,64 @@ fn columns(style: TableStyle) -> Vec<Column> {
             ),
             age,
         ],
+        // pkg/printers/internalversion: podColumnDefinitions.
+        TableStyle::Pod => vec![
+            name,
+            (
+                "Ready",
+                "string",
+                "The aggregate readiness state of this pod for accepting traffic.",
+                0,
+            ),
+            (
+                "Status",
+                "string",
+                "The aggregate status of the containers in this pod.",
+                0,
+            ),
+            (
+                "Restarts",
+                "string",
+                "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+                0,
+            ),
+            age,
+            (
+                "IP",
+                "string",
+                "podIP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.",
+                1,
+            ),
+            (
+                "Node",
+                "string",
+                "NodeName indicates in which node this pod is scheduled.",
+                1,
+            ),
+            (
+                "Nominated Node",
+                "string",
+                "nominatedNodeName is set only when this pod preempts other pods on the node.",
+                1,
+            ),
+            (
+                "Readiness Gates",
+                "string",
+                "If specified, all readiness gates will be evaluated for pod readiness.",
+                1,
+            ),
+        ],
+        // pkg/printers/internalversion: serviceAccountColumnDefinitions.
+        TableStyle::ServiceAccount => vec![
+            name,
+            (
+                "Secrets",
+                "string",
+                "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use.",
+                0,
+            ),
+            age,
+        ],
     }
 }
 
@@ -434,6 +492,53 @@ fn selector(v: &Value) -> String {
     }
 }
 
+fn array_len(v: &Value, pointer: &str) -> usize {
+    v.pointer(pointer)
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len)
+}
+
+/// The READY, STATUS and RESTARTS cells of a pod, as `printPod` computes them from its
+/// container statuses (without the last restart's age and the init-container details).
+fn pod_state(v: &Value) -> (String, String, i64) {
+    let statuses = v
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let ready = statuses
+        .iter()
+        .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true))
+        .count();
+    let restarts = statuses
+        .iter()
+        .filter_map(|c| c.get("restartCount").and_then(Value::as_i64))
+        .sum();
+    let mut reason = match s(v, "/status/reason") {
+        "" => s(v, "/status/phase").to_owned(),
+        r => r.to_owned(),
+    };
+    for c in statuses.iter().rev() {
+        let waiting = s(c, "/state/waiting/reason");
+        let terminated = s(c, "/state/terminated/reason");
+        if !waiting.is_empty() {
+            reason = waiting.to_owned();
+        } else if !terminated.is_empty() {
+            reason = terminated.to_owned();
+        }
+    }
+    if v.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
+    {
+        reason = "Terminating".to_owned();
+    }
+    (
+        format!("{ready}/{}", array_len(v, "/spec/containers")),
+        reason,
+        restarts,
+    )
+}
+
 fn cells(style: TableStyle, v: &Value, now: Timestamp) -> Vec<Value> {
     let name = json!(s(v, "/metadata/name"));
     let age = json!(age_of(v, "/metadata/creationTimestamp", now));
@@ -528,6 +633,21 @@ fn cells(style: TableStyle, v: &Value, now: Timestamp) -> Vec<Value> {
             ]
         }
         TableStyle::ServiceCidr => vec![name, json!(string_list(v, "/spec/cidrs").join(",")), age],
+        TableStyle::Pod => {
+            let (ready, status, restarts) = pod_state(v);
+            vec![
+                name,
+                json!(ready),
+                json!(status),
+                json!(restarts.to_string()),
+                age,
+                json!(or_none(s(v, "/status/podIP"))),
+                json!(or_none(s(v, "/spec/nodeName"))),
+                json!(or_none(s(v, "/status/nominatedNodeName"))),
+                json!("<none>"),
+            ]
+        }
+        TableStyle::ServiceAccount => vec![name, json!(array_len(v, "/secrets")), age],
     }
 }
 
@@ -606,6 +726,28 @@ mod tests {
         ] {
             assert_eq!(human_duration(secs), want, "{secs}");
         }
+    }
+
+    #[test]
+    fn pod_columns() {
+        let pending = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]},
+                             "status": {"phase": "Pending"}});
+        assert_eq!(
+            pod_state(&pending),
+            ("0/2".to_owned(), "Pending".to_owned(), 0)
+        );
+        let crashing = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]},
+            "status": {"phase": "Running", "containerStatuses": [
+                {"name": "a", "ready": true, "restartCount": 0, "state": {"running": {}}},
+                {"name": "b", "ready": false, "restartCount": 3,
+                 "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
+        assert_eq!(
+            pod_state(&crashing),
+            ("1/2".to_owned(), "CrashLoopBackOff".to_owned(), 3)
+        );
+        let mut deleting = pending.clone();
+        deleting["metadata"] = json!({"deletionTimestamp": "2025-01-01T00:00:00Z"});
+        assert_eq!(pod_state(&deleting).1, "Terminating");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - `clients`: kube-rs machinery and kube-lease-manager against it.
 //! - `events`: Events through `events.k8s.io/v1` and core `v1`, and their validation.
 //! - `kubectl`: `/usr/bin/kubectl` against it.
+//! - `tokens`: bound ServiceAccount tokens — TokenRequest, TokenReview, bearer use — and pods.
 
 #[path = "conformance/api.rs"]
 mod api;
@@ -14,3 +15,5 @@ mod clients;
 mod events;
 #[path = "conformance/kubectl.rs"]
 mod kubectl;
+#[path = "conformance/tokens.rs"]
+mod tokens;

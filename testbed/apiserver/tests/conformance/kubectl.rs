@@ -14,7 +14,7 @@ const KUBECTL: &str = "/usr/bin/kubectl";
 
 /// `None` when the test should be skipped (SKIP_KUBECTL=1); panics with a clear
 /// message when kubectl is missing otherwise.
-fn kubectl_available() -> Option<()> {
+pub(crate) fn kubectl_available() -> Option<()> {
     if std::env::var("SKIP_KUBECTL").as_deref() == Ok("1") {
         eprintln!("SKIP_KUBECTL=1: skipping the kubectl tests");
         return None;
@@ -26,13 +26,13 @@ fn kubectl_available() -> Option<()> {
     Some(())
 }
 
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Out {
+    pub(crate) ok: bool,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
-fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<Out, std::io::Error> {
+pub(crate) fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<Out, std::io::Error> {
     let out = Command::new(KUBECTL)
         .arg("--kubeconfig")
         .arg(kubeconfig)
@@ -48,7 +48,7 @@ fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<Out, std::io::Error> {
 
 /// A testbed cluster and its admin's kubeconfig, written into a temporary folder that lives
 /// as long as the returned handle; `None` when the kubectl tests are skipped.
-async fn cluster_with_admin()
+pub(crate) async fn cluster_with_admin()
 -> Result<Option<(Cluster, tempfile::TempDir, PathBuf)>, Box<dyn std::error::Error>> {
     if kubectl_available().is_none() {
         return Ok(None);
