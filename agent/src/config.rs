@@ -18,9 +18,23 @@ use crate::identity::IdentitySource;
 /// Default identity: the kubelet's rotating client certificate and key, in one file.
 pub const KUBELET_CLIENT_PEM: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
 
+/// Default token file of `--identity token` (the projected volume's mount and path in the
+/// shipped DaemonSet).
+pub const TOKEN_FILE: &str = "/var/run/secrets/rubber-stamp/token";
+
+/// The credential the agent attests with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IdentityMode {
+    /// The kubelet's client certificate and key (--cert, --key).
+    KubeletCert,
+    /// A projected ServiceAccount token bound to this agent's Pod (--token-file).
+    Token,
+}
+
 /// rubber-stamp-agent: attests this node's hostname and addresses to every
-/// kubelet-rubber-stamp approver replica over mutually authenticated gRPC, identified by
-/// the kubelet's own client certificate.
+/// kubelet-rubber-stamp approver replica over gRPC and TLS, identified by a projected
+/// ServiceAccount token bound to its Pod (`--identity token`) or by the kubelet's own
+/// client certificate (`--identity kubelet-cert`).
 #[derive(Clone, Debug, Parser)]
 #[command(version, about, long_about = None)]
 pub struct AgentArgs {
@@ -44,6 +58,21 @@ pub struct AgentArgs {
     /// PEM bundle of the CA(s) that sign the approver's serving certificate.
     #[arg(long, env = "RUBBER_STAMP_APPROVER_CA")]
     pub approver_ca: PathBuf,
+
+    /// The credential to attest with: `kubelet-cert` (the kubelet's client certificate,
+    /// mounted from the node) or `token` (a projected ServiceAccount token whose audience the
+    /// approver expects; the kubelet rotates it and the agent reconnects with each new one).
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_IDENTITY",
+        value_enum,
+        default_value = "kubelet-cert"
+    )]
+    pub identity: IdentityMode,
+
+    /// The projected ServiceAccount token file (`--identity token`).
+    #[arg(long, env = "RUBBER_STAMP_TOKEN_FILE", default_value = TOKEN_FILE)]
+    pub token_file: PathBuf,
 
     /// PEM file with the client certificate chain, and also the key unless --key is given
     /// (the kubelet keeps both in one file and rotates it by swapping a symlink).
@@ -129,7 +158,8 @@ pub struct AgentArgs {
     #[arg(long, env = "RUBBER_STAMP_RESOLVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub resolve_interval: Duration,
 
-    /// How often the certificate and key files are read to notice a rotation.
+    /// How often the certificate and key files (or the token file) are read to notice a
+    /// rotation.
     #[arg(long, env = "RUBBER_STAMP_IDENTITY_POLL_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub identity_poll_interval: Duration,
 
@@ -337,12 +367,13 @@ impl AgentArgs {
         if self.backoff_min > self.backoff_max {
             return Err(ConfigError::Backoff);
         }
-        let identity = match self.key {
-            Some(key) => IdentitySource::Separate {
+        let identity = match (self.identity, self.key) {
+            (IdentityMode::Token, _) => IdentitySource::Token(self.token_file),
+            (IdentityMode::KubeletCert, Some(key)) => IdentitySource::Separate {
                 cert: self.cert,
                 key,
             },
-            None => IdentitySource::Combined(self.cert),
+            (IdentityMode::KubeletCert, None) => IdentitySource::Combined(self.cert),
         };
         Ok(AgentConfig {
             server_name: self
@@ -520,6 +551,26 @@ mod tests {
             }
         );
         assert_eq!(config.timings.backoff_min, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn token_mode_reads_the_projected_token_file() {
+        let config = parse(&["--approver", "a:1", "--identity", "token"]).expect("config");
+        assert_eq!(config.identity, IdentitySource::Token(TOKEN_FILE.into()));
+        let config = parse(&[
+            "--approver",
+            "a:1",
+            "--identity",
+            "token",
+            "--token-file",
+            "/t/token",
+        ])
+        .expect("config");
+        assert_eq!(config.identity, IdentitySource::Token("/t/token".into()));
+        assert!(
+            parse(&["--approver", "a:1", "--identity", "password"])
+                .is_err_and(|e| e.contains("kubelet-cert") && e.contains("token"))
+        );
     }
 
     #[test]

@@ -1,11 +1,18 @@
-//! The agent's TLS identity: the kubelet's client certificate and key, read from files and
-//! read again on an interval so a rotation (the kubelet swaps a symlink) is picked up.
+//! The agent's credential, read from files and read again on an interval so a rotation is
+//! picked up: the kubelet's client certificate and key (the kubelet swaps a symlink), or a
+//! projected ServiceAccount token (the kubelet rewrites the volume at 80 % of its life).
+//!
+//! A token is sent as it is, in the `authorization` header of every stream; the approver has
+//! the API server review it. What the agent reads from the token's payload (node, Pod,
+//! expiry) is for its logs only — it verifies nothing and decides nothing.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
+use rubber_stamp_proto::limits::MAX_TOKEN_BYTES;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::watch;
@@ -15,9 +22,11 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 /// Largest identity file read, in bytes (a kubelet client PEM is about 2 KiB).
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
-/// Where the certificate and key are.
+/// Where the credential is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IdentitySource {
+    /// A projected ServiceAccount token file (`--identity token`).
+    Token(PathBuf),
     /// One PEM file holding the certificate chain and the key (the kubelet's layout).
     Combined(PathBuf),
     /// Separate certificate and key files.
@@ -29,9 +38,31 @@ pub enum IdentitySource {
     },
 }
 
+/// A loaded credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientIdentity {
+    /// A client certificate and key, presented in the TLS handshake.
+    Certificate(ClientCertificate),
+    /// A ServiceAccount token, presented on every stream.
+    Token(BearerToken),
+}
+
+/// A ServiceAccount token, with what its payload says for logs (unverified).
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken {
+    /// The token.
+    pub token: Arc<str>,
+    /// The node its `kubernetes.io` claim names, if any.
+    pub node: Option<String>,
+    /// The Pod it is bound to, if any.
+    pub pod: Option<String>,
+    /// Its `exp`, Unix seconds.
+    pub expires: Option<u64>,
+}
+
 /// A loaded certificate and key, as PEM, with what the certificate says for logs.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ClientIdentity {
+pub struct ClientCertificate {
     /// PEM holding the certificate chain (may also hold the key).
     pub cert_pem: Vec<u8>,
     /// PEM holding the private key (may also hold the certificates).
@@ -58,6 +89,14 @@ pub enum IdentityError {
     /// A file is larger than any identity file should be.
     #[error("{0} is larger than 1 MiB")]
     TooLarge(PathBuf),
+    /// The token file does not hold a usable token.
+    #[error("{path}: {reason}")]
+    Token {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The certificate file holds no certificate or has broken PEM.
     #[error("{path}: no usable certificate: {source}")]
     Certificate {
@@ -97,29 +136,37 @@ pub enum IdentityError {
 // === impl IdentitySource ===
 
 impl IdentitySource {
-    /// The certificate file.
+    /// The certificate file (the token file for a token).
     pub fn cert_path(&self) -> &Path {
         match self {
-            Self::Combined(path) | Self::Separate { cert: path, .. } => path,
+            Self::Combined(path) | Self::Separate { cert: path, .. } | Self::Token(path) => path,
         }
     }
 
-    /// The key file.
+    /// The key file (the token file for a token).
     pub fn key_path(&self) -> &Path {
         match self {
-            Self::Combined(path) | Self::Separate { key: path, .. } => path,
+            Self::Combined(path) | Self::Separate { key: path, .. } | Self::Token(path) => path,
         }
     }
 
-    /// Reads and checks the files: at least one certificate, one private key.
+    /// Reads and checks the files: at least one certificate, one private key; or one token.
     pub fn load(&self) -> Result<ClientIdentity, IdentityError> {
+        if let Self::Token(path) = self {
+            let bytes = read(path)?;
+            return BearerToken::parse(&bytes).map_err(|reason| IdentityError::Token {
+                path: path.clone(),
+                reason,
+            });
+        }
         let cert_path = self.cert_path();
         let cert_pem = read(cert_path)?;
         let key_pem = match self {
-            Self::Combined(_) => cert_pem.clone(),
+            Self::Combined(_) | Self::Token(_) => cert_pem.clone(),
             Self::Separate { key, .. } => read(key)?,
         };
-        ClientIdentity::check(cert_pem, key_pem, cert_path, self.key_path())
+        ClientCertificate::check(cert_pem, key_pem, cert_path, self.key_path())
+            .map(ClientIdentity::Certificate)
     }
 }
 
@@ -130,9 +177,101 @@ impl ClientIdentity {
     /// name the files `(memory)`.
     pub fn from_pem(cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Result<Self, IdentityError> {
         let memory = Path::new("(memory)");
-        Self::check(cert_pem, key_pem, memory, memory)
+        ClientCertificate::check(cert_pem, key_pem, memory, memory).map(Self::Certificate)
     }
 
+    /// An identity from a token in memory (a simulated node's), checked as a file is.
+    pub fn from_token(token: &str) -> Result<Self, IdentityError> {
+        BearerToken::parse(token.as_bytes()).map_err(|reason| IdentityError::Token {
+            path: PathBuf::from("(memory)"),
+            reason,
+        })
+    }
+
+    /// The node this credential names, as far as the agent can tell (for a log line that
+    /// compares it with the node the approver attributes reports to).
+    pub fn claimed_node(&self) -> Option<&str> {
+        match self {
+            Self::Certificate(certificate) => certificate.common_name.strip_prefix("system:node:"),
+            Self::Token(token) => token.node.as_deref(),
+        }
+    }
+
+    fn log_loaded(&self) {
+        match self {
+            Self::Certificate(identity) => tracing::info!(
+                common_name = %identity.common_name,
+                serial = %identity.serial,
+                not_after = %identity.not_after,
+                "client certificate loaded"
+            ),
+            Self::Token(token) => tracing::info!(
+                node = token.node.as_deref().unwrap_or("(none)"),
+                pod = token.pod.as_deref().unwrap_or("(none)"),
+                expires = token.expires.unwrap_or_default(),
+                "ServiceAccount token loaded"
+            ),
+        }
+    }
+}
+
+// === impl BearerToken ===
+
+impl BearerToken {
+    /// A token from a file's bytes: one line of visible ASCII (it travels in an HTTP
+    /// header), at most [`MAX_TOKEN_BYTES`]. A JWT payload that does not decode is fine:
+    /// the approver's review decides; only the log loses the claims.
+    fn parse(bytes: &[u8]) -> Result<ClientIdentity, String> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| "the token is not UTF-8".to_owned())?
+            .trim();
+        if text.is_empty() {
+            return Err("the token file is empty (the kubelet has not written it yet?)".to_owned());
+        }
+        if text.len() > MAX_TOKEN_BYTES {
+            return Err(format!(
+                "the token is {} bytes, more than {MAX_TOKEN_BYTES}",
+                text.len()
+            ));
+        }
+        if !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("the token has characters other than visible ASCII".to_owned());
+        }
+        let claims = text
+            .split('.')
+            .nth(1)
+            .and_then(|payload| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(payload.trim_end_matches('='))
+                    .ok()
+            })
+            .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+            .unwrap_or_default();
+        let kubernetes = &claims["kubernetes.io"];
+        let name = |object: &str| kubernetes[object]["name"].as_str().map(str::to_owned);
+        Ok(ClientIdentity::Token(Self {
+            token: Arc::from(text),
+            node: name("node"),
+            pod: name("pod"),
+            expires: claims["exp"].as_u64(),
+        }))
+    }
+}
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the token itself.
+        f.debug_struct("BearerToken")
+            .field("node", &self.node)
+            .field("pod", &self.pod)
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl ClientCertificate ===
+
+impl ClientCertificate {
     /// Checks the PEM: at least one certificate, one private key that is the leaf's.
     fn check(
         cert_pem: Vec<u8>,
@@ -208,9 +347,9 @@ fn read(path: &Path) -> Result<Vec<u8>, IdentityError> {
     std::fs::read(path).map_err(read_error)
 }
 
-impl fmt::Debug for ClientIdentity {
+impl fmt::Debug for ClientCertificate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientIdentity")
+        f.debug_struct("ClientCertificate")
             .field("common_name", &self.common_name)
             .field("serial", &self.serial)
             .field("not_after", &self.not_after)
@@ -242,12 +381,7 @@ pub async fn watch_identity(
                     if current.as_deref() == Some(&identity) {
                         return false;
                     }
-                    tracing::info!(
-                        common_name = %identity.common_name,
-                        serial = %identity.serial,
-                        not_after = %identity.not_after,
-                        "client identity loaded"
-                    );
+                    identity.log_loaded();
                     *current = Some(Arc::new(identity.clone()));
                     true
                 });
@@ -282,31 +416,105 @@ mod tests {
         (cert.pem(), key.serialize_pem())
     }
 
+    fn jwt(payload: &serde_json::Value) -> String {
+        let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        format!(
+            "{}.{}.{}",
+            b64(br#"{"alg":"ES256"}"#),
+            b64(payload.to_string().as_bytes()),
+            b64(b"signature")
+        )
+    }
+
+    #[test]
+    fn a_token_file_loads_with_its_claims_for_the_logs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("token");
+        let token = jwt(&serde_json::json!({
+            "exp": 1_900_000_000u64,
+            "kubernetes.io": {"node": {"name": "worker-1"}, "pod": {"name": "agent-x"}},
+        }));
+        std::fs::write(&path, format!("{token}\n")).expect("write");
+        let ClientIdentity::Token(loaded) =
+            IdentitySource::Token(path.clone()).load().expect("token")
+        else {
+            panic!("a token source loads a token");
+        };
+        assert_eq!(
+            &*loaded.token, token,
+            "the trailing newline is not part of it"
+        );
+        assert_eq!(loaded.node.as_deref(), Some("worker-1"));
+        assert_eq!(loaded.pod.as_deref(), Some("agent-x"));
+        assert_eq!(loaded.expires, Some(1_900_000_000));
+        assert!(
+            !format!("{loaded:?}").contains(&token),
+            "Debug never shows the token"
+        );
+        // An opaque token still loads (the approver decides); the claims are just unknown.
+        std::fs::write(&path, "opaque-token").expect("write");
+        let ClientIdentity::Token(opaque) =
+            IdentitySource::Token(path.clone()).load().expect("opaque")
+        else {
+            panic!("token");
+        };
+        assert_eq!(opaque.node, None);
+        for (bad, why) in [
+            ("", "empty"),
+            ("two words", "visible ASCII"),
+            ("caf\u{e9}", "visible ASCII"),
+        ] {
+            std::fs::write(&path, bad).expect("write");
+            let error = IdentitySource::Token(path.clone())
+                .load()
+                .expect_err(bad)
+                .to_string();
+            assert!(error.contains(why), "{bad:?}: {error}");
+        }
+        std::fs::write(&path, "x".repeat(MAX_TOKEN_BYTES + 1)).expect("write");
+        assert!(
+            IdentitySource::Token(path)
+                .load()
+                .is_err_and(|e| e.to_string().contains("more than"))
+        );
+    }
+
+    fn certificate(identity: ClientIdentity) -> ClientCertificate {
+        match identity {
+            ClientIdentity::Certificate(certificate) => certificate,
+            ClientIdentity::Token(_) => panic!("a certificate source loads a certificate"),
+        }
+    }
+
     #[test]
     fn loads_a_combined_file_and_separate_files() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (cert, key) = mk_pems("system:node:worker-1");
         let combined = dir.path().join("kubelet-client-current.pem");
         std::fs::write(&combined, format!("{cert}{key}")).expect("write");
-        let id = IdentitySource::Combined(combined).load().expect("combined");
+        let id = certificate(IdentitySource::Combined(combined).load().expect("combined"));
         assert_eq!(id.common_name, "system:node:worker-1");
         assert!(!id.serial.is_empty());
 
         let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
         std::fs::write(&c, &cert).expect("write");
         std::fs::write(&k, &key).expect("write");
-        let separate = IdentitySource::Separate {
-            cert: c.clone(),
-            key: k.clone(),
-        }
-        .load()
-        .expect("separate");
+        let separate = certificate(
+            IdentitySource::Separate {
+                cert: c.clone(),
+                key: k.clone(),
+            }
+            .load()
+            .expect("separate"),
+        );
         assert_eq!(separate.serial, id.serial);
 
         // Another certificate's key is refused, naming both files.
         // The same PEM from memory makes the same identity.
-        let memory = ClientIdentity::from_pem(cert.clone().into_bytes(), key.clone().into_bytes())
-            .expect("from memory");
+        let memory = certificate(
+            ClientIdentity::from_pem(cert.clone().into_bytes(), key.clone().into_bytes())
+                .expect("from memory"),
+        );
         assert_eq!(memory.serial, id.serial);
         assert_eq!(memory.common_name, "system:node:worker-1");
 

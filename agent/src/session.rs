@@ -96,6 +96,9 @@ pub enum SessionError {
     /// No identity is loaded.
     #[error("no client identity is loaded")]
     NoIdentity,
+    /// The token is not a valid header value (cannot happen for a token that loaded).
+    #[error("the ServiceAccount token cannot be sent as a header")]
+    BadToken,
     /// The CA bundle could not be read.
     #[error("reading the approver CA bundle {path}: {source}")]
     Ca {
@@ -139,7 +142,8 @@ struct Healthy {
 enum SessionEnd {
     /// The agent is stopping or the endpoint went away.
     Stopped,
-    /// The certificate changed; reconnect at once so the approver sees the new one.
+    /// The certificate or token changed; reconnect at once so the approver sees the new
+    /// one (a stream opened with a token ends when the token expires).
     IdentityChanged,
     /// The stream was acknowledged and stayed up for at least a heartbeat interval before
     /// it failed; start over with a fresh backoff.
@@ -171,7 +175,7 @@ impl SessionContext {
             match outcome {
                 Ok(SessionEnd::Stopped) => return,
                 Ok(SessionEnd::IdentityChanged) => {
-                    tracing::info!(%endpoint, "client certificate changed; reconnecting");
+                    tracing::info!(%endpoint, "credential rotated; reconnecting with the new one");
                 }
                 Ok(SessionEnd::Healthy) => {}
                 // Unreachable: the backoff never gives up.
@@ -252,9 +256,16 @@ impl SessionContext {
         let _ = requests.try_send(first);
         self.events.reported(endpoint, sequence, &first_facts);
         healthy.opened = Some(Instant::now());
+        let mut request = tonic::Request::new(ReceiverStream::new(outgoing));
+        if let ClientIdentity::Token(token) = &*identity {
+            let value = format!("Bearer {}", token.token)
+                .parse()
+                .map_err(|_| SessionError::BadToken)?;
+            request.metadata_mut().insert("authorization", value);
+        }
         let response = tokio::select! {
             () = stop.cancelled() => return Ok(SessionEnd::Stopped),
-            response = client.attest(ReceiverStream::new(outgoing)) => response.map_err(SessionError::Refused)?,
+            response = client.attest(request) => response.map_err(SessionError::Refused)?,
         };
         tracing::info!(%endpoint, "attestation stream open");
         let mut incoming = response.into_inner();
@@ -344,9 +355,17 @@ impl SessionContext {
         };
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(ca))
-            .identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem))
             .domain_name(self.server_name.clone())
             .timeout(self.timings.connect_timeout);
+        // A token travels on the stream instead; the approver's certificate is verified
+        // either way.
+        let tls = match identity {
+            ClientIdentity::Certificate(certificate) => tls.identity(Identity::from_pem(
+                &certificate.cert_pem,
+                &certificate.key_pem,
+            )),
+            ClientIdentity::Token(_) => tls,
+        };
         Endpoint::from_shared(format!("https://{endpoint}"))
             .and_then(|e| e.tls_config(tls))
             .map_err(SessionError::Tls)?
@@ -363,12 +382,12 @@ impl SessionContext {
 
     fn acknowledged(&self, endpoint: SocketAddr, identity: &ClientIdentity, ack: &Ack) {
         self.events.acknowledged(endpoint, ack);
-        let expected = identity.common_name.strip_prefix("system:node:");
+        let expected = identity.claimed_node();
         if expected != Some(ack.node_name.as_str()) {
             tracing::warn!(
                 %endpoint,
                 approver_sees = %ack.node_name,
-                certificate = %identity.common_name,
+                credential_names = expected.unwrap_or("(no node)"),
                 "the approver attributes our reports to an unexpected node"
             );
         }

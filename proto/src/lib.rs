@@ -39,6 +39,9 @@ pub mod limits {
     pub const MAX_METADATA_ADDRESSES: usize = 64;
     /// Most DNS names one metadata source states.
     pub const MAX_METADATA_DNS_NAMES: usize = 16;
+    /// Largest ServiceAccount token an agent presents (`authorization: Bearer`), in bytes; a
+    /// projected token is about 1 KiB. The approver's HTTP/2 header list limit (16 KiB) holds it.
+    pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 }
 
 /// The names of the sources of facts an agent reports.

@@ -1,9 +1,11 @@
-//! The attestation gRPC server: mutually authenticated TLS, node identity from the verified
-//! client certificate, reports checked at the edge and written to the store.
+//! The attestation gRPC server: TLS, node identity from the verified client certificate or
+//! from a ServiceAccount token the API server reviews, reports checked at the edge and
+//! written to the store.
 //!
 //! - [`tls`]: server TLS configuration, the handshake step of the port's bounded accept
 //!   loop (handshake and connection limits, timeouts), the per-connection [`PeerInfo`].
 //! - [`identity`]: `CN=system:node:<name>`, `O=system:nodes` → [`NodeIdentity`].
+//! - [`token`]: a projected ServiceAccount token → TokenReview → bound Pod → [`TokenIdentity`].
 //! - [`report`]: `NodeReport` → [`ValidReport`] with precise `invalid_argument` reasons.
 //! - [`service`]: the `Attest` stream itself.
 //!
@@ -14,6 +16,7 @@ pub mod identity;
 pub mod report;
 pub mod service;
 pub mod tls;
+pub mod token;
 
 use std::time::Duration;
 
@@ -25,8 +28,9 @@ use crate::store::AttestationStore;
 
 pub use identity::{IdentityError, NodeIdentity};
 pub use report::{ReportError, ValidReport};
-pub use service::{AttestationService, SERVICE_NAME, StreamLimits};
-pub use tls::{ConnectionLimits, PeerInfo, TlsError, TlsFiles};
+pub use service::{AgentCredentials, AttestationService, SERVICE_NAME, StreamLimits};
+pub use tls::{ClientAuth, ConnectionLimits, PeerInfo, TlsError, TlsFiles};
+pub use token::{TokenConfig, TokenIdentity, TokenRefusal, TokenVerifier};
 
 /// Every limit of the attestation server.
 #[derive(Clone, Debug)]
@@ -47,6 +51,21 @@ pub struct GrpcConfig {
     pub connection_window_bytes: u32,
     /// Name of this replica, sent in every Ack.
     pub replica: String,
+    /// Whether agents may attest with the kubelet's client certificate.
+    pub kubelet_cert: bool,
+    /// How agents' ServiceAccount tokens are verified, when they may attest with one.
+    pub token: Option<TokenConfig>,
+}
+
+impl GrpcConfig {
+    /// Which client certificates the port asks for, from the credentials agents may use.
+    pub fn client_auth(&self) -> ClientAuth {
+        match (self.kubelet_cert, self.token.is_some()) {
+            (true, true) => ClientAuth::Optional,
+            (true, false) => ClientAuth::Required,
+            (false, _) => ClientAuth::None,
+        }
+    }
 }
 
 impl Default for GrpcConfig {
@@ -71,6 +90,8 @@ impl Default for GrpcConfig {
             stream_window_bytes: 64 * 1024,
             connection_window_bytes: 128 * 1024,
             replica: "rubber-stamp-approver".to_owned(),
+            kubelet_cert: true,
+            token: None,
         }
     }
 }
@@ -80,18 +101,29 @@ impl Default for GrpcConfig {
 #[error("attestation server: {0}")]
 pub struct ServeError(#[from] tonic::transport::Error);
 
+/// How agents authenticate on the attestation port: the TLS configuration (which client
+/// certificates it asks for) and the credentials that make an agent of a node.
+#[derive(Clone, Debug)]
+pub struct AgentAuth {
+    /// The port's TLS server configuration.
+    pub tls: std::sync::Arc<rustls::ServerConfig>,
+    /// Certificates, tokens, or both.
+    pub credentials: AgentCredentials,
+}
+
 /// Serves the attestation API on `listener` until `shutdown` is cancelled, then ends every
 /// stream (agents reconnect to another replica) and waits for connections to close.
 /// `events` hears of accept errors and of connections shed by the accept loop.
 pub async fn serve(
     listener: TcpListener,
-    tls: std::sync::Arc<rustls::ServerConfig>,
+    auth: AgentAuth,
     store: AttestationStore,
     metrics: GrpcMetrics,
     events: std::sync::Arc<dyn rubber_stamp_listen::Events>,
     config: GrpcConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    let AgentAuth { tls, credentials } = auth;
     let incoming = tls::incoming(
         listener,
         tls,
@@ -105,6 +137,7 @@ pub async fn serve(
         metrics,
         config.streams.clone(),
         config.replica.clone(),
+        credentials,
         shutdown.clone(),
     );
     tonic::transport::Server::builder()

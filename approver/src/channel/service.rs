@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt as _;
 use rubber_stamp_proto::codec::AttestCodec;
@@ -20,8 +20,10 @@ use tonic::codegen::{BoxFuture, Context, Poll, Service, http};
 use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Code, Request, Response, Status, Streaming};
 
+use super::identity::IdentityError;
 use super::report::{ReportError, ValidReport};
 use super::tls::{GaugeGuard, PeerInfo};
+use super::token::{TokenRefusal, TokenVerifier, bearer};
 use crate::metrics::{GrpcMetrics, ResultLabel};
 use crate::store::{AttestationStore, StreamCommand, StreamLease};
 
@@ -55,6 +57,25 @@ pub struct StreamLimits {
     pub report_interval: Duration,
 }
 
+/// Which credentials make an agent of a node.
+#[derive(Clone, Debug)]
+pub struct AgentCredentials {
+    /// The kubelet's client certificate (`CN=system:node:<name>`), verified by TLS.
+    pub kubelet_cert: bool,
+    /// A projected ServiceAccount token, verified by the API server.
+    pub token: Option<TokenVerifier>,
+}
+
+impl AgentCredentials {
+    /// Kubelet client certificates only (no API server needed).
+    pub fn kubelet_cert() -> Self {
+        Self {
+            kubelet_cert: true,
+            token: None,
+        }
+    }
+}
+
 /// The attestation service: a tower service routing `Attest` calls, cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AttestationService {
@@ -68,7 +89,17 @@ struct ServiceState {
     limits: StreamLimits,
     replica: String,
     max_age_seconds: u32,
+    credentials: AgentCredentials,
     shutdown: CancellationToken,
+}
+
+/// Who opened a stream, as TLS or the API server verified it.
+struct Opener {
+    node: rubber_stamp_core::NodeName,
+    /// The certificate's serial, or the token's credential id.
+    credential: String,
+    /// When the credential stops being valid (tokens); the stream ends then.
+    expires: Option<Instant>,
 }
 
 /// How an accepted stream ended.
@@ -92,6 +123,9 @@ enum StreamEnd {
     TooLarge(Status),
     /// Reports came faster than the rate limit.
     RateLimited,
+    /// The token the stream was opened with expired (the agent reconnects with the fresh
+    /// one the kubelet rotated in).
+    CredentialExpired,
 }
 
 // === impl AttestationService ===
@@ -103,6 +137,7 @@ impl AttestationService {
         metrics: GrpcMetrics,
         limits: StreamLimits,
         replica: String,
+        credentials: AgentCredentials,
         shutdown: CancellationToken,
     ) -> Self {
         let max_age_seconds = u32::try_from(store.config().max_age.as_secs())
@@ -115,6 +150,7 @@ impl AttestationService {
                 limits,
                 replica,
                 max_age_seconds,
+                credentials,
                 shutdown,
             }),
         }
@@ -161,15 +197,16 @@ impl StreamingService<AgentMessage> for AttestMethod {
 
     fn call(&mut self, request: Request<Streaming<AgentMessage>>) -> Self::Future {
         let state = Arc::clone(&self.0);
-        Box::pin(async move { state.open(request) })
+        Box::pin(async move { state.open(request).await })
     }
 }
 
 // === impl ServiceState ===
 
 impl ServiceState {
-    /// Admits a new stream: only a certificate naming a node gets one.
-    fn open(
+    /// Admits a new stream: only a certificate naming a node, or a ServiceAccount token the
+    /// API server binds to a node, gets one.
+    async fn open(
         self: Arc<Self>,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<AttestResponses>, Status> {
@@ -178,12 +215,12 @@ impl ServiceState {
             self.metrics.refuse_stream("no_peer_info");
             return Err(Status::internal("connection carries no peer information"));
         };
-        let identity = match &peer.identity {
-            Ok(identity) => identity.clone(),
-            Err(error) => {
-                self.metrics.refuse_stream(error.metric_label());
-                tracing::warn!(peer = %peer.address, %error, "refused attestation stream");
-                return Err(Status::permission_denied(error.to_string()));
+        let opener = match self.identify(&peer, &request).await {
+            Ok(opener) => opener,
+            Err((label, status)) => {
+                self.metrics.refuse_stream(label);
+                tracing::warn!(peer = %peer.address, reason = label, error = status.message(), "refused attestation stream");
+                return Err(status);
             }
         };
         if self.shutdown.is_cancelled() {
@@ -192,27 +229,91 @@ impl ServiceState {
         }
         let lease = self
             .store
-            .open_stream(identity.node, peer.address.ip(), identity.serial);
+            .open_stream(opener.node, peer.address.ip(), opener.credential);
         tracing::debug!(node = %lease.node(), peer = %peer.address, "attestation stream opened");
         let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
-        tokio::spawn(self.run_stream(lease, request.into_inner(), tx));
+        tokio::spawn(self.run_stream(lease, opener.expires, request.into_inner(), tx));
         let unbox: fn(Outbound) -> Result<ApproverMessage, Status> = unbox;
         Ok(Response::new(ReceiverStream::new(rx).map(unbox)))
+    }
+
+    /// Who the stream's credential says the agent is: the connection's verified client
+    /// certificate, else (when tokens are accepted) the request's bearer token as the API
+    /// server reviews it. Never anything the agent's messages say.
+    async fn identify(
+        &self,
+        peer: &PeerInfo,
+        request: &Request<Streaming<AgentMessage>>,
+    ) -> Result<Opener, (&'static str, Status)> {
+        match (&peer.identity, &self.credentials.token) {
+            (Ok(identity), _) if self.credentials.kubelet_cert => Ok(Opener {
+                node: identity.node.clone(),
+                credential: identity.serial.clone(),
+                expires: None,
+            }),
+            (Ok(_), _) => Err((
+                "kubelet_cert_not_accepted",
+                Status::permission_denied(
+                    "this approver does not accept kubelet client certificates (--agent-identity); present a ServiceAccount token",
+                ),
+            )),
+            (Err(IdentityError::NoCertificate), Some(verifier)) => {
+                let refused = |refusal: TokenRefusal| (refusal.metric_label(), refusal.status());
+                let header = match request.metadata().get("authorization") {
+                    None => None,
+                    Some(value) => Some(value.to_str().map_err(|_| {
+                        refused(TokenRefusal::Malformed(
+                            "the authorization header is not ASCII".to_owned(),
+                        ))
+                    })?),
+                };
+                let token = bearer(header).map_err(refused)?;
+                let identity = verifier.verify(token).await.map_err(refused)?;
+                let left = identity
+                    .expires_at
+                    .duration_since(verifier.now())
+                    .map_err(|_| {
+                        refused(TokenRefusal::Expired(
+                            identity
+                                .expires_at
+                                .duration_since(SystemTime::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_secs()),
+                        ))
+                    })?;
+                tracing::debug!(node = %identity.node, pod = %identity.pod, credential = %identity.credential, "token verified");
+                Ok(Opener {
+                    node: identity.node,
+                    credential: identity.credential,
+                    expires: Some(Instant::now() + left),
+                })
+            }
+            (Err(error), _) => Err((
+                error.metric_label(),
+                Status::permission_denied(error.to_string()),
+            )),
+        }
     }
 
     async fn run_stream(
         self: Arc<Self>,
         mut lease: StreamLease,
+        expires: Option<Instant>,
         mut inbound: Streaming<AgentMessage>,
         outbound: mpsc::Sender<Outbound>,
     ) {
         let _live = GaugeGuard::inc(&self.metrics.live_streams);
         let mut limiter = RateLimiter::new(self.limits.report_burst, self.limits.report_interval);
         let mut previous = 0;
+        // A stream without an expiring credential never reaches this far-off deadline.
+        let expiry = tokio::time::sleep_until(
+            expires.unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 86_400)),
+        );
+        tokio::pin!(expiry);
         let end = loop {
             let reply = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break StreamEnd::Shutdown,
+                () = &mut expiry, if expires.is_some() => break StreamEnd::CredentialExpired,
                 command = lease.next_command() => match command {
                     Some(StreamCommand::Challenge(nonce)) => ApproverMessage {
                         kind: Some(approver_message::Kind::Challenge(Challenge {
@@ -330,6 +431,7 @@ impl StreamEnd {
             Self::Malformed(_) => "malformed_message",
             Self::TooLarge(_) => "message_too_large",
             Self::RateLimited => "rate_limited",
+            Self::CredentialExpired => "credential_expired",
         }
     }
 
@@ -349,6 +451,9 @@ impl StreamEnd {
             ))),
             Self::RateLimited => Some(Status::resource_exhausted(
                 "reports arrive faster than the approver's per-stream rate limit",
+            )),
+            Self::CredentialExpired => Some(Status::unauthenticated(
+                "the token this stream was opened with expired; reconnect with the rotated one",
             )),
         }
     }

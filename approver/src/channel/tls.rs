@@ -38,8 +38,21 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// The serving certificate's private key (PEM).
     pub key: PathBuf,
-    /// CA bundle that client (kubelet) certificates must chain to (PEM).
-    pub client_ca: PathBuf,
+    /// CA bundle that client (kubelet) certificates must chain to (PEM); `None` when agents
+    /// attest with ServiceAccount tokens only.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Which client certificates the attestation port asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Every connection must present a certificate chaining to the client CA.
+    Required,
+    /// A certificate is verified when presented; a connection without one must carry a
+    /// ServiceAccount token on its stream.
+    Optional,
+    /// No certificate is asked for (ServiceAccount tokens only).
+    None,
 }
 
 /// Why the TLS configuration could not be built.
@@ -61,6 +74,11 @@ pub enum TlsError {
         /// What rustls said.
         source: rustls::Error,
     },
+    /// Client certificates are accepted but no client CA bundle is configured.
+    #[error(
+        "kubelet client certificates are accepted (--agent-identity kubelet-cert) but no --client-ca is set"
+    )]
+    NoClientCa,
     /// The client certificate verifier could not be built (e.g. an empty bundle).
     #[error("client certificate verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
@@ -70,8 +88,8 @@ pub enum TlsError {
 }
 
 /// Builds the server configuration: TLS 1.3 only, ALPN `h2`, and a client certificate
-/// chaining to `files.client_ca` required on every connection.
-pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+/// chaining to `files.client_ca` as `auth` says.
+pub fn server_config(files: &TlsFiles, auth: ClientAuth) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = read_certs(&files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|source| TlsError::Pem {
         path: files.key.clone(),
@@ -80,7 +98,8 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = rustls::crypto::ring::default_provider();
     let certified = rustls::sign::CertifiedKey::from_der(chain, key, &provider)?;
     server_config_with(
-        &files.client_ca,
+        files.client_ca.as_deref(),
+        auth,
         Arc::new(rustls::sign::SingleCertAndKey::from(certified)),
     )
 }
@@ -88,24 +107,34 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
 /// Like [`server_config`], with the serving certificate chosen per handshake by
 /// `certificates` (e.g. a `pki::ServingCertificate` that renewal swaps).
 pub fn server_config_with(
-    client_ca: &Path,
+    client_ca: Option<&Path>,
+    auth: ClientAuth,
     certificates: Arc<dyn ResolvesServerCert>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = RootCertStore::empty();
-    for ca in read_certs(client_ca)? {
-        roots.add(ca).map_err(|source| TlsError::ClientCa {
-            path: client_ca.to_owned(),
-            source,
-        })?;
-    }
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-            .build()?;
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(certificates);
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    let builder = if auth == ClientAuth::None {
+        builder.with_no_client_auth()
+    } else {
+        let client_ca = client_ca.ok_or(TlsError::NoClientCa)?;
+        let mut roots = RootCertStore::empty();
+        for ca in read_certs(client_ca)? {
+            roots.add(ca).map_err(|source| TlsError::ClientCa {
+                path: client_ca.to_owned(),
+                source,
+            })?;
+        }
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
+        let verifier = if auth == ClientAuth::Optional {
+            verifier.allow_unauthenticated()
+        } else {
+            verifier
+        };
+        builder.with_client_cert_verifier(verifier.build()?)
+    };
+    let mut config = builder.with_cert_resolver(certificates);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }

@@ -11,7 +11,7 @@ use rubber_stamp_listen::PlaintextLimits;
 use super::controller::ControllerArgs;
 use super::parse_duration;
 use super::pki::PkiArgs;
-use crate::channel::{ConnectionLimits, GrpcConfig, StreamLimits, TlsFiles};
+use crate::channel::{ConnectionLimits, GrpcConfig, StreamLimits, TlsFiles, TokenConfig};
 use crate::controller::config::max_age_of;
 use crate::controller::{ControllerConfig, ControllerConfigError};
 use crate::pki::PkiConfigError;
@@ -49,9 +49,81 @@ pub struct RunArgs {
     pub tls_key: Option<PathBuf>,
 
     /// PEM bundle of the CA(s) that sign kubelet client certificates (the cluster CA).
-    /// Agents must present a certificate chaining to it.
+    /// Agents that attest with a certificate must present one chaining to it. Required
+    /// when --agent-identity includes kubelet-cert.
     #[arg(long, env = "RUBBER_STAMP_CLIENT_CA")]
-    pub client_ca: PathBuf,
+    pub client_ca: Option<PathBuf>,
+
+    /// Credentials agents may attest with, comma-separated: `kubelet-cert` (the kubelet's
+    /// client certificate, verified against --client-ca) and `token` (a projected
+    /// ServiceAccount token, verified with a TokenReview and bound to a node through its
+    /// Pod; needs Kubernetes 1.30+ and RBAC for tokenreviews and pods).
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_AGENT_IDENTITY",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "kubelet-cert"
+    )]
+    pub agent_identity: Vec<AgentIdentityMode>,
+
+    /// Audience agents' tokens must be issued for (the projected volume's `audience`).
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_AGENT_TOKEN_AUDIENCE",
+        default_value = "rubber-stamp"
+    )]
+    pub agent_token_audience: String,
+
+    /// Namespace of the agent's ServiceAccount and DaemonSet.
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_AGENT_NAMESPACE",
+        default_value = "rubber-stamp"
+    )]
+    pub agent_namespace: String,
+
+    /// The agent's ServiceAccount: a token of any other is refused.
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_AGENT_SERVICE_ACCOUNT",
+        default_value = "rubber-stamp-agent"
+    )]
+    pub agent_service_account: String,
+
+    /// The agent's DaemonSet: a token's Pod must be controlled by it.
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_AGENT_DAEMONSET",
+        default_value = "rubber-stamp-agent"
+    )]
+    pub agent_daemonset: String,
+
+    /// Most TokenReviews in flight at once (a token seen before is answered from a cache
+    /// until it expires).
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_TOKEN_REVIEW_CONCURRENCY",
+        default_value_t = 16
+    )]
+    pub token_review_concurrency: usize,
+
+    /// Longest a stream waits for its token's review (queueing included); past it the
+    /// stream is refused with UNAVAILABLE and the agent retries.
+    #[arg(long, env = "RUBBER_STAMP_TOKEN_REVIEW_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub token_review_timeout: Duration,
+
+    /// Most tokens whose review outcome is cached.
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_TOKEN_CACHE_ENTRIES",
+        default_value_t = 65_536
+    )]
+    pub token_cache_entries: usize,
+
+    /// How long a refused token's outcome is remembered (an accepted one until it expires).
+    #[arg(long, env = "RUBBER_STAMP_TOKEN_REFUSAL_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub token_refusal_ttl: Duration,
 
     /// This replica's name, sent to agents in every Ack (set it from the pod name).
     #[arg(long, env = "POD_NAME", default_value = "rubber-stamp-approver")]
@@ -80,7 +152,9 @@ pub struct RunArgs {
     pub max_handshakes_per_source: usize,
 
     /// Most open connections of one node (its agent needs one; a certificate rotation
-    /// briefly two). A verified certificate that names no node counts per source address.
+    /// briefly two). A verified certificate that names no node, and a connection without a
+    /// certificate (token mode: the node is known only once a stream's token is reviewed),
+    /// count per source address: raise it where many agents share one address (NAT).
     #[arg(
         long,
         env = "RUBBER_STAMP_MAX_CONNECTIONS_PER_NODE",
@@ -228,6 +302,21 @@ pub enum ConfigError {
     /// The controller's flags (or the policy file) are unusable.
     #[error(transparent)]
     Controller(#[from] ControllerConfigError),
+    /// Kubelet certificates are accepted but there is no CA to verify them with.
+    #[error("--agent-identity includes kubelet-cert: --client-ca is required")]
+    NoClientCa,
+    /// No credential is accepted.
+    #[error("--agent-identity names no credential")]
+    NoAgentIdentity,
+}
+
+/// A credential agents may attest with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AgentIdentityMode {
+    /// The kubelet's client certificate (`CN=system:node:<name>`, `O=system:nodes`).
+    KubeletCert,
+    /// A projected ServiceAccount token bound to a Pod of the agent DaemonSet.
+    Token,
 }
 
 impl RunArgs {
@@ -280,10 +369,35 @@ impl RunArgs {
             (self.report_burst as usize, "report-burst"),
             (self.change_buffer, "change-buffer"),
             (self.max_pending_challenges, "max-pending-challenges"),
+            (self.token_review_concurrency, "token-review-concurrency"),
+            (self.token_cache_entries, "token-cache-entries"),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(flag));
             }
+        }
+        positive(self.token_review_timeout, "token-review-timeout")?;
+        let kubelet_cert = self
+            .agent_identity
+            .contains(&AgentIdentityMode::KubeletCert);
+        let token = self
+            .agent_identity
+            .contains(&AgentIdentityMode::Token)
+            .then(|| TokenConfig {
+                audience: self.agent_token_audience.clone(),
+                namespace: self.agent_namespace.clone(),
+                service_account: self.agent_service_account.clone(),
+                daemonset: self.agent_daemonset.clone(),
+                max_concurrent_reviews: self.token_review_concurrency,
+                review_timeout: self.token_review_timeout,
+                cache_entries: self.token_cache_entries,
+                refusal_ttl: self.token_refusal_ttl,
+            });
+        if !kubelet_cert && token.is_none() {
+            return Err(ConfigError::NoAgentIdentity);
+        }
+        if kubelet_cert && self.client_ca.is_none() {
+            return Err(ConfigError::NoClientCa);
         }
         let controller = self
             .controller
@@ -350,6 +464,8 @@ impl RunArgs {
                 stream_window_bytes: self.stream_window_bytes,
                 connection_window_bytes: self.connection_window_bytes,
                 replica: self.replica_name,
+                kubelet_cert,
+                token,
             },
             prune_interval: prune_interval(max_age),
             drain_timeout: self.drain_timeout,

@@ -61,6 +61,8 @@ pub struct GrpcMetrics {
     /// The controller's challenges family (`rubber_stamp_controller_challenges_total`):
     /// the channel counts `answered` where the answering report is recorded.
     pub challenges: Family<ResultLabel, Counter>,
+    /// TokenReviews sent to verify agents' ServiceAccount tokens (cache misses only).
+    pub token_reviews: Counter,
 }
 
 // === impl Metrics ===
@@ -153,6 +155,11 @@ impl GrpcMetrics {
             "closed_streams",
             "Accepted attestation streams that ended, by reason",
             metrics.closed_streams.clone(),
+        );
+        registry.register(
+            "token_reviews",
+            "TokenReviews sent to verify agents' ServiceAccount tokens (cache misses)",
+            metrics.token_reviews.clone(),
         );
         metrics
     }

@@ -25,19 +25,19 @@ pub enum TlsSource {
     },
     /// The approver's own CA and certificate, kept in a Secret.
     Secret {
-        /// CA bundle that client (kubelet) certificates must chain to.
-        client_ca: PathBuf,
+        /// CA bundle that client (kubelet) certificates must chain to, when accepted.
+        client_ca: Option<PathBuf>,
         /// Where and how long.
         pki: PkiConfig,
     },
 }
 
 impl TlsSource {
-    /// The client CA bundle.
-    pub fn client_ca(&self) -> &std::path::Path {
+    /// The client CA bundle, when kubelet client certificates are accepted.
+    pub fn client_ca(&self) -> Option<&std::path::Path> {
         match self {
-            Self::Files { files, .. } => &files.client_ca,
-            Self::Secret { client_ca, .. } => client_ca,
+            Self::Files { files, .. } => files.client_ca.as_deref(),
+            Self::Secret { client_ca, .. } => client_ca.as_deref(),
         }
     }
 }

@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin;
-use crate::channel::{self, TlsError};
+use crate::channel::{self, AgentCredentials, TlsError, TokenVerifier};
 use crate::controller::{ClientError, Controller, ControllerConfig, ControllerError, Leadership};
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -64,7 +64,9 @@ pub enum RuntimeError {
     #[error("attestation port certificate: {0}")]
     Pki(#[from] PkiError),
     /// The TLS Secret needs the Kubernetes API but no client was given.
-    #[error("no Kubernetes client to keep the TLS Secret with (or give --tls-cert and --tls-key)")]
+    #[error(
+        "no Kubernetes client to keep the TLS Secret with or to review agents' tokens (give --tls-cert and --tls-key, and --agent-identity kubelet-cert)"
+    )]
     NoKubeClient,
     /// The Kubernetes client could not be configured (kubeconfig or in-cluster).
     #[error("Kubernetes client: {0}")]
@@ -116,6 +118,7 @@ pub struct Listeners {
 pub struct Runtime {
     config: RunConfig,
     tls: Arc<rustls::ServerConfig>,
+    credentials: AgentCredentials,
     serving: Arc<ServingCertificate>,
     store: AttestationStore,
     metrics: Arc<Metrics>,
@@ -193,7 +196,7 @@ impl Runtime {
                 serving
             }
             TlsSource::Secret { pki, .. } => {
-                let client = kube.ok_or(RuntimeError::NoKubeClient)?;
+                let client = kube.clone().ok_or(RuntimeError::NoKubeClient)?;
                 let pki = bootstrap_pki(client, pki, &clock, &metrics).await?;
                 let serving = Arc::clone(pki.serving());
                 tasks.push((
@@ -203,8 +206,25 @@ impl Runtime {
                 serving
             }
         };
-        let tls = channel::tls::server_config_with(config.tls.client_ca(), serving.clone())?;
+        let tls = channel::tls::server_config_with(
+            config.tls.client_ca(),
+            config.grpc.client_auth(),
+            serving.clone(),
+        )?;
+        let credentials = AgentCredentials {
+            kubelet_cert: config.grpc.kubelet_cert,
+            token: match &config.grpc.token {
+                Some(token) => Some(TokenVerifier::new(
+                    kube.ok_or(RuntimeError::NoKubeClient)?,
+                    token.clone(),
+                    metrics.grpc.token_reviews.clone(),
+                    Arc::clone(&clock),
+                )),
+                None => None,
+            },
+        };
         Ok(Self {
+            credentials,
             store: AttestationStore::new(config.store.clone(), clock),
             metrics,
             health: Health::new().await,
@@ -273,6 +293,7 @@ impl Runtime {
         let Self {
             config,
             tls,
+            credentials,
             serving: _,
             store,
             metrics,
@@ -309,7 +330,7 @@ impl Runtime {
             let health = health.clone();
             let serve = channel::serve(
                 listeners.grpc,
-                tls,
+                channel::AgentAuth { tls, credentials },
                 store.clone(),
                 metrics.grpc.clone(),
                 events,
@@ -533,7 +554,12 @@ pub fn main(
                     .await
                     .map_err(RuntimeError::Kube)?,
             ),
-            (None, TlsSource::Files { .. }) => None,
+            (None, TlsSource::Files { .. }) if config.grpc.token.is_none() => None,
+            (None, TlsSource::Files { .. }) => Some(
+                kube::Client::try_default()
+                    .await
+                    .map_err(RuntimeError::Kube)?,
+            ),
         };
         if let Some(controller_config) = &controller_config {
             warn_about_policy_gaps(&controller_config.policy, &config.tls);
