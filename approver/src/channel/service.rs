@@ -31,6 +31,9 @@ use crate::store::{AttestationStore, StreamCommand, StreamLease};
 pub const SERVICE_NAME: &str = "rubberstamp.v1.Attestation";
 const ATTEST_PATH: &str = "/rubberstamp.v1.Attestation/Attest";
 
+/// At most one "refused attestation stream" log line per this interval.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Responses queued per stream before the stream task waits for the agent to read.
 const OUTBOUND_CAPACITY: usize = 2;
 
@@ -90,6 +93,7 @@ struct ServiceState {
     replica: String,
     max_age_seconds: u32,
     credentials: AgentCredentials,
+    refusal_log: std::sync::Mutex<rubber_stamp_listen::Throttle>,
     shutdown: CancellationToken,
 }
 
@@ -151,6 +155,9 @@ impl AttestationService {
                 replica,
                 max_age_seconds,
                 credentials,
+                refusal_log: std::sync::Mutex::new(rubber_stamp_listen::Throttle::new(
+                    REFUSAL_LOG_INTERVAL,
+                )),
                 shutdown,
             }),
         }
@@ -219,7 +226,16 @@ impl ServiceState {
             Ok(opener) => opener,
             Err((label, status)) => {
                 self.metrics.refuse_stream(label);
-                tracing::warn!(peer = %peer.address, reason = label, error = status.message(), "refused attestation stream");
+                // Anyone who reaches the port can be refused: one line per interval, with
+                // how many were held back; the metric counts every one.
+                let admitted = self
+                    .refusal_log
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .admit(Instant::now());
+                if let Some(held_back) = admitted {
+                    tracing::warn!(peer = %peer.address, reason = label, error = status.message(), held_back, "refused attestation stream");
+                }
                 return Err(status);
             }
         };
@@ -268,7 +284,10 @@ impl ServiceState {
                     })?),
                 };
                 let token = bearer(header).map_err(refused)?;
-                let identity = verifier.verify(token).await.map_err(refused)?;
+                let identity = verifier
+                    .verify(token, peer.address.ip())
+                    .await
+                    .map_err(refused)?;
                 let left = identity
                     .expires_at
                     .duration_since(verifier.now())

@@ -16,8 +16,9 @@
 //!   outcomes by a digest of the token.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
@@ -63,6 +64,14 @@ pub struct TokenConfig {
     /// How long a refusal is remembered, so a client repeating a bad token does not cost a
     /// review each time (an accepted token is remembered until it expires).
     pub refusal_ttl: Duration,
+    /// Longest a token may still be valid for: one whose `exp` is further away is refused
+    /// before any review (a projected token lives 10 minutes to a day; this bounds how
+    /// long an accepted token is cached and a stream opened with it lives).
+    pub max_lifetime: Duration,
+    /// Reviews (cache misses) one source address may cause at once (IPv6: one /64).
+    pub source_burst: u32,
+    /// After the burst, one more review per source per this interval.
+    pub source_interval: Duration,
 }
 
 impl TokenConfig {
@@ -107,6 +116,17 @@ pub enum TokenRefusal {
         "the token expired at {0} (Unix seconds); the kubelet rotates projected tokens: mount one with expirationSeconds"
     )]
     Expired(u64),
+    /// The token claims to be valid for longer than `--token-max-lifetime`.
+    #[error("the token's exp {exp} is more than {max:?} away; projected tokens live at most a day")]
+    TooLong {
+        /// Its `exp`, Unix seconds.
+        exp: u64,
+        /// The limit.
+        max: Duration,
+    },
+    /// The source address caused more reviews than its rate allows; retry later.
+    #[error("too many token reviews for this source address; retry later")]
+    RateLimited,
     /// The token is not for this approver's audience.
     #[error("the token's audiences {found:?} do not include {expected:?}")]
     Audience {
@@ -185,6 +205,8 @@ impl TokenRefusal {
             Self::Malformed(_) => "token_malformed",
             Self::TooLarge => "token_too_large",
             Self::Expired(_) => "token_expired",
+            Self::TooLong { .. } => "token_lifetime",
+            Self::RateLimited => "token_review_rate_limited",
             Self::Audience { .. } => "token_audience",
             Self::Unauthenticated(_) => "token_unauthenticated",
             Self::ServiceAccount { .. } => "token_service_account",
@@ -206,20 +228,27 @@ impl TokenRefusal {
     pub fn status(&self) -> tonic::Status {
         let message = self.to_string();
         match self {
-            Self::ReviewFailed(_) => tonic::Status::unavailable(message),
+            Self::ReviewFailed(_) | Self::RateLimited => tonic::Status::unavailable(message),
             Self::Missing
             | Self::Malformed(_)
             | Self::TooLarge
             | Self::Expired(_)
+            | Self::TooLong { .. }
             | Self::Audience { .. }
             | Self::Unauthenticated(_) => tonic::Status::unauthenticated(message),
             _ => tonic::Status::permission_denied(message),
         }
     }
 
-    /// Whether the outcome may be remembered (a failed review is not an answer).
+    /// Whether the outcome may be remembered: what the token and the cluster's objects
+    /// settle, not a failed review, a rate limit, or the API server's refusal (which may be
+    /// a passing authenticator error; a forged token costs a review each time, which the
+    /// per-source rate bounds).
     fn cacheable(&self) -> bool {
-        !matches!(self, Self::ReviewFailed(_))
+        !matches!(
+            self,
+            Self::ReviewFailed(_) | Self::RateLimited | Self::Unauthenticated(_)
+        )
     }
 }
 
@@ -270,11 +299,13 @@ pub fn bearer(header: Option<&str>) -> Result<&str, TokenRefusal> {
 }
 
 /// Reads the token's claims without verifying them and refuses what no review would
-/// accept: not a JWT, expired at `now`, or not for `audience`.
+/// accept — not a JWT, expired at `now`, not for `audience` — and what this approver does
+/// not accept: valid for longer than `max_lifetime`.
 pub fn precheck(
     token: &str,
     audience: &str,
     now: SystemTime,
+    max_lifetime: Duration,
 ) -> Result<UnverifiedClaims, TokenRefusal> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(TokenRefusal::TooLarge);
@@ -299,6 +330,12 @@ pub fn precheck(
     };
     if exp <= unix_seconds(now) {
         return Err(TokenRefusal::Expired(exp));
+    }
+    if exp > unix_seconds(now).saturating_add(max_lifetime.as_secs()) {
+        return Err(TokenRefusal::TooLong {
+            exp,
+            max: max_lifetime,
+        });
     }
     if !claims.aud.iter().any(|a| a == audience) {
         return Err(TokenRefusal::Audience {
@@ -416,8 +453,59 @@ struct VerifierInner {
     config: TokenConfig,
     clock: Arc<dyn Clock>,
     permits: Semaphore,
-    cache: Mutex<HashMap<[u8; 32], Cached>>,
+    /// Accepted tokens, until they expire.
+    accepted: Mutex<HashMap<[u8; 32], Cached>>,
+    /// Refused tokens, for `refusal_ttl` (a separate, smaller map that strangers can fill
+    /// without touching the agents' entries).
+    refused: Mutex<HashMap<[u8; 32], Cached>>,
+    sources: Mutex<SourceBuckets>,
     reviews: prometheus_client::metrics::counter::Counter,
+}
+
+/// Most refused tokens remembered.
+const MAX_REFUSED_ENTRIES: usize = 4096;
+/// Most source addresses whose review rate is tracked; past it a new source's first review
+/// waits until an idle one's bucket is full again and is forgotten.
+const MAX_SOURCES: usize = 65_536;
+
+/// Token buckets of reviews per source address (IPv6 per /64).
+#[derive(Debug, Default)]
+struct SourceBuckets {
+    buckets: HashMap<IpAddr, (f64, Instant)>,
+}
+
+impl SourceBuckets {
+    fn allow(&mut self, source: IpAddr, burst: u32, interval: Duration, now: Instant) -> bool {
+        let key = match source {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::V6(Ipv6Addr::from(octets))
+            }
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(source, IpAddr::V4),
+            IpAddr::V4(_) => source,
+        };
+        let burst = f64::from(burst.max(1));
+        let per_second = 1.0 / interval.as_secs_f64().max(f64::EPSILON);
+        let refill = |(tokens, last): (f64, Instant)| {
+            (tokens + now.saturating_duration_since(last).as_secs_f64() * per_second).min(burst)
+        };
+        if !self.buckets.contains_key(&key) && self.buckets.len() >= MAX_SOURCES {
+            self.buckets.retain(|_, bucket| refill(*bucket) < burst);
+            if self.buckets.len() >= MAX_SOURCES {
+                return false;
+            }
+        }
+        let bucket = self.buckets.entry(key).or_insert((burst, now));
+        let tokens = refill(*bucket);
+        if tokens >= 1.0 {
+            *bucket = (tokens - 1.0, now);
+            true
+        } else {
+            *bucket = (tokens, now);
+            false
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -449,7 +537,9 @@ impl TokenVerifier {
                 clock,
                 permits: Semaphore::new(config.max_concurrent_reviews.max(1)),
                 config,
-                cache: Mutex::default(),
+                accepted: Mutex::default(),
+                refused: Mutex::default(),
+                sources: Mutex::default(),
                 reviews,
             }),
         }
@@ -465,15 +555,33 @@ impl TokenVerifier {
         SystemTime::from(self.inner.clock.now())
     }
 
-    /// The node `token` speaks for, from the cache or a review.
-    pub async fn verify(&self, token: &str) -> Result<TokenIdentity, TokenRefusal> {
+    /// The node `token`, presented from `source`, speaks for: from the cache or a review.
+    pub async fn verify(&self, token: &str, source: IpAddr) -> Result<TokenIdentity, TokenRefusal> {
+        let config = &self.inner.config;
         let now = self.now();
-        let claims = precheck(token, &self.inner.config.audience, now)?;
+        let claims = precheck(token, &config.audience, now, config.max_lifetime)?;
         let key = digest(token);
         if let Some(cached) = self.cached(&key, now) {
             return cached;
         }
-        let expires_at = UNIX_EPOCH + Duration::from_secs(claims.exp.unwrap_or_default());
+        let allowed = self
+            .inner
+            .sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .allow(
+                source,
+                config.source_burst,
+                config.source_interval,
+                Instant::now(),
+            );
+        if !allowed {
+            return Err(TokenRefusal::RateLimited);
+        }
+        // Bounded by the precheck: at most `max_lifetime` from now.
+        let expires_at = UNIX_EPOCH
+            .checked_add(Duration::from_secs(claims.exp.unwrap_or_default()))
+            .ok_or_else(|| TokenRefusal::Malformed("exp is out of range".to_owned()))?;
         let review = async {
             let _permit = self
                 .inner
@@ -487,12 +595,12 @@ impl TokenVerifier {
             }
             self.review(token, expires_at).await
         };
-        let outcome = tokio::time::timeout(self.inner.config.review_timeout, review)
+        let outcome = tokio::time::timeout(config.review_timeout, review)
             .await
             .unwrap_or_else(|_| {
                 Err(TokenRefusal::ReviewFailed(format!(
                     "no answer within {:?}",
-                    self.inner.config.review_timeout
+                    config.review_timeout
                 )))
             });
         self.remember(key, &outcome, expires_at);
@@ -547,15 +655,13 @@ impl TokenVerifier {
         key: &[u8; 32],
         now: SystemTime,
     ) -> Option<Result<TokenIdentity, TokenRefusal>> {
-        let cache = self
-            .inner
-            .cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        cache
-            .get(key)
-            .filter(|cached| cached.until > now)
-            .map(|cached| cached.outcome.clone())
+        for map in [&self.inner.accepted, &self.inner.refused] {
+            let map = map.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(cached) = map.get(key).filter(|cached| cached.until > now) {
+                return Some(cached.outcome.clone());
+            }
+        }
+        None
     }
 
     fn remember(
@@ -565,32 +671,36 @@ impl TokenVerifier {
         expires_at: SystemTime,
     ) {
         let now = self.now();
-        let until = match outcome {
-            Ok(_) => expires_at,
-            Err(refusal) if refusal.cacheable() => {
-                (now + self.inner.config.refusal_ttl).min(expires_at)
-            }
+        let (map, until, capacity) = match outcome {
+            Ok(_) => (
+                &self.inner.accepted,
+                expires_at,
+                self.inner.config.cache_entries,
+            ),
+            Err(refusal) if refusal.cacheable() => (
+                &self.inner.refused,
+                (now + self.inner.config.refusal_ttl).min(expires_at),
+                MAX_REFUSED_ENTRIES,
+            ),
             Err(_) => return,
         };
-        let mut cache = self
-            .inner
-            .cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= self.inner.config.cache_entries {
-            cache.retain(|_, cached| cached.until > now);
+        let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+        // Full: drop what expired, then (rarely: more live tokens than entries) the entry
+        // that would expire first.
+        if map.len() >= capacity {
+            map.retain(|_, cached| cached.until > now);
         }
-        while cache.len() >= self.inner.config.cache_entries.max(1) {
-            let Some(soonest) = cache
+        while map.len() >= capacity.max(1) {
+            let Some(soonest) = map
                 .iter()
                 .min_by_key(|(_, cached)| cached.until)
                 .map(|(key, _)| *key)
             else {
                 break;
             };
-            cache.remove(&soonest);
+            map.remove(&soonest);
         }
-        cache.insert(
+        map.insert(
             key,
             Cached {
                 outcome: outcome.clone(),
@@ -627,8 +737,13 @@ mod tests {
             review_timeout: Duration::from_secs(1),
             cache_entries: 8,
             refusal_ttl: Duration::from_secs(30),
+            max_lifetime: Duration::from_secs(86_400),
+            source_burst: 2,
+            source_interval: Duration::from_secs(1),
         }
     }
+
+    const DAY: Duration = Duration::from_secs(86_400);
 
     fn jwt(payload: &serde_json::Value) -> String {
         let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
@@ -721,35 +836,45 @@ mod tests {
         let now = at(1_000);
         let good = jwt(&serde_json::json!({"exp": 2_000, "aud": ["rubber-stamp", "x"]}));
         assert_eq!(
-            precheck(&good, "rubber-stamp", now).map(|c| c.exp),
+            precheck(&good, "rubber-stamp", now, DAY).map(|c| c.exp),
             Ok(Some(2_000))
         );
         let single = jwt(&serde_json::json!({"exp": 2_000, "aud": "rubber-stamp"}));
         assert!(
-            precheck(&single, "rubber-stamp", now).is_ok(),
+            precheck(&single, "rubber-stamp", now, DAY).is_ok(),
             "aud may be one string"
         );
         let expired = jwt(&serde_json::json!({"exp": 1_000, "aud": ["rubber-stamp"]}));
         assert_eq!(
-            precheck(&expired, "rubber-stamp", now).map(|_| ()),
+            precheck(&expired, "rubber-stamp", now, DAY).map(|_| ()),
             Err(TokenRefusal::Expired(1_000))
         );
         let api = jwt(
             &serde_json::json!({"exp": 2_000, "aud": ["https://kubernetes.default.svc.cluster.local"]}),
         );
         assert!(matches!(
-            precheck(&api, "rubber-stamp", now),
+            precheck(&api, "rubber-stamp", now, DAY),
             Err(TokenRefusal::Audience { .. })
         ));
         let forever = jwt(&serde_json::json!({"aud": ["rubber-stamp"]}));
         assert!(matches!(
-            precheck(&forever, "rubber-stamp", now),
+            precheck(&forever, "rubber-stamp", now, DAY),
             Err(TokenRefusal::Malformed(m)) if m.contains("exp")
         ));
+        // A forged exp far in the future is refused before anything adds to it.
+        for exp in [u64::MAX, 1_000 + 86_401] {
+            let far = jwt(&serde_json::json!({"exp": exp, "aud": ["rubber-stamp"]}));
+            assert!(matches!(
+                precheck(&far, "rubber-stamp", now, DAY),
+                Err(TokenRefusal::TooLong { .. })
+            ));
+        }
+        let day = jwt(&serde_json::json!({"exp": 1_000 + 86_400, "aud": ["rubber-stamp"]}));
+        assert!(precheck(&day, "rubber-stamp", now, DAY).is_ok());
         for bad in ["abc", "a.b", "a.b.c.d", "a.!!!.c", "a.e30K.c"] {
             assert!(
                 matches!(
-                    precheck(bad, "rubber-stamp", now),
+                    precheck(bad, "rubber-stamp", now, DAY),
                     Err(TokenRefusal::Malformed(_))
                 ),
                 "{bad}"
@@ -878,6 +1003,27 @@ mod tests {
             refused(&honest_review(), Some(&impostor)).metric_label(),
             "token_not_agent_pod"
         );
+    }
+
+    #[test]
+    fn reviews_per_source_are_rate_limited_with_ipv6_per_64() {
+        let mut buckets = SourceBuckets::default();
+        let start = Instant::now();
+        let second = Duration::from_secs(1);
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        assert!(buckets.allow(a, 2, second, start));
+        assert!(buckets.allow(a, 2, second, start));
+        assert!(!buckets.allow(a, 2, second, start), "the burst is spent");
+        assert!(buckets.allow("10.0.0.2".parse().expect("ip"), 2, second, start));
+        assert!(buckets.allow(a, 2, second, start + second), "refilled one");
+        assert!(!buckets.allow(a, 2, second, start + second));
+        // One /64 is one source; the mapped form of an IPv4 address is that address.
+        let v6 = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        assert!(buckets.allow(v6("2001:db8::1"), 2, second, start));
+        assert!(buckets.allow(v6("2001:db8::ffff:1"), 2, second, start));
+        assert!(!buckets.allow(v6("2001:db8::2:3"), 2, second, start));
+        assert!(buckets.allow(v6("2001:db8:0:1::1"), 2, second, start));
+        assert!(!buckets.allow(v6("::ffff:10.0.0.1"), 2, second, start));
     }
 
     #[test]

@@ -121,9 +121,30 @@ pub struct RunArgs {
     )]
     pub token_cache_entries: usize,
 
-    /// How long a refused token's outcome is remembered (an accepted one until it expires).
+    /// How long a refused token's outcome is remembered (an accepted one until it expires;
+    /// a token the API server did not authenticate is not remembered).
     #[arg(long, env = "RUBBER_STAMP_TOKEN_REFUSAL_TTL", default_value = "30s", value_parser = parse_duration)]
     pub token_refusal_ttl: Duration,
+
+    /// Longest a token may still be valid for when presented; one whose expiry is further
+    /// away is refused without a review (it bounds how long an accepted token is cached and
+    /// its stream lives).
+    #[arg(long, env = "RUBBER_STAMP_TOKEN_MAX_LIFETIME", default_value = "24h", value_parser = parse_duration)]
+    pub token_max_lifetime: Duration,
+
+    /// TokenReviews (cache misses) one source address may cause in a burst (IPv6: one /64);
+    /// anyone who reaches the port can present tokens. Raise it where many agents share
+    /// one address (NAT) and re-attach together.
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_TOKEN_REVIEW_SOURCE_BURST",
+        default_value_t = 32
+    )]
+    pub token_review_source_burst: u32,
+
+    /// After the burst, one more TokenReview per source address per this interval.
+    #[arg(long, env = "RUBBER_STAMP_TOKEN_REVIEW_SOURCE_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
+    pub token_review_source_interval: Duration,
 
     /// This replica's name, sent to agents in every Ack (set it from the pod name).
     #[arg(long, env = "POD_NAME", default_value = "rubber-stamp-approver")]
@@ -308,7 +329,17 @@ pub enum ConfigError {
     /// No credential is accepted.
     #[error("--agent-identity names no credential")]
     NoAgentIdentity,
+    /// The token lifetime bound is beyond what any projected token lives.
+    #[error("--token-max-lifetime must be at most 48h (kube-apiserver's longest token)")]
+    TokenLifetime,
 }
+
+/// Longest `--token-max-lifetime`: kube-apiserver's default
+/// `--service-account-max-token-expiration`.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(48 * 3600);
+
+/// Longest a refusal is remembered, whatever `--token-refusal-ttl` says.
+const MAX_REFUSAL_TTL: Duration = Duration::from_secs(3600);
 
 /// A credential agents may attest with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -377,6 +408,17 @@ impl RunArgs {
             }
         }
         positive(self.token_review_timeout, "token-review-timeout")?;
+        positive(self.token_max_lifetime, "token-max-lifetime")?;
+        positive(
+            self.token_review_source_interval,
+            "token-review-source-interval",
+        )?;
+        if self.token_max_lifetime > MAX_TOKEN_LIFETIME {
+            return Err(ConfigError::TokenLifetime);
+        }
+        if self.token_review_source_burst == 0 {
+            return Err(ConfigError::Zero("token-review-source-burst"));
+        }
         let kubelet_cert = self
             .agent_identity
             .contains(&AgentIdentityMode::KubeletCert);
@@ -391,7 +433,10 @@ impl RunArgs {
                 max_concurrent_reviews: self.token_review_concurrency,
                 review_timeout: self.token_review_timeout,
                 cache_entries: self.token_cache_entries,
-                refusal_ttl: self.token_refusal_ttl,
+                refusal_ttl: self.token_refusal_ttl.min(MAX_REFUSAL_TTL),
+                max_lifetime: self.token_max_lifetime,
+                source_burst: self.token_review_source_burst,
+                source_interval: self.token_review_source_interval,
             });
         if !kubelet_cert && token.is_none() {
             return Err(ConfigError::NoAgentIdentity);
