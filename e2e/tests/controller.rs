@@ -4,6 +4,7 @@
 //! - `decisions`: approve, deny, wait, and the Events and metrics that say why.
 //! - `failover`: one Lease, two replicas, the testbed's faults.
 //! - `rbac`: the shipped RBAC is enough, and each rule of it is needed.
+//! - `tokens`: agents identified by ServiceAccount tokens, and the rules that path needs.
 
 #[path = "controller/decisions.rs"]
 mod decisions;
@@ -11,3 +12,5 @@ mod decisions;
 mod failover;
 #[path = "controller/rbac.rs"]
 mod rbac;
+#[path = "controller/tokens.rs"]
+mod tokens;

@@ -89,7 +89,7 @@ pub fn tls_files(pki: &ChannelPki) -> TlsFiles {
     TlsFiles {
         cert: pki.server_cert.clone(),
         key: pki.server_key.clone(),
-        client_ca: pki.cluster_ca.clone(),
+        client_ca: Some(pki.cluster_ca.clone()),
     }
 }
 
@@ -167,8 +167,20 @@ impl TestApprover {
         kube: Option<kube::Client>,
         plug: impl FnOnce(&mut Runtime),
     ) -> Result<Self, ChannelError> {
+        Self::start_with_clock(config, listeners, kube, Arc::new(SystemClock), plug).await
+    }
+
+    /// Like [`start_with`](Self::start_with), with the approver's clock (the store's
+    /// receive times, and the expiry of agents' tokens) given.
+    pub async fn start_with_clock(
+        config: RunConfig,
+        listeners: Listeners,
+        kube: Option<kube::Client>,
+        clock: Arc<dyn rubber_stamp_approver::store::Clock>,
+        plug: impl FnOnce(&mut Runtime),
+    ) -> Result<Self, ChannelError> {
         let addrs = listeners.local_addrs()?;
-        let mut runtime = Runtime::with_kube(config, Arc::new(SystemClock), kube).await?;
+        let mut runtime = Runtime::with_kube(config, clock, kube).await?;
         plug(&mut runtime);
         let store = runtime.store().clone();
         let metrics = Arc::clone(runtime.metrics());

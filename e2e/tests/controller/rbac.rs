@@ -1,8 +1,10 @@
 //! The shipped RBAC is enough for the controller, and every rule of it that the controller
 //! relies on is needed: a smoke scenario (a CSR approved with its Event, the flood valve's
 //! Event on the Lease) passes with `deploy/`'s RBAC and fails with each such rule removed.
-//! The rules for Secrets and ConfigMaps serve the gRPC PKI bootstrap, not the controller:
-//! the scenario passes without them, and their own tests must show they are needed.
+//! The rules for Secrets and ConfigMaps serve the gRPC PKI bootstrap, and those for
+//! TokenReviews and Pods the attestation port's token identity, not the controller: the
+//! scenario passes without them, and their own tests show they are needed (`tokens.rs` for
+//! the token path).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -20,8 +22,9 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 /// How long the scenario waits for each outcome (each takes well under a second).
 const STEP: Duration = Duration::from_secs(5);
 
-/// Resources of rules that serve the PKI bootstrap (issue 7), not the controller.
-const NOT_THE_CONTROLLERS: [&str; 2] = ["secrets", "configmaps"];
+/// Resources of rules that serve the PKI bootstrap (issue 7) and the agents' token identity
+/// (issue 16), not the controller.
+const NOT_THE_CONTROLLERS: [&str; 4] = ["secrets", "configmaps", "tokenreviews", "pods"];
 
 fn ip(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 2, last))

@@ -137,6 +137,8 @@ fn approver_cluster_role_grants() -> BTreeSet<Grant> {
         grant("", "services", None, "watch"),
         grant("networking.k8s.io", "servicecidrs", None, "list"),
         grant("networking.k8s.io", "servicecidrs", None, "watch"),
+        // Agents' ServiceAccount tokens (approver/src/channel/token.rs).
+        grant("authentication.k8s.io", "tokenreviews", None, "create"),
     ])
 }
 
@@ -193,6 +195,8 @@ fn the_namespaced_roles_grant_only_what_the_code_uses() -> TestResult {
             grant("", "configmaps", None, "create"),
             grant("", "configmaps", Some(&config_map), "get"),
             grant("", "configmaps", Some(&config_map), "update"),
+            // approver/src/channel/token.rs: a token's Pod (the agents' namespace is this one).
+            grant("", "pods", None, "get"),
         ])
     );
     // CSRs are cluster-scoped: their Events go to `default`.
@@ -495,7 +499,7 @@ fn the_workloads_are_locked_down() -> TestResult {
     let base = deploy::rendered_base()?;
     let approver = role(base, "Deployment", "rubber-stamp-approver")?;
     let agent = role(base, "DaemonSet", "rubber-stamp-agent")?;
-    for (workload, uid) in [(approver, 65532), (agent, 0)] {
+    for (workload, uid) in [(approver, 65532), (agent, 65532)] {
         let pod = &workload["spec"]["template"]["spec"];
         let c = &pod["containers"][0];
         assert_eq!(
@@ -609,22 +613,115 @@ fn the_workloads_are_locked_down() -> TestResult {
             ))
         })
         .collect();
+    // Token mode: nothing of the kubelet's is mounted, only the machine id.
     assert_eq!(
         host_paths,
-        BTreeSet::from([
-            ("/var/lib/kubelet/pki".to_owned(), "Directory".to_owned()),
-            ("/etc/machine-id".to_owned(), "File".to_owned()),
-        ])
+        BTreeSet::from([("/etc/machine-id".to_owned(), "File".to_owned())])
     );
-    // The kubelet's symlink is absolute: the directory must be mounted at the same path.
-    let mounts = &pod["containers"][0]["volumeMounts"];
     assert!(
-        mounts
+        host_paths
+            .iter()
+            .all(|(path, _)| !path.starts_with("/var/lib/kubelet"))
+    );
+    let token = token_volume(agent)?;
+    assert_eq!(
+        token["audience"],
+        run_default("agent_token_audience")?.as_str()
+    );
+    assert!(
+        token["expirationSeconds"]
+            .as_u64()
+            .is_some_and(|s| (600..=86_400).contains(&s)),
+        "{token}"
+    );
+    let args = strings(&pod["containers"][0]["args"]);
+    assert!(args.contains(&"--identity=token".to_owned()), "{args:?}");
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["name"] == "token")
+        .ok_or("token mount")?;
+    assert!(args.contains(&format!(
+        "--token-file={}/{}",
+        mount["mountPath"].as_str().ok_or("mountPath")?,
+        token["path"].as_str().ok_or("path")?
+    )));
+    // The approver accepts tokens from the agents of its own namespace.
+    let approver_args = approver_args(base)?;
+    assert!(approver_args.contains(&"--agent-identity=token,kubelet-cert".to_owned()));
+    assert!(approver_args.contains(&"--agent-namespace=$(POD_NAMESPACE)".to_owned()));
+    Ok(())
+}
+
+/// The agent's projected ServiceAccount token source.
+fn token_volume(agent: &Value) -> Result<&Value, String> {
+    agent["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == "token")
+        .and_then(|v| v["projected"]["sources"].as_array())
+        .and_then(|sources| sources.iter().find_map(|s| s.get("serviceAccountToken")))
+        .ok_or_else(|| "no projected token volume".to_owned())
+}
+
+#[test]
+fn the_kubelet_cert_overlay_mounts_the_kubelets_certificate_and_drops_the_token_rules() -> TestResult
+{
+    let base = deploy::rendered_base()?;
+    let overlay = deploy::render("overlays/kubelet-cert")?;
+    // The approver accepts certificates only, and loses the two rules tokens need.
+    let mut expected = approver_cluster_role_grants();
+    expected.retain(|g| g.resource != "tokenreviews");
+    assert_eq!(
+        grants(role(&overlay, "ClusterRole", "rubber-stamp:approver")?),
+        expected
+    );
+    let own = grants(role(&overlay, "Role", "rubber-stamp:approver")?);
+    let mut base_own = grants(role(base, "Role", "rubber-stamp:approver")?);
+    base_own.retain(|g| g.resource != "pods");
+    assert_eq!(own, base_own);
+    let args = approver_args(&overlay)?;
+    assert!(
+        args.contains(&"--agent-identity=kubelet-cert".to_owned()),
+        "{args:?}"
+    );
+    assert!(args.contains(&"--client-ca=/etc/rubber-stamp/client-ca/ca.crt".to_owned()));
+    // The agent reads the kubelet's certificate from the node, as root.
+    let agent = role(&overlay, "DaemonSet", "rubber-stamp-agent")?;
+    let pod = &agent["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsUser"], 0);
+    let agent_args = strings(&pod["containers"][0]["args"]);
+    assert!(agent_args.contains(&"--identity=kubelet-cert".to_owned()));
+    assert!(agent_args.contains(&format!(
+        "--cert={}",
+        rubber_stamp_agent::config::KUBELET_CLIENT_PEM
+    )));
+    assert!(token_volume(agent).is_err(), "no token in the overlay");
+    let pki = pod["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == "kubelet-pki")
+        .ok_or("kubelet-pki volume")?;
+    assert_eq!(pki["hostPath"]["path"], "/var/lib/kubelet/pki");
+    // The kubelet's symlink is absolute: the directory must be mounted at the same path.
+    assert!(
+        pod["containers"][0]["volumeMounts"]
             .as_array()
             .into_iter()
             .flatten()
-            .any(|m| m["mountPath"] == "/var/lib/kubelet/pki")
+            .any(|m| m["mountPath"] == "/var/lib/kubelet/pki" && m["readOnly"] == true)
     );
+    // Everything else is the base.
+    let changed = [
+        "ClusterRole/rubber-stamp:approver",
+        "Role/rubber-stamp:approver",
+        "Deployment/rubber-stamp-approver",
+        "DaemonSet/rubber-stamp-agent",
+    ];
+    assert_eq!(strip(&overlay, &changed), strip(base, &changed));
     Ok(())
 }
 
@@ -745,7 +842,12 @@ fn every_flag_in_the_manifests_exists_in_the_binaries() -> TestResult {
     let run_flags = long_flags(run);
     let agent_flags = long_flags(&rubber_stamp_agent::config::AgentArgs::command());
     let flag = |arg: &str| arg.split('=').next().unwrap_or(arg).to_owned();
-    for overlay in ["base", "overlays/audit", "overlays/single-replica"] {
+    for overlay in [
+        "base",
+        "overlays/audit",
+        "overlays/single-replica",
+        "overlays/kubelet-cert",
+    ] {
         let objects = deploy::render(overlay)?;
         let args = approver_args(&objects)?;
         assert_eq!(args.first().map(String::as_str), Some("run"), "{overlay}");

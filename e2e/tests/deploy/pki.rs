@@ -80,7 +80,7 @@ async fn cluster() -> Result<(Cluster, kube::Client, kube::Client), Box<dyn std:
 fn secret_mode(pki: &ChannelPki, config: PkiConfig) -> RunConfig {
     RunConfig {
         tls: TlsSource::Secret {
-            client_ca: pki.cluster_ca.clone(),
+            client_ca: Some(pki.cluster_ca.clone()),
             pki: config,
         },
         ..approver_config(pki)

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use rubber_stamp_sandbox::csr::{Condition, CsrRow};
+use rubber_stamp_sandbox::tokens::AgentIdentity;
 use rubber_stamp_sandbox::{Sandbox, Timings, e2e, proof};
 
 const NODE: &str = "mover";
@@ -16,9 +17,11 @@ const STEP: Duration = Duration::from_secs(20);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_an_ip_change_the_new_ip_is_approved_and_the_old_is_not() {
     let _alone = crate::one_system_at_a_time().await;
-    let Some(mut sandbox) = e2e::namespaced(
+    // Agents with the kubelet's certificate here (the other sandbox tests use tokens).
+    let Some(mut sandbox) = e2e::namespaced_with(
         "after_an_ip_change_the_new_ip_is_approved_and_the_old_is_not",
         Timings::fast(),
+        AgentIdentity::KubeletCert,
     )
     .await
     else {

@@ -6,11 +6,15 @@
 //! public address and DNS name from its metadata service (the real agent, AWS's protocol,
 //! the project's metadata-sim at 169.254.169.254 in its namespace) is approved for them,
 //! and a rogue whose metadata claims that address stays pending with AddressConflict.
+//! The agents attest with projected ServiceAccount tokens (the sandbox's default); one
+//! whose agent presents another workload's token is refused and stays pending with
+//! AwaitingAttestation.
 
 use std::time::Duration;
 
 use rubber_stamp_sandbox::csr::Condition;
 use rubber_stamp_sandbox::scenario::{self, ScenarioOptions};
+use rubber_stamp_sandbox::tokens::AgentIdentity;
 use rubber_stamp_sandbox::{Timings, e2e};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -30,6 +34,7 @@ async fn honest_nodes_are_approved_and_every_rogue_case_is_not() {
             honest: 3,
             rogues: true,
             timeout: Duration::from_secs(30),
+            identity: AgentIdentity::Token,
         },
     )
     .await
@@ -80,6 +85,27 @@ async fn honest_nodes_are_approved_and_every_rogue_case_is_not() {
     assert_eq!(silent.len(), 1);
     assert_eq!(silent[0].condition, Condition::Pending);
     assert_eq!(silent[0].reason, "AwaitingAttestation");
+    let foreign = outcome.rows_of("foreign-token");
+    assert_eq!(foreign.len(), 1);
+    assert_eq!(foreign[0].condition, Condition::Pending, "{:?}", foreign[0]);
+    assert_eq!(foreign[0].reason, "AwaitingAttestation");
+    for (replica, attestation) in sandbox
+        .attestations_of("foreign-token")
+        .await
+        .expect("snapshot")
+    {
+        assert!(attestation.is_none(), "{replica} attested foreign-token");
+    }
+    for replica in sandbox.approvers() {
+        let metrics = replica.metrics().await.expect("metrics");
+        assert!(
+            metrics.lines().any(|l| l.starts_with(
+                "rubber_stamp_attestation_refused_streams_total{reason=\"token_service_account\"}"
+            )),
+            "{}: no token_service_account refusal",
+            replica.name()
+        );
+    }
     let dns_thief = outcome.rows_of("dns-thief");
     assert_eq!(dns_thief.len(), 1);
     assert_eq!(

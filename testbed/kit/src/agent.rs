@@ -5,7 +5,8 @@
 //!
 //! - [`ScriptedFacts`]: a [`FactSource`] whose facts the owner sets, optionally unknown
 //!   until released (an agent that is connected but has not reported yet).
-//! - [`fixed_identity`]: a client certificate that never rotates.
+//! - [`fixed_identity`]: a client certificate that never rotates; [`fixed_token`]: a
+//!   ServiceAccount token that never rotates.
 //! - [`Sessions`]: one session per approver endpoint, stopped when dropped.
 //! - [`ScriptedAgent`]: the controller tests' agent, reporting when the test says so.
 
@@ -53,6 +54,14 @@ pub fn fixed_identity(
 ) -> Result<watch::Receiver<Option<Arc<ClientIdentity>>>, IdentityError> {
     let identity = ClientIdentity::from_pem(cert_pem.into(), key_pem.into())?;
     // The sender goes: a closed channel keeps its last identity for good.
+    Ok(watch::channel(Some(Arc::new(identity))).1)
+}
+
+/// A ServiceAccount token that never changes, for [`SessionContext::identity`].
+pub fn fixed_token(
+    token: &str,
+) -> Result<watch::Receiver<Option<Arc<ClientIdentity>>>, IdentityError> {
+    let identity = ClientIdentity::from_token(token)?;
     Ok(watch::channel(Some(Arc::new(identity))).1)
 }
 
@@ -293,6 +302,30 @@ impl ScriptedAgent {
         addresses: &[(IpAddr, u32)],
     ) -> Result<Self, SimulatedAgentError> {
         let leaf = pki.node(node)?;
+        let identity = fixed_identity(&leaf.cert_pem, &leaf.key_pem)?;
+        Self::connect_as(pki, node, approvers, addresses, identity)
+    }
+
+    /// Like [`connect`](Self::connect), attesting with a ServiceAccount `token` instead of
+    /// the node's certificate: which node the approver attributes the reports to is what the
+    /// token's review says, whatever `hostname` the facts carry.
+    pub async fn connect_with_token(
+        pki: &ChannelPki,
+        hostname: &str,
+        approvers: &[SocketAddr],
+        addresses: &[(IpAddr, u32)],
+        token: &str,
+    ) -> Result<Self, SimulatedAgentError> {
+        Self::connect_as(pki, hostname, approvers, addresses, fixed_token(token)?)
+    }
+
+    fn connect_as(
+        pki: &ChannelPki,
+        node: &str,
+        approvers: &[SocketAddr],
+        addresses: &[(IpAddr, u32)],
+        identity: watch::Receiver<Option<Arc<ClientIdentity>>>,
+    ) -> Result<Self, SimulatedAgentError> {
         let script = ScriptedFacts::unknown_until_released(Self::facts_of(node, addresses)?);
         let facts = Facts::new(script.clone());
         let progress = Arc::new(Progress::default());
@@ -300,7 +333,7 @@ impl ScriptedAgent {
             server_name: SERVER_NAME.to_owned(),
             approver_ca: ApproverCa::Pem(pki.serving.cert_pem().as_bytes().into()),
             timings: scripted_timings(),
-            identity: fixed_identity(&leaf.cert_pem, &leaf.key_pem)?,
+            identity,
             facts: facts.clone(),
             events: Arc::clone(&progress) as Arc<dyn SessionEvents>,
             local_address: None,
@@ -326,6 +359,12 @@ impl ScriptedAgent {
             .into_iter()
             .collect();
         node_facts(node, [("eth0".to_owned(), eth0), ("lo".to_owned(), lo)])
+    }
+
+    /// Lets the sessions read their facts and open their streams, without waiting for an
+    /// acknowledgement (for an agent whose streams the approver is expected to refuse).
+    pub fn release(&self) {
+        self.script.release();
     }
 
     /// Reports the current facts to every replica — the first call lets the sessions

@@ -35,6 +35,7 @@ pub struct ApproverCommand {
     max_connections: Option<usize>,
     drain_timeout: Option<Duration>,
     log_filter: String,
+    flags: Vec<OsString>,
 }
 
 /// The controller's flags.
@@ -66,7 +67,15 @@ impl ApproverCommand {
             max_connections: None,
             drain_timeout: None,
             log_filter: "info".to_owned(),
+            flags: Vec::new(),
         }
+    }
+
+    /// Any other flag with its value, e.g. `("agent-identity", "token,kubelet-cert")`.
+    pub fn flag(mut self, flag: &str, value: impl Into<OsString>) -> Self {
+        self.flags.push(format!("--{flag}").into());
+        self.flags.push(value.into());
+        self
     }
 
     /// The attestation server's address (port 0 picks one).
@@ -185,6 +194,7 @@ impl ApproverCommand {
         if let Some(d) = self.drain_timeout {
             args.extend(["--drain-timeout".into(), duration_flag(d).into()]);
         }
+        args.extend(self.flags.iter().cloned());
         args.extend([
             "--log-format".into(),
             "json".into(),
@@ -208,6 +218,7 @@ pub struct AgentCommand {
     approver: String,
     approver_ca: PathBuf,
     cert: PathBuf,
+    token: Option<PathBuf>,
     health_listen: String,
     server_name: Option<String>,
     json_logs: bool,
@@ -227,12 +238,20 @@ impl AgentCommand {
             approver: approver.to_string(),
             approver_ca: approver_ca.into(),
             cert: cert.into(),
+            token: None,
             health_listen: loopback_any().to_string(),
             server_name: None,
             json_logs: false,
             log_filter: None,
             flags: Vec::new(),
         }
+    }
+
+    /// Attest with the ServiceAccount token in `path` (`--identity token --token-file`)
+    /// instead of the certificate.
+    pub fn token_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.token = Some(path.into());
+        self
     }
 
     /// `--server-name` (default: the approver's host).
@@ -280,11 +299,17 @@ impl AgentCommand {
             self.approver.clone().into(),
             "--approver-ca".into(),
             self.approver_ca.clone().into(),
-            "--cert".into(),
-            self.cert.clone().into(),
-            "--health-listen".into(),
-            self.health_listen.clone().into(),
         ];
+        match &self.token {
+            Some(token) => args.extend([
+                "--identity".into(),
+                "token".into(),
+                "--token-file".into(),
+                token.clone().into(),
+            ]),
+            None => args.extend(["--cert".into(), self.cert.clone().into()]),
+        }
+        args.extend(["--health-listen".into(), self.health_listen.clone().into()]);
         if let Some(name) = &self.server_name {
             args.extend(["--server-name".into(), name.into()]);
         }

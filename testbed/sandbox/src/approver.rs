@@ -42,6 +42,8 @@ pub struct ApproverSettings {
     pub lease_duration: Duration,
     /// Log filter (`--log-filter`).
     pub log_filter: String,
+    /// The credential agents attest with (`--agent-identity`).
+    pub agent_identity: crate::tokens::AgentIdentity,
 }
 
 /// One running replica.
@@ -218,6 +220,8 @@ pub fn command(settings: &ApproverSettings, name: &str, grpc: SocketAddr) -> App
             settings.lease_duration,
         )
         .policy(&settings.policy)
+        .flag("agent-identity", settings.agent_identity.approver_flag())
+        .flag("agent-namespace", crate::control::NAMESPACE)
 }
 
 /// Polls the replica's stderr for the `listening` line.
@@ -287,6 +291,7 @@ mod tests {
                 namespace: "rubber-stamp".into(),
                 lease_duration: Duration::from_secs(secs),
                 log_filter: "info".into(),
+                agent_identity: crate::tokens::AgentIdentity::Token,
             };
             assert!(valid_lease_duration(settings.lease_duration));
             std::fs::write(&settings.policy, "deny: always\n").expect("policy");

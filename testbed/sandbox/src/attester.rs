@@ -18,7 +18,7 @@ use rubber_stamp_agent::facts::Facts;
 use rubber_stamp_agent::session::{ApproverCa, SessionContext, SessionError, SessionEvents};
 use rubber_stamp_proto::v1::Ack;
 use rubber_stamp_testkit::agent::{
-    ScriptedFacts, Sessions, SimulatedAgentError, fixed_identity, node_facts,
+    ScriptedFacts, Sessions, SimulatedAgentError, fixed_identity, fixed_token, node_facts,
 };
 
 /// What an attester says about its node.
@@ -49,6 +49,8 @@ pub struct AttesterConfig {
     pub cert_pem: String,
     /// Its key, PEM.
     pub key_pem: String,
+    /// A ServiceAccount token to attest with instead of the certificate.
+    pub token: Option<String>,
     /// The source address of every connection (the node's own address).
     pub source: IpAddr,
     /// Longest time between two reports.
@@ -114,7 +116,10 @@ impl LoopbackAttester {
                 keepalive_interval: config.keepalive,
                 keepalive_timeout: config.keepalive / 2,
             },
-            identity: fixed_identity(&config.cert_pem, &config.key_pem)?,
+            identity: match &config.token {
+                Some(token) => fixed_token(token)?,
+                None => fixed_identity(&config.cert_pem, &config.key_pem)?,
+            },
             facts: Facts::new(ScriptedFacts::new(node)),
             events: Arc::clone(&acked) as Arc<dyn SessionEvents>,
             local_address: Some(config.source),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::csr::CsrRow;
+use super::tokens::AgentIdentity;
 use super::{Echo, ModeChoice, Narrator, Sandbox, SandboxOptions, Timings};
 use rubber_stamp_hosts as hosts;
 
@@ -14,6 +15,15 @@ use rubber_stamp_hosts as hosts;
 /// unless `SKIP_NETNS=1`). The commentary goes to stderr, which the test
 /// harness shows when the test fails.
 pub async fn namespaced(test: &str, timings: Timings) -> Option<Sandbox> {
+    namespaced_with(test, timings, AgentIdentity::default()).await
+}
+
+/// Like [`namespaced`], with the agents attesting with `identity`.
+pub async fn namespaced_with(
+    test: &str,
+    timings: Timings,
+    identity: AgentIdentity,
+) -> Option<Sandbox> {
     if !hosts::available_or_skip(test) {
         return None;
     }
@@ -22,6 +32,7 @@ pub async fn namespaced(test: &str, timings: Timings) -> Option<Sandbox> {
         SandboxOptions {
             mode: ModeChoice::Namespaces,
             timings,
+            identity,
             ..SandboxOptions::default()
         },
         narrator,

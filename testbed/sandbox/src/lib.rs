@@ -35,6 +35,7 @@
 //! - [`csr`]: CSRs decoded for people and the `kubectl get csr`-style table.
 //! - [`watch`]: narration of CSR changes and Events as they happen.
 //! - [`proof`]: verifying a kubelet's certificate as kube-apiserver would.
+//! - [`tokens`]: the agents' ServiceAccount, Pods and projected tokens (`--identity token`).
 //! - [`binaries`]: finding (or building) the real binaries.
 //! - [`e2e`]: helpers of the end-to-end tests.
 //! - [`narrate`]: the running commentary.
@@ -50,6 +51,7 @@ pub mod pki;
 pub mod proof;
 pub mod scenario;
 pub mod system;
+pub mod tokens;
 pub mod watch;
 
 use std::path::PathBuf;

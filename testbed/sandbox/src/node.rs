@@ -111,6 +111,8 @@ pub struct SimNode {
     cloud: Option<CloudInstance>,
     /// Namespace mode: the cloud node's metadata service.
     metadata: Option<HostProcess>,
+    /// The ServiceAccount token its agent presents (`--identity token`), in `dir/token`.
+    token: Option<String>,
 }
 
 impl SimNode {
@@ -154,7 +156,27 @@ impl SimNode {
             kubelet: None,
             cloud: None,
             metadata: None,
+            token: None,
         })
+    }
+
+    /// Makes the agent attest with `token` (written to the node's `token` file, as the
+    /// kubelet writes a projected token) instead of the kubelet's certificate. Call before
+    /// starting the agent.
+    pub fn set_token(&mut self, token: &str) -> Result<(), SandboxError> {
+        crate::control::write_private(&self.token_path(), token)?;
+        self.token = Some(token.to_owned());
+        Ok(())
+    }
+
+    /// The agent's token file.
+    pub fn token_path(&self) -> PathBuf {
+        self.dir.join("token")
+    }
+
+    /// Whether the agent attests with a token.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
     }
 
     /// Makes the node a cloud instance: its cloud states `instance` (through a metadata
@@ -374,30 +396,34 @@ impl SimNode {
             Placement::Host(host) => {
                 let t = &ctx.timings;
                 let mut cmd = Command::new(&ctx.binaries.agent);
+                let mut agent = AgentCommand::new(
+                    &ctx.approver_service,
+                    &ctx.approver_ca,
+                    &self.credentials.client_pem,
+                );
+                if self.token.is_some() {
+                    agent = agent.token_file(self.token_path());
+                }
                 cmd.args(
-                    AgentCommand::new(
-                        &ctx.approver_service,
-                        &ctx.approver_ca,
-                        &self.credentials.client_pem,
-                    )
-                    .health_listen(format!("0.0.0.0:{AGENT_HEALTH_PORT}"))
-                    .duration("poll-interval", t.agent_poll)
-                    .duration("heartbeat-interval", t.agent_heartbeat)
-                    .duration("resolve-interval", t.agent_resolve)
-                    .duration("backoff-min", Duration::from_millis(100))
-                    .duration("backoff-max", t.agent_backoff_max)
-                    .duration("keepalive-interval", t.agent_keepalive)
-                    .duration("keepalive-timeout", t.agent_keepalive / 2)
-                    .flag("machine-id-path", self.dir.join("machine-id"))
-                    .flag("boot-id-path", self.dir.join("boot_id"))
-                    // A cloud node detects its cloud (`auto`, the default); the others are
-                    // bare metal, whatever the machine running the sandbox can reach.
-                    .flag(
-                        "cloud-metadata",
-                        if self.cloud.is_some() { "auto" } else { "off" },
-                    )
-                    .log_filter("info")
-                    .args(),
+                    agent
+                        .health_listen(format!("0.0.0.0:{AGENT_HEALTH_PORT}"))
+                        .duration("poll-interval", t.agent_poll)
+                        .duration("heartbeat-interval", t.agent_heartbeat)
+                        .duration("resolve-interval", t.agent_resolve)
+                        .duration("backoff-min", Duration::from_millis(100))
+                        .duration("backoff-max", t.agent_backoff_max)
+                        .duration("keepalive-interval", t.agent_keepalive)
+                        .duration("keepalive-timeout", t.agent_keepalive / 2)
+                        .flag("machine-id-path", self.dir.join("machine-id"))
+                        .flag("boot-id-path", self.dir.join("boot_id"))
+                        // A cloud node detects its cloud (`auto`, the default); the others are
+                        // bare metal, whatever the machine running the sandbox can reach.
+                        .flag(
+                            "cloud-metadata",
+                            if self.cloud.is_some() { "auto" } else { "off" },
+                        )
+                        .log_filter("info")
+                        .args(),
                 );
                 Agent::Process(host.spawn_as(
                     &format!("agent{}", self.agent_starts),
@@ -433,6 +459,7 @@ impl SimNode {
                             approver_ca_pem: ctx.approver_ca_pem.clone(),
                             cert_pem: self.credentials.cert_pem.clone(),
                             key_pem: self.credentials.key_pem.clone(),
+                            token: self.token.clone(),
                             source: IpAddr::V4(*source),
                             heartbeat: ctx.timings.agent_heartbeat,
                             backoff_max: ctx.timings.agent_backoff_max,

@@ -16,7 +16,13 @@ use ipnet::IpNet;
 use super::csr::{self, Condition, CsrRow};
 use super::node::CloudInstance;
 use super::proof::{self, Verified};
+use super::tokens::{self, AgentIdentity};
 use super::{Mode, Sandbox, SandboxError};
+
+/// Namespace and ServiceAccount of the workload whose token the foreign-token rogue takes.
+pub const FOREIGN_NAMESPACE: &str = "default";
+/// See [`FOREIGN_NAMESPACE`].
+pub const FOREIGN_ACCOUNT: &str = "workload";
 
 /// The interface the squatter puts the stolen address on.
 pub const DUMMY_INTERFACE: &str = "dummy0";
@@ -61,6 +67,9 @@ pub enum Role {
         /// Whose public address it claims.
         victim: String,
     },
+    /// Token mode: root on the node gives its agent the projected token of another
+    /// workload's Pod on the node (another ServiceAccount, the approver's audience).
+    ForeignToken,
 }
 
 impl Role {
@@ -79,7 +88,13 @@ impl Role {
             Self::DnsThief => (Condition::Denied, "NameNotAllowed"),
             Self::Cloud => (Condition::Approved, "AutoApproved"),
             Self::CloudRogue { .. } => (Condition::Pending, "AddressConflict"),
+            Self::ForeignToken => (Condition::Pending, "AwaitingAttestation"),
         }
+    }
+
+    /// Whether its agent is expected to be attested once started.
+    fn attests(&self) -> bool {
+        !matches!(self, Self::Silent | Self::ForeignToken)
     }
 }
 
@@ -92,6 +107,8 @@ pub struct ScenarioOptions {
     pub rogues: bool,
     /// How long the CSRs may take to reach their expected state.
     pub timeout: Duration,
+    /// The agents' credential (token mode adds the foreign-token rogue).
+    pub identity: AgentIdentity,
 }
 
 impl Default for ScenarioOptions {
@@ -100,6 +117,7 @@ impl Default for ScenarioOptions {
             honest: 3,
             rogues: true,
             timeout: Duration::from_secs(40),
+            identity: AgentIdentity::default(),
         }
     }
 }
@@ -129,6 +147,9 @@ pub fn cast(options: &ScenarioOptions) -> Vec<(String, Role)> {
                 victim: "cloud-1".to_owned(),
             },
         ));
+        if options.identity == AgentIdentity::Token {
+            cast.push(("foreign-token".to_owned(), Role::ForeignToken));
+        }
     }
     cast
 }
@@ -351,6 +372,35 @@ async fn announce_rogues(
                 );
             }
             Role::Honest | Role::Cloud => {}
+            Role::ForeignToken => {
+                let admin = sandbox.admin();
+                tokens::ensure_service_account(&admin, FOREIGN_NAMESPACE, FOREIGN_ACCOUNT).await?;
+                let pod = tokens::create_pod(
+                    &admin,
+                    FOREIGN_NAMESPACE,
+                    &format!("{FOREIGN_ACCOUNT}-{name}"),
+                    FOREIGN_ACCOUNT,
+                    name,
+                    None,
+                )
+                .await?;
+                let token = tokens::request_token(
+                    &admin,
+                    FOREIGN_NAMESPACE,
+                    FOREIGN_ACCOUNT,
+                    &pod,
+                    tokens::AUDIENCE,
+                )
+                .await?;
+                sandbox.node_mut(name)?.set_token(&token)?;
+                sandbox.say(
+                    name,
+                    format!(
+                        "rogue: root on the node hands its agent the projected token of another Pod on the node (system:serviceaccount:{FOREIGN_NAMESPACE}:{FOREIGN_ACCOUNT}, audience {:?}, genuinely signed) → expect every stream refused (not the agent ServiceAccount) and its CSR Pending (AwaitingAttestation)",
+                        tokens::AUDIENCE
+                    ),
+                );
+            }
             Role::Silent => sandbox.say(
                 name,
                 "its agent never runs: nothing attests this node → expect Pending (AwaitingAttestation)",
@@ -372,16 +422,32 @@ async fn announce_rogues(
 /// Starts the agents of `nodes` (except silent ones) and waits until every
 /// replica has their attestations.
 async fn start_agents(sandbox: &mut Sandbox, nodes: &[(String, Role)]) -> Result<(), SandboxError> {
-    let agents: Vec<&str> = nodes
+    let started: Vec<&str> = nodes
         .iter()
         .filter(|(_, r)| *r != Role::Silent)
         .map(|(n, _)| n.as_str())
         .collect();
-    if agents.is_empty() {
+    if started.is_empty() {
         return Ok(());
     }
-    for name in &agents {
+    for name in &started {
         sandbox.start_agent(name)?;
+    }
+    let agents: Vec<&str> = nodes
+        .iter()
+        .filter(|(_, r)| r.attests())
+        .map(|(n, _)| n.as_str())
+        .collect();
+    let refused: Vec<&str> = nodes
+        .iter()
+        .filter(|(_, r)| *r == Role::ForeignToken)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !refused.is_empty() {
+        wait_refused(sandbox, &refused, "token_service_account").await?;
+    }
+    if agents.is_empty() {
+        return Ok(());
     }
     let how = match sandbox.mode() {
         Mode::Namespaces => format!(
@@ -398,6 +464,48 @@ async fn start_agents(sandbox: &mut Sandbox, nodes: &[(String, Role)]) -> Result
     sandbox
         .wait_attested(&agents, Duration::from_secs(20))
         .await
+}
+
+/// Waits until every replica has refused a stream for `reason` as often as there are
+/// `nodes` (its `refused_streams` counter), and says so.
+async fn wait_refused(sandbox: &Sandbox, nodes: &[&str], reason: &str) -> Result<(), SandboxError> {
+    let metric = format!("rubber_stamp_attestation_refused_streams_total{{reason=\"{reason}\"}}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut counts = Vec::new();
+        for replica in sandbox.approvers() {
+            let text = replica.metrics().await.unwrap_or_default();
+            let count = text
+                .lines()
+                .find_map(|l| l.strip_prefix(metric.as_str()))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+            counts.push((replica.name().to_owned(), count));
+        }
+        let needed = nodes.len() as f64;
+        if counts.iter().all(|(_, c)| *c >= needed) {
+            sandbox.say(
+                "approver",
+                format!(
+                    "refused the streams of {} ({reason}): {}",
+                    nodes.join(", "),
+                    counts
+                        .iter()
+                        .map(|(r, c)| format!("{r} {metric} {c}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            );
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(SandboxError::Setup(format!(
+                "the approvers did not refuse the streams of {} ({reason}) within 20 s: {counts:?}",
+                nodes.join(", ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Starts the kubelets of `nodes`; the thief asks for its victim's address too.

@@ -20,6 +20,7 @@ use super::csr::{self, CsrRow};
 use super::narrate::Narrator;
 use super::node::{NodeContext, Placement, SimNode};
 use super::pki::{SERVICE_FQDN, SERVICE_NAME, ServingPki};
+use super::tokens::{self, AgentIdentity};
 use super::watch::CsrNarration;
 use super::{SandboxError, Site, Timings};
 use rubber_stamp_hosts::{self as hosts, Network};
@@ -61,6 +62,8 @@ pub struct SandboxOptions {
     pub timings: Timings,
     /// The approvers' `--log-filter`.
     pub approver_log_filter: String,
+    /// The credential the agents attest with.
+    pub identity: AgentIdentity,
 }
 
 impl Default for SandboxOptions {
@@ -70,6 +73,7 @@ impl Default for SandboxOptions {
             replicas: 2,
             timings: Timings::default(),
             approver_log_filter: "info".to_owned(),
+            identity: AgentIdentity::default(),
         }
     }
 }
@@ -89,6 +93,7 @@ pub struct Sandbox {
     serving: ServingPki,
     policy_path: PathBuf,
     mode: Mode,
+    identity: AgentIdentity,
     narrator: Arc<Narrator>,
     state: Option<tempfile::TempDir>,
     state_path: PathBuf,
@@ -252,7 +257,28 @@ impl Sandbox {
             namespace: control::NAMESPACE.to_owned(),
             lease_duration: t.lease_duration,
             log_filter: options.approver_log_filter.clone(),
+            agent_identity: options.identity,
         };
+        match options.identity {
+            AgentIdentity::Token => {
+                tokens::ensure_service_account(&control.admin, control::NAMESPACE, tokens::AGENT)
+                    .await?;
+                narrator.say(
+                    "sandbox",
+                    format!(
+                        "agents attest with projected ServiceAccount tokens (--identity token): each node's agent gets a token of {}/{} bound to a Pod of DaemonSet {} on that node, audience {:?}, and no kubelet key; the approvers accept tokens only (--agent-identity token) and have the API server review each",
+                        control::NAMESPACE,
+                        tokens::AGENT,
+                        tokens::AGENT,
+                        tokens::AUDIENCE
+                    ),
+                );
+            }
+            AgentIdentity::KubeletCert => narrator.say(
+                "sandbox",
+                "agents attest with the kubelet's client certificate (--identity kubelet-cert); the approvers accept certificates only",
+            ),
+        }
         let mut approvers: Vec<ApproverReplica> = Vec::new();
         for (i, ip) in replica_ips.iter().enumerate() {
             // Every replica listens on the port the first one got, as pods
@@ -304,6 +330,7 @@ impl Sandbox {
             serving,
             policy_path,
             mode,
+            identity: options.identity,
             narrator,
             state: Some(state),
             state_path,
@@ -313,6 +340,11 @@ impl Sandbox {
     /// The mode it runs in.
     pub fn mode(&self) -> &Mode {
         &self.mode
+    }
+
+    /// The credential its agents attest with.
+    pub fn identity(&self) -> AgentIdentity {
+        self.identity
     }
 
     /// The narrator.
@@ -414,7 +446,28 @@ impl Sandbox {
                 }
             }
         };
-        let node = SimNode::new(name, dir, credentials, placement)?;
+        let mut node = SimNode::new(name, dir, credentials, placement)?;
+        if self.identity == AgentIdentity::Token {
+            let admin = &self.control.admin;
+            let pod = tokens::create_pod(
+                admin,
+                control::NAMESPACE,
+                &format!("{}-{name}", tokens::AGENT),
+                tokens::AGENT,
+                name,
+                Some(tokens::AGENT),
+            )
+            .await?;
+            let token = tokens::request_token(
+                admin,
+                control::NAMESPACE,
+                tokens::AGENT,
+                &pod,
+                tokens::AUDIENCE,
+            )
+            .await?;
+            node.set_token(&token)?;
+        }
         let client = self
             .control
             .cluster

@@ -90,7 +90,20 @@ fn the_sandbox_binary_in_loopback_mode_says_so_and_passes() {
         ["Denied", "NameNotAllowed"],
         "{context}"
     );
-    for rogue in ["thief", "squatter", "no-agent", "dns-thief"] {
+    // Token mode (the default): another workload's token is refused at the stream.
+    assert_eq!(
+        &row("foreign-token")[3..],
+        ["Pending", "AwaitingAttestation"],
+        "{context}"
+    );
+    assert!(stdout.contains("(token_service_account)"), "{context}");
+    for rogue in [
+        "thief",
+        "squatter",
+        "no-agent",
+        "dns-thief",
+        "foreign-token",
+    ] {
         assert!(
             stdout
                 .lines()

@@ -76,8 +76,32 @@ pub(crate) struct Args {
     /// The approvers' log filter.
     #[arg(long, default_value = "info")]
     pub(crate) approver_log: String,
+    /// The agents' credential: `kubelet-cert` (each node's client certificate) or `token`
+    /// (a projected ServiceAccount token per node, bound to a Pod of the agent DaemonSet on
+    /// it; the approvers review each with the testbed cluster).
+    #[arg(long, value_enum, default_value = "kubelet-cert")]
+    pub(crate) identity: Identity,
     #[command(subcommand)]
     command: Option<Internal>,
+}
+
+/// `--identity`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Identity {
+    /// Kubelet client certificates.
+    KubeletCert,
+    /// Projected ServiceAccount tokens.
+    Token,
+}
+
+impl Identity {
+    /// The approvers' `--agent-identity`.
+    pub(crate) fn approver_flag(self) -> &'static str {
+        match self {
+            Self::KubeletCert => "kubelet-cert",
+            Self::Token => "token",
+        }
+    }
 }
 
 /// Subcommands the benchmark runs itself with.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use rubber_stamp_sandbox::scenario::{self, ScenarioOptions};
+use rubber_stamp_sandbox::tokens::AgentIdentity;
 use rubber_stamp_sandbox::{Echo, Mode, ModeChoice, Narrator, Sandbox, SandboxOptions, Timings};
 use rubber_stamp_testkit::command::duration_flag;
 use tokio_util::sync::CancellationToken;
@@ -74,6 +75,30 @@ struct Args {
     /// The approvers' log filter (their logs are in the log directory).
     #[arg(long, default_value = "info")]
     approver_log_filter: String,
+
+    /// The agents' credential: `token` (a projected ServiceAccount token bound to a Pod of
+    /// the agent DaemonSet on each node; adds the foreign-token rogue) or `kubelet-cert`
+    /// (the kubelet's client certificate).
+    #[arg(long, value_enum, default_value = "token")]
+    identity: IdentityArg,
+}
+
+/// `--identity`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum IdentityArg {
+    /// Projected ServiceAccount tokens.
+    Token,
+    /// Kubelet client certificates.
+    KubeletCert,
+}
+
+impl From<IdentityArg> for AgentIdentity {
+    fn from(arg: IdentityArg) -> Self {
+        match arg {
+            IdentityArg::Token => Self::Token,
+            IdentityArg::KubeletCert => Self::KubeletCert,
+        }
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -168,6 +193,7 @@ async fn scenario(
             ..Timings::default()
         },
         approver_log_filter: args.approver_log_filter.clone(),
+        identity: args.identity.into(),
     };
     let mut sandbox = Sandbox::start(options, narrator).await?;
     let outcome = scenario::run(
@@ -176,6 +202,7 @@ async fn scenario(
             honest: usize::from(args.nodes),
             rogues: !args.no_rogues,
             timeout: Duration::from_secs(args.timeout),
+            identity: args.identity.into(),
         },
     )
     .await?;
@@ -204,6 +231,11 @@ fn explain_keep(sandbox: &Sandbox, narrator: &Narrator) {
     narrator.raw(format!(
         "  {kubectl} get nodes -o wide; {kubectl} get lease -n rubber-stamp"
     ));
+    if sandbox.identity() == AgentIdentity::Token {
+        narrator.raw(format!(
+            "  {kubectl} get pods -n rubber-stamp -o wide   # the agent Pods the tokens are bound to"
+        ));
+    }
     for a in sandbox.approvers() {
         narrator.raw(format!(
             "  curl -s http://{}/attestations   # {}'s attestation snapshot (also /streams, /metrics)",

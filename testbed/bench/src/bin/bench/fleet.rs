@@ -32,7 +32,7 @@ use rubber_stamp_agent::session::{ApproverCa, SessionContext, SessionError, Sess
 use rubber_stamp_e2e::channel::SERVER_NAME;
 use rubber_stamp_kubelet_sim::{NodeIdentity, ServingRequest};
 use rubber_stamp_proto::v1::Ack;
-use rubber_stamp_testkit::agent::{ScriptedFacts, fixed_identity, node_facts};
+use rubber_stamp_testkit::agent::{ScriptedFacts, fixed_identity, fixed_token, node_facts};
 use rubber_stamp_testkit::pki::{Ca, Leaf};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -42,6 +42,92 @@ use tokio::process::{Child, Command};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+/// The agent's ServiceAccount and DaemonSet (deploy/base/agent.yaml).
+const AGENT: &str = "rubber-stamp-agent";
+
+/// Token mode: a Pod of the agent DaemonSet on every node named in `nodes` (straight into
+/// the store), and one TokenRequest per node through the API, bound to that Pod, as the
+/// kubelet requests them. The tokens, in the order of `nodes`.
+pub(crate) async fn issue_tokens(
+    bed: &rubber_stamp_e2e::controller::ControllerBed,
+    nodes: &[&str],
+) -> anyhow::Result<Vec<String>> {
+    use futures::StreamExt as _;
+    use k8s_openapi::api::authentication::v1::{
+        BoundObjectReference, TokenRequest, TokenRequestSpec,
+    };
+    use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, ServiceAccount};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+    use rubber_stamp_e2e::controller::APPROVER_NAMESPACE;
+
+    // The agent's ServiceAccount comes with the shipped manifests the bed loads.
+    let objects = bed.cluster.objects();
+    let mut pods = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        pods.push(objects.create(&Pod {
+            metadata: ObjectMeta {
+                name: Some(format!("{AGENT}-{node}")),
+                namespace: Some(APPROVER_NAMESPACE.to_owned()),
+                owner_references: Some(vec![OwnerReference {
+                    api_version: "apps/v1".to_owned(),
+                    kind: "DaemonSet".to_owned(),
+                    name: AGENT.to_owned(),
+                    uid: "00000000-0000-4000-8000-00000000be9c".to_owned(),
+                    controller: Some(true),
+                    block_owner_deletion: Some(true),
+                }]),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec {
+                node_name: Some((*node).to_owned()),
+                service_account_name: Some(AGENT.to_owned()),
+                containers: vec![Container {
+                    name: "agent".to_owned(),
+                    image: Some("rubber-stamp-agent".to_owned()),
+                    ..Container::default()
+                }],
+                ..PodSpec::default()
+            }),
+            status: None,
+        })?);
+    }
+    let admin = bed.cluster.client(&bed.cluster.admin()?).await?;
+    let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(admin, APPROVER_NAMESPACE);
+    let requests = pods.iter().map(|pod| {
+        let accounts = accounts.clone();
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec!["rubber-stamp".to_owned()],
+                expiration_seconds: Some(3600),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".to_owned()),
+                    kind: Some("Pod".to_owned()),
+                    name: pod.metadata.name.clone(),
+                    uid: pod.metadata.uid.clone(),
+                }),
+            },
+            ..TokenRequest::default()
+        };
+        async move {
+            let issued = accounts
+                .create_token_request(AGENT, &kube::api::PostParams::default(), &request)
+                .await?;
+            anyhow::Ok(
+                issued
+                    .status
+                    .context("a TokenRequest without status")?
+                    .token,
+            )
+        }
+    });
+    futures::stream::iter(requests)
+        .buffered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
 
 /// The API path kubelets create CSRs on.
 const CSR_PATH: &str = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
@@ -105,11 +191,12 @@ impl SimNode {
     }
 }
 
-/// An agent's node and its kubelet client certificate.
+/// An agent's node, its kubelet client certificate, and in token mode its token.
 #[derive(Debug)]
 pub(crate) struct AgentNode {
     node: SimNode,
     leaf: Leaf,
+    token: Option<String>,
 }
 
 // === agents ===
@@ -247,7 +334,10 @@ impl SimAgents {
         let session_timings = timings.session();
         for node in nodes {
             // Shared by the node's streams, as in the agent.
-            let identity = fixed_identity(&node.leaf.cert_pem, &node.leaf.key_pem)?;
+            let identity = match &node.token {
+                Some(token) => fixed_token(token)?,
+                None => fixed_identity(&node.leaf.cert_pem, &node.leaf.key_pem)?,
+            };
             let facts = Facts::new(ScriptedFacts::new(node.node.facts()?));
             for (endpoint, counters) in endpoints.iter().zip(&counters) {
                 let events = Arc::new(StreamCounters {
@@ -341,6 +431,9 @@ pub(crate) struct WorkerArgs {
     /// Handshakes in flight while attaching.
     #[arg(long)]
     pub(crate) connect_concurrency: usize,
+    /// Token mode: the fleet's tokens, one line per node in index order.
+    #[arg(long)]
+    pub(crate) tokens: Option<PathBuf>,
 }
 
 /// Runs a worker (in its own process).
@@ -349,11 +442,24 @@ pub(crate) async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
     let ca = Ca::from_pem(&read(&args.ca_cert)?, &read(&args.ca_key)?)?;
     let serving_ca = read(&args.serving_ca)?;
+    let tokens: Option<Vec<String>> = match &args.tokens {
+        Some(path) => Some(read(path)?.lines().map(str::to_owned).collect()),
+        None => None,
+    };
     let nodes: Vec<AgentNode> = (args.first..args.first + args.count)
         .map(|i| {
             let node = SimNode::new(i)?;
             let leaf = ca.node_client(&node.name)?;
-            Ok(AgentNode { node, leaf })
+            let token = match &tokens {
+                Some(tokens) => Some(
+                    tokens
+                        .get(usize::try_from(i)?)
+                        .with_context(|| format!("no token for node {i}"))?
+                        .clone(),
+                ),
+                None => None,
+            };
+            Ok(AgentNode { node, leaf, token })
         })
         .collect::<anyhow::Result<_>>()?;
     let agents = SimAgents::start(
@@ -416,6 +522,7 @@ impl Fleet {
         nodes: u32,
         endpoints: &[SocketAddr],
         connect_concurrency: usize,
+        tokens: Option<&Path>,
     ) -> anyhow::Result<Self> {
         let ca_cert = dir.join("fleet-ca.crt");
         let ca_key = dir.join("fleet-ca.key");
@@ -437,8 +544,13 @@ impl Fleet {
         for w in 0..workers_needed {
             let first = w * per_worker;
             let count = per_worker.min(nodes - first);
+            let token_args = tokens
+                .map(|path| [std::ffi::OsStr::new("--tokens"), path.as_os_str()])
+                .into_iter()
+                .flatten();
             let mut child = Command::new(&exe)
                 .arg("fleet")
+                .args(token_args)
                 .arg("--ca-cert")
                 .arg(&ca_cert)
                 .arg("--ca-key")

@@ -35,6 +35,10 @@ pub(crate) struct ApproverSetup {
     pub(crate) concurrency: u16,
     /// Log filter.
     pub(crate) log_filter: String,
+    /// The agents' credential (`--agent-identity`).
+    pub(crate) agent_identity: &'static str,
+    /// Namespace of the agent's ServiceAccount and Pods (`--agent-namespace`).
+    pub(crate) agent_namespace: String,
 }
 
 /// One approver replica process.
@@ -66,6 +70,8 @@ impl Approver {
                 .concurrency(setup.concurrency)
                 .max_connections(setup.max_connections)
                 .log_filter(&setup.log_filter)
+                .flag("agent-identity", setup.agent_identity)
+                .flag("agent-namespace", &setup.agent_namespace)
                 .args(),
         );
         let process = Spawned::start(name, &mut command, "listening").await?;
@@ -117,6 +123,8 @@ impl Approver {
 
 /// Live attestation streams of an approver.
 pub(crate) const LIVE_STREAMS: &str = "rubber_stamp_attestation_live_streams";
+/// TokenReviews a replica sent (cache misses).
+pub(crate) const TOKEN_REVIEWS: &str = "rubber_stamp_attestation_token_reviews_total";
 /// 1 while the replica acts on CSRs.
 pub(crate) const LEADER: &str = "rubber_stamp_controller_leader";
 
@@ -128,20 +136,25 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
-    /// Starts an agent streaming to `approver` with the certificate file `identity`;
-    /// `extra` flags override its defaults.
+    /// Starts an agent streaming to `approver` with the certificate file of `identity`, or
+    /// its token file when it has one; `extra` flags override its defaults.
     pub(crate) async fn start(
         bin_dir: &Path,
         name: &str,
         approver: SocketAddr,
         approver_ca: &Path,
-        identity: &Path,
+        identity: (&Path, Option<&Path>),
         extra: &[&str],
     ) -> anyhow::Result<Self> {
+        let (cert, token) = identity;
+        let mut agent = AgentCommand::new(approver, approver_ca, cert);
+        if let Some(token) = token {
+            agent = agent.token_file(token);
+        }
         let mut command = Command::new(bin_dir.join("rubber-stamp-agent"));
         command
             .args(
-                AgentCommand::new(approver, approver_ca, identity)
+                agent
                     .server_name(rubber_stamp_e2e::channel::SERVER_NAME)
                     .json_logs()
                     .log_filter("warn,rubber_stamp_agent=info")

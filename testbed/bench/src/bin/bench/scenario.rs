@@ -20,11 +20,11 @@ use rubber_stamp_core::{Policy, parse_request};
 use rubber_stamp_e2e::channel::procfs::{self, Usage};
 use rubber_stamp_e2e::controller::{APPROVER_NAMESPACE, ControllerBed, deploy_rbac_yaml};
 
-use super::Args;
 use super::fleet::{self, Fleet, Kubelets, SimNode};
 use super::observer::CsrObserver;
 use super::process::{self, Agent, Approver, ApproverSetup};
 use super::report::{Machine, Report, mib, ms, quantile};
+use super::{Args, Identity};
 
 /// A finished run.
 #[derive(Debug)]
@@ -81,6 +81,8 @@ struct Bed {
     setup: ApproverSetup,
     nodes: Vec<SimNode>,
     dir: tempfile::TempDir,
+    /// Token mode: the agents' tokens, one line per node in index order.
+    tokens: Option<PathBuf>,
 }
 
 /// Runs every scenario.
@@ -129,6 +131,7 @@ pub(crate) async fn run(args: &Args, bin_dir: PathBuf) -> anyhow::Result<Run> {
         u32::try_from(n)?,
         &endpoints,
         args.connect_concurrency,
+        bed.tokens.as_deref(),
     )
     .await?;
     let attach_timeout = Duration::from_secs(60) + Duration::from_millis(20 * n as u64);
@@ -138,6 +141,23 @@ pub(crate) async fn run(args: &Args, bin_dir: PathBuf) -> anyhow::Result<Run> {
             .await?;
     }
     let attach_time = attach_started.elapsed();
+    if bed.tokens.is_some() {
+        for (i, approver) in approvers.iter().enumerate() {
+            let role = if i == 0 { "leader" } else { "standby" };
+            report.add(
+                "attach",
+                &format!("{role} TokenReviews for {n} agents"),
+                approver.metric(process::TOKEN_REVIEWS).await?,
+                "reviews",
+            );
+        }
+        report.add(
+            "attach",
+            "TokenReviews per second (whole attach, per replica)",
+            n as f64 / attach_time.as_secs_f64(),
+            "reviews/s",
+        );
+    }
     // Decisions wait for the leader's first Node list; its status loop reports attested
     // nodes only after that.
     approvers[0]
@@ -417,6 +437,8 @@ async fn set_up(args: &Args, bin_dir: PathBuf) -> anyhow::Result<Bed> {
         max_connections: n + 1024,
         concurrency: args.concurrency,
         log_filter: args.approver_log.clone(),
+        agent_identity: args.identity.approver_flag(),
+        agent_namespace: APPROVER_NAMESPACE.to_owned(),
     };
     // Node objects straight into the store; each kubelet's token names its node.
     let nodes: Vec<SimNode> = (0..u32::try_from(n)?)
@@ -433,11 +455,27 @@ async fn set_up(args: &Args, bin_dir: PathBuf) -> anyhow::Result<Bed> {
         "bench: cluster and {n} Node objects in {:.1?}",
         started.elapsed()
     );
+    let tokens = match args.identity {
+        Identity::KubeletCert => None,
+        Identity::Token => {
+            let started = Instant::now();
+            let path = dir.path().join("fleet-tokens");
+            let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+            let tokens = fleet::issue_tokens(&bed, &names).await?;
+            std::fs::write(&path, tokens.join("\n"))?;
+            eprintln!(
+                "bench: {n} agent Pods and TokenRequests in {:.1?}",
+                started.elapsed()
+            );
+            Some(path)
+        }
+    };
     Ok(Bed {
         bed,
         setup,
         nodes,
         dir,
+        tokens,
     })
 }
 
@@ -682,12 +720,29 @@ async fn steady(
     let pki = &bed.bed.pki;
     let idle_identity = pki.write_combined(&pki.node("bench-agent-idle")?, "bench-agent-idle")?;
     let busy_identity = pki.write_combined(&pki.node("bench-agent-busy")?, "bench-agent-busy")?;
+    // Token mode: tokens of agent Pods on their own (Node-less) node names.
+    let (idle_token, busy_token) = match bed.tokens {
+        None => (None, None),
+        Some(_) => {
+            let tokens =
+                fleet::issue_tokens(&bed.bed, &["bench-agent-idle", "bench-agent-busy"]).await?;
+            let write = |name: &str, token: &String| -> anyhow::Result<PathBuf> {
+                let path = bed.dir.path().join(format!("{name}.token"));
+                std::fs::write(&path, token)?;
+                Ok(path)
+            };
+            (
+                Some(write("bench-agent-idle", &tokens[0])?),
+                Some(write("bench-agent-busy", &tokens[1])?),
+            )
+        }
+    };
     let idle_agent = Agent::start(
         &bed.setup.bin_dir,
         "agent-idle",
         approvers[0].grpc,
         &pki.serving_ca,
-        &idle_identity,
+        (&idle_identity, idle_token.as_deref()),
         &[],
     )
     .await?;
@@ -697,7 +752,7 @@ async fn steady(
         "agent-busy",
         approvers[0].grpc,
         &pki.serving_ca,
-        &busy_identity,
+        (&busy_identity, busy_token.as_deref()),
         &["--heartbeat-interval", "1s"],
     )
     .await?;
@@ -868,6 +923,21 @@ async fn failover(
             .as_secs_f64(),
         "s",
     );
+    if bed.tokens.is_some() {
+        // The restarted replica's cache is empty: every re-attaching agent's token is
+        // reviewed once.
+        let reviews = restarted.metric(process::TOKEN_REVIEWS).await?;
+        let seconds = back
+            .saturating_duration_since(restarted.process.ready_at)
+            .as_secs_f64();
+        report.add(s, "TokenReviews during the re-attach", reviews, "reviews");
+        report.add(
+            s,
+            "TokenReviews per second during the re-attach",
+            reviews / seconds.max(1e-3),
+            "reviews/s",
+        );
+    }
     let usage = restarted.process.usage()?;
     report.add(
         s,
