@@ -1,7 +1,7 @@
 //! End to end: the release binaries on simulated hosts (network namespaces), the testbed
 //! cluster, kubelet simulators — the whole system as the sandbox runs it.
 //!
-//! - `agent_restart`, `ip_change`, `leader_failover`, `rollout`, `scenario`.
+//! - `agent_restart`, `ip_change`, `leader_failover`, `rollout`, `scenario`, `stolen_token`.
 //!
 //! Each test starts a whole system (approver replicas, agents, kubelets as processes):
 //! they run one at a time, as their own binaries did, so that each measures the product
@@ -19,6 +19,8 @@ mod leader_failover;
 mod rollout;
 #[path = "e2e/scenario.rs"]
 mod scenario;
+#[path = "e2e/stolen_token.rs"]
+mod stolen_token;
 
 static SYSTEMS: Mutex<()> = Mutex::const_new(());
 

@@ -174,9 +174,9 @@ impl SimNode {
         self.dir.join("token")
     }
 
-    /// Whether the agent attests with a token.
-    pub fn has_token(&self) -> bool {
-        self.token.is_some()
+    /// The token the agent attests with, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 
     /// Makes the node a cloud instance: its cloud states `instance` (through a metadata
