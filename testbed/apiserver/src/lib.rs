@@ -41,6 +41,7 @@ pub mod events;
 pub mod faults;
 pub mod kubeconfig;
 pub mod managed;
+pub mod object;
 pub mod patch;
 pub mod pods;
 pub mod proto;

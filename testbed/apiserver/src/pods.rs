@@ -11,8 +11,8 @@
 use serde_json::{Map, Value, json};
 
 use super::State;
+use super::object::{DNS_LABEL_MESSAGE, is_dns_label};
 use super::resources::{ids, kind};
-use super::rest::{DNS_LABEL_MESSAGE, is_dns_label};
 use super::status::{ApiError, Cause};
 use super::store::ObjectKey;
 

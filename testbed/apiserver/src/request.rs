@@ -1,9 +1,15 @@
 //! Request parsing: the kube-apiserver `RequestInfo` (verb, group, version,
 //! namespace, resource, name, subresource), query parameters, content
-//! negotiation of responses and decoding of request bodies.
+//! negotiation of responses and decoding of request bodies, and the [`Ctx`] a verb
+//! handler gets.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use serde_json::Value;
 
+use super::State;
+use super::auth::UserInfo;
 use super::resources::{self, Behaviour, ResourceId, Subresource, kind};
 use super::status::ApiError;
 
@@ -353,5 +359,39 @@ mod tests {
             negotiate(Some("application/vnd.kubernetes.protobuf, */*")),
             Ok(Output::Json)
         );
+    }
+}
+
+/// Everything a verb handler needs about the request.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    /// Shared server state.
+    pub state: &'a Arc<State>,
+    /// The authenticated user.
+    pub user: &'a UserInfo,
+    /// Query parameters.
+    pub query: &'a Query,
+    /// Negotiated output.
+    pub output: Output,
+    /// `User-Agent`, for the default field manager.
+    pub user_agent: &'a str,
+    /// `Content-Type` of the body.
+    pub content_type: Option<&'a str>,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn field_manager(&self) -> String {
+        match self.query.get("fieldManager") {
+            Some(m) if !m.is_empty() => m.to_owned(),
+            _ => self
+                .user_agent
+                .split('/')
+                .next()
+                .filter(|s| !s.is_empty())
+                .unwrap_or("unknown")
+                .to_owned(),
+        }
     }
 }

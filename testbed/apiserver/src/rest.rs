@@ -15,9 +15,12 @@ use super::csr;
 use super::events;
 use super::managed;
 use super::now_rfc3339;
+use super::object::{
+    DNS_LABEL_MESSAGE, check_type_meta, is_dns_label, is_dns_subdomain, new_uid, normalize,
+};
 use super::pods;
 use super::rbac::{Attributes, ResourceAttributes};
-use super::request::{Output, Query, RequestInfo, decode_body};
+use super::request::{Ctx, Output, Query, RequestInfo, decode_body};
 use super::resources::{Behaviour, ResourceId, ResourceKind, Subresource, ids, kind};
 use super::secrets;
 use super::selector::{FieldSelector, LabelSelector};
@@ -33,40 +36,6 @@ use super::{Reply, State};
 const MAX_WRITE_ATTEMPTS: usize = 16;
 /// How many names a create with `generateName` tries (kube-apiserver: 8).
 const GENERATE_NAME_ATTEMPTS: usize = 8;
-
-/// Everything a verb handler needs about the request.
-#[derive(Debug)]
-pub struct Ctx<'a> {
-    /// Shared server state.
-    pub state: &'a Arc<State>,
-    /// The authenticated user.
-    pub user: &'a UserInfo,
-    /// Query parameters.
-    pub query: &'a Query,
-    /// Negotiated output.
-    pub output: Output,
-    /// `User-Agent`, for the default field manager.
-    pub user_agent: &'a str,
-    /// `Content-Type` of the body.
-    pub content_type: Option<&'a str>,
-    /// The body.
-    pub body: Bytes,
-}
-
-impl Ctx<'_> {
-    fn field_manager(&self) -> String {
-        match self.query.get("fieldManager") {
-            Some(m) if !m.is_empty() => m.to_owned(),
-            _ => self
-                .user_agent
-                .split('/')
-                .next()
-                .filter(|s| !s.is_empty())
-                .unwrap_or("unknown")
-                .to_owned(),
-        }
-    }
-}
 
 fn key_of(info: &RequestInfo) -> ObjectKey {
     ObjectKey::new(&info.namespace, &info.name)
@@ -135,24 +104,6 @@ fn stored_reply(
     }
 }
 
-// === name validation ===
-
-/// `validation.DNS1123LabelErrorMsg` with its example and regex, as `IsDNS1123Label` words it.
-pub(crate) const DNS_LABEL_MESSAGE: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
-
-pub(crate) fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
-}
-
 fn validate_name(k: &ResourceKind, name: &str) -> Option<Cause> {
     let path_segment = k.group == "rbac.authorization.k8s.io" || k.behaviour == Behaviour::Csr;
     if path_segment {
@@ -185,106 +136,6 @@ fn validate_name(k: &ResourceKind, name: &str) -> Option<Cause> {
             "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
         )
     })
-}
-
-// === decoding and field validation ===
-
-fn unknown_fields(input: &Value, output: &Value, path: &str, out: &mut Vec<String>) {
-    match (input, output) {
-        (Value::Object(i), Value::Object(o)) => {
-            for (k, v) in i {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                match o.get(k) {
-                    None if !v.is_null() => out.push(p),
-                    Some(ov) => unknown_fields(v, ov, &p, out),
-                    None => {}
-                }
-            }
-        }
-        (Value::Array(i), Value::Array(o)) => {
-            for (n, (iv, ov)) in i.iter().zip(o).enumerate() {
-                unknown_fields(iv, ov, &format!("{path}[{n}]"), out);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// Typed round trip plus `fieldValidation` (Strict → 400, Warn → warnings, Ignore).
-pub(crate) fn normalize(
-    k: &ResourceKind,
-    ctx: &Ctx<'_>,
-    value: Value,
-    warnings: &mut Vec<String>,
-) -> Result<Value, ApiError> {
-    let input = value.clone();
-    let out = (k.normalize)(value).map_err(|e| {
-        ApiError::bad_request(format!(
-            "{} in version {:?} cannot be handled as a {}: {e}",
-            k.kind, k.version, k.kind
-        ))
-    })?;
-    let mut unknown = Vec::new();
-    unknown_fields(&input, &out, "", &mut unknown);
-    if !unknown.is_empty() {
-        match ctx.query.get("fieldValidation").unwrap_or("Warn") {
-            "Strict" => {
-                let list = unknown
-                    .iter()
-                    .map(|u| format!("unknown field {u:?}"))
-                    .collect::<Vec<_>>();
-                return Err(ApiError::bad_request(format!(
-                    "strict decoding error: {}",
-                    list.join(", ")
-                )));
-            }
-            "Ignore" => {}
-            "Warn" | "" => warnings.extend(unknown.iter().map(|u| format!("unknown field {u:?}"))),
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "fieldValidation: Unsupported value: {other:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
-                )));
-            }
-        }
-    }
-    Ok(out)
-}
-
-pub(crate) fn check_type_meta(k: &ResourceKind, v: &Value) -> Result<(), ApiError> {
-    let want = k.api_version();
-    match v.get("apiVersion").and_then(Value::as_str) {
-        Some(av) if av != want => {
-            return Err(ApiError::bad_request(format!(
-                "the API version in the data ({av}) does not match the expected API version ({want})"
-            )));
-        }
-        _ => {}
-    }
-    match v.get("kind").and_then(Value::as_str) {
-        Some(kd) if kd != k.kind => Err(ApiError::bad_request(format!(
-            "the kind in the data ({kd}) does not match the expected kind ({})",
-            k.kind
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// A random UUID (version 4), as `uuid.NewUUID` makes object uids and JWT ids.
-pub(crate) fn new_uid() -> String {
-    let b: [u8; 16] = rand::random();
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-4{}-a{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
 }
 
 /// Suffixes tests force on `generateName`, taken before random ones.
@@ -722,7 +573,7 @@ pub fn create(ctx: &Ctx<'_>, info: &RequestInfo) -> Result<Reply, ApiError> {
     let dry_run = ctx.query.dry_run()?;
     let mut warnings = Vec::new();
     let body = decode_body(ctx.content_type, &ctx.body)?;
-    let body = normalize(k, ctx, body, &mut warnings)?;
+    let body = normalize(k, ctx.query, body, &mut warnings)?;
     let manager = ctx.field_manager();
     match create_object(
         ctx.state,
@@ -1026,7 +877,7 @@ fn write(ctx: &Ctx<'_>, info: &RequestInfo, mutation: &Mutation) -> Result<Reply
                         info.name
                     )));
                 }
-                let applied = normalize(k, ctx, applied, &mut warnings)?;
+                let applied = normalize(k, ctx.query, applied, &mut warnings)?;
                 let base = old.clone().unwrap_or_else(|| {
                     json!({"apiVersion": k.api_version(), "kind": k.kind, "metadata": {"name": info.name}})
                 });
@@ -1114,7 +965,7 @@ fn write(ctx: &Ctx<'_>, info: &RequestInfo, mutation: &Mutation) -> Result<Reply
         if precondition.is_some_and(|p| p != old_rv) {
             return Err(ApiError::conflict(k, &info.name));
         }
-        let mut new = normalize(k, ctx, candidate, &mut warnings)?;
+        let mut new = normalize(k, ctx.query, candidate, &mut warnings)?;
         new["apiVersion"] = json!(k.api_version());
         new["kind"] = json!(k.kind);
         if k.namespaced {
@@ -1409,7 +1260,7 @@ pub fn review(ctx: &Ctx<'_>, info: &RequestInfo) -> Result<Reply, ApiError> {
     let mut warnings = Vec::new();
     let body = decode_body(ctx.content_type, &ctx.body)?;
     check_type_meta(k, &body)?;
-    let mut obj = normalize(k, ctx, body, &mut warnings)?;
+    let mut obj = normalize(k, ctx.query, body, &mut warnings)?;
     obj["apiVersion"] = json!(k.api_version());
     obj["kind"] = json!(k.kind);
     if k.kind == "TokenReview" {

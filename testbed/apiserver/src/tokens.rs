@@ -27,9 +27,9 @@ use ring::signature::{self, EcdsaKeyPair, KeyPair as _};
 use serde_json::{Map, Value, json};
 
 use super::auth::{CREDENTIAL_ID, UserInfo};
-use super::request::{Output, RequestInfo, decode_body};
+use super::object::{check_type_meta, new_uid, normalize};
+use super::request::{Ctx, Output, RequestInfo, decode_body};
 use super::resources::{Behaviour, ResourceKind, TableStyle, ids, kind, typed};
-use super::rest::{Ctx, check_type_meta, new_uid, normalize};
 use super::status::{ApiError, Cause};
 use super::store::ObjectKey;
 use super::{Reply, State};
@@ -856,7 +856,7 @@ pub fn create_token(ctx: &Ctx<'_>, info: &RequestInfo) -> Result<Reply, ApiError
     let mut warnings = Vec::new();
     let body = decode_body(ctx.content_type, &ctx.body)?;
     check_type_meta(k, &body)?;
-    let mut req = normalize(k, ctx, body, &mut warnings)?;
+    let mut req = normalize(k, ctx.query, body, &mut warnings)?;
     // The name and namespace in the body, if any, must be the URL's.
     for (field, want, what) in [
         ("name", name, "name"),
