@@ -78,6 +78,7 @@ impl Default for GrpcConfig {
                 handshake_timeout: Duration::from_secs(10),
                 max_handshakes_per_source: 64,
                 max_connections_per_peer: 4,
+                unverified_timeout: Duration::from_secs(20),
             },
             streams: StreamLimits {
                 max_message_bytes: rubber_stamp_proto::limits::MAX_MESSAGE_BYTES,

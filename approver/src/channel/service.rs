@@ -299,6 +299,7 @@ impl ServiceState {
                                 .map_or(0, |d| d.as_secs()),
                         ))
                     })?;
+                peer.mark_verified();
                 tracing::debug!(node = %identity.node, pod = %identity.pod, credential = %identity.credential, "token verified");
                 Ok(Opener {
                     node: identity.node,

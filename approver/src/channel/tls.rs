@@ -176,6 +176,10 @@ pub struct ConnectionLimits {
     /// no node counts against its source address). An agent needs one per replica;
     /// a rotation or reconnect briefly two.
     pub max_connections_per_peer: usize,
+    /// Longest a connection without a client certificate may stay open before a stream on
+    /// it presents a token the API server vouches for (token mode): past it the connection
+    /// is closed, so strangers cannot hold connection slots with idle TLS sessions.
+    pub unverified_timeout: Duration,
 }
 
 /// Counts of something held per key, each count bounded; a [`Held`] gives its unit back
@@ -236,6 +240,9 @@ pub struct PeerInfo {
     pub address: SocketAddr,
     /// The node the verified client certificate names, or why it names none.
     pub identity: Result<NodeIdentity, IdentityError>,
+    /// Whether a stream on this connection presented a credential that made an agent of a
+    /// node (a certificate-less connection is closed unless one does in time).
+    verified: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A connection that completed the mutually authenticated handshake. Holds its slot of
@@ -243,6 +250,9 @@ pub struct PeerInfo {
 pub struct AttestedConnection {
     tls: TlsStream<TcpStream>,
     info: Arc<PeerInfo>,
+    /// Certificate-less connections: when the connection is closed unless verified.
+    unverified_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    metrics: GrpcMetrics,
     _permit: OwnedSemaphorePermit,
     _peer: Held<PeerKey>,
     _open: GaugeGuard,
@@ -344,9 +354,13 @@ impl Handshakes {
             tracing::warn!(%address, limit = self.limits.max_connections, "connection limit reached; closing new connection");
             return None;
         };
+        let unverified_deadline = matches!(info.identity, Err(IdentityError::NoCertificate))
+            .then(|| Box::pin(tokio::time::sleep(self.limits.unverified_timeout)));
         Some(AttestedConnection {
             tls,
             info: Arc::new(info),
+            unverified_deadline,
+            metrics: self.metrics.clone(),
             _permit: permit,
             _peer: peer,
             _open: GaugeGuard::inc(&self.metrics.connections),
@@ -406,7 +420,22 @@ impl PeerInfo {
             Some([leaf, ..]) => node_identity(leaf),
             _ => Err(IdentityError::NoCertificate),
         };
-        Self { address, identity }
+        Self {
+            address,
+            identity,
+            verified: Arc::default(),
+        }
+    }
+
+    /// Records that a stream on this connection was admitted with a verified credential.
+    pub fn mark_verified(&self) {
+        self.verified
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether a stream on this connection was admitted with a verified credential.
+    pub fn is_verified(&self) -> bool {
+        self.verified.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -426,6 +455,19 @@ impl AsyncRead for AttestedConnection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let verified = self.info.is_verified();
+        if let Some(deadline) = self.unverified_deadline.as_mut() {
+            if verified {
+                self.unverified_deadline = None;
+            } else if deadline.as_mut().poll(cx).is_ready() {
+                self.unverified_deadline = None;
+                self.metrics.refuse_connection("unverified_timeout");
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no stream on this connection presented a verified credential in time",
+                )));
+            }
+        }
         Pin::new(&mut self.tls).poll_read(cx, buf)
     }
 }

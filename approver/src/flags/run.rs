@@ -200,6 +200,12 @@ pub struct RunArgs {
     #[arg(long, env = "RUBBER_STAMP_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
 
+    /// Longest a connection without a client certificate (token mode) may stay open before
+    /// a stream on it is admitted with a token the API server vouches for; then it is closed.
+    /// Longer than --token-review-timeout, so a review that waits its turn still fits.
+    #[arg(long, env = "RUBBER_STAMP_UNVERIFIED_CONNECTION_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub unverified_connection_timeout: Duration,
+
     /// Most connections open on the health port. A new connection past it closes the
     /// oldest of the source address with the most (one that has not sent a request first).
     #[arg(
@@ -408,6 +414,10 @@ impl RunArgs {
             }
         }
         positive(self.token_review_timeout, "token-review-timeout")?;
+        positive(
+            self.unverified_connection_timeout,
+            "unverified-connection-timeout",
+        )?;
         positive(self.token_max_lifetime, "token-max-lifetime")?;
         positive(
             self.token_review_source_interval,
@@ -497,6 +507,7 @@ impl RunArgs {
                     handshake_timeout: self.handshake_timeout,
                     max_handshakes_per_source: self.max_handshakes_per_source,
                     max_connections_per_peer: self.max_connections_per_node,
+                    unverified_timeout: self.unverified_connection_timeout,
                 },
                 streams: StreamLimits {
                     max_message_bytes: self.max_message_bytes as usize,

@@ -80,6 +80,15 @@ async fn bed_at(
     rbac: &str,
     ahead: SignedDuration,
 ) -> Result<(ControllerBed, TestApprover, kube::Client), Box<dyn std::error::Error>> {
+    bed_with(rbac, ahead, |_| {}).await
+}
+
+/// Like [`bed_at`], with `tune` applied to the approver's configuration.
+async fn bed_with(
+    rbac: &str,
+    ahead: SignedDuration,
+    tune: impl FnOnce(&mut rubber_stamp_approver::runtime::RunConfig),
+) -> Result<(ControllerBed, TestApprover, kube::Client), Box<dyn std::error::Error>> {
     let bed = ControllerBed::start_with_rbac(rbac).await?;
     let admin = bed.cluster.client(&bed.cluster.admin()?).await?;
     // The agent's ServiceAccount comes with the shipped manifests; another workload's too.
@@ -100,6 +109,7 @@ async fn bed_at(
     let mut run = approver_config(&bed.pki);
     run.grpc.kubelet_cert = false;
     run.grpc.token = Some(token_config());
+    tune(&mut run);
     let listeners = Listeners::bind(&run.listen).await?;
     let client = bed.approver_client(None).await?;
     let approver = TestApprover::start_with_clock(
@@ -444,6 +454,66 @@ async fn an_expired_token_is_refused_and_a_stream_ends_when_its_token_expires() 
     let reviews = approver.metrics().grpc.token_reviews.get();
     wait_refused(&approver, "token_expired").await?;
     assert_eq!(approver.metrics().grpc.token_reviews.get(), reviews);
+    approver.stop().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_connection_without_a_certificate_is_closed_unless_a_token_is_verified_in_time()
+-> TestResult {
+    let unverified = Duration::from_millis(800);
+    let (bed, approver, admin) = bed_with(&deploy_rbac_yaml()?, SignedDuration::ZERO, |run| {
+        run.grpc.connections.unverified_timeout = unverified;
+    })
+    .await?;
+    let closed = |approver: &TestApprover| {
+        approver
+            .metrics()
+            .grpc
+            .refused_connections
+            .get_or_create(&ReasonLabel {
+                reason: "unverified_timeout",
+            })
+            .get()
+    };
+    // An honest agent's connection outlives the deadline: its stream was verified.
+    let agent_pod = pod(
+        &admin,
+        APPROVER_NAMESPACE,
+        "agent-a",
+        AGENT,
+        "node-a",
+        Some(AGENT),
+    )
+    .await?;
+    let honest = token(
+        &admin,
+        APPROVER_NAMESPACE,
+        AGENT,
+        Some(&agent_pod),
+        AUDIENCE,
+    )
+    .await?;
+    let agent = ScriptedAgent::connect_with_token(
+        &bed.pki,
+        "node-a",
+        &[approver.addrs.grpc],
+        &[(ip(1), 24)],
+        &honest,
+    )
+    .await?;
+    agent.report().await?;
+    // A stranger completes the TLS handshake without a certificate and opens no stream.
+    let idle = rubber_stamp_e2e::channel::raw::connect(&bed.pki, approver.addrs.grpc, None).await?;
+    eventually("the idle connection to be closed", WITHIN, || {
+        closed(&approver) == 1
+    })
+    .await?;
+    drop(idle);
+    // Well past the deadline, the agent's stream is the one it opened: still acknowledged.
+    agent.report().await?;
+    assert_eq!(closed(&approver), 1, "the verified connection stays open");
+    assert_eq!(approver.store().live_streams().len(), 1);
     approver.stop().await?;
     Ok(())
 }
