@@ -20,7 +20,8 @@ use crate::documents;
 pub struct ControllerArgs {
     /// Serve attestations only, without the Kubernetes controller: nothing is ever approved.
     /// For trying the attestation channel by hand without a cluster.
-    #[arg(long, env = "RUBBER_STAMP_ATTESTATION_ONLY")]
+    #[arg(long, env = "RUBBER_STAMP_ATTESTATION_ONLY", num_args = 0..=1, require_equals = true,
+          default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
     pub attestation_only: bool,
 
     /// Kubeconfig file to reach the API server. Default: `KUBECONFIG`, then `~/.kube/config`,
@@ -41,26 +42,35 @@ pub struct ControllerArgs {
 
     /// Decide and explain (Events, metrics, logs say "would approve/deny") but never write
     /// a decision to a CSR.
-    #[arg(long, env = "RUBBER_STAMP_DRY_RUN")]
+    #[arg(long, env = "RUBBER_STAMP_DRY_RUN", num_args = 0..=1, require_equals = true,
+          default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
     pub dry_run: bool,
 
     /// Namespace of the Lease and of the approver's own Events. Default: the kubeconfig's
     /// or in-cluster namespace.
-    #[arg(long, env = "POD_NAMESPACE", value_name = "NAMESPACE")]
+    #[arg(
+        long,
+        env = "POD_NAMESPACE",
+        value_name = "NAMESPACE",
+        visible_alias = "leader-elect-resource-namespace"
+    )]
     pub namespace: Option<String>,
 
     /// Elect one acting replica with a Lease. Without election every replica acts: run
     /// exactly one.
-    #[arg(long, env = "RUBBER_STAMP_LEADER_ELECT", default_value_t = true, action = ArgAction::Set)]
+    #[arg(long, env = "RUBBER_STAMP_LEADER_ELECT", num_args = 0..=1, require_equals = true,
+          default_value_t = true, default_missing_value = "true", action = ArgAction::Set)]
     pub leader_elect: bool,
 
     /// Name of the Lease.
-    #[arg(long, env = "RUBBER_STAMP_LEASE_NAME", default_value = DEFAULT_LEASE_NAME)]
+    #[arg(long, env = "RUBBER_STAMP_LEASE_NAME", default_value = DEFAULT_LEASE_NAME,
+          visible_alias = "leader-elect-resource-name")]
     pub lease_name: String,
 
     /// How long a Lease lasts after its last renewal; a standby takes over at most this long
     /// (plus up to a second) after the leader stops renewing. Whole seconds.
-    #[arg(long, env = "RUBBER_STAMP_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "RUBBER_STAMP_LEASE_DURATION", default_value = "15s", value_parser = parse_duration,
+          visible_alias = "leader-elect-lease-duration")]
     pub lease_duration: Duration,
 
     /// The leader stops acting this long before its Lease could expire (allowance for clock

@@ -30,12 +30,22 @@ pub struct RunArgs {
 
     /// Address of the plaintext `grpc.health.v1` server (liveness service "", readiness
     /// service "rubberstamp.v1.Attestation").
-    #[arg(long, env = "RUBBER_STAMP_HEALTH_LISTEN", default_value = "[::]:8081")]
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_HEALTH_LISTEN",
+        default_value = "[::]:8081",
+        visible_alias = "health-probe-bind-address"
+    )]
     pub health_listen: SocketAddr,
 
     /// Address of the admin HTTP server: GET /attestations (snapshot JSON), /streams,
     /// /metrics.
-    #[arg(long, env = "RUBBER_STAMP_ADMIN_LISTEN", default_value = "[::]:9090")]
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_ADMIN_LISTEN",
+        default_value = "[::]:9090",
+        visible_alias = "metrics-bind-address"
+    )]
     pub admin_listen: SocketAddr,
 
     /// PEM certificate chain the attestation server presents to agents (bring your own, e.g.
@@ -603,6 +613,47 @@ mod tests {
     }
 
     #[test]
+    fn booleans_and_kubernetes_flag_names_as_operators_write_them() {
+        // Every boolean: bare, =true, =false.
+        for (args, dry_run, elected) in [
+            (&[][..], false, true),
+            (&["--dry-run"][..], true, true),
+            (&["--dry-run=true"][..], true, true),
+            (&["--dry-run=false"][..], false, true),
+            (&["--leader-elect"][..], false, true),
+            (&["--leader-elect=true"][..], false, true),
+            (&["--leader-elect=false"][..], false, false),
+        ] {
+            let (_, controller) = parse_parts(args).expect("config");
+            let controller = controller.expect("controller");
+            assert_eq!(controller.dry_run, dry_run, "{args:?}");
+            assert_eq!(controller.lease.is_some(), elected, "{args:?}");
+        }
+        let (_, none) = parse_parts(&["--attestation-only=true"]).expect("config");
+        assert!(none.is_none());
+        let (_, some) = parse_parts(&["--attestation-only=false"]).expect("config");
+        assert!(some.is_some());
+        assert!(parse(&["--dry-run=maybe"]).is_err());
+        // controller-runtime's and client-go's names, beside this project's own.
+        let (run, controller) = parse_parts(&[
+            "--leader-elect-lease-duration=4s",
+            "--leader-elect-resource-name=my-lease",
+            "--leader-elect-resource-namespace=ops",
+            "--lease-grace=1s",
+            "--metrics-bind-address=127.0.0.1:9443",
+            "--health-probe-bind-address=127.0.0.1:8082",
+        ])
+        .expect("config");
+        let controller = controller.expect("controller");
+        let lease = controller.lease.expect("elected");
+        assert_eq!(lease.duration, Duration::from_secs(4));
+        assert_eq!(lease.name, "my-lease");
+        assert_eq!(controller.namespace.as_deref(), Some("ops"));
+        assert_eq!(run.listen.admin.to_string(), "127.0.0.1:9443");
+        assert_eq!(run.listen.health.to_string(), "127.0.0.1:8082");
+    }
+
+    #[test]
     fn controller_flags_are_checked() {
         let (_, controller) = parse_parts(&[
             "--dry-run",
@@ -623,7 +674,7 @@ mod tests {
         let lease = controller.lease.expect("elected by default");
         assert_eq!(lease.duration, Duration::from_secs(3));
         assert_eq!(lease.name, "rubber-stamp-approver");
-        let (_, solo) = parse_parts(&["--leader-elect", "false"]).expect("config");
+        let (_, solo) = parse_parts(&["--leader-elect=false"]).expect("config");
         assert!(solo.expect("controller").lease.is_none());
         let (_, none) = parse_parts(&["--attestation-only"]).expect("config");
         assert!(none.is_none());

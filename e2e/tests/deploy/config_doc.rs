@@ -69,6 +69,9 @@ fn flag_table(cmd: &clap::Command) -> String {
             (Some(s), None) => format!("`-{s}`"),
             (None, None) => format!("`<{id}>`"),
         };
+        for alias in arg.get_visible_aliases().into_iter().flatten() {
+            flag.push_str(&format!(", `--{alias}`"));
+        }
         if arg.is_required_set() {
             flag.push_str(" (required)");
         }
