@@ -14,10 +14,8 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, ServiceAccount};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams};
 use rubber_stamp_approver::channel::TokenConfig;
 use rubber_stamp_approver::metrics::ReasonLabel;
 use rubber_stamp_approver::runtime::Listeners;
@@ -25,10 +23,12 @@ use rubber_stamp_approver::store::Clock;
 use rubber_stamp_core::AttestationLookup as _;
 use rubber_stamp_e2e::channel::{TestApprover, approver_config};
 use rubber_stamp_e2e::controller::ScriptedAgent;
+// The sandbox's own: the agent Pod and token it gives its nodes, used here as attacks too.
 use rubber_stamp_e2e::controller::rbac::{rules, without_rule};
 use rubber_stamp_e2e::controller::{
     APPROVER_NAMESPACE, ControllerBed, deploy_rbac_yaml, eventually,
 };
+use rubber_stamp_sandbox::tokens::{create_pod as pod, request_token as token};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -92,20 +92,7 @@ async fn bed_with(
     let bed = ControllerBed::start_with_rbac(rbac).await?;
     let admin = bed.cluster.client(&bed.cluster.admin()?).await?;
     // The agent's ServiceAccount comes with the shipped manifests; another workload's too.
-    for (namespace, name) in [("default", "workload")] {
-        Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
-            .create(
-                &PostParams::default(),
-                &ServiceAccount {
-                    metadata: ObjectMeta {
-                        name: Some(name.to_owned()),
-                        ..ObjectMeta::default()
-                    },
-                    ..ServiceAccount::default()
-                },
-            )
-            .await?;
-    }
+    rubber_stamp_sandbox::tokens::ensure_service_account(&admin, "default", "workload").await?;
     let mut run = approver_config(&bed.pki);
     run.grpc.kubelet_cert = false;
     run.grpc.token = Some(token_config());
@@ -121,75 +108,6 @@ async fn bed_with(
     )
     .await?;
     Ok((bed, approver, admin))
-}
-
-/// A Pod of `account` on `node`; `daemonset` makes it that DaemonSet's.
-async fn pod(
-    admin: &kube::Client,
-    namespace: &str,
-    name: &str,
-    account: &str,
-    node: &str,
-    daemonset: Option<&str>,
-) -> Result<Pod, kube::Error> {
-    let pod = Pod {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            owner_references: daemonset.map(|ds| {
-                vec![OwnerReference {
-                    api_version: "apps/v1".to_owned(),
-                    kind: "DaemonSet".to_owned(),
-                    name: ds.to_owned(),
-                    uid: "5a1d0000-0000-4000-8000-000000000001".to_owned(),
-                    controller: Some(true),
-                    block_owner_deletion: Some(true),
-                }]
-            }),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PodSpec {
-            node_name: Some(node.to_owned()),
-            service_account_name: Some(account.to_owned()),
-            containers: vec![Container {
-                name: "agent".to_owned(),
-                image: Some("agent".to_owned()),
-                ..Container::default()
-            }],
-            ..PodSpec::default()
-        }),
-        status: None,
-    };
-    Api::<Pod>::namespaced(admin.clone(), namespace)
-        .create(&PostParams::default(), &pod)
-        .await
-}
-
-/// A token of `account` for `audience`, bound to `pod` (or to nothing), as the kubelet
-/// requests one for a projected volume.
-async fn token(
-    admin: &kube::Client,
-    namespace: &str,
-    account: &str,
-    pod: Option<&Pod>,
-    audience: &str,
-) -> Result<String, Box<dyn std::error::Error>> {
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![audience.to_owned()],
-            expiration_seconds: Some(3600),
-            bound_object_ref: pod.map(|pod| BoundObjectReference {
-                api_version: Some("v1".to_owned()),
-                kind: Some("Pod".to_owned()),
-                name: pod.metadata.name.clone(),
-                uid: pod.metadata.uid.clone(),
-            }),
-        },
-        ..TokenRequest::default()
-    };
-    let issued = Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
-        .create_token_request(account, &PostParams::default(), &request)
-        .await?;
-    Ok(issued.status.ok_or("no status")?.token)
 }
 
 fn refused(approver: &TestApprover, reason: &'static str) -> u64 {

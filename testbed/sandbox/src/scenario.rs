@@ -388,7 +388,7 @@ async fn announce_rogues(
                     &admin,
                     FOREIGN_NAMESPACE,
                     FOREIGN_ACCOUNT,
-                    &pod,
+                    Some(&pod),
                     tokens::AUDIENCE,
                 )
                 .await?;

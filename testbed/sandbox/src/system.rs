@@ -462,7 +462,7 @@ impl Sandbox {
                 admin,
                 control::NAMESPACE,
                 tokens::AGENT,
-                &pod,
+                Some(&pod),
                 tokens::AUDIENCE,
             )
             .await?;

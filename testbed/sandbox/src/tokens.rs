@@ -132,20 +132,20 @@ pub async fn create_pod(
         .map_err(api_error(format!("creating Pod {namespace}/{name}")))
 }
 
-/// A token of `service_account` bound to `pod`, for `audience`, as the kubelet requests
-/// it for a projected volume.
+/// A token of `service_account` bound to `pod` (or to nothing), for `audience`, as the
+/// kubelet requests it for a projected volume.
 pub async fn request_token(
     admin: &kube::Client,
     namespace: &str,
     service_account: &str,
-    pod: &Pod,
+    pod: Option<&Pod>,
     audience: &str,
 ) -> Result<String, SandboxError> {
     let request = TokenRequest {
         spec: TokenRequestSpec {
             audiences: vec![audience.to_owned()],
             expiration_seconds: Some(EXPIRATION_SECONDS),
-            bound_object_ref: Some(BoundObjectReference {
+            bound_object_ref: pod.map(|pod| BoundObjectReference {
                 api_version: Some("v1".to_owned()),
                 kind: Some("Pod".to_owned()),
                 name: pod.metadata.name.clone(),
