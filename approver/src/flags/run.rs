@@ -613,6 +613,52 @@ mod tests {
     }
 
     #[test]
+    fn agent_identity_flags_are_checked() {
+        let run = parse(&[]).expect("config");
+        assert!(
+            run.grpc.kubelet_cert && run.grpc.token.is_none(),
+            "certificates by default"
+        );
+        let run = parse(&[
+            "--agent-identity=token,kubelet-cert",
+            "--token-refusal-ttl=100h",
+        ])
+        .expect("config");
+        let token = run.grpc.token.expect("tokens");
+        assert!(run.grpc.kubelet_cert);
+        assert_eq!(token.refusal_ttl, MAX_REFUSAL_TTL, "capped");
+        assert_eq!(token.max_lifetime, Duration::from_secs(24 * 3600));
+        assert!(
+            parse(&["--agent-identity=token", "--token-max-lifetime=49h"])
+                .is_err_and(|e| e.contains("--token-max-lifetime"))
+        );
+        assert!(
+            parse(&["--agent-identity=token", "--token-review-source-burst=0"])
+                .is_err_and(|e| e.contains("--token-review-source-burst"))
+        );
+        // Without kubelet certificates no client CA is needed; with them it is.
+        let cli = Cli::try_parse_from([
+            "run",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--agent-identity=token",
+        ])
+        .expect("token mode parses without --client-ca");
+        let run = cli.run;
+        let certificates = RunArgs {
+            agent_identity: vec![AgentIdentityMode::KubeletCert],
+            ..run.clone()
+        };
+        assert_eq!(
+            certificates.into_config().map(|_| ()),
+            Err(ConfigError::NoClientCa)
+        );
+        assert!(run.into_config().is_ok_and(|c| c.tls.client_ca().is_none()));
+    }
+
+    #[test]
     fn booleans_and_kubernetes_flag_names_as_operators_write_them() {
         // Every boolean: bare, =true, =false.
         for (args, dry_run, elected) in [
