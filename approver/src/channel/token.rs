@@ -49,7 +49,8 @@ pub const MAX_TOKEN_BYTES: usize = rubber_stamp_proto::limits::MAX_TOKEN_BYTES;
 pub struct TokenConfig {
     /// Audience the agents' tokens are issued for (and the only one accepted).
     pub audience: String,
-    /// Namespace of the agent's ServiceAccount and Pods.
+    /// Namespace of the agent's ServiceAccount and Pods; empty until resolved to the
+    /// client's default namespace.
     pub namespace: String,
     /// The agent's ServiceAccount.
     pub service_account: String,

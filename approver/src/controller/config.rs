@@ -43,8 +43,11 @@ pub struct ControllerConfig {
     pub policy: Arc<Policy>,
     /// Write nothing to CSRs.
     pub dry_run: bool,
-    /// Namespace of the Lease and the approver's own Events; `None`: the client's default.
+    /// The approver's own namespace: its Events, and the Lease's unless
+    /// [`lease_namespace`](Self::lease_namespace) is set; `None`: the client's default.
     pub namespace: Option<String>,
+    /// Namespace of the Lease; `None`: [`namespace`](Self::namespace).
+    pub lease_namespace: Option<String>,
     /// This replica's name: the Lease identity and the Events' reporting instance.
     pub replica: String,
     /// Leader election; `None`: this replica always acts.
@@ -142,6 +145,7 @@ impl ControllerConfig {
             policy: Arc::new(policy),
             dry_run: false,
             namespace: None,
+            lease_namespace: None,
             replica: replica.into(),
             lease: Some(LeaseConfig {
                 name: DEFAULT_LEASE_NAME.to_owned(),

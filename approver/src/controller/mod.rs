@@ -176,6 +176,10 @@ impl Controller {
             .namespace
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_owned());
+        let lease_namespace = config
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| namespace.clone());
         let table = Arc::new(CsrTable::new(
             store.clock(),
             config.max_pending_csrs_per_node,
@@ -188,7 +192,7 @@ impl Controller {
                 api_version: Some("coordination.k8s.io/v1".to_owned()),
                 kind: Some("Lease".to_owned()),
                 name: Some(lease.name.clone()),
-                namespace: Some(namespace.clone()),
+                namespace: Some(lease_namespace.clone()),
                 ..ObjectReference::default()
             },
             None => ObjectReference {
@@ -316,7 +320,7 @@ impl Controller {
             tokio::spawn(
                 Election {
                     client: client.clone(),
-                    namespace: namespace.clone(),
+                    namespace: lease_namespace.clone(),
                     identity: config.replica.clone(),
                     lease,
                     leadership: leadership.clone(),

@@ -46,15 +46,20 @@ pub struct ControllerArgs {
           default_value_t = false, default_missing_value = "true", action = ArgAction::Set)]
     pub dry_run: bool,
 
-    /// Namespace of the Lease and of the approver's own Events. Default: the kubeconfig's
-    /// or in-cluster namespace.
+    /// The approver's own namespace (the only setting `POD_NAMESPACE` feeds): where its
+    /// Events go, and the default of --lease-namespace, --tls-namespace and
+    /// --agent-namespace. Default: the kubeconfig's or in-cluster namespace.
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Namespace of the Lease. Default: --namespace.
     #[arg(
         long,
-        env = "POD_NAMESPACE",
+        env = "RUBBER_STAMP_LEASE_NAMESPACE",
         value_name = "NAMESPACE",
         visible_alias = "leader-elect-resource-namespace"
     )]
-    pub namespace: Option<String>,
+    pub lease_namespace: Option<String>,
 
     /// Elect one acting replica with a Lease. Without election every replica acts: run
     /// exactly one.
@@ -165,6 +170,7 @@ impl ControllerArgs {
             policy: Arc::new(policy),
             dry_run: self.dry_run,
             namespace: self.namespace,
+            lease_namespace: self.lease_namespace,
             replica,
             lease,
             max_pending_csrs: self.max_pending_csrs,

@@ -13,10 +13,9 @@ use crate::pki::{PkiConfig, PkiConfigError};
 /// are given, and how long they live.
 #[derive(Clone, Debug, Args)]
 pub struct PkiArgs {
-    /// Namespace of the TLS Secret and the CA bundle ConfigMap: the approver's own (set it
-    /// from the pod's namespace).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "rubber-stamp")]
-    pub tls_namespace: String,
+    /// Namespace of the TLS Secret and the CA bundle ConfigMap. Default: --namespace.
+    #[arg(long, env = "RUBBER_STAMP_TLS_NAMESPACE", value_name = "NAMESPACE")]
+    pub tls_namespace: Option<String>,
 
     /// Secret holding the approver's CA and serving certificate. Without --tls-cert and
     /// --tls-key the first replica creates it and every replica renews from it.
@@ -85,10 +84,21 @@ pub struct PkiArgs {
 // === impl PkiArgs ===
 
 impl PkiArgs {
-    /// The checked configuration.
-    pub fn into_config(self) -> Result<PkiConfig, PkiConfigError> {
+    /// The checked configuration. The namespace is `--tls-namespace`, else `namespace` (the
+    /// approver's own), else empty: the client's default, filled in by
+    /// [`RunConfig::resolve_namespaces`](crate::runtime::RunConfig::resolve_namespaces).
+    pub fn into_config(self, namespace: Option<&str>) -> Result<PkiConfig, PkiConfigError> {
+        let namespace = match self.tls_namespace {
+            Some(given) => given,
+            None => namespace.unwrap_or_default().to_owned(),
+        };
+        if !namespace.is_empty() && !dns_name(&namespace, true) {
+            return Err(PkiConfigError::Name {
+                flag: "tls-namespace",
+                value: namespace,
+            });
+        }
         for (flag, value, label) in [
-            ("tls-namespace", &self.tls_namespace, true),
             ("tls-secret", &self.tls_secret, false),
             ("ca-configmap", &self.ca_configmap, false),
             ("service-name", &self.service_name, true),
@@ -142,7 +152,7 @@ impl PkiArgs {
             return Err(PkiConfigError::Propagation);
         }
         Ok(PkiConfig {
-            namespace: self.tls_namespace,
+            namespace,
             secret: self.tls_secret,
             config_map: self.ca_configmap,
             service: self.service_name,
@@ -196,7 +206,9 @@ mod tests {
     fn parse(args: &[&str]) -> Result<PkiConfig, String> {
         let cli =
             Cli::try_parse_from(std::iter::once(&"x").chain(args)).map_err(|e| e.to_string())?;
-        cli.pki.into_config().map_err(|e| e.to_string())
+        cli.pki
+            .into_config(Some("rubber-stamp"))
+            .map_err(|e| e.to_string())
     }
 
     #[test]

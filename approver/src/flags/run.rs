@@ -85,13 +85,9 @@ pub struct RunArgs {
     )]
     pub agent_token_audience: String,
 
-    /// Namespace of the agent's ServiceAccount and DaemonSet.
-    #[arg(
-        long,
-        env = "RUBBER_STAMP_AGENT_NAMESPACE",
-        default_value = "rubber-stamp"
-    )]
-    pub agent_namespace: String,
+    /// Namespace of the agent's ServiceAccount and DaemonSet. Default: --namespace.
+    #[arg(long, env = "RUBBER_STAMP_AGENT_NAMESPACE", value_name = "NAMESPACE")]
+    pub agent_namespace: Option<String>,
 
     /// The agent's ServiceAccount: a token of any other is refused.
     #[arg(
@@ -439,6 +435,9 @@ impl RunArgs {
         if self.token_review_source_burst == 0 {
             return Err(ConfigError::Zero("token-review-source-burst"));
         }
+        // The approver's own namespace (POD_NAMESPACE) is the default of every other
+        // namespace; without it, the client's (resolved when the client exists).
+        let own_namespace = self.controller.namespace.clone();
         let kubelet_cert = self
             .agent_identity
             .contains(&AgentIdentityMode::KubeletCert);
@@ -447,7 +446,11 @@ impl RunArgs {
             .contains(&AgentIdentityMode::Token)
             .then(|| TokenConfig {
                 audience: self.agent_token_audience.clone(),
-                namespace: self.agent_namespace.clone(),
+                namespace: self
+                    .agent_namespace
+                    .clone()
+                    .or_else(|| own_namespace.clone())
+                    .unwrap_or_default(),
                 service_account: self.agent_service_account.clone(),
                 daemonset: self.agent_daemonset.clone(),
                 max_concurrent_reviews: self.token_review_concurrency,
@@ -468,7 +471,7 @@ impl RunArgs {
             .controller
             .into_config(policy, self.replica_name.clone())?;
         let reload_interval = self.pki.tls_refresh_interval;
-        let pki = self.pki.into_config()?;
+        let pki = self.pki.into_config(own_namespace.as_deref())?;
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => TlsSource::Files {
                 files: TlsFiles {
@@ -542,7 +545,7 @@ impl RunArgs {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
+    use clap::{CommandFactory as _, Parser};
 
     use super::*;
 
@@ -694,7 +697,8 @@ mod tests {
         let lease = controller.lease.expect("elected");
         assert_eq!(lease.duration, Duration::from_secs(4));
         assert_eq!(lease.name, "my-lease");
-        assert_eq!(controller.namespace.as_deref(), Some("ops"));
+        assert_eq!(controller.lease_namespace.as_deref(), Some("ops"));
+        assert_eq!(controller.namespace, None);
         assert_eq!(run.listen.admin.to_string(), "127.0.0.1:9443");
         assert_eq!(run.listen.health.to_string(), "127.0.0.1:8082");
     }
@@ -730,6 +734,81 @@ mod tests {
         );
         assert!(parse(&["--max-pending-csrs", "0"]).is_err());
         assert!(parse(&["--concurrency", "0"]).is_err());
+    }
+
+    /// `--namespace` (the only flag `POD_NAMESPACE` feeds) is the default of the Lease's,
+    /// the TLS Secret's and the agents' namespaces; each can be set on its own; without any,
+    /// they stay empty for the client's default namespace.
+    #[test]
+    fn one_namespace_is_the_default_of_the_others() {
+        let secret = |args: &[&str]| {
+            let cli = Cli::try_parse_from(
+                [
+                    "run",
+                    "--client-ca",
+                    "ca",
+                    "--agent-identity",
+                    "token,kubelet-cert",
+                ]
+                .into_iter()
+                .chain(args.iter().copied()),
+            )
+            .expect("parse");
+            let (run, controller) = cli.run.into_parts().expect("config");
+            let TlsSource::Secret { pki, .. } = run.tls else {
+                panic!("no --tls-cert: the Secret")
+            };
+            let token = run.grpc.token.expect("token identity");
+            let controller = controller.expect("controller");
+            (
+                pki.namespace,
+                token.namespace,
+                controller.namespace,
+                controller.lease_namespace,
+            )
+        };
+        assert_eq!(
+            secret(&["--namespace", "ops"]),
+            ("ops".into(), "ops".into(), Some("ops".into()), None)
+        );
+        assert_eq!(
+            secret(&[
+                "--namespace=ops",
+                "--tls-namespace=pki",
+                "--agent-namespace=agents",
+                "--lease-namespace=leases"
+            ]),
+            (
+                "pki".into(),
+                "agents".into(),
+                Some("ops".into()),
+                Some("leases".into())
+            )
+        );
+        let (pki, agents, own, _) = secret(&[]);
+        assert!(pki.is_empty() && agents.is_empty() && own.is_none());
+        let cli = Cli::try_parse_from(["run", "--client-ca", "ca"]).expect("parse");
+        let mut run = cli.run.into_config().expect("config");
+        run.resolve_namespaces("from-client");
+        assert!(
+            matches!(&run.tls, TlsSource::Secret { pki, .. } if pki.namespace == "from-client")
+        );
+        assert!(
+            Cli::try_parse_from(["run", "--client-ca", "ca", "--namespace", "Not_A_Label"])
+                .expect("parse")
+                .run
+                .into_config()
+                .is_err_and(|e| e.to_string().contains("--tls-namespace"))
+        );
+        // POD_NAMESPACE reaches --namespace only.
+        let command = crate::flags::Cli::command();
+        let run = command.find_subcommand("run").expect("run");
+        let fed: Vec<_> = run
+            .get_arguments()
+            .filter(|a| a.get_env().is_some_and(|e| e == "POD_NAMESPACE"))
+            .map(|a| a.get_id().to_string())
+            .collect();
+        assert_eq!(fed, ["namespace"]);
     }
 
     #[test]

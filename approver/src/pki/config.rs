@@ -8,7 +8,8 @@ use super::plan::Schedule;
 /// The Secret-kept PKI's settings, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PkiConfig {
-    /// Namespace of the Secret and the ConfigMap.
+    /// Namespace of the Secret and the ConfigMap; empty until resolved to the client's
+    /// default namespace.
     pub namespace: String,
     /// The TLS Secret.
     pub secret: String,

@@ -121,6 +121,22 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// Fills the namespaces that neither their own flag nor `--namespace` set (the TLS
+    /// Secret's, the agents') with the API client's default namespace (in-cluster: the
+    /// Pod's; else the kubeconfig context's).
+    pub fn resolve_namespaces(&mut self, client_default: &str) {
+        if let TlsSource::Secret { pki, .. } = &mut self.tls
+            && pki.namespace.is_empty()
+        {
+            client_default.clone_into(&mut pki.namespace);
+        }
+        if let Some(token) = &mut self.grpc.token
+            && token.namespace.is_empty()
+        {
+            client_default.clone_into(&mut token.namespace);
+        }
+    }
+
     /// Lowers the connection limits that the open-file limit `nofile` (`None`: unlimited)
     /// cannot hold next to the reserve: the health port first (it must answer while the
     /// attestation port is saturated), then the admin port, then handshakes in progress (at

@@ -173,10 +173,13 @@ impl Runtime {
     /// from it while running. The certificate files or the Secret are read again every
     /// refresh interval and a new certificate is used for new handshakes.
     pub async fn with_kube(
-        config: RunConfig,
+        mut config: RunConfig,
         clock: Arc<dyn Clock>,
         kube: Option<kube::Client>,
     ) -> Result<Self, RuntimeError> {
+        if let Some(client) = &kube {
+            config.resolve_namespaces(client.default_namespace());
+        }
         let metrics = Arc::new(Metrics::new());
         let stop = CancellationToken::new();
         let mut tasks: Vec<(&'static str, TaskFuture)> = Vec::new();
