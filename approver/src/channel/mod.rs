@@ -12,6 +12,7 @@
 //! This module knows protobuf and TLS; it talks to the rest of the approver only through
 //! [`AttestationStore`] in domain terms.
 
+pub mod client_ca;
 pub mod identity;
 pub mod report;
 pub mod service;

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
 use rubber_stamp_listen::{Events, Incoming, Pending, PoolLimits, Throttle};
+
+use super::client_ca::WatchedClientCa;
 use rustls::server::{Acceptor, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
@@ -119,8 +121,9 @@ pub fn server_config_with(
     } else {
         let client_ca = client_ca.ok_or(TlsError::NoClientCa)?;
         let mut roots = RootCertStore::empty();
-        for ca in read_certs(client_ca)? {
-            roots.add(ca).map_err(|source| TlsError::ClientCa {
+        let cas = read_certs(client_ca)?;
+        for ca in &cas {
+            roots.add(ca.clone()).map_err(|source| TlsError::ClientCa {
                 path: client_ca.to_owned(),
                 source,
             })?;
@@ -132,7 +135,11 @@ pub fn server_config_with(
         } else {
             verifier
         };
-        builder.with_client_cert_verifier(verifier.build()?)
+        builder.with_client_cert_verifier(Arc::new(WatchedClientCa::new(
+            verifier.build()?,
+            client_ca.to_owned(),
+            &cas,
+        )))
     };
     let mut config = builder.with_cert_resolver(certificates);
     config.alpn_protocols = vec![b"h2".to_vec()];
