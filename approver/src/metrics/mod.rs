@@ -21,6 +21,21 @@ use prometheus_client::registry::{Registry, Unit};
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The labels of `rubber_stamp_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildInfoLabels {
+    /// The binary's name.
+    pub component: &'static str,
+    /// Its version (`CARGO_PKG_VERSION`).
+    pub version: &'static str,
+}
+
+/// This build's `rubber_stamp_build_info` labels.
+pub const BUILD_INFO: BuildInfoLabels = BuildInfoLabels {
+    component: "rubber-stamp-approver",
+    version: env!("CARGO_PKG_VERSION"),
+};
+
 /// Every metric the approver exports.
 pub struct Metrics {
     registry: Registry,
@@ -71,6 +86,15 @@ impl Metrics {
     /// A fresh registry with every family registered.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("rubber_stamp");
+        // Constant 1 with the build's labels, for `on (instance) group_left(version)` joins
+        // and to see a rollout's versions side by side.
+        let build_info = Family::<BuildInfoLabels, Gauge>::default();
+        build_info.get_or_create(&BUILD_INFO).set(1);
+        registry.register(
+            "build_info",
+            "Always 1: the running binary's name and version as labels",
+            build_info,
+        );
         let grpc = GrpcMetrics::register(registry.sub_registry_with_prefix("attestation"));
         let tls = TlsMetrics::register(registry.sub_registry_with_prefix("tls"));
         let controller =
@@ -608,5 +632,15 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn build_info_names_the_binary_and_its_version() {
+        let text = Metrics::new().encode().expect("encode");
+        let line = format!(
+            "rubber_stamp_build_info{{component=\"rubber-stamp-approver\",version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&line), "{text}");
     }
 }
