@@ -11,6 +11,7 @@ use rubber_stamp_listen::PlaintextLimits;
 use super::controller::ControllerArgs;
 use super::parse_duration;
 use super::pki::PkiArgs;
+use crate::admin::auth::{AdminAuthConfig, AdminSecurity};
 use crate::channel::{ConnectionLimits, GrpcConfig, StreamLimits, TlsFiles, TokenConfig};
 use crate::controller::config::max_age_of;
 use crate::controller::{ControllerConfig, ControllerConfigError};
@@ -38,8 +39,8 @@ pub struct RunArgs {
     )]
     pub health_listen: SocketAddr,
 
-    /// Address of the admin HTTP server: GET /attestations (snapshot JSON), /streams,
-    /// /metrics.
+    /// Address of the admin server (HTTPS unless --admin-secure=false): GET /attestations
+    /// (snapshot JSON), /streams, /metrics.
     #[arg(
         long,
         env = "RUBBER_STAMP_ADMIN_LISTEN",
@@ -248,9 +249,37 @@ pub struct RunArgs {
     )]
     pub admin_max_connections_per_source: usize,
 
-    /// Longest a new connection to the admin port may stay silent before it is closed.
+    /// Longest a new connection to the admin port may stay silent (or, with
+    /// --admin-secure, take to finish its TLS handshake) before it is closed.
     #[arg(long, env = "RUBBER_STAMP_ADMIN_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub admin_request_timeout: Duration,
+
+    /// Serve the admin port over HTTPS (the attestation port's serving certificate) and
+    /// answer only callers with a bearer token the API server authenticates (TokenReview)
+    /// and authorizes for the path (SubjectAccessReview, non-resource URL, verb get):
+    /// `/metrics` for scrapers, `/attestations` and `/streams` for who may read every
+    /// node's addresses. `false`: plain HTTP to anyone who can connect.
+    #[arg(long, env = "RUBBER_STAMP_ADMIN_SECURE", num_args = 0..=1, require_equals = true,
+          default_value_t = true, default_missing_value = "true", action = clap::ArgAction::Set,
+          visible_alias = "metrics-secure")]
+    pub admin_secure: bool,
+
+    /// How long an admin caller's allowed token and path are reused without asking the API
+    /// server again (refusals: 10s).
+    #[arg(long, env = "RUBBER_STAMP_ADMIN_AUTH_CACHE_TTL", default_value = "1m", value_parser = parse_duration)]
+    pub admin_auth_cache_ttl: Duration,
+
+    /// Most TokenReview + SubjectAccessReview pairs for admin callers in flight at once.
+    #[arg(
+        long,
+        env = "RUBBER_STAMP_ADMIN_REVIEW_CONCURRENCY",
+        default_value_t = 8
+    )]
+    pub admin_review_concurrency: usize,
+
+    /// Longest an admin request waits for its reviews; past it, 503.
+    #[arg(long, env = "RUBBER_STAMP_ADMIN_REVIEW_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub admin_review_timeout: Duration,
 
     /// Open files kept for everything but the listeners' connections (the API client,
     /// certificate files, the runtime). The connection limits of the health, admin and
@@ -385,6 +414,8 @@ impl RunArgs {
         positive(self.client_hello_timeout, "client-hello-timeout")?;
         positive(self.health_request_timeout, "health-request-timeout")?;
         positive(self.admin_request_timeout, "admin-request-timeout")?;
+        positive(self.admin_auth_cache_ttl, "admin-auth-cache-ttl")?;
+        positive(self.admin_review_timeout, "admin-review-timeout")?;
         positive(self.keepalive_interval, "keepalive-interval")?;
         positive(self.report_interval, "report-interval")?;
         if self.keepalive_timeout >= self.keepalive_interval {
@@ -400,6 +431,7 @@ impl RunArgs {
                 "health-max-connections-per-source",
             ),
             (self.admin_max_connections, "admin-max-connections"),
+            (self.admin_review_concurrency, "admin-review-concurrency"),
             (
                 self.admin_max_connections_per_source,
                 "admin-max-connections-per-source",
@@ -505,6 +537,15 @@ impl RunArgs {
                     request_timeout: self.admin_request_timeout,
                 },
                 reserved_descriptors: self.reserved_descriptors,
+            },
+            admin: if self.admin_secure {
+                AdminSecurity::Kubernetes(AdminAuthConfig {
+                    allowed_ttl: self.admin_auth_cache_ttl,
+                    max_concurrent_reviews: self.admin_review_concurrency,
+                    review_timeout: self.admin_review_timeout,
+                })
+            } else {
+                AdminSecurity::Open
             },
             tls,
             store: StoreConfig {

@@ -47,6 +47,11 @@ pub struct Metrics {
     pub controller: ControllerMetrics,
     /// Every listener's accept errors and shed connections.
     pub listeners: ListenerMetrics,
+    /// Admin requests by how their authentication and authorization ended (`allowed`,
+    /// `unauthenticated`, `forbidden`, `unavailable`); none with `--admin-secure=false`.
+    pub admin_requests: Family<ResultLabel, Counter>,
+    /// TokenReview + SubjectAccessReview pairs sent for admin callers (cache misses only).
+    pub admin_reviews: Counter,
 }
 
 /// A `reason` label: why a connection or stream was refused or closed.
@@ -100,6 +105,18 @@ impl Metrics {
         let controller =
             ControllerMetrics::register(registry.sub_registry_with_prefix("controller"));
         let listeners = ListenerMetrics::register(&mut registry);
+        let admin_requests = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "admin_requests",
+            "Requests to the admin port by authentication and authorization result",
+            admin_requests.clone(),
+        );
+        let admin_reviews = Counter::default();
+        registry.register(
+            "admin_reviews",
+            "TokenReview and SubjectAccessReview pairs sent for admin callers (cache misses)",
+            admin_reviews.clone(),
+        );
         // One family for a challenge's life: sent and refused by the controller, answered
         // where the report is recorded.
         let grpc = GrpcMetrics {
@@ -112,6 +129,8 @@ impl Metrics {
             tls,
             controller,
             listeners,
+            admin_requests,
+            admin_reviews,
         }
     }
 

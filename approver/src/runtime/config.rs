@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::ValueEnum;
 use rubber_stamp_listen::{Budget, Clamp, PlaintextLimits};
 
+use crate::admin::auth::AdminSecurity;
 use crate::channel::{GrpcConfig, TlsFiles};
 use crate::pki::PkiConfig;
 use crate::store::StoreConfig;
@@ -108,6 +109,8 @@ pub struct RunConfig {
     pub listen: ListenAddrs,
     /// Limits of the health and admin ports, and the descriptor reserve.
     pub listeners: ListenerLimits,
+    /// Whether the admin port is HTTPS with delegated authorization, or open HTTP.
+    pub admin: AdminSecurity,
     /// Where the attestation port's certificate comes from, and the client CA.
     pub tls: TlsSource,
     /// Store settings.

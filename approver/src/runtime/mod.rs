@@ -30,7 +30,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin;
+use crate::admin::auth::{AdminAuth, AdminSecurity};
+use crate::admin::{self, AdminServing};
 use crate::channel::{self, AgentCredentials, TlsError, TokenVerifier};
 use crate::controller::{ClientError, Controller, ControllerConfig, ControllerError, Leadership};
 use crate::health::Health;
@@ -65,9 +66,12 @@ pub enum RuntimeError {
     Pki(#[from] PkiError),
     /// The TLS Secret needs the Kubernetes API but no client was given.
     #[error(
-        "no Kubernetes client to keep the TLS Secret with or to review agents' tokens (give --tls-cert and --tls-key, and --agent-identity kubelet-cert)"
+        "no Kubernetes client to keep the TLS Secret with, to review agents' tokens or to authorize admin requests (give --tls-cert and --tls-key, --agent-identity kubelet-cert and --admin-secure=false)"
     )]
     NoKubeClient,
+    /// The admin port's TLS configuration could not be built.
+    #[error("admin port TLS: {0}")]
+    AdminTls(#[source] rustls::Error),
     /// The Kubernetes client could not be configured (kubeconfig or in-cluster).
     #[error("Kubernetes client: {0}")]
     Kube(#[source] kube::Error),
@@ -119,6 +123,7 @@ pub struct Runtime {
     config: RunConfig,
     tls: Arc<rustls::ServerConfig>,
     credentials: AgentCredentials,
+    admin: AdminServing,
     serving: Arc<ServingCertificate>,
     store: AttestationStore,
     metrics: Arc<Metrics>,
@@ -218,7 +223,7 @@ impl Runtime {
             kubelet_cert: config.grpc.kubelet_cert,
             token: match &config.grpc.token {
                 Some(token) => Some(TokenVerifier::new(
-                    kube.ok_or(RuntimeError::NoKubeClient)?,
+                    kube.clone().ok_or(RuntimeError::NoKubeClient)?,
                     token.clone(),
                     metrics.grpc.token_reviews.clone(),
                     Arc::clone(&clock),
@@ -226,8 +231,21 @@ impl Runtime {
                 None => None,
             },
         };
+        let admin = match &config.admin {
+            AdminSecurity::Open => AdminServing::Open,
+            AdminSecurity::Kubernetes(auth) => AdminServing::Secure {
+                tls: admin::tls_config(serving.clone()).map_err(RuntimeError::AdminTls)?,
+                auth: AdminAuth::new(
+                    kube.clone().ok_or(RuntimeError::NoKubeClient)?,
+                    auth.clone(),
+                    metrics.admin_requests.clone(),
+                    metrics.admin_reviews.clone(),
+                ),
+            },
+        };
         Ok(Self {
             credentials,
+            admin,
             store: AttestationStore::new(config.store.clone(), clock),
             metrics,
             health: Health::new().await,
@@ -297,6 +315,7 @@ impl Runtime {
             config,
             tls,
             credentials,
+            admin,
             serving: _,
             store,
             metrics,
@@ -323,6 +342,7 @@ impl Runtime {
             let serve = admin::serve(
                 listeners.admin,
                 config.listeners.admin,
+                admin,
                 store.clone(),
                 Arc::clone(&metrics),
                 stop.clone(),
@@ -557,7 +577,11 @@ pub fn main(
                     .await
                     .map_err(RuntimeError::Kube)?,
             ),
-            (None, TlsSource::Files { .. }) if config.grpc.token.is_none() => None,
+            (None, TlsSource::Files { .. })
+                if config.grpc.token.is_none() && config.admin == AdminSecurity::Open =>
+            {
+                None
+            }
             (None, TlsSource::Files { .. }) => Some(
                 kube::Client::try_default()
                     .await

@@ -20,6 +20,7 @@ use rubber_stamp_agent::cloud::{CloudConfig, CloudMode};
 use rubber_stamp_agent::config::{AgentConfig, ApproverAddress, IpFamily, Timings};
 use rubber_stamp_agent::identity::IdentitySource;
 use rubber_stamp_agent::resolve::{Resolution, Resolve};
+use rubber_stamp_approver::admin::auth::AdminSecurity;
 use rubber_stamp_approver::channel::{GrpcConfig, TlsFiles};
 use rubber_stamp_approver::metrics::Metrics;
 use rubber_stamp_approver::pki::ServingCertificate;
@@ -113,6 +114,9 @@ pub fn approver_config(pki: &ChannelPki) -> RunConfig {
             admin: any,
         },
         listeners: ListenerLimits::default(),
+        // The channel tests read the admin port and are not about its security
+        // (`tests/controller/admin_auth.rs` is).
+        admin: AdminSecurity::Open,
         tls: tls_files(pki).into(),
         store: StoreConfig::default(),
         grpc,

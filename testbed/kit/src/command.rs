@@ -35,6 +35,7 @@ pub struct ApproverCommand {
     max_connections: Option<usize>,
     drain_timeout: Option<Duration>,
     log_filter: String,
+    admin_secure: bool,
     flags: Vec<OsString>,
 }
 
@@ -51,7 +52,8 @@ struct ControllerFlags {
 impl ApproverCommand {
     /// Attestation only (`--attestation-only`): no cluster, on any loopback port, with
     /// this serving certificate and key and the client CA kubelet certificates chain to;
-    /// logs at `info`.
+    /// logs at `info`; the admin port open in plain HTTP (`--admin-secure=false`: the tests
+    /// that read it are not about its security) unless [`admin_secure`](Self::admin_secure).
     pub fn new(
         tls_cert: impl Into<PathBuf>,
         tls_key: impl Into<PathBuf>,
@@ -67,8 +69,16 @@ impl ApproverCommand {
             max_connections: None,
             drain_timeout: None,
             log_filter: "info".to_owned(),
+            admin_secure: false,
             flags: Vec::new(),
         }
+    }
+
+    /// The admin port as deployed: HTTPS, every request reviewed through the API server
+    /// (needs [`controller`](Self::controller)'s kubeconfig).
+    pub fn admin_secure(mut self, secure: bool) -> Self {
+        self.admin_secure = secure;
+        self
     }
 
     /// Any other flag with its value, e.g. `("agent-identity", "token,kubelet-cert")`.
@@ -194,6 +204,7 @@ impl ApproverCommand {
         if let Some(d) = self.drain_timeout {
             args.extend(["--drain-timeout".into(), duration_flag(d).into()]);
         }
+        args.push(format!("--admin-secure={}", self.admin_secure).into());
         args.extend(self.flags.iter().cloned());
         args.extend([
             "--log-format".into(),

@@ -1,7 +1,8 @@
 //! Approver replicas as real `rubber-stamp-approver run` processes in the
 //! root namespace: each serves attestation mTLS on its own address, health
 //! and admin on loopback, and talks to the cluster as the approver's
-//! ServiceAccount.
+//! ServiceAccount. The admin port is as deployed (HTTPS, every request reviewed
+//! through the API server); the sandbox reads it with a token of its own.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -44,6 +45,10 @@ pub struct ApproverSettings {
     pub log_filter: String,
     /// The credential agents attest with (`--agent-identity`).
     pub agent_identity: crate::tokens::AgentIdentity,
+    /// How the sandbox reads the admin port (`--admin-secure`): the serving CA, the name
+    /// in the serving certificate, and a token allowed `/metrics`, `/attestations` and
+    /// `/streams`.
+    pub admin_client: http::HttpsClient,
 }
 
 /// One running replica.
@@ -53,6 +58,7 @@ pub struct ApproverReplica {
     grpc: SocketAddr,
     health: SocketAddr,
     admin: SocketAddr,
+    admin_client: http::HttpsClient,
     process: HostProcess,
 }
 
@@ -97,6 +103,7 @@ impl ApproverReplica {
         cmd.args(command(settings, name, grpc).args());
         let mut process = site.spawn_root(name, cmd)?;
         let listening = wait_listening(&mut process, name).await?;
+        let admin_client = settings.admin_client.clone();
         let addr = |field: Option<String>, what: &str| -> Result<SocketAddr, SandboxError> {
             field
                 .as_deref()
@@ -113,6 +120,7 @@ impl ApproverReplica {
             grpc: addr(listening.grpc.clone(), "grpc")?,
             health: addr(listening.health.clone(), "health")?,
             admin: addr(listening.admin.clone(), "admin")?,
+            admin_client,
             process,
         })
     }
@@ -132,7 +140,7 @@ impl ApproverReplica {
         self.health
     }
 
-    /// Its admin HTTP address.
+    /// Its admin (HTTPS) address.
     pub fn admin(&self) -> SocketAddr {
         self.admin
     }
@@ -168,12 +176,23 @@ impl ApproverReplica {
         self.get("/metrics").await
     }
 
+    /// `GET path` on the admin port as `client` (status and body, whatever the status).
+    pub async fn get_as(
+        &self,
+        path: &str,
+        client: &http::HttpsClient,
+    ) -> Result<(u16, String), SandboxError> {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            http::https_get(self.admin, path, client),
+        )
+        .await
+        .map_err(|_| SandboxError::Timeout(format!("{} GET {path}", self.name)))?
+        .map_err(|e| SandboxError::Process(format!("{} GET {path}: {e}", self.name)))
+    }
+
     async fn get(&self, path: &str) -> Result<String, SandboxError> {
-        let (status, body) =
-            tokio::time::timeout(Duration::from_secs(5), http::http_get(self.admin, path))
-                .await
-                .map_err(|_| SandboxError::Timeout(format!("{} GET {path}", self.name)))?
-                .map_err(|e| SandboxError::Process(format!("{} GET {path}: {e}", self.name)))?;
+        let (status, body) = self.get_as(path, &self.admin_client).await?;
         if status != 200 {
             return Err(SandboxError::Process(format!(
                 "{} GET {path}: HTTP {status}: {body}",
@@ -222,6 +241,7 @@ pub fn command(settings: &ApproverSettings, name: &str, grpc: SocketAddr) -> App
         .policy(&settings.policy)
         .flag("agent-identity", settings.agent_identity.approver_flag())
         .flag("agent-namespace", crate::control::NAMESPACE)
+        .admin_secure(true)
 }
 
 /// Polls the replica's stderr for the `listening` line.
@@ -292,6 +312,11 @@ mod tests {
                 lease_duration: Duration::from_secs(secs),
                 log_filter: "info".into(),
                 agent_identity: crate::tokens::AgentIdentity::Token,
+                admin_client: http::HttpsClient {
+                    ca_pem: String::new(),
+                    server_name: "rubber-stamp-approver.rubber-stamp.svc".into(),
+                    token: None,
+                },
             };
             assert!(valid_lease_duration(settings.lease_duration));
             std::fs::write(&settings.policy, "deny: always\n").expect("policy");

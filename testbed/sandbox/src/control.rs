@@ -15,6 +15,11 @@ pub const SERVICE_ACCOUNT: &str = "rubber-stamp-approver";
 /// The leader-election Lease the approver's Role may write (deploy/base/rbac.yaml).
 pub const LEASE_NAME: &str = "rubber-stamp-approver";
 
+/// The ServiceAccount the sandbox reads the approvers' admin ports as, bound to the
+/// shipped ClusterRoles `rubber-stamp:metrics-reader` and `rubber-stamp:attestation-reader`
+/// as an operator binds Prometheus and the on-call engineers.
+pub const OBSERVER: &str = "system:serviceaccount:rubber-stamp:sandbox-observer";
+
 /// The manifests loaded into the cluster, as (path in the repository, content).
 pub const DEPLOY_MANIFESTS: [(&str, &str); 2] = [
     (
@@ -85,6 +90,38 @@ impl ControlPlane {
             approver_kubeconfig,
             loaded,
         })
+    }
+
+    /// The bearer token of [`OBSERVER`], bound to the two admin-port ClusterRoles.
+    pub fn admin_observer(&self) -> Result<String, SandboxError> {
+        let creds = self
+            .cluster
+            .service_account(NAMESPACE, "sandbox-observer")?;
+        for role in ["metrics-reader", "attestation-reader"] {
+            self.cluster
+                .load_yaml(&format!(
+                    "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: sandbox-observer:{role}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: rubber-stamp:{role}
+subjects:
+  - kind: ServiceAccount
+    name: sandbox-observer
+    namespace: {NAMESPACE}
+"
+                ))
+                .map_err(|e| SandboxError::Setup(format!("binding the observer to {role}: {e}")))?;
+        }
+        match creds.auth {
+            rubber_stamp_apiserver::Auth::Token(token) => Ok(token),
+            rubber_stamp_apiserver::Auth::ClientCertificate { .. } => Err(SandboxError::Setup(
+                "the cluster gave the observer ServiceAccount no token".to_owned(),
+            )),
+        }
     }
 
     /// Writes a kubeconfig with a kubelet's client certificate for `node`

@@ -12,6 +12,7 @@ use kube::api::Api;
 use rubber_stamp_core::{Attestation, Policy};
 
 use rubber_stamp_testkit::command::{duration_flag, valid_lease_duration};
+use rubber_stamp_testkit::http;
 
 use super::approver::{ApproverReplica, ApproverSettings};
 use super::binaries::Binaries;
@@ -247,7 +248,20 @@ impl Sandbox {
             ),
         );
 
+        let observer = control.admin_observer()?;
+        narrator.say(
+            "cluster",
+            format!(
+                "the sandbox reads the approvers' admin ports as {} (ClusterRoles rubber-stamp:metrics-reader and rubber-stamp:attestation-reader)",
+                control::OBSERVER
+            ),
+        );
         let settings = ApproverSettings {
+            admin_client: http::HttpsClient {
+                ca_pem: serving.ca.cert_pem().to_owned(),
+                server_name: SERVICE_NAME.to_owned(),
+                token: Some(observer),
+            },
             binary: binaries.approver.clone(),
             tls_cert: serving.cert_path.clone(),
             tls_key: serving.key_path.clone(),
@@ -298,7 +312,7 @@ impl Sandbox {
             narrator.say(
                 "approver",
                 format!(
-                    "{} started (rubber-stamp-approver run, pid {}) as system:serviceaccount:{}:{}; attestation mTLS on {}, admin on http://{}",
+                    "{} started (rubber-stamp-approver run, pid {}) as system:serviceaccount:{}:{}; attestation mTLS on {}, admin on https://{} (TokenReview + SubjectAccessReview per caller)",
                     replica.name(),
                     replica.pid(),
                     control::NAMESPACE,
@@ -308,6 +322,13 @@ impl Sandbox {
                 ),
             );
             approvers.push(replica);
+        }
+        if let Some(first) = approvers.first() {
+            refuse_anonymous(first, &settings.admin_client).await?;
+            narrator.say(
+                "approver",
+                "the admin port refuses anonymous callers (401 on /metrics, /attestations and /streams without a token)",
+            );
         }
         let port = approvers.first().map_or(0, |a| a.grpc().port());
         let ctx = NodeContext {
@@ -766,6 +787,28 @@ fn write(path: &Path, text: &str) -> Result<(), SandboxError> {
         path: path.to_owned(),
         source,
     })
+}
+
+/// Checks that `replica`'s admin port answers no one without a token: the deployed
+/// default, and what keeps every node's addresses from whoever reaches a Pod IP.
+async fn refuse_anonymous(
+    replica: &ApproverReplica,
+    observer: &http::HttpsClient,
+) -> Result<(), SandboxError> {
+    let anonymous = http::HttpsClient {
+        token: None,
+        ..observer.clone()
+    };
+    for path in ["/metrics", "/attestations", "/streams"] {
+        let (status, body) = replica.get_as(path, &anonymous).await?;
+        if status != 401 {
+            return Err(SandboxError::Setup(format!(
+                "{}: an anonymous GET {path} got HTTP {status}, not 401: {body}",
+                replica.name()
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
