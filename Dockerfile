@@ -4,6 +4,10 @@
 #   docker build --target approver -t REGISTRY/rubber-stamp-approver:0.1.0 .
 #   docker build --target agent    -t REGISTRY/rubber-stamp-agent:0.1.0 .
 #
+# and the kubectl plugin (`kubectl rubber-stamp`), written to ./bin for your PATH:
+#
+#   docker build --target kubectl-plugin --output type=local,dest=bin .
+#
 # The builder runs build/release.sh, the script CI runs, so the image ships what CI built
 # and tested. The runtime is distroless "cc" (glibc, libgcc, CA certificates, nothing else:
 # no shell, no package manager), on the same Debian release as the builder.
@@ -23,6 +27,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
 # Deployment's securityContext also sets.
 FROM ${RUNTIME_IMAGE}:nonroot AS approver
 COPY --from=build /out/rubber-stamp-approver /usr/local/bin/rubber-stamp-approver
+# The kubectl plugin ships beside it (`docker cp` it out, or build the kubectl-plugin target).
+COPY --from=build /out/kubectl-rubber_stamp /usr/local/bin/kubectl-rubber_stamp
 USER 65532:65532
 EXPOSE 8443 8081 9090
 ENTRYPOINT ["/usr/local/bin/rubber-stamp-approver"]
@@ -37,3 +43,7 @@ COPY --from=build /out/rubber-stamp-agent /usr/local/bin/rubber-stamp-agent
 USER 0:0
 EXPOSE 10271
 ENTRYPOINT ["/usr/local/bin/rubber-stamp-agent"]
+
+# The kubectl plugin alone (glibc, like the images' runtime): `--output` writes it out.
+FROM scratch AS kubectl-plugin
+COPY --from=build /out/kubectl-rubber_stamp /kubectl-rubber_stamp

@@ -4,17 +4,21 @@
 #
 #   build/release.sh [OUT_DIR]
 #
-# Copies rubber-stamp-approver and rubber-stamp-agent to OUT_DIR when given.
+# Copies rubber-stamp-approver, rubber-stamp-agent and the kubectl plugin
+# kubectl-rubber_stamp (a binary of the approver package) to OUT_DIR when given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --locked -p rubber-stamp-approver -p rubber-stamp-agent --bins
 
 target="${CARGO_TARGET_DIR:-target}/release"
-for binary in rubber-stamp-approver rubber-stamp-agent; do
+binaries=(rubber-stamp-approver rubber-stamp-agent kubectl-rubber_stamp)
+for binary in "${binaries[@]}"; do
     "$target/$binary" --version
 done
 if [ "$#" -ge 1 ]; then
     mkdir -p "$1"
-    cp "$target/rubber-stamp-approver" "$target/rubber-stamp-agent" "$1/"
+    for binary in "${binaries[@]}"; do
+        cp "$target/$binary" "$1/"
+    done
 fi

@@ -1,4 +1,6 @@
 //! `rubber-stamp-approver check`: the offline verdict on one CSR, with the controller's code.
+//! Its report writers ([`write_text`], [`write_json`]) are also `kubectl rubber-stamp
+//! explain`'s.
 
 use std::io::{self, Write};
 
@@ -25,13 +27,20 @@ pub const EXIT_PENDING: u8 = 2;
 /// Exit code for `ignore`.
 pub const EXIT_IGNORE: u8 = 3;
 
-/// What `check -o json` prints.
+/// What `check -o json` prints: the CSR's name, the verdict, and (for callers that say
+/// more, such as `kubectl rubber-stamp explain`) `extra` fields after them.
 #[derive(Serialize)]
-struct Report<'a> {
+struct Report<'a, E: Serialize> {
     csr: &'a str,
     #[serde(flatten)]
     verdict: &'a Verdict,
+    #[serde(flatten)]
+    extra: &'a E,
 }
+
+/// No extra fields: `check`'s own report.
+#[derive(Serialize)]
+struct NoExtra {}
 
 /// Runs `check`; returns the exit code for the decision, or 64 for unusable input.
 pub fn run(args: &CheckArgs) -> ExitCode {
@@ -39,8 +48,8 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         Ok((csr, verdict)) => {
             let mut out = io::stdout().lock();
             let written = match args.output {
-                OutputFormat::Json => write_json(&mut out, &csr, &verdict),
-                OutputFormat::Text => write_text(&mut out, &csr, &verdict),
+                OutputFormat::Json => write_json(&mut out, &csr.name, &verdict),
+                OutputFormat::Text => write_text(&mut out, &csr.name, &verdict),
             };
             if let Err(e) = written.and_then(|()| out.flush()) {
                 let _ = writeln!(
@@ -151,21 +160,32 @@ fn read_services(args: &CheckArgs) -> Result<Option<ServiceSet>, InputError> {
     Ok(Some(set))
 }
 
-fn write_json(out: &mut impl Write, csr: &CsrInput, verdict: &Verdict) -> io::Result<()> {
+/// Writes `check -o json`'s report on the CSR named `csr`.
+pub fn write_json(out: &mut impl Write, csr: &str, verdict: &Verdict) -> io::Result<()> {
+    write_json_with(out, csr, verdict, &NoExtra {})
+}
+
+/// Writes `check -o json`'s report with the fields of `extra` after the verdict's (one
+/// JSON object: `extra` must serialize as a struct or map with names of its own).
+pub fn write_json_with(
+    out: &mut impl Write,
+    csr: &str,
+    verdict: &Verdict,
+    extra: &impl Serialize,
+) -> io::Result<()> {
     let report = Report {
-        csr: &csr.name,
+        csr,
         verdict,
+        extra,
     };
     serde_json::to_writer_pretty(&mut *out, &report).map_err(io::Error::other)?;
     writeln!(out)
 }
 
-fn write_text(out: &mut impl Write, csr: &CsrInput, verdict: &Verdict) -> io::Result<()> {
-    let name = if csr.name.is_empty() {
-        "(unnamed)"
-    } else {
-        &csr.name
-    };
+/// Writes `check`'s text report on the CSR named `csr`: the decision, one line per check,
+/// the summary and the attestation the verdict rests on.
+pub fn write_text(out: &mut impl Write, csr: &str, verdict: &Verdict) -> io::Result<()> {
+    let name = if csr.is_empty() { "(unnamed)" } else { csr };
     let decision = verdict.decision().as_str().to_ascii_uppercase();
     match (verdict.node(), verdict.reason()) {
         (Some(node), Some(reason)) => {

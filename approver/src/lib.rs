@@ -34,6 +34,7 @@ pub mod documents;
 pub mod flags;
 pub mod health;
 pub mod k8s;
+pub mod kubectl;
 pub mod metrics;
 pub mod pki;
 pub mod runtime;

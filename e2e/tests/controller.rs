@@ -13,6 +13,8 @@ mod admin_auth;
 mod decisions;
 #[path = "controller/failover.rs"]
 mod failover;
+#[path = "controller/kubectl_plugin.rs"]
+mod kubectl_plugin;
 #[path = "controller/rbac.rs"]
 mod rbac;
 #[path = "controller/tokens.rs"]

@@ -37,7 +37,7 @@ pub mod leader;
 mod nodes;
 mod plan;
 mod reconcile;
-mod review;
+pub mod review;
 mod services;
 mod table;
 mod triggers;

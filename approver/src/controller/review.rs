@@ -8,7 +8,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec, SubjectAccessReviewStatus,
 };
 use kube::Api;
 use kube::api::PostParams;
@@ -22,6 +22,54 @@ pub(crate) const MAX_CACHED_REVIEWS: usize = 16_384;
 
 /// The API group of CertificateSigningRequests.
 const CSR_GROUP: &str = "certificates.k8s.io";
+
+/// Check 14's SubjectAccessReview: may `csr`'s requestor (username, uid, groups, extra)
+/// `create` `certificatesigningrequests/selfnodeserver`? Shared with `kubectl rubber-stamp
+/// explain`, so that both ask the same question.
+pub fn selfnodeserver_review(csr: &CsrInput) -> SubjectAccessReview {
+    SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(csr.username.clone()),
+            uid: (!csr.uid.is_empty()).then(|| csr.uid.clone()),
+            groups: Some(csr.groups.clone()),
+            extra: (!csr.extra.is_empty()).then(|| csr.extra.clone()),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(CSR_GROUP.to_owned()),
+                resource: Some("certificatesigningrequests".to_owned()),
+                subresource: Some("selfnodeserver".to_owned()),
+                verb: Some("create".to_owned()),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    }
+}
+
+/// Check 14's verdict and detail from the review's answer for `user`: allowed only when
+/// allowed and not explicitly denied; the detail says what to grant when it is not.
+pub fn selfnodeserver_answer(user: &str, status: SubjectAccessReviewStatus) -> (bool, String) {
+    let allowed = status.allowed && status.denied != Some(true);
+    let because = [status.reason, status.evaluation_error]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let because = if because.is_empty() {
+        String::new()
+    } else {
+        format!(" ({because})")
+    };
+    let detail = if allowed {
+        format!("{user} may create certificatesigningrequests/selfnodeserver{because}")
+    } else {
+        format!(
+            "{user} may not create certificatesigningrequests/selfnodeserver (SubjectAccessReview){because}; grant it, e.g. with the rubber-stamp:selfnodeserver ClusterRole bound to system:nodes"
+        )
+    };
+    (allowed, detail)
+}
 
 /// Everything a review is asked about: the same requestor always gets the same answer.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -76,23 +124,7 @@ impl AccessReviews {
             metrics.access_review("cached");
             return Ok(access_review(answer.allowed, answer.detail));
         }
-        let review = SubjectAccessReview {
-            spec: SubjectAccessReviewSpec {
-                user: Some(requestor.user.clone()),
-                uid: (!requestor.uid.is_empty()).then(|| requestor.uid.clone()),
-                groups: Some(requestor.groups.clone()),
-                extra: (!requestor.extra.is_empty()).then(|| requestor.extra.clone()),
-                resource_attributes: Some(ResourceAttributes {
-                    group: Some(CSR_GROUP.to_owned()),
-                    resource: Some("certificatesigningrequests".to_owned()),
-                    subresource: Some("selfnodeserver".to_owned()),
-                    verb: Some("create".to_owned()),
-                    ..ResourceAttributes::default()
-                }),
-                ..SubjectAccessReviewSpec::default()
-            },
-            ..SubjectAccessReview::default()
-        };
+        let review = selfnodeserver_review(csr);
         let answered = match self.api.create(&PostParams::default(), &review).await {
             Ok(answered) => answered,
             Err(error) => {
@@ -100,30 +132,8 @@ impl AccessReviews {
                 return Err(error);
             }
         };
-        let status = answered.status.unwrap_or_default();
-        let allowed = status.allowed && status.denied != Some(true);
-        let because = [status.reason, status.evaluation_error]
-            .into_iter()
-            .flatten()
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join("; ");
-        let because = if because.is_empty() {
-            String::new()
-        } else {
-            format!(" ({because})")
-        };
-        let detail = if allowed {
-            format!(
-                "{} may create certificatesigningrequests/selfnodeserver{because}",
-                requestor.user
-            )
-        } else {
-            format!(
-                "{} may not create certificatesigningrequests/selfnodeserver (SubjectAccessReview){because}; grant it, e.g. with the rubber-stamp:selfnodeserver ClusterRole bound to system:nodes",
-                requestor.user
-            )
-        };
+        let (allowed, detail) =
+            selfnodeserver_answer(&requestor.user, answered.status.unwrap_or_default());
         metrics.access_review(if allowed { "allowed" } else { "denied" });
         if allowed {
             self.remember(requestor, &detail);
@@ -170,5 +180,38 @@ fn access_review(allowed: bool, detail: String) -> AccessReview {
         AccessReview::Allowed(detail)
     } else {
         AccessReview::Refused(detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_say_what_to_grant() {
+        let status = |allowed, denied, reason: &str| SubjectAccessReviewStatus {
+            allowed,
+            denied,
+            reason: Some(reason.to_owned()),
+            ..SubjectAccessReviewStatus::default()
+        };
+        assert_eq!(
+            selfnodeserver_answer("system:node:a", status(true, None, "")),
+            (
+                true,
+                "system:node:a may create certificatesigningrequests/selfnodeserver".to_owned()
+            )
+        );
+        let (allowed, detail) = selfnodeserver_answer(
+            "system:node:a",
+            status(false, None, "no RBAC policy matched"),
+        );
+        assert!(!allowed);
+        assert!(
+            detail.contains("(SubjectAccessReview) (no RBAC policy matched); grant it"),
+            "{detail}"
+        );
+        // An explicit denial wins over an allow.
+        assert!(!selfnodeserver_answer("u", status(true, Some(true), "")).0);
     }
 }
