@@ -60,7 +60,7 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{ControllerMetrics, Metrics};
+use crate::metrics::{ControllerMetrics, Metrics, ReasonText};
 use crate::store::AttestationStore;
 use rubber_stamp_core::{AttestationLookup as _, KUBELET_SERVING_SIGNER, is_fresh};
 
@@ -427,6 +427,8 @@ fn report(
 async fn status_loop(ctx: Arc<Context>, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(STATUS_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Reasons set before: a reason no pending CSR has any more goes back to 0.
+    let mut reasons_seen = std::collections::BTreeSet::new();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -435,6 +437,34 @@ async fn status_loop(ctx: Arc<Context>, stop: CancellationToken) {
         ctx.metrics
             .pending_csrs
             .set(i64::try_from(ctx.state.table.len()).unwrap_or(i64::MAX));
+        let summary = ctx.state.table.summary();
+        let mut counts: std::collections::BTreeMap<&'static str, usize> = summary
+            .by_reason
+            .into_iter()
+            .map(|(reason, n)| (reason.unwrap_or("Undecided"), n))
+            .fold(Default::default(), |mut acc, (reason, n)| {
+                *acc.entry(reason).or_default() += n;
+                acc
+            });
+        for reason in &reasons_seen {
+            counts.entry(*reason).or_default();
+        }
+        for (reason, n) in counts {
+            reasons_seen.insert(reason);
+            ctx.metrics
+                .pending_csrs_by_reason
+                .get_or_create(&ReasonText { reason })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        let oldest = summary.oldest.map_or(0, |first_seen| {
+            ctx.state
+                .store
+                .now()
+                .duration_since(first_seen)
+                .as_secs()
+                .max(0)
+        });
+        ctx.metrics.oldest_pending_csr_age.set(oldest);
         ctx.metrics
             .flood_valve_held_nodes
             .set(i64::try_from(ctx.state.table.requestors_over_bound()).unwrap_or(i64::MAX));

@@ -11,7 +11,7 @@
 //! counts here: each requestor's pending CSRs against the per-node bound, and the total,
 //! counting at most that bound per requestor, against the cluster-wide bound.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -382,6 +382,29 @@ impl CsrTable {
     pub(crate) fn len(&self) -> usize {
         self.lock().by_name.len()
     }
+
+    /// The undecided CSRs counted by the reason last recorded for each (`None`: not yet
+    /// explained), and the first sighting of the oldest, for the gauges.
+    pub(crate) fn summary(&self) -> Summary {
+        let t = self.lock();
+        let mut by_reason: BTreeMap<Option<&'static str>, usize> = BTreeMap::new();
+        for entry in t.by_name.values() {
+            *by_reason.entry(entry.state.map(|s| s.reason)).or_default() += 1;
+        }
+        Summary {
+            by_reason,
+            oldest: t.by_name.values().map(|e| e.first_seen).min(),
+        }
+    }
+}
+
+/// What [`CsrTable::summary`] counts.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Summary {
+    /// Undecided CSRs by their last recorded reason.
+    pub(crate) by_reason: BTreeMap<Option<&'static str>, usize>,
+    /// When the oldest undecided CSR was first seen.
+    pub(crate) oldest: Option<Timestamp>,
 }
 
 // === impl Tables ===
@@ -552,6 +575,32 @@ mod tests {
         table.apply_event(&watcher::Event::InitDone);
         assert_eq!(table.len(), 1);
         assert!(table.known("b", "b").is_some());
+    }
+
+    #[test]
+    fn the_summary_counts_pending_csrs_by_their_last_reason() {
+        let table = CsrTable::default();
+        assert_eq!(table.summary(), Summary::default());
+        for n in ["a", "b", "c"] {
+            table.observe(&mk_csr(n, n, b"x", None));
+        }
+        table.record("a", "a", key("AddressConflict"), true);
+        table.record("b", "b", key("AddressConflict"), true);
+        let summary = table.summary();
+        assert_eq!(
+            summary.by_reason,
+            BTreeMap::from([(None, 1), (Some("AddressConflict"), 2)])
+        );
+        assert!(summary.oldest.is_some());
+        table.record("b", "b", key("AwaitingAttestation"), true);
+        assert_eq!(
+            table.summary().by_reason,
+            BTreeMap::from([
+                (None, 1),
+                (Some("AddressConflict"), 1),
+                (Some("AwaitingAttestation"), 1)
+            ])
+        );
     }
 
     #[test]

@@ -345,6 +345,13 @@ pub struct DecisionLabels {
     pub dry_run: bool,
 }
 
+/// A `reason` label whose values are decision reasons (a closed set of names).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ReasonText {
+    /// The Event reason (`AddressConflict`, …), or `Undecided`.
+    pub reason: &'static str,
+}
+
 /// A `result` label: how one operation ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -387,6 +394,11 @@ pub struct ControllerMetrics {
     pub attestation_to_approval: Histogram,
     /// Kubelet-serving CSRs without an Approved, Denied or Failed condition.
     pub pending_csrs: Gauge,
+    /// The same CSRs by the reason of their last decision on this replica (`Undecided`:
+    /// not decided yet): the current state, where the decisions counter counts changes.
+    pub pending_csrs_by_reason: Family<ReasonText, Gauge>,
+    /// Seconds since this replica first saw the oldest pending CSR (0: none pending).
+    pub oldest_pending_csr_age: Gauge,
     /// Nodes with a fresh attestation on this replica.
     pub attested_nodes: Gauge,
     /// Node objects without a fresh attestation: during an agent rollout, the nodes still to
@@ -428,6 +440,8 @@ impl Default for ControllerMetrics {
             approval_latency: Histogram::new(LATENCY_BUCKETS),
             attestation_to_approval: Histogram::new(LATENCY_BUCKETS),
             pending_csrs: Gauge::default(),
+            pending_csrs_by_reason: Family::default(),
+            oldest_pending_csr_age: Gauge::default(),
             attested_nodes: Gauge::default(),
             unattested_nodes: Gauge::default(),
             nodes: Gauge::default(),
@@ -470,6 +484,17 @@ impl ControllerMetrics {
             "pending_csrs",
             "Kubelet-serving CSRs not yet approved, denied or failed",
             m.pending_csrs.clone(),
+        );
+        registry.register(
+            "pending_csrs_by_reason",
+            "Pending kubelet-serving CSRs by the reason of their last decision on this replica",
+            m.pending_csrs_by_reason.clone(),
+        );
+        registry.register_with_unit(
+            "oldest_pending_csr_age",
+            "Time since this replica first saw the oldest pending kubelet-serving CSR",
+            Unit::Seconds,
+            m.oldest_pending_csr_age.clone(),
         );
         registry.register(
             "attested_nodes",
