@@ -23,7 +23,7 @@ use serde_json::Value;
 #[path = "config_doc.rs"]
 mod config_doc;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+pub(crate) type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 /// The lease name the controller uses (its `--lease-name` default, issue 5).
 const LEASE: &str = "rubber-stamp-approver";
@@ -46,7 +46,7 @@ fn grant(group: &str, resource: &str, name: Option<&str>, verb: &str) -> Grant {
     }
 }
 
-fn strings(value: &Value) -> Vec<String> {
+pub(crate) fn strings(value: &Value) -> Vec<String> {
     value
         .as_array()
         .map(|a| {
@@ -80,19 +80,19 @@ fn grants(role: &Value) -> BTreeSet<Grant> {
     out
 }
 
-fn objects_of<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+pub(crate) fn objects_of<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
     objects
         .iter()
         .filter(|o| o["kind"].as_str() == Some(kind))
         .collect()
 }
 
-fn role<'a>(objects: &'a [Value], kind: &str, name: &str) -> Result<&'a Value, String> {
+pub(crate) fn role<'a>(objects: &'a [Value], kind: &str, name: &str) -> Result<&'a Value, String> {
     find(objects, kind, name).ok_or_else(|| format!("{kind} {name} is not rendered"))
 }
 
 /// The default of a flag of `rubber-stamp-approver run`.
-fn run_default(id: &str) -> Result<String, String> {
+pub(crate) fn run_default(id: &str) -> Result<String, String> {
     let cli = rubber_stamp_approver::flags::Cli::command();
     let run = cli
         .find_subcommand("run")
@@ -144,9 +144,25 @@ fn approver_cluster_role_grants() -> BTreeSet<Grant> {
 
 #[test]
 fn the_approver_cluster_role_grants_exactly_the_issue_list() -> TestResult {
-    let base = deploy::rendered_base()?;
+    check_approver_cluster_role(deploy::rendered_base()?)
+}
+
+/// The approver's ClusterRole grants exactly the issue's list, and no role widens itself
+/// (aggregation, wildcards, non-resource URLs but the admin port's two reader roles').
+pub(crate) fn check_approver_cluster_role(base: &[Value]) -> TestResult {
     let cluster_role = role(base, "ClusterRole", "rubber-stamp:approver")?;
     assert_eq!(grants(cluster_role), approver_cluster_role_grants());
+    // The admin port's paths, each `get` only (approver/src/admin/auth.rs), and only there.
+    let admin_readers = BTreeMap::from([
+        (
+            "rubber-stamp:metrics-reader",
+            serde_json::json!(["/metrics"]),
+        ),
+        (
+            "rubber-stamp:attestation-reader",
+            serde_json::json!(["/attestations", "/streams"]),
+        ),
+    ]);
     // Nothing that widens a role behind the list's back.
     for object in base {
         let kind = object["kind"].as_str().unwrap_or_default();
@@ -154,6 +170,18 @@ fn the_approver_cluster_role_grants_exactly_the_issue_list() -> TestResult {
             continue;
         }
         assert!(object.get("aggregationRule").is_none(), "{object}");
+        let reader = object["metadata"]["name"]
+            .as_str()
+            .and_then(|name| admin_readers.get(name))
+            .filter(|_| kind == "ClusterRole");
+        if let Some(urls) = reader {
+            assert_eq!(
+                object["rules"],
+                serde_json::json!([{"nonResourceURLs": urls, "verbs": ["get"]}]),
+                "{object}"
+            );
+            continue;
+        }
         for rule in object["rules"].as_array().into_iter().flatten() {
             assert!(rule.get("nonResourceURLs").is_none(), "{rule}");
             for field in ["apiGroups", "resources", "verbs", "resourceNames"] {
@@ -169,14 +197,18 @@ fn the_approver_cluster_role_grants_exactly_the_issue_list() -> TestResult {
 
 #[test]
 fn the_namespaced_roles_grant_only_what_the_code_uses() -> TestResult {
-    let base = deploy::rendered_base()?;
+    check_namespaced_roles(deploy::rendered_base()?, NAMESPACE)
+}
+
+/// The Roles grant only what the code uses; the approver's own lives in `namespace`.
+pub(crate) fn check_namespaced_roles(base: &[Value], namespace: &str) -> TestResult {
     // The names the code uses by default: the PKI's Secret and ConfigMap flags.
     let secret = run_default("tls_secret")?;
     let config_map = run_default("ca_configmap")?;
     // The Secret's namespace follows --namespace (POD_NAMESPACE: the Role's namespace).
     assert!(run_default("tls_namespace").is_err(), "no fixed default");
     let own = role(base, "Role", "rubber-stamp:approver")?;
-    assert_eq!(own["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(own["metadata"]["namespace"], namespace);
     assert_eq!(
         grants(own),
         BTreeSet::from([
@@ -227,7 +259,12 @@ fn the_namespaced_roles_grant_only_what_the_code_uses() -> TestResult {
 
 #[test]
 fn bindings_give_the_approver_its_roles_and_the_agent_nothing() -> TestResult {
-    let base = deploy::rendered_base()?;
+    check_bindings(deploy::rendered_base()?, NAMESPACE)
+}
+
+/// Bindings give the approver's ServiceAccount (in `namespace`) its roles, kubelets theirs,
+/// and the agent's ServiceAccount nothing.
+pub(crate) fn check_bindings(base: &[Value], namespace: &str) -> TestResult {
     let mut bound: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for kind in ["RoleBinding", "ClusterRoleBinding"] {
         for binding in objects_of(base, kind) {
@@ -253,12 +290,12 @@ fn bindings_give_the_approver_its_roles_and_the_agent_nothing() -> TestResult {
     let expected = BTreeMap::from([
         (
             format!(
-                "ServiceAccount:{NAMESPACE}/{}",
+                "ServiceAccount:{namespace}/{}",
                 deploy::APPROVER_SERVICE_ACCOUNT
             ),
             BTreeSet::from([
                 "ClusterRole/rubber-stamp:approver@cluster".to_owned(),
-                format!("Role/rubber-stamp:approver@{NAMESPACE}"),
+                format!("Role/rubber-stamp:approver@{namespace}"),
                 "Role/rubber-stamp:approver-csr-events@default".to_owned(),
             ]),
         ),
@@ -276,21 +313,24 @@ fn bindings_give_the_approver_its_roles_and_the_agent_nothing() -> TestResult {
 
 #[test]
 fn the_audit_overlay_cannot_approve_and_runs_dry() -> TestResult {
-    let base = deploy::rendered_base()?;
-    let audit = deploy::render("overlays/audit")?;
+    check_audit_variant(deploy::rendered_base()?, &deploy::render("overlays/audit")?)
+}
+
+/// `audit` is `base` with a dry-running approver whose ClusterRole cannot approve.
+pub(crate) fn check_audit_variant(base: &[Value], audit: &[Value]) -> TestResult {
     let mut expected = approver_cluster_role_grants();
     expected.retain(|g| g.resource != "certificatesigningrequests/approval" && g.verb != "approve");
     assert_eq!(expected.len(), approver_cluster_role_grants().len() - 2);
     assert_eq!(
-        grants(role(&audit, "ClusterRole", "rubber-stamp:approver")?),
+        grants(role(audit, "ClusterRole", "rubber-stamp:approver")?),
         expected
     );
-    assert!(approver_args(&audit)?.contains(&"--dry-run".to_owned()));
+    assert!(approver_args(audit)?.contains(&"--dry-run".to_owned()));
     assert!(!approver_args(base)?.contains(&"--dry-run".to_owned()));
     // Everything else is the base.
     assert_eq!(
         strip(
-            &audit,
+            audit,
             &[
                 "ClusterRole/rubber-stamp:approver",
                 "Deployment/rubber-stamp-approver"
@@ -309,13 +349,19 @@ fn the_audit_overlay_cannot_approve_and_runs_dry() -> TestResult {
 
 #[test]
 fn the_single_replica_overlay_changes_only_the_replica_count() -> TestResult {
-    let base = deploy::rendered_base()?;
-    let single = deploy::render("overlays/single-replica")?;
+    check_single_replica_variant(
+        deploy::rendered_base()?,
+        &deploy::render("overlays/single-replica")?,
+    )
+}
+
+/// `single` is `base` with one approver replica, and can still be drained.
+pub(crate) fn check_single_replica_variant(base: &[Value], single: &[Value]) -> TestResult {
     let replicas = |objects: &[Value]| {
         find(objects, "Deployment", "rubber-stamp-approver").map(|d| d["spec"]["replicas"].clone())
     };
     assert_eq!(replicas(base), Some(Value::from(2)));
-    assert_eq!(replicas(&single), Some(Value::from(1)));
+    assert_eq!(replicas(single), Some(Value::from(1)));
     let without_replicas = |objects: &[Value]| {
         let mut objects = objects.to_vec();
         for o in &mut objects {
@@ -325,7 +371,7 @@ fn the_single_replica_overlay_changes_only_the_replica_count() -> TestResult {
         }
         objects
     };
-    assert_eq!(without_replicas(&single), without_replicas(base));
+    assert_eq!(without_replicas(single), without_replicas(base));
     // A PodDisruptionBudget with one replica must still let nodes drain.
     let pdb = find(base, "PodDisruptionBudget", "rubber-stamp-approver").ok_or("PDB")?;
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
@@ -349,7 +395,11 @@ fn strip(objects: &[Value], skip: &[&str]) -> Vec<Value> {
         .collect()
 }
 
-fn container<'a>(objects: &'a [Value], kind: &str, name: &str) -> Result<&'a Value, String> {
+pub(crate) fn container<'a>(
+    objects: &'a [Value],
+    kind: &str,
+    name: &str,
+) -> Result<&'a Value, String> {
     let workload = role(objects, kind, name)?;
     let containers = workload["spec"]["template"]["spec"]["containers"]
         .as_array()
@@ -360,7 +410,7 @@ fn container<'a>(objects: &'a [Value], kind: &str, name: &str) -> Result<&'a Val
     }
 }
 
-fn approver_args(objects: &[Value]) -> Result<Vec<String>, String> {
+pub(crate) fn approver_args(objects: &[Value]) -> Result<Vec<String>, String> {
     Ok(strings(
         &container(objects, "Deployment", "rubber-stamp-approver")?["args"],
     ))
@@ -368,8 +418,14 @@ fn approver_args(objects: &[Value]) -> Result<Vec<String>, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rendered_manifests_load_into_the_testbed_and_the_rbac_is_live() -> TestResult {
+    check_rbac_is_live(deploy::rendered_base()?, NAMESPACE).await
+}
+
+/// Loads `base` (everything of it the testbed stores; its namespaced objects in
+/// `namespace`) into a testbed cluster and checks its RBAC with real calls as the approver
+/// and with SubjectAccessReviews for everyone it names.
+pub(crate) async fn check_rbac_is_live(base: &[Value], namespace: &str) -> TestResult {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let base = deploy::rendered_base()?;
     let cluster = Cluster::start(ClusterOptions::default()).await?;
     let skipped: BTreeSet<String> = deploy::load_supported(&cluster, base)?
         .into_iter()
@@ -381,7 +437,7 @@ async fn the_rendered_manifests_load_into_the_testbed_and_the_rbac_is_live() -> 
             .into(),
         "a new kind in deploy/: decide whether the testbed should load it"
     );
-    let approver_creds = cluster.service_account(NAMESPACE, deploy::APPROVER_SERVICE_ACCOUNT)?;
+    let approver_creds = cluster.service_account(namespace, deploy::APPROVER_SERVICE_ACCOUNT)?;
     let approver = cluster.client(&approver_creds).await?;
     let admin = cluster.client(&cluster.admin()?).await?;
 
@@ -390,7 +446,7 @@ async fn the_rendered_manifests_load_into_the_testbed_and_the_rbac_is_live() -> 
     csrs.list(&ListParams::default()).await?;
     let nodes: Api<Node> = Api::all(approver.clone());
     nodes.list(&ListParams::default()).await?;
-    let secrets: Api<Secret> = Api::namespaced(approver.clone(), NAMESPACE);
+    let secrets: Api<Secret> = Api::namespaced(approver.clone(), namespace);
     assert_eq!(secrets.get_opt("rubber-stamp-approver-tls").await?, None);
     assert_eq!(
         status(secrets.list(&ListParams::default()).await),
@@ -411,11 +467,11 @@ async fn the_rendered_manifests_load_into_the_testbed_and_the_rbac_is_live() -> 
     // The same rules through SubjectAccessReview, for everyone the manifests name.
     let sars: Api<SubjectAccessReview> = Api::all(admin);
     let sa = format!(
-        "system:serviceaccount:{NAMESPACE}:{}",
+        "system:serviceaccount:{namespace}:{}",
         deploy::APPROVER_SERVICE_ACCOUNT
     );
     let agent = format!(
-        "system:serviceaccount:{NAMESPACE}:{}",
+        "system:serviceaccount:{namespace}:{}",
         deploy::AGENT_SERVICE_ACCOUNT
     );
     #[rustfmt::skip]
@@ -432,16 +488,16 @@ async fn the_rendered_manifests_load_into_the_testbed_and_the_rbac_is_live() -> 
         (&sa, &[], "update", "", "services", "kubernetes", "default", false),
         (&sa, &[], "list", "networking.k8s.io", "servicecidrs", "", "", true),
         (&sa, &[], "delete", "networking.k8s.io", "servicecidrs", "kubernetes", "", false),
-        (&sa, &[], "patch", "coordination.k8s.io", "leases", LEASE, NAMESPACE, true),
-        (&sa, &[], "patch", "coordination.k8s.io", "leases", "another-lease", NAMESPACE, false),
-        (&sa, &[], "update", "coordination.k8s.io", "leases", LEASE, NAMESPACE, false),
+        (&sa, &[], "patch", "coordination.k8s.io", "leases", LEASE, namespace, true),
+        (&sa, &[], "patch", "coordination.k8s.io", "leases", "another-lease", namespace, false),
+        (&sa, &[], "update", "coordination.k8s.io", "leases", LEASE, namespace, false),
         (&sa, &[], "create", "events.k8s.io", "events", "", "default", true),
         (&sa, &[], "create", "events.k8s.io", "events", "", "kube-system", false),
-        (&sa, &[], "update", "", "configmaps", "rubber-stamp-ca", NAMESPACE, true),
-        (&sa, &[], "update", "", "configmaps", "kube-root-ca.crt", NAMESPACE, false),
-        (&sa, &[], "delete", "", "secrets", "rubber-stamp-approver-tls", NAMESPACE, true),
-        (&sa, &[], "delete", "", "secrets", "kube-root-ca.crt", NAMESPACE, false),
-        (&agent, &[], "get", "", "configmaps", "rubber-stamp-ca", NAMESPACE, false),
+        (&sa, &[], "update", "", "configmaps", "rubber-stamp-ca", namespace, true),
+        (&sa, &[], "update", "", "configmaps", "kube-root-ca.crt", namespace, false),
+        (&sa, &[], "delete", "", "secrets", "rubber-stamp-approver-tls", namespace, true),
+        (&sa, &[], "delete", "", "secrets", "kube-root-ca.crt", namespace, false),
+        (&agent, &[], "get", "", "configmaps", "rubber-stamp-ca", namespace, false),
         (&agent, &[], "list", "", "nodes", "", "", false),
         ("system:node:worker-1", &["system:nodes"], "create", "certificates.k8s.io", "certificatesigningrequests/selfnodeserver", "", "", true),
         ("mallory", &[], "create", "certificates.k8s.io", "certificatesigningrequests/selfnodeserver", "", "", false),
@@ -497,7 +553,11 @@ fn status<T>(result: Result<T, kube::Error>) -> Option<u16> {
 
 #[test]
 fn the_workloads_are_locked_down() -> TestResult {
-    let base = deploy::rendered_base()?;
+    check_workloads_locked_down(deploy::rendered_base()?)
+}
+
+/// The approver and the agent (token mode) run locked down, scheduled as add-ons.
+pub(crate) fn check_workloads_locked_down(base: &[Value]) -> TestResult {
     let approver = role(base, "Deployment", "rubber-stamp-approver")?;
     let agent = role(base, "DaemonSet", "rubber-stamp-agent")?;
     for (workload, uid) in [(approver, 65532), (agent, 65532)] {
@@ -648,10 +708,16 @@ fn the_workloads_are_locked_down() -> TestResult {
         mount["mountPath"].as_str().ok_or("mountPath")?,
         token["path"].as_str().ok_or("path")?
     )));
-    // The approver accepts tokens from the agents of its own namespace.
+    // The approver accepts tokens from the agents of its own namespace: --agent-namespace
+    // defaults to --namespace, which POD_NAMESPACE sets (the env is checked elsewhere).
     let approver_args = approver_args(base)?;
     assert!(approver_args.contains(&"--agent-identity=token,kubelet-cert".to_owned()));
-    assert!(approver_args.contains(&"--agent-namespace=$(POD_NAMESPACE)".to_owned()));
+    assert!(
+        !approver_args
+            .iter()
+            .any(|a| a.starts_with("--agent-namespace") || a.starts_with("--namespace")),
+        "{approver_args:?}"
+    );
     Ok(())
 }
 
@@ -668,29 +734,35 @@ fn token_volume(agent: &Value) -> Result<&Value, String> {
 }
 
 #[test]
-fn the_kubelet_cert_overlay_mounts_the_kubelets_certificate_and_drops_the_token_rules() -> TestResult
-{
-    let base = deploy::rendered_base()?;
-    let overlay = deploy::render("overlays/kubelet-cert")?;
-    // The approver accepts certificates only, and loses the two rules tokens need.
-    let mut expected = approver_cluster_role_grants();
-    expected.retain(|g| g.resource != "tokenreviews");
+fn the_kubelet_cert_overlay_mounts_the_kubelets_certificate_and_drops_the_pod_rule() -> TestResult {
+    check_kubelet_cert_variant(
+        deploy::rendered_base()?,
+        &deploy::render("overlays/kubelet-cert")?,
+    )
+}
+
+/// `overlay` is `base` with agents that read the kubelet's certificate, and an approver that
+/// accepts only certificates and has no token rules.
+pub(crate) fn check_kubelet_cert_variant(base: &[Value], overlay: &[Value]) -> TestResult {
+    // The approver accepts certificates only, and loses the rule only agents' tokens need
+    // (pods get, below); tokenreviews create stays for the admin port's callers.
+    let expected = approver_cluster_role_grants();
     assert_eq!(
-        grants(role(&overlay, "ClusterRole", "rubber-stamp:approver")?),
+        grants(role(overlay, "ClusterRole", "rubber-stamp:approver")?),
         expected
     );
-    let own = grants(role(&overlay, "Role", "rubber-stamp:approver")?);
+    let own = grants(role(overlay, "Role", "rubber-stamp:approver")?);
     let mut base_own = grants(role(base, "Role", "rubber-stamp:approver")?);
     base_own.retain(|g| g.resource != "pods");
     assert_eq!(own, base_own);
-    let args = approver_args(&overlay)?;
+    let args = approver_args(overlay)?;
     assert!(
         args.contains(&"--agent-identity=kubelet-cert".to_owned()),
         "{args:?}"
     );
     assert!(args.contains(&"--client-ca=/etc/rubber-stamp/client-ca/ca.crt".to_owned()));
     // The agent reads the kubelet's certificate from the node, as root.
-    let agent = role(&overlay, "DaemonSet", "rubber-stamp-agent")?;
+    let agent = role(overlay, "DaemonSet", "rubber-stamp-agent")?;
     let pod = &agent["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsUser"], 0);
     let agent_args = strings(&pod["containers"][0]["args"]);
@@ -722,13 +794,17 @@ fn the_kubelet_cert_overlay_mounts_the_kubelets_certificate_and_drops_the_token_
         "Deployment/rubber-stamp-approver",
         "DaemonSet/rubber-stamp-agent",
     ];
-    assert_eq!(strip(&overlay, &changed), strip(base, &changed));
+    assert_eq!(strip(overlay, &changed), strip(base, &changed));
     Ok(())
 }
 
 #[test]
 fn probes_ports_and_names_match_what_the_binaries_serve() -> TestResult {
-    let base = deploy::rendered_base()?;
+    check_probes_ports_and_names(deploy::rendered_base()?, NAMESPACE)
+}
+
+/// Probes, ports, Service and volume names are what the binaries serve and read.
+pub(crate) fn check_probes_ports_and_names(base: &[Value], namespace: &str) -> TestResult {
     let approver = container(base, "Deployment", "rubber-stamp-approver")?;
     let agent = container(base, "DaemonSet", "rubber-stamp-agent")?;
     let port = |addr: String| -> Result<u64, String> {
@@ -784,7 +860,7 @@ fn probes_ports_and_names_match_what_the_binaries_serve() -> TestResult {
     // dials and what the approver's serving certificate names.
     let service = role(base, "Service", &run_default("service_name")?)?;
     assert_eq!(service["spec"]["clusterIP"], "None");
-    assert_eq!(service["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(service["metadata"]["namespace"], namespace);
     let attestation_port = service["spec"]["ports"]
         .as_array()
         .into_iter()
@@ -840,31 +916,13 @@ fn long_flags(cmd: &clap::Command) -> BTreeSet<String> {
 fn every_flag_in_the_manifests_exists_in_the_binaries() -> TestResult {
     let cli = rubber_stamp_approver::flags::Cli::command();
     let run = cli.find_subcommand("run").ok_or("run")?;
-    let run_flags = long_flags(run);
-    let agent_flags = long_flags(&rubber_stamp_agent::config::AgentArgs::command());
-    let flag = |arg: &str| arg.split('=').next().unwrap_or(arg).to_owned();
     for overlay in [
         "base",
         "overlays/audit",
         "overlays/single-replica",
         "overlays/kubelet-cert",
     ] {
-        let objects = deploy::render(overlay)?;
-        let args = approver_args(&objects)?;
-        assert_eq!(args.first().map(String::as_str), Some("run"), "{overlay}");
-        for arg in &args[1..] {
-            let f = flag(arg);
-            assert!(
-                run_flags.contains(&f),
-                "{overlay}: approver flag {f} does not exist"
-            );
-        }
-        for arg in strings(&container(&objects, "DaemonSet", "rubber-stamp-agent")?["args"]) {
-            assert!(
-                agent_flags.contains(&flag(&arg)),
-                "{overlay}: agent flag {arg} does not exist"
-            );
-        }
+        check_flags_exist(overlay, &deploy::render(overlay)?)?;
     }
     // The downward-API variables are read by flags of the binaries.
     let envs: BTreeSet<String> = run
@@ -875,6 +933,31 @@ fn every_flag_in_the_manifests_exists_in_the_binaries() -> TestResult {
         envs.contains("POD_NAME") && envs.contains("POD_NAMESPACE"),
         "{envs:?}"
     );
+    Ok(())
+}
+
+/// Every flag the workloads of `objects` (rendered from `source`) pass exists in the
+/// binaries.
+pub(crate) fn check_flags_exist(source: &str, objects: &[Value]) -> TestResult {
+    let cli = rubber_stamp_approver::flags::Cli::command();
+    let run_flags = long_flags(cli.find_subcommand("run").ok_or("run")?);
+    let agent_flags = long_flags(&rubber_stamp_agent::config::AgentArgs::command());
+    let flag = |arg: &str| arg.split('=').next().unwrap_or(arg).to_owned();
+    let args = approver_args(objects)?;
+    assert_eq!(args.first().map(String::as_str), Some("run"), "{source}");
+    for arg in &args[1..] {
+        let f = flag(arg);
+        assert!(
+            run_flags.contains(&f),
+            "{source}: approver flag {f} does not exist"
+        );
+    }
+    for arg in strings(&container(objects, "DaemonSet", "rubber-stamp-agent")?["args"]) {
+        assert!(
+            agent_flags.contains(&flag(&arg)),
+            "{source}: agent flag {arg} does not exist"
+        );
+    }
     Ok(())
 }
 
@@ -903,16 +986,32 @@ fn the_policy_shipped_in_deploy_is_a_valid_policy() -> TestResult {
             && example.metadata_sources.ip_sans.is_empty(),
         "{uncommented}"
     );
-    let policy_cm = deploy::rendered_base()?
-        .iter()
-        .find(|o| {
-            o["kind"] == "ConfigMap"
-                && o["metadata"]["name"]
-                    .as_str()
-                    .is_some_and(|n| n.starts_with("rubber-stamp-policy-"))
+    check_policy_config_map(deploy::rendered_base()?, &text)
+}
+
+/// `objects` hold one policy ConfigMap, with `text` as its policy.yaml, and the approver
+/// mounts it.
+pub(crate) fn check_policy_config_map(objects: &[Value], text: &str) -> TestResult {
+    let policies: Vec<&Value> = objects_of(objects, "ConfigMap")
+        .into_iter()
+        .filter(|o| {
+            o["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("rubber-stamp-policy-"))
         })
-        .ok_or("the generated policy ConfigMap")?;
-    assert_eq!(policy_cm["data"]["policy.yaml"], text.as_str());
+        .collect();
+    let [policy_cm] = policies.as_slice() else {
+        return Err(format!("one generated policy ConfigMap, not {}", policies.len()).into());
+    };
+    assert_eq!(policy_cm["data"]["policy.yaml"], text);
+    let pod = &role(objects, "Deployment", "rubber-stamp-approver")?["spec"]["template"]["spec"];
+    let mounted = pod["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == "policy")
+        .ok_or("policy volume")?;
+    assert_eq!(mounted["configMap"]["name"], policy_cm["metadata"]["name"]);
     Ok(())
 }
 
@@ -980,7 +1079,8 @@ fn the_image_builds_with_the_release_script_ci_runs() -> TestResult {
         !runs.iter().any(|l| l.contains("cargo ")),
         "cargo outside the script: {runs:?}"
     );
-    // The script's one cargo line: release, locked, both binaries.
+    // The script's one cargo line: release, locked, both packages with every binary (the
+    // kubectl plugin is one of the approver package's).
     let cargo: Vec<&str> = script
         .lines()
         .filter(|l| l.trim_start().starts_with("cargo "))
@@ -992,8 +1092,24 @@ fn the_image_builds_with_the_release_script_ci_runs() -> TestResult {
         "--locked",
         "-p rubber-stamp-approver",
         "-p rubber-stamp-agent",
+        "--bins",
     ] {
         assert!(cargo[0].contains(part), "{part} missing from {}", cargo[0]);
+    }
+    // ...and it checks and copies the three binaries.
+    let binaries = script
+        .lines()
+        .find(|l| l.trim_start().starts_with("binaries=("))
+        .ok_or("no binaries=(...) list in build/release.sh")?;
+    for binary in [
+        "rubber-stamp-approver",
+        "rubber-stamp-agent",
+        "kubectl-rubber_stamp",
+    ] {
+        assert!(
+            binaries.contains(binary),
+            "{binary} missing from {binaries}"
+        );
     }
     // The builder image is the pinned toolchain.
     let channel = toolchain
@@ -1023,6 +1139,26 @@ fn the_image_builds_with_the_release_script_ci_runs() -> TestResult {
             body.contains(&format!("ENTRYPOINT [\"/usr/local/bin/{binary}\"]")),
             "{stage}: {body}"
         );
+    }
+    // The kubectl plugin ships beside the approver, and alone in a stage to write out.
+    for (stage, line) in [
+        (
+            "approver",
+            "COPY --from=build /out/kubectl-rubber_stamp /usr/local/bin/kubectl-rubber_stamp",
+        ),
+        (
+            "kubectl-plugin",
+            "COPY --from=build /out/kubectl-rubber_stamp /kubectl-rubber_stamp",
+        ),
+    ] {
+        let start = dockerfile
+            .find(&format!(" AS {stage}\n"))
+            .ok_or(format!("no stage {stage}"))?;
+        let body = dockerfile[start..]
+            .split("\nFROM ")
+            .next()
+            .unwrap_or_default();
+        assert!(body.lines().any(|l| l == line), "{stage}: {body}");
     }
     let ignore = std::fs::read_to_string(root.join(".dockerignore"))?;
     assert!(ignore.lines().any(|l| l.trim() == "target"), "{ignore}");
