@@ -145,6 +145,11 @@ impl ApproverReplica {
         self.admin
     }
 
+    /// How the sandbox reads its admin port: the CA, the certificate's name, the token.
+    pub fn admin_client(&self) -> &http::HttpsClient {
+        &self.admin_client
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.process.id()

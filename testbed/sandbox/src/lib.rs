@@ -35,6 +35,8 @@
 //! - [`csr`]: CSRs decoded for people and the `kubectl get csr`-style table.
 //! - [`watch`]: narration of CSR changes and Events as they happen.
 //! - [`proof`]: verifying a kubelet's certificate as kube-apiserver would.
+//! - [`prometheus`]: a real Prometheus server scraping the approvers and evaluating the
+//!   chart's alerting rules (`--prometheus`).
 //! - [`tokens`]: the agents' ServiceAccount, Pods and projected tokens (`--identity token`).
 //! - [`binaries`]: finding (or building) the real binaries.
 //! - [`e2e`]: helpers of the end-to-end tests.
@@ -48,6 +50,7 @@ pub mod e2e;
 pub mod narrate;
 pub mod node;
 pub mod pki;
+pub mod prometheus;
 pub mod proof;
 pub mod scenario;
 pub mod system;

@@ -249,6 +249,8 @@ impl Sandbox {
         );
 
         let observer = control.admin_observer()?;
+        // For `--keep`: curl and `kubectl rubber-stamp` read the admin ports with it.
+        control::write_private(&state_path.join(OBSERVER_TOKEN), &observer)?;
         narrator.say(
             "cluster",
             format!(
@@ -788,6 +790,9 @@ fn write(path: &Path, text: &str) -> Result<(), SandboxError> {
         source,
     })
 }
+
+/// The observer's token in the state directory (for `--keep`).
+pub const OBSERVER_TOKEN: &str = "observer.token";
 
 /// Checks that `replica`'s admin port answers no one without a token: the deployed
 /// default, and what keeps every node's addresses from whoever reaches a Pod IP.

@@ -2,11 +2,13 @@
 //! sandbox`): the testbed cluster, two approver replicas, honest and rogue
 //! nodes, the CSR table and the CIS 1.2.5 proof. See docs/sandbox.md.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use rubber_stamp_sandbox::prometheus::{self, Prometheus};
 use rubber_stamp_sandbox::scenario::{self, ScenarioOptions};
 use rubber_stamp_sandbox::tokens::AgentIdentity;
 use rubber_stamp_sandbox::{Echo, Mode, ModeChoice, Narrator, Sandbox, SandboxOptions, Timings};
@@ -81,6 +83,13 @@ struct Args {
     /// (the kubelet's client certificate).
     #[arg(long, value_enum, default_value = "token")]
     identity: IdentityArg,
+
+    /// Also run a real Prometheus server — PATH, or else `prometheus` on PATH or
+    /// /usr/bin/prometheus (Debian's package) — that scrapes every approver's /metrics and
+    /// evaluates the Helm chart's alerting rules with every `for:` set to 0s. The run then
+    /// also needs `RubberStampAddressConflict` to fire, from the squatter, within --timeout.
+    #[arg(long, value_name = "PATH", num_args = 0..=1)]
+    prometheus: Option<Option<PathBuf>>,
 }
 
 /// `--identity`.
@@ -150,7 +159,7 @@ async fn run(args: Args) -> u8 {
         result = scenario(&args, Arc::clone(&narrator)) => Some(result),
         () = interrupted.cancelled() => None,
     };
-    let (sandbox, outcome) = match result {
+    let (sandbox, prometheus, outcome) = match result {
         None => {
             eprintln!("sandbox: interrupted; everything it started is stopped and removed");
             return signal.code();
@@ -167,8 +176,9 @@ async fn run(args: Args) -> u8 {
         narrator.elapsed().as_secs_f64()
     ));
     if keep {
-        explain_keep(&sandbox, &narrator);
+        explain_keep(&sandbox, prometheus.as_ref(), &narrator);
         interrupted.cancelled().await;
+        drop(prometheus);
         drop(sandbox);
         eprintln!("sandbox: stopped and cleaned up");
     }
@@ -178,7 +188,26 @@ async fn run(args: Args) -> u8 {
 async fn scenario(
     args: &Args,
     narrator: Arc<Narrator>,
-) -> Result<(Sandbox, scenario::Outcome), rubber_stamp_sandbox::SandboxError> {
+) -> Result<(Sandbox, Option<Prometheus>, scenario::Outcome), rubber_stamp_sandbox::SandboxError> {
+    // Before anything starts: a missing Prometheus is a usage problem, not a result.
+    let prometheus_binary = match &args.prometheus {
+        None => None,
+        Some(path) => {
+            let binary = prometheus::find_binary(path.as_deref()).ok_or_else(|| {
+                rubber_stamp_sandbox::SandboxError::Setup(format!(
+                    "--prometheus: no `prometheus` on PATH nor at {}; install Debian's package (apt-get install --no-install-recommends prometheus) or give the binary's path",
+                    prometheus::DEBIAN_BINARY
+                ))
+            })?;
+            if !binary.is_file() {
+                return Err(rubber_stamp_sandbox::SandboxError::Setup(format!(
+                    "--prometheus {}: no such file",
+                    binary.display()
+                )));
+            }
+            Some(binary)
+        }
+    };
     let options = SandboxOptions {
         mode: if args.loopback {
             ModeChoice::Loopback
@@ -196,7 +225,11 @@ async fn scenario(
         identity: args.identity.into(),
     };
     let mut sandbox = Sandbox::start(options, narrator).await?;
-    let outcome = scenario::run(
+    let mut prometheus = match &prometheus_binary {
+        Some(binary) => Some(prometheus::watch(&sandbox, binary).await?),
+        None => None,
+    };
+    let mut outcome = scenario::run(
         &mut sandbox,
         &ScenarioOptions {
             honest: usize::from(args.nodes),
@@ -206,10 +239,56 @@ async fn scenario(
         },
     )
     .await?;
-    Ok((sandbox, outcome))
+    if let Some(server) = prometheus.as_mut() {
+        check_alerts(
+            &sandbox,
+            server,
+            Duration::from_secs(args.timeout),
+            &mut outcome,
+        )
+        .await;
+    }
+    Ok((sandbox, prometheus, outcome))
 }
 
-fn explain_keep(sandbox: &Sandbox, narrator: &Narrator) {
+/// Waits for Prometheus to fire `RubberStampAddressConflict` (the squatter's and the cloud
+/// rogue's conflicts) and says what every alert shows; a failure fails the run.
+async fn check_alerts(
+    sandbox: &Sandbox,
+    server: &mut Prometheus,
+    within: Duration,
+    outcome: &mut scenario::Outcome,
+) {
+    let narrator = sandbox.narrator().clone();
+    narrator.raw("");
+    narrator.raw(format!(
+        "Prometheus: the alerts of {} against the approvers' metrics (every `for:` set to 0s: an alert fires at once, whatever duration its text names):",
+        prometheus::RULES_PATH
+    ));
+    let expected = outcome
+        .cast
+        .iter()
+        .any(|(_, role)| role.expected().1 == "AddressConflict");
+    if !expected {
+        narrator.raw(format!(
+            "  no rogue claims another node's address (--no-rogues): not waiting for {}",
+            prometheus::ADDRESS_CONFLICT
+        ));
+        return;
+    }
+    match prometheus::check(sandbox, server, within).await {
+        Ok(_) => narrator.raw(format!(
+            "MONITORING: PASS — Prometheus fires {} from the approvers' own metrics.",
+            prometheus::ADDRESS_CONFLICT
+        )),
+        Err(e) => {
+            narrator.raw(format!("MONITORING: FAIL — {e}"));
+            outcome.problems.push(format!("Prometheus: {e}"));
+        }
+    }
+}
+
+fn explain_keep(sandbox: &Sandbox, prometheus: Option<&Prometheus>, narrator: &Narrator) {
     let kubectl = if std::path::Path::new("/usr/bin/kubectl").exists() {
         "/usr/bin/kubectl"
     } else {
@@ -236,11 +315,36 @@ fn explain_keep(sandbox: &Sandbox, narrator: &Narrator) {
             "  {kubectl} get pods -n rubber-stamp -o wide   # the agent Pods the tokens are bound to"
         ));
     }
+    // The admin ports are HTTPS for callers the API server authorizes: the sandbox's
+    // observer (rubber-stamp:metrics-reader and rubber-stamp:attestation-reader).
+    let token = sandbox
+        .state_dir()
+        .join(rubber_stamp_sandbox::system::OBSERVER_TOKEN);
+    let ca = &sandbox.serving().ca_path;
+    let service = rubber_stamp_sandbox::pki::SERVICE_NAME;
     for a in sandbox.approvers() {
         narrator.raw(format!(
-            "  curl -s http://{}/attestations   # {}'s attestation snapshot (also /streams, /metrics)",
+            "  curl -s --cacert {} --connect-to ::{} -H \"Authorization: Bearer $(cat {})\" https://{service}/attestations   # {}'s attestation snapshot (also /streams, /metrics)",
+            ca.display(),
             a.admin(),
+            token.display(),
             a.name()
+        ));
+    }
+    if let Some(a) = sandbox.approvers().first() {
+        narrator.raw(format!(
+            "  {kubectl} rubber-stamp explain CSR --approver-url https://{} --approver-server-name {service} --approver-ca {} --token \"$(cat {})\" --policy {}   # the kubectl plugin (cargo build --release --bin kubectl-rubber_stamp; target/release on PATH); also `status`",
+            a.admin(),
+            ca.display(),
+            token.display(),
+            sandbox.state_dir().join("policy.yaml").display()
+        ));
+    }
+    if let Some(server) = prometheus {
+        narrator.raw(format!(
+            "  {}/alerts   # Prometheus: the chart's alerts (files in {})",
+            server.url(),
+            server.dir().display()
         ));
     }
     if let Mode::Namespaces = sandbox.mode() {
