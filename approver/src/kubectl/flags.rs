@@ -129,11 +129,19 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "NAME")]
     pub approver_server_name: Option<String>,
 
-    /// Bearer token sent to the approver's admin port over HTTPS (never over plain HTTP).
-    /// Default: the kubeconfig user's token (a token, a token file, or an exec or auth
-    /// provider plugin's token). It does not change how the API server is reached.
+    /// Bearer token sent to the approver's admin port over HTTPS (never over plain HTTP),
+    /// e.g. `kubectl create token` of a ServiceAccount bound to
+    /// rubber-stamp:attestation-reader. It does not change how the API server is reached.
     #[arg(long, global = true, value_name = "TOKEN")]
     pub token: Option<String>,
+
+    /// Without --token, send the kubeconfig user's own bearer token (a token, a token file,
+    /// or an exec or auth provider plugin's) to the approver. Off by default: the approver
+    /// is found through objects of its namespace (the Lease, its Pod, the CA ConfigMap),
+    /// so whoever may edit them chooses where a credential that works against the API
+    /// server would go.
+    #[arg(long, global = true)]
+    pub send_kubeconfig_token: bool,
 
     /// Longest wait for any one request to the API server or the approver (kubectl's
     /// flag; e.g. `10s`, `1m`).

@@ -86,7 +86,11 @@ impl Session {
         config.write_timeout = Some(timeout);
         let token = match &global.token {
             Some(token) => Ok(token.clone()),
-            None => bearer_token(&config).await,
+            None if global.send_kubeconfig_token => bearer_token(&config).await,
+            None => Err(
+                "neither --token nor --send-kubeconfig-token was given (the kubeconfig's own credential goes to the approver only when asked)"
+                    .to_owned(),
+            ),
         };
         let client = Client::try_from(config)
             .map_err(|e| PluginError::Kubeconfig(format!("building the client: {e}")))?;

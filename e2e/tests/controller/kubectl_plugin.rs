@@ -184,7 +184,13 @@ impl Plugin {
         );
         let mut command = tokio::process::Command::new(KUBECTL);
         command
-            .args(args)
+            .args(args.iter().filter(|a| **a != NO_OPT_IN))
+            // The test users authenticate with tokens the plugin may pass on (an operator
+            // opts in the same way; the `NO_OPT_IN` case shows the default).
+            .args(
+                (args.first() == Some(&"rubber-stamp") && !args.contains(&NO_OPT_IN))
+                    .then_some("--send-kubeconfig-token"),
+            )
             .env("PATH", path)
             .env("HOME", self.dir.path())
             .env_remove("KUBECONFIG")
@@ -380,6 +386,9 @@ fn condition_reason(csr: &CertificateSigningRequest, type_: &str) -> Option<Stri
 /// The arguments every plugin run in these tests adds: the testbed's serving certificate
 /// names `localhost`, not the approver Service's names a real one carries.
 const SERVER: &str = "--approver-server-name";
+/// Not a flag of the plugin: a marker for [`Plugin::kubectl`] to leave out
+/// `--send-kubeconfig-token`, removed before kubectl runs.
+const NO_OPT_IN: &str = "--no-opt-in-marker";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_rubber_stamp_explains_pending_denied_and_approved_csrs_from_the_live_cluster()
@@ -688,6 +697,28 @@ async fn who_may_not_read_csrs_or_attestations_cannot_explain_and_is_told_why() 
             && ran
                 .stderr
                 .contains("rubber-stamp-approver.rubber-stamp.svc"),
+        "{}",
+        ran.stderr
+    );
+
+    // Without --token or --send-kubeconfig-token the kubeconfig's credential stays home:
+    // the admin port refuses the anonymous request and the error says how to opt in.
+    let ran = plugin
+        .kubectl(
+            Some(&reader),
+            &[
+                "rubber-stamp",
+                "explain",
+                &name,
+                SERVER,
+                SERVER_NAME,
+                NO_OPT_IN,
+            ],
+        )
+        .await?;
+    assert_eq!(ran.code, Some(64), "{ran:?}");
+    assert!(
+        ran.stderr.contains("401") && ran.stderr.contains("--send-kubeconfig-token"),
         "{}",
         ran.stderr
     );
