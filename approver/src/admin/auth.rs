@@ -9,8 +9,10 @@
 //! approver knows (`rubber-stamp:attestation-reader`).
 //!
 //! Answers are cached by a digest of the token and the path: allowed for
-//! [`AdminAuthConfig::allowed_ttl`], refused for [`DENIED_TTL`]; failed reviews are never
-//! cached. Reviews are bounded: [`AdminAuthConfig::max_concurrent_reviews`] in flight, each
+//! [`AdminAuthConfig::allowed_ttl`], refused for [`DENIED_TTL`], in two maps of
+//! [`MAX_CACHED_ANSWERS`] each, so that a flood of made-up tokens cannot push out the
+//! scraper's allowed answer; failed reviews are never cached. Only the routes' paths are
+//! reviewed (any other is 404 first). Reviews are bounded: [`AdminAuthConfig::max_concurrent_reviews`] in flight, each
 //! within [`AdminAuthConfig::review_timeout`], and tokens longer than [`MAX_TOKEN_BYTES`]
 //! are refused unread.
 
@@ -30,6 +32,7 @@ use kube::Api;
 use kube::api::PostParams;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use rubber_stamp_listen::Throttle;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -38,8 +41,9 @@ use crate::metrics::ResultLabel;
 /// Longest bearer token read (kube-apiserver's own limit is larger, but no ServiceAccount
 /// or OIDC token comes near it).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
-/// Most cached answers; when full, expired ones go, then all (a flood of distinct tokens
-/// costs reviews, never memory).
+/// Most cached answers of each kind (allowed, refused); when a map is full, its expired
+/// answers go, then all of it (a flood of distinct tokens costs reviews, never memory, and
+/// never the allowed answers).
 pub const MAX_CACHED_ANSWERS: usize = 1024;
 /// How long a refusal (unauthenticated or forbidden) is reused.
 pub const DENIED_TTL: Duration = Duration::from_secs(10);
@@ -139,7 +143,9 @@ struct Inner {
     client: kube::Client,
     config: AdminAuthConfig,
     slots: Semaphore,
-    cache: Mutex<HashMap<[u8; 32], (Verdict, Instant)>>,
+    allowed: Mutex<HashMap<[u8; 32], (Verdict, Instant)>>,
+    refused: Mutex<HashMap<[u8; 32], (Verdict, Instant)>>,
+    unavailable_log: Mutex<Throttle>,
     requests: Family<ResultLabel, Counter>,
     reviews: Counter,
 }
@@ -166,7 +172,9 @@ impl AdminAuth {
                 client,
                 slots: Semaphore::new(config.max_concurrent_reviews.max(1)),
                 config,
-                cache: Mutex::new(HashMap::new()),
+                allowed: Mutex::new(HashMap::new()),
+                refused: Mutex::new(HashMap::new()),
+                unavailable_log: Mutex::new(Throttle::new(Duration::from_secs(5))),
                 requests,
                 reviews,
             }),
@@ -177,14 +185,15 @@ impl AdminAuth {
     pub async fn check(&self, token: &str, path: &str) -> Verdict {
         let key = digest(token, path);
         let now = Instant::now();
-        let cached = self
-            .inner
-            .cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            .filter(|(_, until)| *until > now)
-            .map(|(verdict, _)| verdict.clone());
+        let cached = [&self.inner.allowed, &self.inner.refused]
+            .into_iter()
+            .find_map(|map| {
+                map.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&key)
+                    .filter(|(_, until)| *until > now)
+                    .map(|(verdict, _)| verdict.clone())
+            });
         let verdict = match cached {
             Some(verdict) => verdict,
             None => {
@@ -272,11 +281,11 @@ impl AdminAuth {
             return;
         };
         let now = Instant::now();
-        let mut cache = self
-            .inner
-            .cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let map = match verdict {
+            Verdict::Allowed(_) => &self.inner.allowed,
+            _ => &self.inner.refused,
+        };
+        let mut cache = map.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= MAX_CACHED_ANSWERS {
             cache.retain(|_, (_, until)| *until > now);
         }
@@ -316,7 +325,15 @@ pub async fn guard(State(auth): State<AdminAuth>, request: Request, next: Next) 
         )
             .into_response(),
         Verdict::Unavailable(error) => {
-            tracing::warn!(%error, %path, "cannot review an admin request");
+            let admitted = auth
+                .inner
+                .unavailable_log
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .admit(Instant::now());
+            if let Some(held_back) = admitted {
+                tracing::warn!(%error, %path, held_back, "cannot review an admin request");
+            }
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the API server could not review the request; try again\n",

@@ -121,7 +121,10 @@ pub async fn serve(
                 .await
         }
         AdminServing::Secure { tls, auth } => {
-            let routes = routes.layer(axum::middleware::from_fn_with_state(auth, auth::guard));
+            // On the routes only: a path that matches none is 404 before any review, so
+            // made-up paths cost the API server nothing.
+            let routes =
+                routes.route_layer(axum::middleware::from_fn_with_state(auth, auth::guard));
             let incoming = tls_incoming(listener, limits, tls, events, shutdown.clone());
             axum::serve(BoundedListener { incoming, local }, routes)
                 .with_graceful_shutdown(shutdown.cancelled_owned())

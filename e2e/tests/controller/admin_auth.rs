@@ -144,6 +144,19 @@ async fn only_authorized_callers_read_the_admin_port() -> TestResult {
         assert!(counted > 0, "{result} counted");
     }
 
+    // A path no route serves is 404 before any review: made-up paths cost the API server
+    // nothing, whoever asks.
+    let reviews = approver.metrics().admin_reviews.get();
+    for (path, token) in [
+        ("/metrics/", Some(stranger.clone())),
+        ("/%6detrics", Some("another-made-up-token".to_owned())),
+        ("/debug/pprof", None),
+    ] {
+        let (status, _) = get(path, token).await?;
+        assert_eq!(status, 404, "{path}");
+    }
+    assert_eq!(approver.metrics().admin_reviews.get(), reviews);
+
     // Plain HTTP on the TLS port gets no HTTP answer.
     let plain = tokio::time::timeout(Duration::from_secs(10), http_get(admin, "/metrics")).await?;
     assert!(
