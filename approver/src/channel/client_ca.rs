@@ -24,7 +24,8 @@ use x509_parser::prelude::{FromDer as _, X509Certificate};
 pub const WARN_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A [`ClientCertVerifier`] that delegates every decision to `inner` and warns, rate
-/// limited, when a certificate is refused for an issuer `--client-ca` does not hold.
+/// limited, when a certificate is refused for an issuer `--client-ca` does not hold (by
+/// name, or by key under the same name).
 pub struct WatchedClientCa {
     inner: Arc<dyn ClientCertVerifier>,
     path: PathBuf,
@@ -109,7 +110,12 @@ impl ClientCertVerifier for WatchedClientCa {
         let verdict = self
             .inner
             .verify_client_cert(end_entity, intermediates, now);
-        if let Err(Error::InvalidCertificate(CertificateError::UnknownIssuer)) = &verdict {
+        // UnknownIssuer: no CA of that name. BadSignature: a CA of that name, another key
+        // (a rotated cluster CA, or two CAs both called `CN=kubernetes`).
+        if let Err(Error::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        )) = &verdict
+        {
             self.warn_unknown_issuer(end_entity);
         }
         verdict
@@ -258,5 +264,52 @@ mod tests {
             "the refusal used this interval's line"
         );
         assert_eq!(describe(leaf.der()).issuer, "CN=the-kubelets-real-ca");
+    }
+
+    /// A CA with the same name and another key (a rotation): refused as WebPKI refuses it,
+    /// and warned about too.
+    #[test]
+    fn a_certificate_of_a_same_named_ca_with_another_key_is_warned_about() {
+        let (configured, _) = ca("kubernetes");
+        let (rotated, rotated_key) = ca("kubernetes");
+        let leaf_key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "system:node:worker-1");
+        let issuer = rcgen::Issuer::from_ca_cert_der(rotated.der(), &rotated_key).expect("issuer");
+        let leaf = params.signed_by(&leaf_key, &issuer).expect("leaf");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(configured.der().clone()).expect("root");
+        let inner = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .expect("verifier");
+        let watched = WatchedClientCa::new(
+            inner,
+            PathBuf::from("/etc/client-ca.crt"),
+            &[configured.der().clone()],
+        );
+        let verdict = watched.verify_client_cert(leaf.der(), &[], UnixTime::now());
+        assert!(
+            matches!(
+                verdict,
+                Err(Error::InvalidCertificate(
+                    CertificateError::UnknownIssuer | CertificateError::BadSignature
+                ))
+            ),
+            "{verdict:?}"
+        );
+        assert_eq!(
+            watched
+                .log
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .admit(Instant::now()),
+            None,
+            "the refusal used this interval's line"
+        );
     }
 }
