@@ -88,6 +88,7 @@ impl PkiArgs {
     /// approver's own), else empty: the client's default, filled in by
     /// [`RunConfig::resolve_namespaces`](crate::runtime::RunConfig::resolve_namespaces).
     pub fn into_config(self, namespace: Option<&str>) -> Result<PkiConfig, PkiConfigError> {
+        let own = namespace;
         let namespace = match self.tls_namespace {
             Some(given) => given,
             None => namespace.unwrap_or_default().to_owned(),
@@ -156,6 +157,7 @@ impl PkiArgs {
             secret: self.tls_secret,
             config_map: self.ca_configmap,
             service: self.service_name,
+            service_namespace: own.unwrap_or_default().to_owned(),
             cluster_domain: self.cluster_domain.trim_end_matches('.').to_owned(),
             schedule: Schedule {
                 ca: Lifetime {

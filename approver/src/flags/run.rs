@@ -799,6 +799,15 @@ mod tests {
             let TlsSource::Secret { pki, .. } = run.tls else {
                 panic!("no --tls-cert: the Secret")
             };
+            // The certificate names the Service in the approver's own namespace, wherever
+            // the Secret is.
+            assert_eq!(
+                pki.service_namespace,
+                controller
+                    .as_ref()
+                    .and_then(|c| c.namespace.clone())
+                    .unwrap_or_default()
+            );
             let token = run.grpc.token.expect("token identity");
             let controller = controller.expect("controller");
             (
@@ -831,9 +840,8 @@ mod tests {
         let cli = Cli::try_parse_from(["run", "--client-ca", "ca"]).expect("parse");
         let mut run = cli.run.into_config().expect("config");
         run.resolve_namespaces("from-client");
-        assert!(
-            matches!(&run.tls, TlsSource::Secret { pki, .. } if pki.namespace == "from-client")
-        );
+        assert!(matches!(&run.tls, TlsSource::Secret { pki, .. }
+            if pki.namespace == "from-client" && pki.service_namespace == "from-client"));
         assert!(
             Cli::try_parse_from(["run", "--client-ca", "ca", "--namespace", "Not_A_Label"])
                 .expect("parse")

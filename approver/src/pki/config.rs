@@ -17,6 +17,10 @@ pub struct PkiConfig {
     pub config_map: String,
     /// The headless Service.
     pub service: String,
+    /// The Service's namespace: the approver's own (`--namespace`), which the certificate's
+    /// names carry whatever namespace holds the Secret; empty until resolved to the
+    /// client's default namespace.
+    pub service_namespace: String,
     /// The cluster's DNS domain.
     pub cluster_domain: String,
     /// Lifetimes and renewal times.
@@ -54,7 +58,7 @@ pub enum PkiConfigError {
 impl PkiConfig {
     /// The DNS names the serving certificate carries, shortest first.
     pub fn dns_names(&self) -> Vec<String> {
-        let (svc, ns) = (&self.service, &self.namespace);
+        let (svc, ns) = (&self.service, &self.service_namespace);
         vec![
             svc.clone(),
             format!("{svc}.{ns}"),

@@ -128,10 +128,12 @@ impl RunConfig {
     /// Secret's, the agents') with the API client's default namespace (in-cluster: the
     /// Pod's; else the kubeconfig context's).
     pub fn resolve_namespaces(&mut self, client_default: &str) {
-        if let TlsSource::Secret { pki, .. } = &mut self.tls
-            && pki.namespace.is_empty()
-        {
-            client_default.clone_into(&mut pki.namespace);
+        if let TlsSource::Secret { pki, .. } = &mut self.tls {
+            for namespace in [&mut pki.namespace, &mut pki.service_namespace] {
+                if namespace.is_empty() {
+                    client_default.clone_into(namespace);
+                }
+            }
         }
         if let Some(token) = &mut self.grpc.token
             && token.namespace.is_empty()

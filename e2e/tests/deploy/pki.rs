@@ -45,6 +45,7 @@ fn pki_config(schedule: Schedule) -> PkiConfig {
         secret: SECRET.to_owned(),
         config_map: CONFIG_MAP.to_owned(),
         service: "rubber-stamp-approver".to_owned(),
+        service_namespace: NAMESPACE.to_owned(),
         cluster_domain: "cluster.local".to_owned(),
         schedule,
         refresh_interval: Duration::from_millis(200),
