@@ -43,6 +43,19 @@ REJECTED = {
     "pod-monitor": ({"podMonitor": {"enabled": True}}, "additional properties 'podMonitor' not allowed"),
 }
 
+# name -> (values, text the error must contain): values the schema allows but a template
+# refuses with `fail`, because they would leak a credential.
+REFUSED_BY_TEMPLATES = {
+    "token-over-http": (
+        {"serviceMonitor": {"enabled": True, "scheme": "http"}},
+        "would send Prometheus' ServiceAccount token in clear text",
+    ),
+    "token-unverified": (
+        {"serviceMonitor": {"enabled": True, "tlsConfig": {"insecureSkipVerify": True}}},
+        "would send Prometheus' ServiceAccount token to any endpoint",
+    ),
+}
+
 DOCUMENT_SEPARATOR = re.compile(r"(?m)^---[ \t]*$")
 
 
@@ -173,6 +186,17 @@ def main() -> None:
                 fail(f"rejected value set {name} failed outside values.schema.json: {error}")
             fail(f"value set {name} ({values}) rendered, but values.schema.json must refuse it")
         print(f"render-helm: {len(REJECTED)} invalid value sets refused by values.schema.json")
+        for name, (values, expected) in REFUSED_BY_TEMPLATES.items():
+            try:
+                render(chart, values, NAMESPACE)
+            except helm.HelmError as error:
+                message = str(error)
+                if expected not in message:
+                    fail(f"refused value set {name} failed, but without {expected!r}: {message}")
+                (args.out / "rejected" / f"{name}.txt").write_text(message)
+                continue
+            fail(f"value set {name} ({values}) rendered, but the templates must refuse it")
+        print(f"render-helm: {len(REFUSED_BY_TEMPLATES)} value sets that would leak a token refused by the templates")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ const REJECTED: &[&str] = &[
     "image-digest",
     "pod-monitor",
     "replicas-type",
+    "token-over-http",
+    "token-unverified",
     "typo-nested",
     "typo-top-level",
 ];
@@ -789,10 +791,7 @@ fn the_everything_render_shows_every_value() -> TestResult {
             "insecureSkipVerify": true,
         })
     );
-    assert_eq!(
-        endpoint["bearerTokenFile"],
-        "/var/run/secrets/prometheus/token"
-    );
+    assert_eq!(endpoint["bearerTokenFile"], Value::Null);
     assert_eq!(endpoint["relabelings"][0]["targetLabel"], "node");
     assert_eq!(endpoint["metricRelabelings"][0]["action"], "drop");
     let rule = role(all, "PrometheusRule", "rubber-stamp")?;
@@ -869,6 +868,18 @@ fn invalid_values_are_refused_with_the_key_they_got_wrong() -> TestResult {
             message.starts_with("values don't meet the specifications of the schema"),
             "{name}: {message}"
         );
+        assert!(message.contains(key), "{name}: {message}");
+    }
+    // Values the schema allows but that would hand Prometheus' token to anyone: the
+    // templates refuse them, naming the value to change.
+    for (name, key) in [
+        ("token-over-http", "set serviceMonitor.bearerTokenFile to"),
+        (
+            "token-unverified",
+            "verify the certificate (tlsConfig.caConfigMap)",
+        ),
+    ] {
+        let message = &renders.rejected[name];
         assert!(message.contains(key), "{name}: {message}");
     }
     Ok(())
