@@ -170,7 +170,7 @@ fn out_of_scope(csr: &CsrInput, observed: Observed<'_>, policy: &Policy) -> Verd
         )
     } else {
         match csr.final_condition() {
-            Some(c) => format!("the CSR already has a {c} condition"),
+            Some(c) => format!("the CSR already has the {c} condition"),
             None => "the CSR is out of scope".to_owned(),
         }
     };

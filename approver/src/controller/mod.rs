@@ -438,9 +438,13 @@ async fn status_loop(ctx: Arc<Context>, stop: CancellationToken) {
             .pending_csrs
             .set(i64::try_from(ctx.state.table.len()).unwrap_or(i64::MAX));
         let summary = ctx.state.table.summary();
+        // Reasons are the acting replica's: a standby decides nothing, and would report
+        // every pending CSR as Undecided beside the leader's real reasons.
+        let acting = ctx.state.leadership.may_act();
         let mut counts: std::collections::BTreeMap<&'static str, usize> = summary
             .by_reason
             .into_iter()
+            .filter(|_| acting)
             .map(|(reason, n)| (reason.unwrap_or("Undecided"), n))
             .fold(Default::default(), |mut acc, (reason, n)| {
                 *acc.entry(reason).or_default() += n;
