@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rubber_stamp_e2e::channel;
 use rubber_stamp_sandbox::{Timings, e2e};
+use rubber_stamp_testkit::http as https;
 use tokio_util::sync::CancellationToken;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -65,10 +66,10 @@ async fn no_node_loses_its_attestation_during_an_agent_rollout() {
     // Sample every replica's snapshot until told to stop.
     let samples: Samples = Arc::default();
     let stop = CancellationToken::new();
-    let admins: Vec<(String, SocketAddr)> = sandbox
+    let admins: Vec<Admin> = sandbox
         .approvers()
         .iter()
-        .map(|a| (a.name().to_owned(), a.admin()))
+        .map(|a| (a.name().to_owned(), a.admin(), a.admin_client().clone()))
         .collect();
     let sampler = tokio::spawn(sample(admins, Arc::clone(&samples), stop.clone()));
 
@@ -147,14 +148,17 @@ async fn wait_ready(health: SocketAddr) {
     .await;
 }
 
-async fn sample(admins: Vec<(String, SocketAddr)>, samples: Samples, stop: CancellationToken) {
+/// A replica's name, admin address, and how the sandbox reads it (HTTPS, its token).
+type Admin = (String, SocketAddr, https::HttpsClient);
+
+async fn sample(admins: Vec<Admin>, samples: Samples, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(SAMPLE_EVERY);
     let started = Instant::now();
     while !stop.is_cancelled() {
         ticks.tick().await;
-        for (replica, admin) in &admins {
+        for (replica, admin, client) in &admins {
             let now = jiff::Timestamp::now();
-            let (status, body) = channel::http_get(*admin, "/attestations")
+            let (status, body) = https::https_get(*admin, "/attestations", client)
                 .await
                 .unwrap_or_else(|e| {
                     panic!("{replica} /attestations after {:?}: {e}", started.elapsed())
