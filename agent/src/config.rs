@@ -112,6 +112,13 @@ pub struct AgentArgs {
     #[arg(long, env = "RUBBER_STAMP_HEALTH_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub health_request_timeout: Duration,
 
+    /// Address of the plaintext Prometheus metrics server (`GET /metrics`: attested,
+    /// reports, Acks, challenges, failed streams by reason; never an address or a name).
+    /// Unset: no metrics port. With hostNetwork this port is on the node; it has the health
+    /// port's connection limits.
+    #[arg(long, env = "RUBBER_STAMP_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Open files kept for everything but the health port's connections (streams to the
     /// approver replicas, reading the node's facts and certificate). The health port's
     /// connection limit must fit in the open-file limit less this; if it does not, it is
@@ -289,6 +296,9 @@ pub struct AgentConfig {
     pub boot_id_path: PathBuf,
     /// Limits of the health port.
     pub health: PlaintextLimits,
+    /// Limits of the metrics port, when one is served (`--metrics-listen`: the health
+    /// port's limits).
+    pub metrics: Option<PlaintextLimits>,
     /// Open files kept for everything but the health port's connections.
     pub reserved_descriptors: usize,
     /// The cloud's instance metadata.
@@ -401,6 +411,11 @@ impl AgentArgs {
                 max_connections_per_source: self.health_max_connections_per_source,
                 request_timeout: self.health_request_timeout,
             },
+            metrics: self.metrics_listen.map(|_| PlaintextLimits {
+                max_connections: self.health_max_connections,
+                max_connections_per_source: self.health_max_connections_per_source,
+                request_timeout: self.health_request_timeout,
+            }),
             reserved_descriptors: self.reserved_descriptors,
             cloud: CloudConfig {
                 mode: self.cloud_metadata,
@@ -427,6 +442,12 @@ impl AgentConfig {
         let mut budget = Budget::new(nofile, self.reserved_descriptors, "--reserved-descriptors");
         self.health.max_connections =
             budget.grant("--health-max-connections", self.health.max_connections);
+        if let Some(metrics) = &mut self.metrics {
+            metrics.max_connections = budget.grant(
+                "--health-max-connections (the metrics port)",
+                metrics.max_connections,
+            );
+        }
         budget.clamps().to_vec()
     }
 }

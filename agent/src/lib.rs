@@ -19,6 +19,7 @@ pub mod config;
 pub mod facts;
 pub mod health;
 pub mod identity;
+pub mod metrics;
 pub mod readiness;
 pub mod resolve;
 pub mod runtime;

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
 fn run(args: AgentArgs) -> anyhow::Result<()> {
     init_logging(args.log_format, &args.log_filter)?;
     let health_listen = args.health_listen;
+    let metrics_listen = args.metrics_listen;
     let mut config = args.into_config()?;
     runtime::fit_descriptors(&mut config);
     // One thread is plenty for a handful of streams and keeps the idle agent small.
@@ -43,10 +44,23 @@ fn run(args: AgentArgs) -> anyhow::Result<()> {
         let health_addr = health
             .local_addr()
             .context("reading the health server's address")?;
-        tracing::info!(approver = %config.approver, health = %health_addr, "starting");
+        let metrics = match metrics_listen {
+            Some(addr) => Some(
+                rubber_stamp_listen::bind(addr)
+                    .with_context(|| format!("binding the metrics server to {addr}"))?,
+            ),
+            None => None,
+        };
+        let metrics_addr = metrics
+            .as_ref()
+            .map(|m| m.local_addr().map(|a| a.to_string()))
+            .transpose()
+            .context("reading the metrics server's address")?;
+        tracing::info!(approver = %config.approver, health = %health_addr, metrics = metrics_addr.as_deref().unwrap_or("off"), "starting");
         let stop = CancellationToken::new();
         tokio::spawn(stop_on_signal(stop.clone()));
-        runtime::run(config, health, Arc::new(SystemResolver), stop).await?;
+        runtime::run_with_metrics(config, health, metrics, Arc::new(SystemResolver), stop)
+            .await?;
         tracing::info!("stopped");
         Ok(())
     })

@@ -16,6 +16,7 @@ use crate::config::{AgentConfig, ApproverAddress, IpFamily};
 use crate::facts::{Facts, FactsError, SystemFacts, WithCloud};
 use crate::health;
 use crate::identity::watch_identity;
+use crate::metrics::{self, AgentMetrics};
 use crate::readiness::Readiness;
 use crate::resolve::Resolve;
 use crate::session::{ApproverCa, SessionContext};
@@ -41,6 +42,17 @@ pub async fn run(
     resolver: Arc<dyn Resolve>,
     stop: CancellationToken,
 ) -> Result<(), AgentError> {
+    run_with_metrics(config, health, None, resolver, stop).await
+}
+
+/// Like [`run`], also serving Prometheus metrics on `metrics` (`--metrics-listen`).
+pub async fn run_with_metrics(
+    config: AgentConfig,
+    health: TcpListener,
+    metrics: Option<TcpListener>,
+    resolver: Arc<dyn Resolve>,
+    stop: CancellationToken,
+) -> Result<(), AgentError> {
     let cloud = Cloud::new(config.cloud);
     let facts = Facts::new(WithCloud::new(
         SystemFacts::new(config.machine_id_path.clone(), config.boot_id_path.clone())?,
@@ -51,13 +63,15 @@ pub async fn run(
     }
     let (identity_tx, identity) = watch::channel(None);
     let readiness = Readiness::new();
+    // Every stream's events are counted, and its Acks reach readiness.
+    let counted = AgentMetrics::new(readiness.clone());
     let context = SessionContext {
         server_name: config.server_name.clone(),
         approver_ca: ApproverCa::File(config.approver_ca.clone()),
         timings: config.timings,
         identity,
         facts: facts.clone(),
-        events: Arc::new(readiness.clone()),
+        events: Arc::new(counted.clone()),
         local_address: None,
         stagger_first_heartbeat: false,
     };
@@ -86,6 +100,10 @@ pub async fn run(
         config.timings.resolve_interval,
         stop.clone(),
     ));
+    if let Some(listener) = metrics {
+        let limits = config.metrics.unwrap_or(config.health);
+        tasks.spawn(metrics::serve(listener, limits, counted, stop.clone()));
+    }
     let served = health::serve(health, config.health, readiness, stop.clone()).await;
     // The health server returns only once `stop` is cancelled (or on error).
     stop.cancel();

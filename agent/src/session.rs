@@ -129,6 +129,23 @@ pub enum SessionError {
     Facts(#[from] FactsError),
 }
 
+impl SessionError {
+    /// A short snake_case label for metrics (`rubber_stamp_agent_stream_errors_total`).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::NoIdentity => "no_identity",
+            Self::BadToken => "bad_token",
+            Self::Ca { .. } => "approver_ca",
+            Self::Tls(_) => "tls_settings",
+            Self::Connect(_) => "connect",
+            Self::Refused(_) => "refused",
+            Self::Stream(_) => "stream",
+            Self::Closed => "closed",
+            Self::Facts(_) => "facts",
+        }
+    }
+}
+
 /// When a stream opened and whether a report on it was acknowledged: a stream that was
 /// acknowledged and stayed up a heartbeat interval starts over with a fresh backoff.
 #[derive(Debug, Default)]

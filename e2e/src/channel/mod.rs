@@ -280,6 +280,7 @@ pub fn agent_config(
         machine_id_path: "/etc/machine-id".into(),
         boot_id_path: "/proc/sys/kernel/random/boot_id".into(),
         health: AgentConfig::DEFAULT_HEALTH,
+        metrics: None,
         reserved_descriptors: 64,
         // No cloud here: a test that wants metadata points the agent at its own service.
         cloud: CloudConfig {
@@ -329,6 +330,8 @@ impl Resolve for FixedResolver {
 pub struct TestAgent {
     /// Where its health server listens.
     pub health: SocketAddr,
+    /// Where its metrics server listens (`--metrics-listen`).
+    pub metrics: SocketAddr,
     stop: CancellationToken,
     task: JoinHandle<Result<(), rubber_stamp_agent::runtime::AgentError>>,
 }
@@ -341,14 +344,31 @@ impl TestAgent {
     ) -> Result<Self, ChannelError> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let health = listener.local_addr()?;
+        let metrics_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let metrics = metrics_listener.local_addr()?;
         let stop = CancellationToken::new();
-        let task = tokio::spawn(rubber_stamp_agent::runtime::run(
+        let task = tokio::spawn(rubber_stamp_agent::runtime::run_with_metrics(
             config,
             listener,
+            Some(metrics_listener),
             resolver,
             stop.clone(),
         ));
-        Ok(Self { health, stop, task })
+        Ok(Self {
+            health,
+            metrics,
+            stop,
+            task,
+        })
+    }
+
+    /// Its metrics text (`GET /metrics`).
+    pub async fn metrics_text(&self) -> Result<String, ChannelError> {
+        let (status, body) = http_get(self.metrics, "/metrics").await?;
+        if status != 200 {
+            return Err(ChannelError::Http(format!("agent /metrics: HTTP {status}")));
+        }
+        Ok(body)
     }
 
     /// The readiness service's status (`attested`).

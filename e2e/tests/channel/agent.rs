@@ -92,11 +92,27 @@ async fn the_agent_attests_its_facts_and_is_ready_only_while_acks_are_fresh() ->
         attestation.agent_version.as_deref(),
         Some(env!("CARGO_PKG_VERSION"))
     );
+    // Its metrics say the same (what a PodMonitor scrapes): attested, reports acknowledged.
+    let text = agent.metrics_text().await?;
+    assert!(text.contains("rubber_stamp_agent_attested 1"), "{text}");
+    assert!(!text.contains("rubber_stamp_agent_acks_total 0"), "{text}");
+    assert!(
+        !text.contains("rubber_stamp_agent_reports_total 0"),
+        "{text}"
+    );
 
     // Acks stop: readiness lapses once the last one is older than the 2 s max age.
     approver.stop().await?;
     wait_for("agent unreadiness", WITHIN, || async {
         agent.readiness().await.ok() == Some(ServingStatus::NotServing)
+    })
+    .await?;
+    // ...and the metrics follow, with the failed reconnections counted by reason.
+    wait_for("the agent's metrics to show the lapse", WITHIN, || async {
+        agent.metrics_text().await.is_ok_and(|t| {
+            t.contains("rubber_stamp_agent_attested 0")
+                && t.contains("rubber_stamp_agent_stream_errors_total{reason=")
+        })
     })
     .await?;
     assert_eq!(
