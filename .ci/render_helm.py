@@ -39,8 +39,7 @@ REJECTED = {
     "identity-mode": ({"agentIdentity": "kubelet"}, "/agentIdentity"),
     "replicas-type": ({"approver": {"replicas": "two"}}, "/approver/replicas"),
     "image-digest": ({"agent": {"image": {"digest": "latest"}}}, "/agent/image/digest"),
-    # The agent serves no metrics (docs/operations.md): there is no PodMonitor to turn on.
-    "pod-monitor": ({"podMonitor": {"enabled": True}}, "additional properties 'podMonitor' not allowed"),
+    "pod-monitor-scheme": ({"podMonitor": {"scheme": "https"}}, "additional properties 'scheme' not allowed"),
 }
 
 # name -> (values, text the error must contain): values the schema allows but a template

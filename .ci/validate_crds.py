@@ -1,8 +1,8 @@
 """Validates the custom resources in rendered manifests against their CRDs' schemas.
 
 kubernetes-validate knows only Kubernetes' own kinds: for any other it warns "Couldn't find
-schema" and passes. The Helm chart renders two prometheus-operator kinds (ServiceMonitor,
-PrometheusRule), so .ci/validate-manifests runs this on the same files: every object whose
+schema" and passes. The Helm chart renders three prometheus-operator kinds (ServiceMonitor,
+PodMonitor, PrometheusRule), so .ci/validate-manifests runs this on the same files: every object whose
 API group has a CRD under --crds is validated against that CRD's openAPIV3Schema for its
 version, strictly as kubernetes-validate --strict is: an unknown field is an error where
 the schema does not preserve unknown fields (the API server would prune it, or refuse it

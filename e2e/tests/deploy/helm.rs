@@ -32,7 +32,7 @@ const OTHER_NAMESPACE: &str = "cluster-addons";
 const REJECTED: &[&str] = &[
     "identity-mode",
     "image-digest",
-    "pod-monitor",
+    "pod-monitor-scheme",
     "replicas-type",
     "token-over-http",
     "token-unverified",
@@ -42,6 +42,7 @@ const REJECTED: &[&str] = &[
 /// The objects the toggles add to the default render.
 const OPTIONAL: &[&str] = &[
     "ServiceMonitor/rubber-stamp-approver",
+    "PodMonitor/rubber-stamp-agent",
     "PrometheusRule/rubber-stamp",
     "ConfigMap/rubber-stamp-dashboard",
     "NetworkPolicy/rubber-stamp-approver",
@@ -421,16 +422,25 @@ fn the_monitoring_objects_wrap_the_charts_files() -> TestResult {
     assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
     assert_eq!(dashboard["metadata"]["namespace"], NAMESPACE);
 
-    // No PodMonitor: the agent serves no metrics, only its health port. If it ever
-    // serves them, ship a PodMonitor.
+    // The PodMonitor scrapes the agents' metrics port, in plain HTTP (no token: the agents'
+    // metrics hold counts and readiness only).
     let agent_ports: Vec<&str> = container(toggles, "DaemonSet", "rubber-stamp-agent")?["ports"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|p| p["name"].as_str())
         .collect();
-    assert_eq!(agent_ports, ["health"]);
-    assert!(objects_of(toggles, "PodMonitor").is_empty());
+    assert_eq!(agent_ports, ["health", "metrics"]);
+    let pod_monitor = role(toggles, "PodMonitor", "rubber-stamp-agent")?;
+    assert_eq!(
+        pod_monitor["spec"]["selector"],
+        json!({"matchLabels": {"app.kubernetes.io/name": "rubber-stamp-agent"}})
+    );
+    let endpoint = &pod_monitor["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(endpoint["port"], "metrics");
+    assert_eq!(endpoint["scheme"], "http");
+    assert_eq!(endpoint["path"], "/metrics");
+    assert!(endpoint.get("bearerTokenFile").is_none());
     Ok(())
 }
 
@@ -861,7 +871,10 @@ fn invalid_values_are_refused_with_the_key_they_got_wrong() -> TestResult {
         ),
         ("replicas-type", "at '/approver/replicas'"),
         ("image-digest", "at '/agent/image/digest'"),
-        ("pod-monitor", "'podMonitor' not allowed"),
+        (
+            "pod-monitor-scheme",
+            "at '/podMonitor': additional properties 'scheme'",
+        ),
     ] {
         let message = &renders.rejected[name];
         assert!(
