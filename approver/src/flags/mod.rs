@@ -45,27 +45,35 @@ pub enum Command {
     Run(Box<run::RunArgs>),
 }
 
+/// Parses `args` into `P`: `--help` and `--version` print and return exit code 0; any
+/// usage error prints and returns [`EXIT_USAGE`] (64). The binaries' and the kubectl
+/// plugin's parsers.
+pub fn parse_or_exit<P, I, T>(args: I) -> Result<P, ExitCode>
+where
+    P: Parser,
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    P::try_parse_from(args).map_err(|e| {
+        // Printing can fail only if stdout/stderr are gone; nothing to add then.
+        let _ = e.print();
+        match e.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+            _ => ExitCode::from(EXIT_USAGE),
+        }
+    })
+}
+
 // === impl Cli ===
 
 impl Cli {
-    /// Parses arguments. `--help` and `--version` print and return exit code
-    /// 0; any usage error prints and returns 64.
+    /// Parses arguments ([`parse_or_exit`]).
     pub fn parse_args<I, T>(args: I) -> Result<Self, ExitCode>
     where
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        match Self::try_parse_from(args) {
-            Ok(cli) => Ok(cli),
-            Err(e) => {
-                // Printing can fail only if stdout/stderr are gone; nothing to add then.
-                let _ = e.print();
-                match e.kind() {
-                    ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Err(ExitCode::SUCCESS),
-                    _ => Err(ExitCode::from(EXIT_USAGE)),
-                }
-            }
-        }
+        parse_or_exit(args)
     }
 }
 /// Parses a duration such as `10s`, `5m`, `1h30m` or `PT5M`.

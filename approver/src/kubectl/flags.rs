@@ -8,12 +8,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use rubber_stamp_core::DenyMode;
 
 use crate::controller::config::DEFAULT_LEASE_NAME;
-use crate::flags::EXIT_USAGE;
 use crate::flags::check::OutputFormat;
 
 use super::endpoint::{ADMIN_PORT_NAME, DEFAULT_NAMESPACE};
@@ -186,23 +184,14 @@ impl Scheme {
 // === impl PluginCli ===
 
 impl PluginCli {
-    /// Parses arguments. `--help` and `--version` print and return exit code 0; any usage
-    /// error prints and returns 64 (as `rubber-stamp-approver check`).
+    /// Parses arguments as `rubber-stamp-approver` does ([`crate::flags::parse_or_exit`]):
+    /// exit code 0 for `--help` and `--version`, 64 for a usage error.
     pub fn parse_args<I, T>(args: I) -> Result<Self, ExitCode>
     where
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        match Self::try_parse_from(args) {
-            Ok(cli) => Ok(cli),
-            Err(e) => {
-                let _ = e.print();
-                match e.kind() {
-                    ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Err(ExitCode::SUCCESS),
-                    _ => Err(ExitCode::from(EXIT_USAGE)),
-                }
-            }
-        }
+        crate::flags::parse_or_exit(args)
     }
 }
 
