@@ -110,6 +110,21 @@ async fn bed_with(
     Ok((bed, approver, admin))
 }
 
+/// The honest token of these tests: the agent DaemonSet's Pod `agent-a` on node `node-a`
+/// (created here), audience `rubber-stamp`.
+async fn node_a_token(admin: &kube::Client) -> Result<String, Box<dyn std::error::Error>> {
+    let agent_pod = pod(
+        admin,
+        APPROVER_NAMESPACE,
+        "agent-a",
+        AGENT,
+        "node-a",
+        Some(AGENT),
+    )
+    .await?;
+    Ok(token(admin, APPROVER_NAMESPACE, AGENT, Some(&agent_pod), AUDIENCE).await?)
+}
+
 fn refused(approver: &TestApprover, reason: &'static str) -> u64 {
     approver
         .metrics()
@@ -283,23 +298,7 @@ async fn each_rule_of_the_token_path_is_needed() -> TestResult {
     assert_eq!(token_rules.len(), 2, "{token_rules:#?}");
     for rule in &token_rules {
         let (bed, approver, admin) = bed(&without_rule(&yaml, rule)?).await?;
-        let agent_pod = pod(
-            &admin,
-            APPROVER_NAMESPACE,
-            "agent-a",
-            AGENT,
-            "node-a",
-            Some(AGENT),
-        )
-        .await?;
-        let honest = token(
-            &admin,
-            APPROVER_NAMESPACE,
-            AGENT,
-            Some(&agent_pod),
-            AUDIENCE,
-        )
-        .await?;
+        let honest = node_a_token(&admin).await?;
         let agent = ScriptedAgent::connect_with_token(
             &bed.pki,
             "node-a",
@@ -326,23 +325,7 @@ async fn an_expired_token_is_refused_and_a_stream_ends_when_its_token_expires() 
     // (enough for a busy machine to open the stream first).
     let (bed, approver, admin) =
         bed_at(&deploy_rbac_yaml()?, SignedDuration::from_secs(3590)).await?;
-    let agent_pod = pod(
-        &admin,
-        APPROVER_NAMESPACE,
-        "agent-a",
-        AGENT,
-        "node-a",
-        Some(AGENT),
-    )
-    .await?;
-    let short = token(
-        &admin,
-        APPROVER_NAMESPACE,
-        AGENT,
-        Some(&agent_pod),
-        AUDIENCE,
-    )
-    .await?;
+    let short = node_a_token(&admin).await?;
     let agent = ScriptedAgent::connect_with_token(
         &bed.pki,
         "node-a",
@@ -397,23 +380,7 @@ async fn a_connection_without_a_certificate_is_closed_unless_a_token_is_verified
             .get()
     };
     // An honest agent's connection outlives the deadline: its stream was verified.
-    let agent_pod = pod(
-        &admin,
-        APPROVER_NAMESPACE,
-        "agent-a",
-        AGENT,
-        "node-a",
-        Some(AGENT),
-    )
-    .await?;
-    let honest = token(
-        &admin,
-        APPROVER_NAMESPACE,
-        AGENT,
-        Some(&agent_pod),
-        AUDIENCE,
-    )
-    .await?;
+    let honest = node_a_token(&admin).await?;
     let agent = ScriptedAgent::connect_with_token(
         &bed.pki,
         "node-a",
