@@ -150,6 +150,15 @@ struct Ran {
 }
 
 impl Ran {
+    /// Asserts the run failed as the plugin fails (exit 64, as check's usage error), with
+    /// every one of `said` in its error output.
+    fn failed_saying(&self, said: &[&str]) {
+        assert_eq!(self.code, Some(64), "{self:?}");
+        for words in said {
+            assert!(self.stderr.contains(words), "{words:?} in {}", self.stderr);
+        }
+    }
+
     fn json(&self) -> Result<Value, Box<dyn std::error::Error>> {
         serde_json::from_str(&self.stdout).map_err(|e| format!("not JSON ({e}): {self:?}").into())
     }
@@ -647,28 +656,18 @@ async fn who_may_not_read_csrs_or_attestations_cannot_explain_and_is_told_why() 
             &["rubber-stamp", "explain", &name, SERVER, SERVER_NAME],
         )
         .await?;
-    assert_eq!(ran.code, Some(64), "{ran:?}");
+    ran.failed_saying(&[
+        &format!("you may not get certificatesigningrequests.certificates.k8s.io/{name}"),
+        "forbidden",
+    ]);
     assert!(ran.stdout.is_empty(), "{ran:?}");
-    assert!(
-        ran.stderr.contains(&format!(
-            "you may not get certificatesigningrequests.certificates.k8s.io/{name}"
-        )) && ran.stderr.contains("forbidden"),
-        "{}",
-        ran.stderr
-    );
     let ran = plugin
         .kubectl(
             Some(&nobody),
             &["rubber-stamp", "status", SERVER, SERVER_NAME],
         )
         .await?;
-    assert_eq!(ran.code, Some(64), "{ran:?}");
-    assert!(
-        ran.stderr
-            .contains("you may not list certificatesigningrequests"),
-        "{}",
-        ran.stderr
-    );
+    ran.failed_saying(&["you may not list certificatesigningrequests"]);
 
     // Every read but the attestations: the approver's own 403, naming the path.
     let reader = user(&bed, dir.path(), "reader")?;
@@ -679,27 +678,17 @@ async fn who_may_not_read_csrs_or_attestations_cannot_explain_and_is_told_why() 
             &["rubber-stamp", "explain", &name, SERVER, SERVER_NAME],
         )
         .await?;
-    assert_eq!(ran.code, Some(64), "{ran:?}");
-    assert!(
-        ran.stderr.contains("403 Forbidden") && ran.stderr.contains("/attestations"),
-        "{}",
-        ran.stderr
-    );
+    ran.failed_saying(&["403 Forbidden", "/attestations"]);
 
     // The admin port's certificate must carry the name asked for: the default, the
     // approver Service's name, is not on the testbed's certificate.
     let ran = plugin
         .kubectl(Some(&reader), &["rubber-stamp", "explain", &name])
         .await?;
-    assert_eq!(ran.code, Some(64), "{ran:?}");
-    assert!(
-        ran.stderr.contains("TLS handshake failed")
-            && ran
-                .stderr
-                .contains("rubber-stamp-approver.rubber-stamp.svc"),
-        "{}",
-        ran.stderr
-    );
+    ran.failed_saying(&[
+        "TLS handshake failed",
+        "rubber-stamp-approver.rubber-stamp.svc",
+    ]);
 
     // Without --token or --send-kubeconfig-token the kubeconfig's credential stays home:
     // the admin port refuses the anonymous request and the error says how to opt in.
@@ -716,12 +705,7 @@ async fn who_may_not_read_csrs_or_attestations_cannot_explain_and_is_told_why() 
             ],
         )
         .await?;
-    assert_eq!(ran.code, Some(64), "{ran:?}");
-    assert!(
-        ran.stderr.contains("401") && ran.stderr.contains("--send-kubeconfig-token"),
-        "{}",
-        ran.stderr
-    );
+    ran.failed_saying(&["401", "--send-kubeconfig-token"]);
 
     // No Lease of that name: the error says how to name the approver instead.
     let ran = plugin
@@ -736,18 +720,12 @@ async fn who_may_not_read_csrs_or_attestations_cannot_explain_and_is_told_why() 
             ],
         )
         .await?;
-    assert_eq!(ran.code, Some(64), "{ran:?}");
-    assert!(
-        ran.stderr.contains("cannot find the approver's admin port")
-            && ran.stderr.contains("--approver-url"),
-        "{}",
-        ran.stderr
-    );
+    ran.failed_saying(&["cannot find the approver's admin port", "--approver-url"]);
     // Usage errors are 64 too, not clap's 2 (pending).
     let ran = plugin
         .kubectl(Some(&reader), &["rubber-stamp", "explain"])
         .await?;
-    assert_eq!(ran.code, Some(64), "{ran:?}");
+    ran.failed_saying(&[]);
 
     approver.approver.stop().await?;
     Ok(())
