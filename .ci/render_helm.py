@@ -140,6 +140,28 @@ def render(chart: helm.Chart, values: dict | None, namespace: str) -> dict[str, 
     return chart.render(values, name=RELEASE, namespace=namespace, is_install=True)
 
 
+SCHEMA = "values.schema.json"
+TEMPLATES = "the templates"
+
+
+def expect_refused(chart, out: pathlib.Path, name: str, values: dict, expected: str, by: str) -> None:
+    """Renders `values`, which `by` (SCHEMA: a HelmValuesError; TEMPLATES: a template's
+    `fail`, any other HelmError) must refuse with a message containing `expected`; keeps the
+    message in out/rejected/<name>.txt."""
+    try:
+        render(chart, values, NAMESPACE)
+    except helm.HelmError as error:
+        refused_by = SCHEMA if isinstance(error, helm.HelmValuesError) else TEMPLATES
+        if refused_by != by:
+            fail(f"value set {name} was refused by {refused_by}, not by {by}: {error}")
+        message = str(error)
+        if expected not in message:
+            fail(f"value set {name} was refused, but without {expected!r}: {message}")
+        (out / "rejected" / f"{name}.txt").write_text(message)
+        return
+    fail(f"value set {name} ({values}) rendered, but {by} must refuse it")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chart", required=True, type=pathlib.Path)
@@ -173,28 +195,10 @@ def main() -> None:
             print(f"render-helm: {name}: {len(docs)} objects in namespace {namespace} -> {args.out / (name + '.yaml')}")
 
         for name, (values, expected) in REJECTED.items():
-            try:
-                render(chart, values, NAMESPACE)
-            except helm.HelmValuesError as error:
-                message = str(error)
-                if expected not in message:
-                    fail(f"rejected value set {name} failed, but without {expected!r}: {message}")
-                (args.out / "rejected" / f"{name}.txt").write_text(message)
-                continue
-            except helm.HelmError as error:
-                fail(f"rejected value set {name} failed outside values.schema.json: {error}")
-            fail(f"value set {name} ({values}) rendered, but values.schema.json must refuse it")
-        print(f"render-helm: {len(REJECTED)} invalid value sets refused by values.schema.json")
+            expect_refused(chart, args.out, name, values, expected, SCHEMA)
+        print(f"render-helm: {len(REJECTED)} invalid value sets refused by {SCHEMA}")
         for name, (values, expected) in REFUSED_BY_TEMPLATES.items():
-            try:
-                render(chart, values, NAMESPACE)
-            except helm.HelmError as error:
-                message = str(error)
-                if expected not in message:
-                    fail(f"refused value set {name} failed, but without {expected!r}: {message}")
-                (args.out / "rejected" / f"{name}.txt").write_text(message)
-                continue
-            fail(f"value set {name} ({values}) rendered, but the templates must refuse it")
+            expect_refused(chart, args.out, name, values, expected, TEMPLATES)
         print(f"render-helm: {len(REFUSED_BY_TEMPLATES)} value sets that would leak a token refused by the templates")
 
 
