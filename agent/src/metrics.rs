@@ -83,43 +83,44 @@ impl AgentMetrics {
             "Always 1: the running binary's name and version as labels",
             build_info,
         );
-        let metrics = Self {
-            registry: Arc::new(Registry::default()),
-            readiness,
-            attested: Gauge::default(),
-            reports: Counter::default(),
-            acks: Counter::default(),
-            challenges: Counter::default(),
-            stream_errors: Family::default(),
-        };
+        let attested = Gauge::default();
+        let reports = Counter::default();
+        let acks = Counter::default();
+        let challenges = Counter::default();
+        let stream_errors = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "attested",
             "1 while an approver replica acknowledged a report within its max age and the node's facts are readable (the readiness the health port serves)",
-            metrics.attested.clone(),
+            attested.clone(),
         );
         registry.register(
             "reports",
             "Reports handed to a stream, on every replica's stream",
-            metrics.reports.clone(),
+            reports.clone(),
         );
         registry.register(
             "acks",
             "Reports acknowledged by an approver replica",
-            metrics.acks.clone(),
+            acks.clone(),
         );
         registry.register(
             "challenges",
             "Challenges from an approver replica, each answered with freshly read facts",
-            metrics.challenges.clone(),
+            challenges.clone(),
         );
         registry.register(
             "stream_errors",
             "Connection attempts and streams to a replica that failed, by reason; each is retried after a backoff",
-            metrics.stream_errors.clone(),
+            stream_errors.clone(),
         );
         Self {
             registry: Arc::new(registry),
-            ..metrics
+            readiness,
+            attested,
+            reports,
+            acks,
+            challenges,
+            stream_errors,
         }
     }
 
