@@ -393,6 +393,7 @@ impl NodeFacts {
             boot_id: self.boot_id.clone().unwrap_or_default(),
             agent_version: AGENT_VERSION.to_owned(),
             nonce,
+            proof_port: 0,
             sequence,
             sources: std::iter::once(v1::FactSource::new(
                 sources::INTERFACES,

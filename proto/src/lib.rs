@@ -44,6 +44,48 @@ pub mod limits {
     pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 }
 
+/// The probe frame of the proof of address ownership: what the approver writes to an
+/// agent's proof listener (`rubberstamp.v1`, "Proof of address ownership").
+pub mod proof {
+    /// The frame's first bytes: the protocol and its version.
+    pub const MAGIC: &[u8; 8] = b"RSPROOF1";
+    /// The nonce's length, in bytes.
+    pub const NONCE_BYTES: usize = 32;
+    /// The whole frame's length, in bytes.
+    pub const FRAME_BYTES: usize = MAGIC.len() + NONCE_BYTES;
+    /// The agents' proof port when neither side configures another.
+    pub const DEFAULT_PORT: u16 = 10273;
+
+    /// The frame carrying `nonce`.
+    pub fn encode(nonce: &[u8; NONCE_BYTES]) -> [u8; FRAME_BYTES] {
+        let mut frame = [0; FRAME_BYTES];
+        frame[..MAGIC.len()].copy_from_slice(MAGIC);
+        frame[MAGIC.len()..].copy_from_slice(nonce);
+        frame
+    }
+
+    /// The nonce of a frame, or `None` when it does not start with [`MAGIC`].
+    pub fn decode(frame: &[u8; FRAME_BYTES]) -> Option<[u8; NONCE_BYTES]> {
+        let (magic, nonce) = frame.split_at(MAGIC.len());
+        (magic == MAGIC).then(|| nonce.try_into().ok()).flatten()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_frame_round_trips_and_a_foreign_one_is_refused() {
+            let nonce = [7; NONCE_BYTES];
+            let frame = encode(&nonce);
+            assert_eq!(decode(&frame), Some(nonce));
+            let mut foreign = frame;
+            foreign[0] = b'G';
+            assert_eq!(decode(&foreign), None);
+        }
+    }
+}
+
 /// The names of the sources of facts an agent reports.
 pub mod sources {
     /// The kernel's network interfaces and their addresses, with the hostname.

@@ -206,7 +206,7 @@ impl TryFrom<AgentMessage> for ValidReport {
     fn try_from(message: AgentMessage) -> Result<Self, Self::Error> {
         match message.kind {
             Some(agent_message::Kind::Report(report)) => Self::try_from(report),
-            None => Err(ReportError::NoReport),
+            Some(agent_message::Kind::Receipt(_)) | None => Err(ReportError::NoReport),
         }
     }
 }

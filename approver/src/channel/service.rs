@@ -414,6 +414,7 @@ impl ServiceState {
                 node_name: lease.node().to_string(),
                 max_age_seconds: self.max_age_seconds,
                 replica: self.replica.clone(),
+                accepts_receipts: false,
             })),
         })
     }

@@ -136,6 +136,7 @@ pub fn report(sequence: u64, hostname: &str, addresses: &[(IpAddr, u32)]) -> Age
             sequence,
             sources: vec![FactSource::new(sources::INTERFACES, None)],
             metadata: Vec::new(),
+            proof_port: 0,
         })),
     }
 }
