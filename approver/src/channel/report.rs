@@ -521,6 +521,7 @@ mod tests {
             sequence: 1,
             sources: vec![FactSource::new("interfaces", None)],
             metadata: Vec::new(),
+            proof_port: 0,
         }
     }
 
