@@ -122,6 +122,7 @@ pub fn evaluate(args: &CheckArgs) -> Result<(CsrInput, Verdict), InputError> {
         nodes: nodes.as_ref().map(|n| n as _),
         services: services.as_ref().map(|s| s as _),
         access_review: None,
+        ownership: None,
     };
     let verdict = decide(&input, observed, &policy, now);
     Ok((input, verdict))

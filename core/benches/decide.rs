@@ -82,6 +82,7 @@ fn attestations(extra: &[IpAddr]) -> AttestationSet {
                 agent_version: None,
                 sources: vec![SourceReport::complete(INTERFACES_SOURCE)],
                 metadata: Vec::new(),
+                proof_port: None,
             }
         })
         .collect()
@@ -194,6 +195,7 @@ fn bench(c: &mut Criterion) {
             nodes: Some(&nodes),
             services: Some(&services),
             access_review: None,
+            ownership: None,
         };
         let verdict = decide(input, observed, &policy, now);
         assert_eq!(

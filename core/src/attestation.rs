@@ -59,6 +59,11 @@ pub struct Attestation {
     /// the agent read. Whether each was read completely is in [`sources`](Self::sources).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metadata: Vec<MetadataFacts>,
+    /// The port of the agent's proof listener, which listens on every address of the
+    /// node; `None` when it runs none (agents before 0.4). Check 15 reads it only to say
+    /// why a probe cannot be answered: the approver probes its own configured port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof_port: Option<u16>,
 }
 
 /// What one metadata source (`cloud:aws`, …) states about the node.

@@ -14,10 +14,13 @@ use crate::checks::{Ctx, Facts, authorization};
 use crate::input::{AccessReview, CsrInput, KUBELET_SERVING_SIGNER};
 use crate::names::quoted;
 use crate::node::NodeLookup;
+use crate::ownership::Ownership;
 use crate::policy::Policy;
 use crate::request::{ParsedRequest, RequestError, parse_request};
 use crate::services::ServiceLookup;
-use crate::verdict::{CheckName, CheckReport, Outcome, Reason, SupportingAttestation, Verdict};
+use crate::verdict::{
+    CheckName, CheckReport, CheckStatus, Outcome, Reason, SupportingAttestation, Verdict,
+};
 
 /// What the decision reads besides the CSR and the policy: every lookup, `None` where it
 /// is not known. Offline `check` without `--nodes` has no Node lookup (the Node half of
@@ -34,6 +37,9 @@ pub struct Observed<'a> {
     /// Check 14's SubjectAccessReview, where one can be made (the controller); `None`
     /// offline, where check 14 is not reported at all.
     pub access_review: Option<&'a AccessReview>,
+    /// Check 15's probes, where they can be made (the controller); `None` offline, where
+    /// check 15 is not reported at all.
+    pub ownership: Option<Ownership<'a>>,
 }
 
 impl fmt::Debug for Observed<'_> {
@@ -42,6 +48,7 @@ impl fmt::Debug for Observed<'_> {
             .field("nodes", &self.nodes.is_some())
             .field("services", &self.services.is_some())
             .field("access_review", &self.access_review)
+            .field("ownership", &self.ownership)
             .finish_non_exhaustive()
     }
 }
@@ -54,6 +61,7 @@ impl<'a> Observed<'a> {
             nodes: None,
             services: None,
             access_review: None,
+            ownership: None,
         }
     }
 }
@@ -118,6 +126,7 @@ pub fn decide_parsed(
         nodes,
         services,
         access_review: _,
+        ownership,
     } = observed;
     let node = req.node_name();
     let attestation = node.and_then(|n| attestations.attestation(n));
@@ -150,6 +159,24 @@ pub fn decide_parsed(
     if let Some(review) = observed.access_review {
         checks.push(authorization(review));
     }
+    // 15, reported beside check 9. Addresses are probed only when nothing denies the CSR
+    // and check 9 found every IP SAN allowed and attested: a node's CSR can make the
+    // approver probe only addresses the policy allows and the node itself reports.
+    let (mut probes, mut unproven_allowed) = (Vec::new(), Vec::new());
+    if let Some(ownership) = ownership {
+        let eligible = !checks.iter().any(|c| c.outcome() == Some(Outcome::Deny))
+            && checks.iter().any(|c| {
+                c.name() == CheckName::IpSansAttested && c.status() == CheckStatus::Passed
+            });
+        let owned = ctx.ip_sans_owned(ownership, eligible);
+        probes = owned.probe;
+        unproven_allowed = owned.unproven_allowed;
+        let at = checks
+            .iter()
+            .position(|c| c.name() == CheckName::IpSansAttested)
+            .map_or(checks.len(), |i| i + 1);
+        checks.insert(at, owned.report);
+    }
 
     let supporting = match &facts.attestation {
         Some(a) if facts.fresh => Some(SupportingAttestation {
@@ -160,6 +187,7 @@ pub fn decide_parsed(
         _ => None,
     };
     Verdict::new(node.map(str::to_owned), checks, supporting, policy.deny)
+        .with_ownership(probes, unproven_allowed)
 }
 
 fn out_of_scope(csr: &CsrInput, observed: Observed<'_>, policy: &Policy) -> Verdict {
@@ -194,5 +222,8 @@ fn skip_rest(checks: &mut Vec<CheckReport>, observed: Observed<'_>, why: &str) {
     }
     if observed.access_review.is_some() {
         checks.push(CheckReport::skipped(CheckName::Authorization, why));
+    }
+    if observed.ownership.is_some() {
+        checks.push(CheckReport::skipped(CheckName::IpSansOwned, why));
     }
 }

@@ -21,6 +21,7 @@
 //! - [`attestation`], [`node`], [`services`]: what agents, Node objects and Services say,
 //!   indexed for lookups.
 //! - [`input`]: the CSR's facts the decision reads.
+//! - [`ownership`]: check 15's input, what came of probing each IP SAN.
 //! - [`verdict`]: the decision and every check's result.
 
 pub mod attestation;
@@ -31,6 +32,7 @@ pub mod input;
 pub mod names;
 pub mod node;
 pub mod node_name;
+pub mod ownership;
 pub mod policy;
 pub mod request;
 pub mod services;
@@ -45,8 +47,10 @@ pub use decide::{Observed, decide, decide_parsed};
 pub use input::{AccessReview, CsrInput, KUBELET_SERVING_SIGNER};
 pub use node::{AddressKey, NodeAddress, NodeLookup, NodeRecord, NodeSet};
 pub use node_name::{MAX_NODE_NAME_BYTES, NODE_CN_PREFIX, NODES_GROUP, NodeName, NodeNameError};
+pub use ownership::{NoProofs, Ownership, OwnershipLookup, ProofState};
 pub use policy::{
-    DenyMode, MetadataSources, Policy, PolicyError, ServiceAddressMode, SourcePattern,
+    DenyMode, MetadataSources, OwnershipProof, Policy, PolicyError, ProofMode, ServiceAddressMode,
+    SourcePattern,
 };
 pub use request::{ParsedRequest, RequestError, parse_request};
 pub use services::{

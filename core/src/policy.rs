@@ -156,6 +156,64 @@ pub enum ServiceAddressMode {
     Ignore,
 }
 
+/// How the network must confirm that an IP SAN reaches the requesting node (check 15,
+/// `ip-sans-owned`; docs/policy.md `ownershipProof`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ProofMode {
+    /// Hold the SAN until the requesting node's agent receives a probe sent to it.
+    Required,
+    /// Probe; a receipt by another node (or a refusal) holds the SAN, but a probe no one
+    /// answers lets it pass on the attestation, with a Warning.
+    #[default]
+    Preferred,
+    /// Never probe (addresses the approver cannot reach: a public IP behind NAT).
+    Off,
+}
+
+impl ProofMode {
+    /// `required`, `preferred` or `off`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Required => "required",
+            Self::Preferred => "preferred",
+            Self::Off => "off",
+        }
+    }
+}
+
+impl fmt::Display for ProofMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `ownershipProof`: a mode for every IP SAN, by the most specific network that contains it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct OwnershipProof {
+    /// The mode of addresses in none of [`cidrs`](Self::cidrs). Default `preferred`.
+    pub default: ProofMode,
+    /// Modes per network; the longest prefix containing an address wins.
+    pub cidrs: std::collections::BTreeMap<IpNet, ProofMode>,
+}
+
+impl OwnershipProof {
+    /// The mode for `ip`, and the network that set it (`None`: the default).
+    pub fn mode_for(&self, ip: IpAddr) -> (ProofMode, Option<&IpNet>) {
+        self.cidrs
+            .iter()
+            .filter(|(net, _)| net.contains(&ip))
+            .max_by_key(|(net, _)| net.prefix_len())
+            .map_or((self.default, None), |(net, mode)| (*mode, Some(net)))
+    }
+
+    /// True when no address is ever probed.
+    pub fn is_off(&self) -> bool {
+        self.default == ProofMode::Off && self.cidrs.values().all(|m| *m == ProofMode::Off)
+    }
+}
+
 /// An interface name pattern: an exact name, or a prefix followed by one `*`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InterfacePattern {
@@ -496,6 +554,9 @@ pub struct Policy {
     /// in its CSR (its public address, its DNS names) is what that cloud's metadata
     /// states.
     pub metadata_sources: MetadataSources,
+    /// Whether IP SANs must be proven by the network (check 15): `required`, `preferred`
+    /// or `off`, by default and per network. Default: `preferred` everywhere.
+    pub ownership_proof: OwnershipProof,
 }
 
 // === impl Policy ===
@@ -524,6 +585,7 @@ impl Default for Policy {
             service_addresses: ServiceAddressMode::Deny,
             deny: DenyMode::Always,
             metadata_sources: MetadataSources::default(),
+            ownership_proof: OwnershipProof::default(),
         }
     }
 }
@@ -607,6 +669,7 @@ impl Policy {
                 "metadataSources.dnsSans",
                 self.metadata_sources.dns_sans.len(),
             ),
+            ("ownershipProof.cidrs", self.ownership_proof.cidrs.len()),
         ] {
             if len > MAX_LIST_ENTRIES {
                 return Err(invalid(
@@ -643,6 +706,29 @@ impl Policy {
                 *net = net.trunc();
             }
         }
+        let mut cidrs = std::collections::BTreeMap::new();
+        for (net, mode) in std::mem::take(&mut self.ownership_proof.cidrs) {
+            if let IpNet::V6(v6) = net
+                && v6.addr().to_ipv4_mapped().is_some()
+            {
+                return Err(invalid(
+                    "ownershipProof.cidrs",
+                    format!("{net} is an IPv4-mapped IPv6 network; write it as IPv4"),
+                ));
+            }
+            if let Some(earlier) = cidrs.insert(net.trunc(), mode)
+                && earlier != mode
+            {
+                return Err(invalid(
+                    "ownershipProof.cidrs",
+                    format!(
+                        "{} is listed twice (as {net}, too), once `{earlier}` and once `{mode}`",
+                        net.trunc()
+                    ),
+                ));
+            }
+        }
+        self.ownership_proof.cidrs = cidrs;
         Ok(self)
     }
 
@@ -777,6 +863,12 @@ peerBinding: false
 maxExpirationSeconds: 86400
 serviceAddresses: ignore
 deny: never
+ownershipProof:
+  default: required
+  cidrs:
+    10.1.2.3/16: off
+    10.1.128.0/17: preferred
+    "fd00::/8": required
 "#;
         let p = Policy::from_yaml(yaml).map_err(|e| e.to_string());
         let p = match p {
@@ -801,6 +893,50 @@ deny: never
         );
         assert_eq!(p.readings(".lan").collect::<Vec<_>>(), [".lan"]);
         assert_eq!(p.readings("worker-1").collect::<Vec<_>>(), ["worker-1"]);
+        let mode = |ip: &str| p.ownership_proof.mode_for(ip.parse().expect("address")).0;
+        assert_eq!(
+            mode("10.1.2.3"),
+            ProofMode::Off,
+            "10.1.0.0/16 after normalising"
+        );
+        assert_eq!(
+            mode("10.1.200.1"),
+            ProofMode::Preferred,
+            "the longest prefix wins"
+        );
+        assert_eq!(mode("192.0.2.1"), ProofMode::Required, "the default");
+        assert_eq!(mode("fd00::1"), ProofMode::Required);
+    }
+
+    #[test]
+    fn ownership_proof_is_preferred_by_default_and_refuses_ambiguous_networks() {
+        let p = Policy::default();
+        assert_eq!(
+            p.ownership_proof.mode_for("10.0.0.1".parse().expect("address")),
+            (ProofMode::Preferred, None)
+        );
+        for (yaml, needle) in [
+            (
+                "ownershipProof: {cidrs: {10.0.0.0/8: off, 10.0.0.1/8: required}}",
+                "listed twice",
+            ),
+            (
+                "ownershipProof: {cidrs: {\"::ffff:10.0.0.0/104\": off}}",
+                "IPv4-mapped",
+            ),
+            ("ownershipProof: {default: sometimes}", "sometimes"),
+            ("ownershipProof: {defualt: off}", "defualt"),
+            (
+                "ownershipProof: {cidrs: {10.0.0.0: off}}",
+                "ownershipProof.cidrs",
+            ),
+        ] {
+            let Err(err) = Policy::from_yaml(yaml) else {
+                panic!("{yaml} should be refused");
+            };
+            let err = err.to_string();
+            assert!(err.contains(needle), "{yaml}: {err}");
+        }
     }
 
     #[test]

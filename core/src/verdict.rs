@@ -77,6 +77,10 @@ pub enum CheckName {
     Expiration,
     /// 14 (controller only): SubjectAccessReview for `selfnodeserver`.
     Authorization,
+    /// 15 (controller only): every IP SAN the policy subjects to proof reached the
+    /// requesting node's agent. Reported right after check 9, beside the other IP SAN
+    /// check, so that its reason leads when the network contradicts the node's word.
+    IpSansOwned,
 }
 
 impl CheckName {
@@ -116,6 +120,7 @@ impl CheckName {
             Self::NodeObject => "node-object",
             Self::Expiration => "expiration",
             Self::Authorization => "authorization",
+            Self::IpSansOwned => "ip-sans-owned",
         }
     }
 
@@ -136,6 +141,7 @@ impl CheckName {
             Self::NodeObject => 12,
             Self::Expiration => 13,
             Self::Authorization => 14,
+            Self::IpSansOwned => 15,
         }
     }
 }
@@ -215,11 +221,16 @@ pub enum Reason {
     /// Check 9: the Services or ServiceCIDRs have not been listed yet, so no IP SAN can
     /// be told apart from a Service's address.
     AwaitingServices,
+    /// Check 15: the network delivers an IP SAN to another host (another node's agent
+    /// received the probe, or the address refused it while the requester listened).
+    AddressNotOwned,
+    /// Check 15: no probe of an IP SAN has reached the requesting node's agent yet.
+    OwnershipUnproven,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 22] = [
         Self::OutOfScope,
         Self::MalformedRequest,
         Self::SubjectInvalid,
@@ -240,6 +251,8 @@ impl Reason {
         Self::NodeMismatch,
         Self::SubjectAccessDenied,
         Self::AwaitingServices,
+        Self::AddressNotOwned,
+        Self::OwnershipUnproven,
     ];
 
     /// The PascalCase name.
@@ -265,6 +278,8 @@ impl Reason {
             Self::NodeMismatch => "NodeMismatch",
             Self::SubjectAccessDenied => "SubjectAccessDenied",
             Self::AwaitingServices => "AwaitingServices",
+            Self::AddressNotOwned => "AddressNotOwned",
+            Self::OwnershipUnproven => "OwnershipUnproven",
         }
     }
 }
@@ -440,6 +455,8 @@ pub struct Verdict {
     checks: Vec<CheckReport>,
     supporting: Option<SupportingAttestation>,
     deny_mode: DenyMode,
+    probes: Vec<IpAddr>,
+    unproven_allowed: Vec<IpAddr>,
 }
 
 // === impl Verdict ===
@@ -459,6 +476,8 @@ impl Verdict {
             checks,
             supporting,
             deny_mode,
+            probes: Vec::new(),
+            unproven_allowed: Vec::new(),
         };
         for c in &mut v.checks {
             c.apply_deny_mode(deny_mode);
@@ -475,6 +494,30 @@ impl Verdict {
             Some(Outcome::Deny) => Decision::Deny,
             Some(Outcome::Ignore) => Decision::Ignore,
         }
+    }
+
+    /// With check 15's requests: the IP SANs to probe (again), and those that pass
+    /// unproven under `preferred`.
+    pub(crate) fn with_ownership(
+        mut self,
+        probes: Vec<IpAddr>,
+        unproven_allowed: Vec<IpAddr>,
+    ) -> Self {
+        self.probes = probes;
+        self.unproven_allowed = unproven_allowed;
+        self
+    }
+
+    /// The IP SANs check 15 wants probed (again): the controller sends each a nonce,
+    /// within its rate limits and backoff, and decides again when a probe ends.
+    pub fn probes_wanted(&self) -> &[IpAddr] {
+        &self.probes
+    }
+
+    /// The IP SANs that passed check 15 unproven because the policy `preferred` proof
+    /// for them: an approval then comes with a Warning.
+    pub fn unproven_allowed(&self) -> &[IpAddr] {
+        &self.unproven_allowed
     }
 
     /// The decision.

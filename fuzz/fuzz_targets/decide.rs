@@ -426,6 +426,7 @@ fuzz_target!(|input: Input| {
                     dns_names: c.names.iter().take(3).map(Name::text).collect(),
                 })
                 .collect(),
+            proof_port: None,
         })
         .collect();
     let set: AttestationSet = attestations.iter().cloned().collect();
@@ -498,6 +499,7 @@ fuzz_target!(|input: Input| {
         nodes: nodes.as_ref().map(|n| n as _),
         services: services.as_ref().map(|s| s as _),
         access_review: None,
+        ownership: None,
     };
 
     let verdict = decide(&csr, observed, &policy, now);

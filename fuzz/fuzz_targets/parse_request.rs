@@ -38,6 +38,7 @@ fn world() -> &'static AttestationSet {
                 agent_version: None,
                 sources: vec![SourceReport::complete(INTERFACES_SOURCE)],
                 metadata: Vec::new(),
+                proof_port: None,
             })
             .collect()
     })

@@ -46,6 +46,7 @@ fuzz_target!(|data: &[u8]| {
             nodes: nodes.as_ref().map(|n| n as _),
             services: Some(&services),
             access_review: None,
+            ownership: None,
         };
         let verdict = decide(&csr, observed, &policy, now);
         let _ = verdict.summary();

@@ -192,6 +192,9 @@ pub enum ReportError {
         /// What is wrong (the hostname rule's words).
         reason: String,
     },
+    /// The proof listener's port is not a TCP port.
+    #[error("proof_port {0} is not a TCP port (0..=65535)")]
+    ProofPort(u32),
     /// A source's problem text is too long or has control characters.
     #[error(
         "fact source {0:?}: problem must be at most {max} bytes without control characters",
@@ -238,6 +241,11 @@ impl TryFrom<NodeReport> for ValidReport {
         };
         let sources = parse_sources(report.sources)?;
         let metadata = parse_metadata(report.metadata, &sources)?;
+        let proof_port = match u16::try_from(report.proof_port) {
+            Ok(0) => None,
+            Ok(port) => Some(port),
+            Err(_) => return Err(ReportError::ProofPort(report.proof_port)),
+        };
         Ok(Self {
             facts: NodeFacts {
                 hostname,
@@ -247,6 +255,7 @@ impl TryFrom<NodeReport> for ValidReport {
                 agent_version,
                 sources,
                 metadata,
+                proof_port,
             },
             nonce,
             sequence: report.sequence,

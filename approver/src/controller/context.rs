@@ -152,6 +152,7 @@ impl Context {
             nodes: Some(&*nodes),
             services: Some(&*services),
             access_review: Some(review),
+            ownership: None,
         };
         decide_parsed(
             &observation.input,

@@ -173,6 +173,7 @@ mod tests {
             agent_version: None,
             sources: vec![SourceReport::complete(INTERFACES_SOURCE)],
             metadata: Vec::new(),
+            proof_port: None,
         }
     }
 

@@ -469,6 +469,7 @@ impl Inputs {
             nodes: Some(&self.nodes),
             services: Some(&self.services),
             access_review: Some(review),
+            ownership: None,
         };
         decide(csr, observed, &self.policy, now)
     }

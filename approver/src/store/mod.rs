@@ -73,6 +73,8 @@ pub struct NodeFacts {
     pub sources: Vec<SourceReport>,
     /// What metadata sources (a cloud's instance metadata) state about the node.
     pub metadata: Vec<MetadataFacts>,
+    /// The port of the agent's proof listener; `None` when it runs none.
+    pub proof_port: Option<u16>,
 }
 
 /// A challenge nonce: random bytes the agent must echo in its answering report.
@@ -344,6 +346,7 @@ impl AttestationStore {
             agent_version: facts.agent_version,
             sources: facts.sources,
             metadata: facts.metadata,
+            proof_port: facts.proof_port,
         });
         let kind = {
             let old = write(&self.inner.attestations).insert(Arc::clone(&attestation));

@@ -51,6 +51,7 @@ fn mk_facts(hostname: &str, ip: [u8; 4]) -> NodeFacts {
         agent_version: Some("test".to_owned()),
         sources: vec![SourceReport::complete(INTERFACES_SOURCE)],
         metadata: Vec::new(),
+        proof_port: None,
     }
 }
 

@@ -493,6 +493,7 @@ fn every_fixture_from_other_implementations_gets_the_cores_verdict() {
             nodes: Some(&node_set),
             services: None,
             access_review: None,
+            ownership: None,
         };
         let core = decide(&input, observed, &policy, now);
         let file = dir.path().join("csr.json");

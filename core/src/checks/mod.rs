@@ -7,6 +7,7 @@ mod dns_sans;
 mod expiration;
 mod facts;
 mod ip_sans;
+mod ip_sans_owned;
 mod node_object;
 mod peer_binding;
 mod requestor;

@@ -137,6 +137,7 @@ fn decide_and_decide_parsed_agree_and_one_parse_serves_many_decisions() {
         nodes: Some(&nodes),
         services: Some(&services),
         access_review: None,
+        ownership: None,
     };
     let a = decide(&csr, observed, &world.policy, world.now);
     let b = decide_parsed(&lean, parsed.as_ref(), observed, &world.policy, world.now);
@@ -1353,6 +1354,7 @@ fn authorization_is_an_input_asked_for_once_everything_else_passes() {
                 nodes: Some(&nodes),
                 services: None,
                 access_review: Some(review),
+                ownership: None,
             },
             &world.policy,
             world.now,
@@ -1403,6 +1405,7 @@ fn authorization_is_an_input_asked_for_once_everything_else_passes() {
             nodes: Some(&nodes),
             services: None,
             access_review: Some(&AccessReview::NotMade),
+            ownership: None,
         },
         &stale.policy,
         stale.now,

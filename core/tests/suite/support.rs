@@ -5,8 +5,9 @@ use std::net::IpAddr;
 use jiff::{SignedDuration, Timestamp};
 use rubber_stamp_core::{
     Attestation, AttestationSet, CsrInput, INTERFACES_SOURCE, InterfaceFacts,
-    KUBELET_SERVING_SIGNER, NodeAddress, NodeRecord, NodeSet, Observed, Policy, ServiceAddress,
-    ServiceField, ServiceRange, ServiceRecord, ServiceSet, SourceReport, Verdict, decide,
+    KUBELET_SERVING_SIGNER, NodeAddress, NodeRecord, NodeSet, Observed, Ownership, Policy,
+    ServiceAddress, ServiceField, ServiceRange, ServiceRecord, ServiceSet, SourceReport, Verdict,
+    decide,
 };
 
 /// When the test CSRs are created.
@@ -74,6 +75,7 @@ pub(crate) fn attestation(
         agent_version: Some("test".to_owned()),
         sources: vec![SourceReport::complete(INTERFACES_SOURCE)],
         metadata: Vec::new(),
+        proof_port: None,
     }
 }
 
@@ -198,6 +200,20 @@ impl World {
         self.services.as_mut().expect("Services are given")
     }
 
+    /// Decides on `csr` in this world, as the controller does with check 15's probes.
+    pub(crate) fn decide_with(&self, csr: &CsrInput, ownership: Ownership<'_>) -> Verdict {
+        let set: AttestationSet = self.attestations.iter().cloned().collect();
+        let nodes: Option<NodeSet> = self.nodes.as_ref().map(|ns| ns.iter().cloned().collect());
+        let observed = Observed {
+            attestations: &set,
+            nodes: nodes.as_ref().map(|n| n as _),
+            services: self.services.as_ref().map(|s| s as _),
+            access_review: None,
+            ownership: Some(ownership),
+        };
+        decide(csr, observed, &self.policy, self.now)
+    }
+
     /// Decides on `csr` in this world.
     pub(crate) fn decide(&self, csr: &CsrInput) -> Verdict {
         let set: AttestationSet = self.attestations.iter().cloned().collect();
@@ -207,6 +223,7 @@ impl World {
             nodes: nodes.as_ref().map(|n| n as _),
             services: self.services.as_ref().map(|s| s as _),
             access_review: None,
+            ownership: None,
         };
         decide(csr, observed, &self.policy, self.now)
     }

@@ -1,0 +1,345 @@
+//! Check 15, `ip-sans-owned`: what the probes of a CSR's IP SANs found, by the policy's
+//! `ownershipProof` mode — a receipt by another node or a refusal holds the SAN
+//! (`AddressNotOwned`), no answer holds it only under `required` (`OwnershipUnproven`),
+//! nothing is probed for a CSR that is denied anyway or for a SAN check 9 has not
+//! accepted, and nothing here ever denies.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use rubber_stamp_core::policy::{OwnershipProof, ProofMode};
+use rubber_stamp_core::{
+    CheckName, CheckStatus, CsrInput, Decision, InterfaceFacts, NoProofs, Ownership,
+    OwnershipLookup, ProofState, Reason, Verdict,
+};
+
+use super::support::{CsrSpec, World, at, csr_input, ip};
+
+use CheckName as C;
+
+/// The port the tests' approver probes.
+const PORT: u16 = 10273;
+
+/// Probe results by (CSR, node, SAN).
+#[derive(Default)]
+struct Proofs(HashMap<(String, String, IpAddr), ProofState>);
+
+impl Proofs {
+    fn with(mut self, node: &str, san: &str, state: ProofState) -> Self {
+        self.0
+            .insert(("csr-1".to_owned(), node.to_owned(), ip(san)), state);
+        self
+    }
+
+    /// `node`'s agent received the probe sent to `san`.
+    fn proven(self, node: &str, san: &str) -> Self {
+        self.with(
+            node,
+            san,
+            ProofState::Proven {
+                at: at(40),
+                local: ip(san),
+            },
+        )
+    }
+}
+
+impl OwnershipLookup for Proofs {
+    fn proof(&self, csr: &str, node: &str, san: IpAddr) -> Option<ProofState> {
+        self.0.get(&(csr.to_owned(), node.to_owned(), san)).cloned()
+    }
+}
+
+/// `node`'s CSR `csr-1` for its name and `ips`.
+fn csr(node: &str, ips: &[&str]) -> CsrInput {
+    let spec = CsrSpec::kubelet(node, &[node], ips);
+    let mut csr = csr_input(node, &spec.pem());
+    csr.name = "csr-1".to_owned();
+    csr
+}
+
+/// worker-1 asks for its own name and both its addresses.
+fn own_csr() -> CsrInput {
+    csr("worker-1", &["10.0.0.11", "fd00::11"])
+}
+
+/// The two workers, each agent running its proof listener on [`PORT`], with `mode` for
+/// every address.
+fn world(mode: ProofMode) -> World {
+    let mut world = World::two_workers();
+    for node in ["worker-1", "worker-2"] {
+        world.attestation_mut(node).proof_port = Some(PORT);
+    }
+    world.policy.ownership_proof = OwnershipProof {
+        default: mode,
+        ..OwnershipProof::default()
+    };
+    world
+}
+
+fn decide_on(world: &World, csr: &CsrInput, proofs: &dyn OwnershipLookup) -> Verdict {
+    world.decide_with(
+        csr,
+        Ownership {
+            lookup: proofs,
+            port: PORT,
+        },
+    )
+}
+
+fn decide(world: &World, proofs: &dyn OwnershipLookup) -> Verdict {
+    decide_on(world, &own_csr(), proofs)
+}
+
+fn owned(v: &Verdict) -> (CheckStatus, Option<Reason>, String) {
+    let c = v.check(C::IpSansOwned).expect("check 15 is reported");
+    (c.status(), c.reason(), c.detail().to_owned())
+}
+
+fn both_proven() -> Proofs {
+    Proofs::default()
+        .proven("worker-1", "10.0.0.11")
+        .proven("worker-1", "fd00::11")
+}
+
+#[test]
+fn unprobed_addresses_are_probed_both_ipv4_and_ipv6_and_wait_meanwhile() {
+    for mode in [ProofMode::Required, ProofMode::Preferred] {
+        let v = decide(&world(mode), &NoProofs);
+        assert_eq!(v.decision(), Decision::Pending, "{mode}");
+        let (status, reason, detail) = owned(&v);
+        assert_eq!(status, CheckStatus::Failed);
+        assert_eq!(reason, Some(Reason::OwnershipUnproven));
+        assert!(detail.contains("about to be sent"), "{detail}");
+        assert_eq!(v.probes_wanted(), [ip("10.0.0.11"), ip("fd00::11")]);
+        assert_eq!(v.reason(), Some(Reason::OwnershipUnproven));
+    }
+}
+
+#[test]
+fn proven_addresses_pass_and_nothing_more_is_probed() {
+    let v = decide(&world(ProofMode::Required), &both_proven());
+    assert_eq!(v.decision(), Decision::Approve, "{}", v.summary());
+    let (status, _, detail) = owned(&v);
+    assert_eq!(status, CheckStatus::Passed);
+    assert!(
+        detail.contains("worker-1's agent received the probes sent to 10.0.0.11"),
+        "{detail}"
+    );
+    assert!(detail.contains("fd00::11"), "{detail}");
+    assert!(v.probes_wanted().is_empty());
+    assert!(v.unproven_allowed().is_empty());
+}
+
+#[test]
+fn a_probe_still_in_flight_waits_without_a_second_probe() {
+    let proofs = Proofs::default().proven("worker-1", "fd00::11").with(
+        "worker-1",
+        "10.0.0.11",
+        ProofState::Probing { since: at(40) },
+    );
+    let v = decide(&world(ProofMode::Preferred), &proofs);
+    assert_eq!(v.decision(), Decision::Pending);
+    assert_eq!(v.reason(), Some(Reason::OwnershipUnproven));
+    assert!(v.probes_wanted().is_empty());
+}
+
+#[test]
+fn a_receipt_by_another_node_holds_the_csr_naming_both_nodes_under_either_mode() {
+    for mode in [ProofMode::Required, ProofMode::Preferred] {
+        let proofs = Proofs::default().proven("worker-1", "fd00::11").with(
+            "worker-1",
+            "10.0.0.11",
+            ProofState::ReceivedByOther {
+                node: "worker-2".to_owned(),
+                local: ip("10.0.0.11"),
+                at: at(41),
+            },
+        );
+        let v = decide(&world(mode), &proofs);
+        assert_eq!(v.decision(), Decision::Pending, "never a denial ({mode})");
+        assert_eq!(v.reason(), Some(Reason::AddressNotOwned));
+        let (_, _, detail) = owned(&v);
+        assert!(
+            detail.contains("received by worker-2's agent") && detail.contains("not by worker-1's"),
+            "{detail}"
+        );
+        assert_eq!(
+            v.probes_wanted(),
+            [ip("10.0.0.11")],
+            "probed again: addresses move"
+        );
+    }
+}
+
+#[test]
+fn a_refusal_while_the_requester_listens_holds_the_csr() {
+    let proofs = Proofs::default().proven("worker-1", "fd00::11").with(
+        "worker-1",
+        "10.0.0.11",
+        ProofState::Refused { at: at(41) },
+    );
+    let v = decide(&world(ProofMode::Preferred), &proofs);
+    assert_eq!(v.decision(), Decision::Pending);
+    assert_eq!(v.reason(), Some(Reason::AddressNotOwned));
+    let detail = owned(&v).2;
+    assert!(
+        detail.contains("refused the probe's connection"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn no_answer_holds_under_required_and_passes_with_a_warning_under_preferred() {
+    let unanswered = || {
+        Proofs::default().proven("worker-1", "fd00::11").with(
+            "worker-1",
+            "10.0.0.11",
+            ProofState::Unanswered {
+                at: at(42),
+                attempts: 3,
+                what: "timed out after 2s".to_owned(),
+            },
+        )
+    };
+    let v = decide(&world(ProofMode::Required), &unanswered());
+    assert_eq!(v.decision(), Decision::Pending);
+    assert_eq!(v.reason(), Some(Reason::OwnershipUnproven));
+    let detail = owned(&v).2;
+    assert!(
+        detail.contains("timed out after 2s") && detail.contains("3 attempts"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("proof port"),
+        "says what to check: {detail}"
+    );
+    assert_eq!(v.probes_wanted(), [ip("10.0.0.11")], "retried");
+
+    let v = decide(&world(ProofMode::Preferred), &unanswered());
+    assert_eq!(v.decision(), Decision::Approve, "{}", v.summary());
+    assert_eq!(v.unproven_allowed(), [ip("10.0.0.11")]);
+    let detail = owned(&v).2;
+    assert!(detail.contains("passes unproven"), "{detail}");
+}
+
+#[test]
+fn an_agent_without_a_proof_listener_is_never_probed() {
+    // An agent of the previous version: no proof_port in its report.
+    let mut w = world(ProofMode::Preferred);
+    w.attestation_mut("worker-1").proof_port = None;
+    w.attestation_mut("worker-1").agent_version = Some("0.3.0".to_owned());
+    let v = decide(&w, &NoProofs);
+    assert_eq!(
+        v.decision(),
+        Decision::Approve,
+        "no regression: {}",
+        v.summary()
+    );
+    assert!(v.probes_wanted().is_empty());
+    assert_eq!(v.unproven_allowed().len(), 2);
+    let detail = owned(&v).2;
+    assert!(detail.contains("version 0.3.0"), "{detail}");
+
+    w.policy.ownership_proof.default = ProofMode::Required;
+    let v = decide(&w, &NoProofs);
+    assert_eq!(v.decision(), Decision::Pending);
+    assert_eq!(v.reason(), Some(Reason::OwnershipUnproven));
+    assert!(
+        v.probes_wanted().is_empty(),
+        "a probe could not be answered"
+    );
+
+    w.policy.ownership_proof.default = ProofMode::Off;
+    let v = decide(&w, &NoProofs);
+    assert_eq!(v.decision(), Decision::Approve, "{}", v.summary());
+    assert!(v.unproven_allowed().is_empty(), "off needs no warning");
+}
+
+#[test]
+fn a_port_mismatch_is_named() {
+    let mut w = world(ProofMode::Required);
+    w.attestation_mut("worker-1").proof_port = Some(4000);
+    let v = decide(&w, &NoProofs);
+    assert_eq!(v.decision(), Decision::Pending);
+    let detail = owned(&v).2;
+    assert!(
+        detail.contains("port 4000") && detail.contains("port 10273"),
+        "{detail}"
+    );
+    assert!(v.probes_wanted().is_empty());
+}
+
+#[test]
+fn off_networks_are_never_probed_and_the_longest_prefix_wins() {
+    let mut w = world(ProofMode::Required);
+    w.policy
+        .ownership_proof
+        .cidrs
+        .insert("fd00::/64".parse().expect("net"), ProofMode::Off);
+    let v = decide(&w, &Proofs::default().proven("worker-1", "10.0.0.11"));
+    assert_eq!(v.decision(), Decision::Approve, "{}", v.summary());
+    let detail = owned(&v).2;
+    assert!(
+        detail.contains("fd00::11 is not probed (`off` for fd00::/64)"),
+        "{detail}"
+    );
+    assert!(v.probes_wanted().is_empty());
+}
+
+#[test]
+fn nothing_is_probed_for_a_csr_denied_anyway_or_an_address_check_9_refuses() {
+    // worker-1 asks for worker-2's address too: its complete report, received after the
+    // CSR, does not have it — a denial by check 9, so no probe.
+    let w = world(ProofMode::Required);
+    let v = decide_on(&w, &csr("worker-1", &["10.0.0.11", "10.0.0.12"]), &NoProofs);
+    assert_eq!(v.decision(), Decision::Deny);
+    assert_eq!(owned(&v).0, CheckStatus::Skipped);
+    assert!(v.probes_wanted().is_empty());
+
+    // An address outside the allowed networks is never probed either.
+    let mut w = world(ProofMode::Required);
+    w.policy.allowed_cidrs = vec!["fd00::/8".parse().expect("net")];
+    let v = decide(&w, &NoProofs);
+    assert_eq!(v.decision(), Decision::Deny);
+    assert!(v.probes_wanted().is_empty(), "{:?}", v.probes_wanted());
+}
+
+#[test]
+fn for_a_squatter_the_networks_word_leads_the_conflict() {
+    // worker-2 puts worker-1's address on a dummy interface and asks for it: check 11
+    // holds it (AddressConflict), and the probe reached worker-1.
+    let mut w = world(ProofMode::Required);
+    w.attestation_mut("worker-2")
+        .interfaces
+        .push(InterfaceFacts {
+            name: "dummy0".to_owned(),
+            addresses: vec!["10.0.0.11/32".parse().expect("net")],
+        });
+    let proofs = Proofs::default().proven("worker-2", "10.0.0.12").with(
+        "worker-2",
+        "10.0.0.11",
+        ProofState::ReceivedByOther {
+            node: "worker-1".to_owned(),
+            local: ip("10.0.0.11"),
+            at: at(40),
+        },
+    );
+    let v = decide_on(&w, &csr("worker-2", &["10.0.0.12", "10.0.0.11"]), &proofs);
+    assert_eq!(v.decision(), Decision::Pending);
+    let failed: Vec<CheckName> = v.failed().map(|c| c.name()).collect();
+    assert!(failed.contains(&C::UniqueAmongAttestations), "{failed:?}");
+    assert!(failed.contains(&C::IpSansOwned), "{failed:?}");
+    assert_eq!(
+        v.reason(),
+        Some(Reason::AddressNotOwned),
+        "two independent checks; the network's word leads"
+    );
+}
+
+#[test]
+fn offline_there_is_no_check_15() {
+    let v = world(ProofMode::Required).decide(&own_csr());
+    assert!(v.check(C::IpSansOwned).is_none());
+    assert!(v.probes_wanted().is_empty());
+}
