@@ -12,6 +12,7 @@ use clap::{Parser, ValueEnum};
 use rubber_stamp_listen::{Budget, Clamp, PlaintextLimits};
 
 use crate::cloud::{CloudConfig, CloudMode};
+use crate::proof::{ProofLimits, ProofListen};
 
 use crate::identity::IdentitySource;
 
@@ -119,10 +120,20 @@ pub struct AgentArgs {
     #[arg(long, env = "RUBBER_STAMP_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
-    /// Open files kept for everything but the health port's connections (streams to the
-    /// approver replicas, reading the node's facts and certificate). The health port's
-    /// connection limit must fit in the open-file limit less this; if it does not, it is
-    /// lowered, with a warning, at start.
+    /// Address of the proof listener, or `off`: the approver proves that an IP address a
+    /// kubelet asks a certificate for belongs to this node by writing a probe frame to it on
+    /// this port, and the agent that receives it says so on its own streams (to replicas
+    /// that accept it). `[::]` listens on IPv6 and IPv4 (IPv4 only where the kernel has no
+    /// IPv6). With hostNetwork this port is on the node; at most 32 connections (4 per
+    /// source) and 20 receipts a second (bursts of 40) whoever sends. `off`: reports say
+    /// the node has no listener.
+    #[arg(long, env = "RUBBER_STAMP_PROOF_LISTEN", default_value_t = ProofListen::default())]
+    pub proof_listen: ProofListen,
+
+    /// Open files kept for everything but the listeners' connections (streams to the
+    /// approver replicas, reading the node's facts and certificate). The listeners'
+    /// connection limits (health, proof, metrics, in that order) must fit in the open-file
+    /// limit less this; a limit that does not is lowered, with a warning, at start.
     #[arg(long, env = "RUBBER_STAMP_RESERVED_DESCRIPTORS", default_value_t = 64)]
     pub reserved_descriptors: usize,
 
@@ -436,12 +447,24 @@ impl AgentConfig {
         request_timeout: Duration::from_secs(5),
     };
 
-    /// Lowers the health port's connection limit if the open-file limit `nofile` (`None`:
-    /// unlimited) cannot hold it next to the reserve; returns what was lowered.
-    pub fn fit_descriptors(&mut self, nofile: Option<u64>) -> Vec<Clamp> {
+    /// Lowers the listeners' connection limits if the open-file limit `nofile` (`None`:
+    /// unlimited) cannot hold them next to the reserve, in order of importance: the health
+    /// port, the proof listener's `proof` (when it runs), the metrics port; returns what
+    /// was lowered.
+    pub fn fit_descriptors(
+        &mut self,
+        nofile: Option<u64>,
+        proof: Option<&mut ProofLimits>,
+    ) -> Vec<Clamp> {
         let mut budget = Budget::new(nofile, self.reserved_descriptors, "--reserved-descriptors");
         self.health.max_connections =
             budget.grant("--health-max-connections", self.health.max_connections);
+        if let Some(proof) = proof {
+            proof.max_connections = budget.grant(
+                "the proof listener's connection limit (--proof-listen)",
+                proof.max_connections,
+            );
+        }
         if let Some(metrics) = &mut self.metrics {
             metrics.max_connections = budget.grant(
                 "--health-max-connections (the metrics port)",
@@ -522,19 +545,68 @@ mod tests {
     }
 
     #[test]
+    fn the_proof_listener_listens_on_both_families_unless_told_otherwise() {
+        let args = |extra: &[&str]| {
+            let base = [
+                "rubber-stamp-agent",
+                "--approver-ca",
+                "ca.crt",
+                "--approver",
+                "a:1",
+            ];
+            AgentArgs::try_parse_from(base.iter().chain(extra)).map_err(|e| e.to_string())
+        };
+        let defaults = args(&[]).expect("args");
+        assert_eq!(
+            defaults.proof_listen.address(),
+            Some(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 10273)))
+        );
+        assert_eq!(
+            args(&["--proof-listen", "off"]).expect("args").proof_listen,
+            ProofListen::Off
+        );
+        assert_eq!(
+            args(&["--proof-listen", "10.0.0.5:10273"])
+                .expect("args")
+                .proof_listen
+                .address(),
+            Some(SocketAddr::from(([10, 0, 0, 5], 10273)))
+        );
+        assert!(
+            args(&["--proof-listen", "yes"])
+                .is_err_and(|e| e.contains("--proof-listen") && e.contains("off"))
+        );
+    }
+
+    #[test]
     fn the_health_limit_is_fitted_into_the_open_file_limit() {
         let mut config = parse(&["--approver", "a:1"]).expect("config");
-        assert!(config.fit_descriptors(Some(1024)).is_empty());
-        assert!(config.fit_descriptors(None).is_empty());
+        let mut proof = ProofLimits::DEFAULT;
+        assert!(
+            config
+                .fit_descriptors(Some(1024), Some(&mut proof))
+                .is_empty()
+        );
+        assert!(config.fit_descriptors(None, Some(&mut proof)).is_empty());
+        assert_eq!(proof, ProofLimits::DEFAULT);
         let mut config =
             parse(&["--approver", "a:1", "--health-max-connections", "5000"]).expect("config");
-        let clamps = config.fit_descriptors(Some(1024));
+        let clamps = config.fit_descriptors(Some(1024), None);
         assert_eq!(clamps.len(), 1);
         assert_eq!(clamps[0].flag, "--health-max-connections");
         assert_eq!(
             config.health.max_connections, 960,
             "1024 less a reserve of 64"
         );
+        // The proof listener's slots come out of the same budget, after the health port's.
+        let mut config =
+            parse(&["--approver", "a:1", "--health-max-connections", "950"]).expect("config");
+        let mut proof = ProofLimits::DEFAULT;
+        let clamps = config.fit_descriptors(Some(1024), Some(&mut proof));
+        assert_eq!(config.health.max_connections, 950);
+        assert_eq!(proof.max_connections, 10, "960 less the health port's 950");
+        assert_eq!(clamps.len(), 1);
+        assert!(clamps[0].flag.contains("--proof-listen"), "{}", clamps[0]);
         assert!(
             parse(&[
                 "--approver",

@@ -373,8 +373,10 @@ fn read_id(path: &Path, valid: fn(&str) -> bool) -> Option<String> {
 // === impl NodeFacts ===
 
 impl NodeFacts {
-    /// The wire report for these facts.
-    pub fn to_report(&self, sequence: u64, nonce: Vec<u8>) -> NodeReport {
+    /// The wire report for these facts, numbered `sequence`, answering the challenge of
+    /// `nonce` (empty: none), from an agent whose proof listener is on `proof_port` (0: it
+    /// runs none).
+    pub fn to_report(&self, sequence: u64, nonce: Vec<u8>, proof_port: u16) -> NodeReport {
         NodeReport {
             hostname: self.hostname.clone(),
             interfaces: self
@@ -393,7 +395,7 @@ impl NodeFacts {
             boot_id: self.boot_id.clone().unwrap_or_default(),
             agent_version: AGENT_VERSION.to_owned(),
             nonce,
-            proof_port: 0,
+            proof_port: u32::from(proof_port),
             sequence,
             sources: std::iter::once(v1::FactSource::new(
                 sources::INTERFACES,
@@ -582,7 +584,7 @@ mod tests {
         let cut = facts.interfaces_cut.as_deref().expect("the cut is said");
         assert!(cut.contains("2 interfaces whose names"), "{cut}");
         assert!(cut.contains("36 addresses past the limits"), "{cut}");
-        let source = &facts.to_report(1, Vec::new()).sources[0];
+        let source = &facts.to_report(1, Vec::new(), 0).sources[0];
         assert_eq!(
             (source.name.as_str(), source.complete),
             ("interfaces", false)
@@ -641,8 +643,14 @@ mod tests {
         )
         .expect("facts");
         facts.machine_id = Some("0".repeat(32));
-        let report = facts.to_report(7, vec![1, 2]);
+        let report = facts.to_report(7, vec![1, 2], 10273);
         assert_eq!(report.sequence, 7);
+        assert_eq!(report.proof_port, 10273);
+        assert_eq!(
+            facts.to_report(7, Vec::new(), 0).proof_port,
+            0,
+            "no listener"
+        );
         assert_eq!(report.nonce, [1, 2]);
         assert_eq!(report.machine_id, "0".repeat(32));
         assert_eq!(report.boot_id, "");

@@ -9,7 +9,9 @@
 //! - [`cloud`]: the cloud's instance metadata (AWS, GCE, Azure, OpenStack), a second source.
 //! - [`identity`]: the client certificate and key, re-read to follow rotation.
 //! - [`resolve`]: the approver Service name → replica endpoints.
-//! - [`session`]: one stream per endpoint: report, answer challenges, reconnect.
+//! - [`session`]: one stream per endpoint: report, answer challenges, pass on proof
+//!   receipts, reconnect.
+//! - [`proof`]: the proof listener: probe frames from the approver become receipts.
 //! - [`readiness`]: ready while a replica acknowledged a report within its max age.
 //! - [`health`]: `grpc.health.v1` (liveness `""`, readiness `attested`).
 //! - [`runtime`]: wiring and shutdown.
@@ -20,6 +22,7 @@ pub mod facts;
 pub mod health;
 pub mod identity;
 pub mod metrics;
+pub mod proof;
 pub mod readiness;
 pub mod resolve;
 pub mod runtime;

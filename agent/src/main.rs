@@ -7,8 +7,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use rubber_stamp_agent::config::{AgentArgs, LogFormat};
+use rubber_stamp_agent::proof::{ProofLimits, ProofListener};
 use rubber_stamp_agent::resolve::SystemResolver;
-use rubber_stamp_agent::runtime;
+use rubber_stamp_agent::runtime::{self, Listeners};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -31,8 +32,10 @@ fn run(args: AgentArgs) -> anyhow::Result<()> {
     init_logging(args.log_format, &args.log_filter)?;
     let health_listen = args.health_listen;
     let metrics_listen = args.metrics_listen;
+    let proof_listen = args.proof_listen;
     let mut config = args.into_config()?;
-    runtime::fit_descriptors(&mut config);
+    let mut proof_limits = proof_listen.address().map(|_| ProofLimits::DEFAULT);
+    runtime::fit_descriptors(&mut config, proof_limits.as_mut());
     // One thread is plenty for a handful of streams and keeps the idle agent small.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -56,11 +59,25 @@ fn run(args: AgentArgs) -> anyhow::Result<()> {
             .map(|m| m.local_addr().map(|a| a.to_string()))
             .transpose()
             .context("reading the metrics server's address")?;
-        tracing::info!(approver = %config.approver, health = %health_addr, metrics = metrics_addr.as_deref().unwrap_or("off"), "starting");
+        let proof = match proof_listen.address().zip(proof_limits) {
+            Some((addr, limits)) => Some(
+                ProofListener::bind(addr, limits)
+                    .with_context(|| format!("binding the proof listener to {addr}"))?,
+            ),
+            None => None,
+        };
+        let proof_addr = proof
+            .as_ref()
+            .map_or_else(|| "off".to_owned(), |p| p.local_addr().to_string());
+        tracing::info!(approver = %config.approver, health = %health_addr, metrics = metrics_addr.as_deref().unwrap_or("off"), proof = %proof_addr, "starting");
         let stop = CancellationToken::new();
         tokio::spawn(stop_on_signal(stop.clone()));
-        runtime::run_with_metrics(config, health, metrics, Arc::new(SystemResolver), stop)
-            .await?;
+        let listeners = Listeners {
+            health,
+            metrics,
+            proof,
+        };
+        runtime::run_with_listeners(config, listeners, Arc::new(SystemResolver), stop).await?;
         tracing::info!("stopped");
         Ok(())
     })

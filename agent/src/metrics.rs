@@ -4,7 +4,8 @@
 //!
 //! They say nothing a neighbour on the node could not learn otherwise: counts, reasons and
 //! the readiness the health port already serves — never an address, a name or a
-//! credential. The listener is bounded like the health port (`rubber-stamp-listen`).
+//! credential (the proof listener's counts neither: no source, no nonce). The listener is
+//! bounded like the health port (`rubber-stamp-listen`).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -26,8 +27,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::facts::NodeFacts;
+use crate::proof::{FrameOutcome, ProofEvents};
 use crate::readiness::Readiness;
-use crate::session::{SessionError, SessionEvents};
+use crate::session::{ReceiptDrop, SessionError, SessionEvents};
 
 /// The content type of [`AgentMetrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -39,6 +41,12 @@ const LISTENER: &str = "metrics";
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
+}
+
+/// A `result` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
 }
 
 /// `rubber_stamp_agent_build_info`'s labels.
@@ -59,6 +67,9 @@ pub struct AgentMetrics {
     acks: Counter,
     challenges: Counter,
     stream_errors: Family<ReasonLabel, Counter>,
+    proof_frames: Family<ResultLabel, Counter>,
+    receipts_sent: Counter,
+    receipts_dropped: Family<ReasonLabel, Counter>,
 }
 
 impl fmt::Debug for AgentMetrics {
@@ -113,6 +124,30 @@ impl AgentMetrics {
             "Connection attempts and streams to a replica that failed, by reason; each is retried after a backoff",
             stream_errors.clone(),
         );
+        let proof_frames = Family::<ResultLabel, Counter>::default();
+        // Every result from the start, so that a rate of any of them is defined at once.
+        for outcome in FrameOutcome::ALL {
+            let _ = proof_frames.get_or_create(&ResultLabel {
+                result: outcome.label(),
+            });
+        }
+        let receipts_sent = Counter::default();
+        let receipts_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "proof_frames",
+            "Connections to the proof port (--proof-listen) by result: received (a probe frame, passed on as a receipt), malformed (a wrong frame, or closed before a whole one), timeout (no whole frame in time), rate_limited (a probe frame past the agent's receipt rate, dropped)",
+            proof_frames.clone(),
+        );
+        registry.register(
+            "proof_receipts_sent",
+            "Proof receipts handed to a stream, on every replica's stream",
+            receipts_sent.clone(),
+        );
+        registry.register(
+            "proof_receipts_dropped",
+            "Proof receipts a stream did not send, by reason: not_accepted (the replica's last Ack did not accept receipts: an approver before 0.4, or none yet), lagged (the stream fell behind)",
+            receipts_dropped.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             readiness,
@@ -121,6 +156,9 @@ impl AgentMetrics {
             acks,
             challenges,
             stream_errors,
+            proof_frames,
+            receipts_sent,
+            receipts_dropped,
         }
     }
 
@@ -138,6 +176,25 @@ impl AgentMetrics {
             .get(&ReasonLabel { reason })
             .map_or(0, |c| c.get())
     }
+
+    /// Connections to the proof port so far that ended with `outcome`.
+    pub fn proof_frames(&self, outcome: FrameOutcome) -> u64 {
+        self.proof_frames
+            .get(&ResultLabel {
+                result: outcome.label(),
+            })
+            .map_or(0, |c| c.get())
+    }
+}
+
+impl ProofEvents for AgentMetrics {
+    fn frame(&self, outcome: FrameOutcome) {
+        self.proof_frames
+            .get_or_create(&ResultLabel {
+                result: outcome.label(),
+            })
+            .inc();
+    }
 }
 
 impl SessionEvents for AgentMetrics {
@@ -152,6 +209,18 @@ impl SessionEvents for AgentMetrics {
 
     fn challenged(&self, _endpoint: SocketAddr) {
         self.challenges.inc();
+    }
+
+    fn receipt_sent(&self, _endpoint: SocketAddr) {
+        self.receipts_sent.inc();
+    }
+
+    fn receipts_dropped(&self, _endpoint: SocketAddr, reason: ReceiptDrop, count: u64) {
+        self.receipts_dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.label(),
+            })
+            .inc_by(count);
     }
 
     fn ended(&self, _endpoint: SocketAddr, error: Option<&SessionError>) {
@@ -271,6 +340,11 @@ mod tests {
         metrics.challenged(endpoint);
         metrics.ended(endpoint, Some(&SessionError::Closed));
         metrics.ended(endpoint, None);
+        metrics.frame(FrameOutcome::Received);
+        metrics.frame(FrameOutcome::Malformed);
+        metrics.frame(FrameOutcome::Malformed);
+        metrics.receipt_sent(endpoint);
+        metrics.receipts_dropped(endpoint, ReceiptDrop::Lagged, 3);
         // The Ack reached readiness (ready once the facts are readable too).
         readiness.facts_readable(true);
         assert!(readiness.is_ready());
@@ -281,9 +355,16 @@ mod tests {
             "rubber_stamp_agent_acks_total 1",
             "rubber_stamp_agent_challenges_total 1",
             "rubber_stamp_agent_stream_errors_total{reason=\"closed\"} 1",
+            "rubber_stamp_agent_proof_frames_total{result=\"received\"} 1",
+            "rubber_stamp_agent_proof_frames_total{result=\"malformed\"} 2",
+            "rubber_stamp_agent_proof_frames_total{result=\"timeout\"} 0",
+            "rubber_stamp_agent_proof_frames_total{result=\"rate_limited\"} 0",
+            "rubber_stamp_agent_proof_receipts_sent_total 1",
+            "rubber_stamp_agent_proof_receipts_dropped_total{reason=\"lagged\"} 3",
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }
         assert_eq!(metrics.stream_errors("closed"), 1);
+        assert_eq!(metrics.proof_frames(FrameOutcome::Malformed), 2);
     }
 }

@@ -1,5 +1,6 @@
 //! Wiring of the agent: identity and facts pollers, one stream per approver endpoint
-//! (re-resolved on an interval), readiness and the health server; stop on a token.
+//! (re-resolved on an interval), readiness, the health server, and the metrics server and
+//! proof listener when they run; stop on a token.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use crate::facts::{Facts, FactsError, SystemFacts, WithCloud};
 use crate::health;
 use crate::identity::watch_identity;
 use crate::metrics::{self, AgentMetrics};
+use crate::proof::{ProofEvents, ProofFeed, ProofLimits, ProofListener};
 use crate::readiness::Readiness;
 use crate::resolve::Resolve;
 use crate::session::{ApproverCa, SessionContext};
@@ -53,6 +55,38 @@ pub async fn run_with_metrics(
     resolver: Arc<dyn Resolve>,
     stop: CancellationToken,
 ) -> Result<(), AgentError> {
+    let listeners = Listeners {
+        health,
+        metrics,
+        proof: None,
+    };
+    run_with_listeners(config, listeners, resolver, stop).await
+}
+
+/// The agent's bound listeners.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The health server's (`--health-listen`).
+    pub health: TcpListener,
+    /// The metrics server's, when it runs (`--metrics-listen`).
+    pub metrics: Option<TcpListener>,
+    /// The proof listener, when it runs (`--proof-listen`): reports carry its port and its
+    /// receipts go to every replica that accepts them. `None`: reports say `proof_port` 0.
+    pub proof: Option<ProofListener>,
+}
+
+/// Runs the agent until `stop` on `listeners`.
+pub async fn run_with_listeners(
+    config: AgentConfig,
+    listeners: Listeners,
+    resolver: Arc<dyn Resolve>,
+    stop: CancellationToken,
+) -> Result<(), AgentError> {
+    let Listeners {
+        health,
+        metrics,
+        proof,
+    } = listeners;
     let cloud = Cloud::new(config.cloud);
     let facts = Facts::new(WithCloud::new(
         SystemFacts::new(config.machine_id_path.clone(), config.boot_id_path.clone())?,
@@ -92,8 +126,16 @@ pub async fn run_with_metrics(
     ));
     tasks.spawn(readiness.clone().expire(stop.clone()));
     tasks.spawn(readiness.clone().follow_facts(readable, stop.clone()));
+    let proof_feed = proof.as_ref().map(ProofListener::feed);
+    if let Some(proof) = proof {
+        tasks.spawn(proof.serve(
+            Arc::new(counted.clone()) as Arc<dyn ProofEvents>,
+            stop.clone(),
+        ));
+    }
     tasks.spawn(manage_endpoints(
         context,
+        proof_feed,
         resolver,
         config.approver.clone(),
         config.ip_family,
@@ -119,11 +161,11 @@ pub async fn run_with_metrics(
     served.map_err(Into::into)
 }
 
-/// Raises the open-file limit to the hard limit and lowers the health port's connection
-/// limit if it cannot hold it, logging both.
-pub fn fit_descriptors(config: &mut AgentConfig) {
+/// Raises the open-file limit to the hard limit and lowers the listeners' connection
+/// limits (the proof listener's `proof`, when it runs) if it cannot hold them, logging both.
+pub fn fit_descriptors(config: &mut AgentConfig, proof: Option<&mut ProofLimits>) {
     let nofile = rubber_stamp_listen::raise_nofile_limit_logged();
-    for clamp in config.fit_descriptors(nofile) {
+    for clamp in config.fit_descriptors(nofile, proof) {
         clamp.log();
     }
 }
@@ -175,8 +217,10 @@ async fn poll_facts(facts: Facts, interval: Duration, stop: CancellationToken) {
 /// Resolves the approver address every `interval` and keeps exactly one stream per
 /// resolved endpoint of the chosen family: new endpoints get a stream, vanished ones have theirs stopped. A
 /// failed or empty resolution keeps the current streams (they reconnect on their own).
+/// Every stream passes on `proof`'s receipts.
 async fn manage_endpoints(
     context: SessionContext,
+    proof: Option<ProofFeed>,
     resolver: Arc<dyn Resolve>,
     address: ApproverAddress,
     family: IpFamily,
@@ -219,7 +263,11 @@ async fn manage_endpoints(
             if let std::collections::hash_map::Entry::Vacant(slot) = sessions.entry(endpoint) {
                 tracing::info!(%endpoint, "approver endpoint found; opening a stream");
                 let token = stop.child_token();
-                running.spawn(context.clone().run(endpoint, token.clone()));
+                running.spawn(context.clone().run_with_proof(
+                    endpoint,
+                    proof.clone(),
+                    token.clone(),
+                ));
                 slot.insert(token);
             }
         }

@@ -1,5 +1,6 @@
 //! One attestation stream to one approver replica: connect with the current identity,
-//! report on connect, on change, every heartbeat and on every challenge; reconnect with
+//! report on connect, on change, every heartbeat and on every challenge; pass on the proof
+//! listener's receipts while the replica accepts them ([`ReceiptGate`]); reconnect with
 //! capped exponential backoff and jitter (`backon`) when the stream fails.
 //!
 //! The agent's runtime runs one per endpoint with the node's
@@ -16,8 +17,11 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use rubber_stamp_proto::limits;
 use rubber_stamp_proto::v1::attestation_client::AttestationClient;
-use rubber_stamp_proto::v1::{Ack, AgentMessage, ApproverMessage, agent_message, approver_message};
-use tokio::sync::{mpsc, watch};
+use rubber_stamp_proto::v1::{
+    Ack, AgentMessage, ApproverMessage, ProofReceipt, agent_message, approver_message,
+};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +31,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use crate::config::Timings;
 use crate::facts::{Facts, FactsError, NodeFacts};
 use crate::identity::ClientIdentity;
+use crate::proof::ProofFeed;
 
 /// What every stream shares; cheap to clone.
 #[derive(Clone, Debug)]
@@ -83,11 +88,71 @@ pub trait SessionEvents: fmt::Debug + Send + Sync + 'static {
         let _ = endpoint;
     }
 
+    /// A proof receipt was handed to the current stream to `endpoint`.
+    fn receipt_sent(&self, endpoint: SocketAddr) {
+        let _ = endpoint;
+    }
+
+    /// `count` proof receipts were not sent to `endpoint`, for `reason`.
+    fn receipts_dropped(&self, endpoint: SocketAddr, reason: ReceiptDrop, count: u64) {
+        let _ = (endpoint, reason, count);
+    }
+
     /// One connection attempt or stream to `endpoint` ended, with `error`, or without
     /// one when the session is stopping or reconnects with a new certificate.
     fn ended(&self, endpoint: SocketAddr, error: Option<&SessionError>) {
         let _ = (endpoint, error);
     }
+}
+
+/// Why a stream did not send a proof receipt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReceiptDrop {
+    /// The replica's last Ack on the stream did not set `accepts_receipts` (an approver
+    /// before 0.4, which would close the stream on a message kind it does not know), or no
+    /// Ack came yet.
+    NotAccepted,
+    /// The stream fell more than [`RECEIPT_CHANNEL`](crate::proof::RECEIPT_CHANNEL)
+    /// receipts behind; the oldest were lost.
+    Lagged,
+}
+
+impl ReceiptDrop {
+    /// The `reason` label of `rubber_stamp_agent_proof_receipts_dropped_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::NotAccepted => "not_accepted",
+            Self::Lagged => "lagged",
+        }
+    }
+}
+
+/// Whether a stream may carry proof receipts: only while the last Ack received on it set
+/// `accepts_receipts`. A new stream starts closed: its replica has not said yet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceiptGate {
+    accepts: bool,
+}
+
+impl ReceiptGate {
+    /// Follows the Ack just received on the stream.
+    pub fn acknowledged(&mut self, ack: &Ack) {
+        self.accepts = ack.accepts_receipts;
+    }
+
+    /// Whether a receipt may be sent now.
+    pub fn admits(self) -> bool {
+        self.accepts
+    }
+}
+
+/// What a stream sends next.
+#[derive(Debug)]
+enum Outgoing {
+    /// A report of these facts, answering a challenge with this nonce (or none).
+    Report(Arc<NodeFacts>, Vec<u8>),
+    /// A proof receipt.
+    Receipt(ProofReceipt),
 }
 
 /// Why one connection attempt or stream failed (each is retried after a backoff).
@@ -171,15 +236,28 @@ enum SessionEnd {
 
 impl SessionContext {
     /// Keeps a stream to `endpoint` until `stop`: waits for an identity, then connects,
-    /// streams and reconnects.
+    /// streams and reconnects. No proof listener: reports say `proof_port` 0 and no
+    /// receipt is sent (an agent from before 0.4 looks like this).
     pub async fn run(self, endpoint: SocketAddr, stop: CancellationToken) {
+        self.run_with_proof(endpoint, None, stop).await;
+    }
+
+    /// Like [`run`](Self::run), with the proof listener `proof`: reports carry its port,
+    /// and its receipts go to the replica while the replica accepts them.
+    pub async fn run_with_proof(
+        self,
+        endpoint: SocketAddr,
+        proof: Option<ProofFeed>,
+        stop: CancellationToken,
+    ) {
+        let proof = proof.as_ref();
         let mut identity = self.identity.clone();
         tokio::select! {
             () = stop.cancelled() => return,
             loaded = identity.wait_for(Option::is_some) => if loaded.is_err() { return },
         }
         loop {
-            let attempts = (|| self.attempt(endpoint, &stop))
+            let attempts = (|| self.attempt(endpoint, proof, &stop))
                 .retry(self.backoff())
                 .sleep(tokio::time::sleep)
                 .notify(|error: &SessionError, delay: Duration| {
@@ -217,10 +295,11 @@ impl SessionContext {
     async fn attempt(
         &self,
         endpoint: SocketAddr,
+        proof: Option<&ProofFeed>,
         stop: &CancellationToken,
     ) -> Result<SessionEnd, SessionError> {
         let mut healthy = Healthy::default();
-        let outcome = self.stream(endpoint, stop, &mut healthy).await;
+        let outcome = self.stream(endpoint, proof, stop, &mut healthy).await;
         self.events.ended(endpoint, outcome.as_ref().err());
         match outcome {
             // A failed read of the facts is not the stream's failure: it keeps backing off.
@@ -242,9 +321,11 @@ impl SessionContext {
     async fn stream(
         &self,
         endpoint: SocketAddr,
+        proof: Option<&ProofFeed>,
         stop: &CancellationToken,
         healthy: &mut Healthy,
     ) -> Result<SessionEnd, SessionError> {
+        let proof_port = proof.map_or(0, ProofFeed::port);
         let mut identity_changes = self.identity.clone();
         identity_changes.mark_unchanged();
         let identity = identity_changes
@@ -267,7 +348,7 @@ impl SessionContext {
         // the approver receives after a CSR was created describes the node as it
         // was after the CSR (the approver may deny a SAN missing from it).
         let first_facts = self.facts.refresh().await?;
-        let first = report(&first_facts, &mut sequence, Vec::new());
+        let first = report(&first_facts, &mut sequence, Vec::new(), proof_port);
         fact_changes.mark_unchanged();
         // The channel is empty: this cannot fail for lack of room.
         let _ = requests.try_send(first);
@@ -286,6 +367,9 @@ impl SessionContext {
         };
         tracing::info!(%endpoint, "attestation stream open");
         let mut incoming = response.into_inner();
+        // Receipts from now on, sent while the replica's last Ack accepts them.
+        let mut receipts = proof.map(ProofFeed::subscribe);
+        let mut gate = ReceiptGate::default();
         let first_heartbeat = if self.stagger_first_heartbeat {
             self.timings
                 .heartbeat_interval
@@ -301,8 +385,8 @@ impl SessionContext {
         // Facts that changed while a report was being sent, reported next.
         let mut queued: Option<Arc<NodeFacts>> = None;
         loop {
-            let due: Option<(Arc<NodeFacts>, Vec<u8>)> = if let Some(facts) = queued.take() {
-                Some((facts, Vec::new()))
+            let due: Option<Outgoing> = if let Some(facts) = queued.take() {
+                Some(Outgoing::Report(facts, Vec::new()))
             } else {
                 tokio::select! {
                     () = stop.cancelled() => return Ok(SessionEnd::Stopped),
@@ -313,11 +397,30 @@ impl SessionContext {
                             None
                         }
                     },
-                    _ = fact_changes.changed() => fact_changes.borrow_and_update().clone().map(|f| (f, Vec::new())),
-                    () = &mut heartbeat => Some((self.facts.refresh().await?, Vec::new())),
+                    _ = fact_changes.changed() => fact_changes.borrow_and_update().clone().map(|f| Outgoing::Report(f, Vec::new())),
+                    () = &mut heartbeat => Some(Outgoing::Report(self.facts.refresh().await?, Vec::new())),
+                    received = next_receipt(&mut receipts) => match received {
+                        Ok(receipt) if gate.admits() => Some(Outgoing::Receipt(receipt)),
+                        Ok(_) => {
+                            tracing::debug!(%endpoint, "not sending a proof receipt: the replica's last Ack did not accept receipts");
+                            self.events.receipts_dropped(endpoint, ReceiptDrop::NotAccepted, 1);
+                            None
+                        }
+                        Err(RecvError::Lagged(lost)) => {
+                            tracing::debug!(%endpoint, lost, "the stream fell behind the proof listener; receipts lost");
+                            self.events.receipts_dropped(endpoint, ReceiptDrop::Lagged, lost);
+                            None
+                        }
+                        // The listener stopped: no more receipts.
+                        Err(RecvError::Closed) => {
+                            receipts = None;
+                            None
+                        }
+                    },
                     message = incoming.message() => match message {
                         Ok(Some(ApproverMessage { kind: Some(approver_message::Kind::Ack(ack)) })) => {
                             self.acknowledged(endpoint, &identity, &ack);
+                            gate.acknowledged(&ack);
                             healthy.acked = true;
                             None
                         }
@@ -328,7 +431,7 @@ impl SessionContext {
                             } else {
                                 tracing::debug!(%endpoint, "challenged; reporting fresh facts");
                                 self.events.challenged(endpoint);
-                                Some((self.facts.refresh().await?, challenge.nonce))
+                                Some(Outgoing::Report(self.facts.refresh().await?, challenge.nonce))
                             }
                         }
                         Ok(Some(ApproverMessage { kind: None })) => None,
@@ -337,19 +440,33 @@ impl SessionContext {
                     },
                 }
             };
-            if let Some((facts, nonce)) = due {
-                let message = report(&facts, &mut sequence, nonce);
-                tokio::select! {
-                    () = stop.cancelled() => return Ok(SessionEnd::Stopped),
-                    sent = requests.send(message) => if sent.is_err() { return Err(SessionError::Closed) },
+            match due {
+                None => {}
+                Some(Outgoing::Receipt(receipt)) => {
+                    let message = AgentMessage {
+                        kind: Some(agent_message::Kind::Receipt(receipt)),
+                    };
+                    tokio::select! {
+                        () = stop.cancelled() => return Ok(SessionEnd::Stopped),
+                        sent = requests.send(message) => if sent.is_err() { return Err(SessionError::Closed) },
+                    }
+                    tracing::debug!(%endpoint, "proof receipt sent");
+                    self.events.receipt_sent(endpoint);
                 }
-                self.events.reported(endpoint, sequence, &facts);
-                heartbeat
-                    .as_mut()
-                    .reset(Instant::now() + self.timings.heartbeat_interval);
-                // A refresh above may itself have published a change: it is sent.
-                let latest = fact_changes.borrow_and_update().clone();
-                queued = latest.filter(|latest| **latest != *facts);
+                Some(Outgoing::Report(facts, nonce)) => {
+                    let message = report(&facts, &mut sequence, nonce, proof_port);
+                    tokio::select! {
+                        () = stop.cancelled() => return Ok(SessionEnd::Stopped),
+                        sent = requests.send(message) => if sent.is_err() { return Err(SessionError::Closed) },
+                    }
+                    self.events.reported(endpoint, sequence, &facts);
+                    heartbeat
+                        .as_mut()
+                        .reset(Instant::now() + self.timings.heartbeat_interval);
+                    // A refresh above may itself have published a change: it is sent.
+                    let latest = fact_changes.borrow_and_update().clone();
+                    queued = latest.filter(|latest| **latest != *facts);
+                }
             }
         }
     }
@@ -412,11 +529,49 @@ impl SessionContext {
     }
 }
 
-fn report(facts: &NodeFacts, sequence: &mut u64, nonce: Vec<u8>) -> AgentMessage {
+fn report(facts: &NodeFacts, sequence: &mut u64, nonce: Vec<u8>, proof_port: u16) -> AgentMessage {
     *sequence += 1;
     AgentMessage {
         kind: Some(agent_message::Kind::Report(
-            facts.to_report(*sequence, nonce),
+            facts.to_report(*sequence, nonce, proof_port),
         )),
+    }
+}
+
+/// The next receipt for a stream, or never without a proof listener.
+async fn next_receipt(
+    receipts: &mut Option<broadcast::Receiver<ProofReceipt>>,
+) -> Result<ProofReceipt, RecvError> {
+    match receipts {
+        Some(receipts) => receipts.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(accepts_receipts: bool) -> Ack {
+        Ack {
+            sequence: 1,
+            accepts_receipts,
+            ..Ack::default()
+        }
+    }
+
+    #[test]
+    fn receipts_go_only_where_the_last_ack_accepted_them() {
+        let mut gate = ReceiptGate::default();
+        assert!(!gate.admits(), "no Ack yet: the replica has not said");
+        gate.acknowledged(&ack(false));
+        assert!(!gate.admits(), "an approver before 0.4 never sets it");
+        gate.acknowledged(&ack(true));
+        assert!(gate.admits());
+        gate.acknowledged(&ack(true));
+        assert!(gate.admits());
+        // A replica that stops accepting them (a downgrade behind the same address).
+        gate.acknowledged(&ack(false));
+        assert!(!gate.admits());
     }
 }

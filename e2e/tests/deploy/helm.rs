@@ -313,7 +313,8 @@ fn the_network_policy_is_the_overlays() -> TestResult {
         deploy::rendered_base()?,
     )?;
     // It selects the approver's Pods, lets in its three ports and lets out only the API
-    // server and DNS. The agents run with hostNetwork: no NetworkPolicy applies to them.
+    // server, DNS and the probes of the agents' proof port. The agents run with
+    // hostNetwork: no NetworkPolicy applies to them.
     let policy = role(&overlay, "NetworkPolicy", "rubber-stamp-approver")?;
     let approver = role(&overlay, "Deployment", "rubber-stamp-approver")?;
     assert_eq!(
@@ -342,7 +343,15 @@ fn the_network_policy_is_the_overlays() -> TestResult {
         .flat_map(|rule| rule["ports"].as_array().into_iter().flatten())
         .filter_map(|p| p["port"].as_u64())
         .collect();
-    assert_eq!(egress, BTreeSet::from([53, 443, 6443]));
+    assert_eq!(
+        egress,
+        BTreeSet::from([
+            53,
+            443,
+            6443,
+            u64::from(rubber_stamp_proto::proof::DEFAULT_PORT)
+        ])
+    );
     let agent = role(&overlay, "DaemonSet", "rubber-stamp-agent")?;
     assert_eq!(agent["spec"]["template"]["spec"]["hostNetwork"], true);
     Ok(())
@@ -430,7 +439,7 @@ fn the_monitoring_objects_wrap_the_charts_files() -> TestResult {
         .flatten()
         .filter_map(|p| p["name"].as_str())
         .collect();
-    assert_eq!(agent_ports, ["health", "metrics"]);
+    assert_eq!(agent_ports, ["health", "metrics", "proof"]);
     let pod_monitor = role(toggles, "PodMonitor", "rubber-stamp-agent")?;
     assert_eq!(
         pod_monitor["spec"]["selector"],
@@ -673,6 +682,15 @@ fn the_everything_render_shows_every_value() -> TestResult {
         agent_args.last().map(String::as_str),
         Some("--cloud-metadata=aws")
     );
+    // Its proof listener on another port, which the approver's NetworkPolicy lets out.
+    assert!(agent_args.contains(&"--proof-listen=[::]:10373".to_owned()));
+    let proof_port = agent["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == "proof")
+        .ok_or("proof port")?;
+    assert_eq!(proof_port["containerPort"], 10373);
     assert_eq!(
         agent_pod["spec"]["volumes"][0],
         json!({"name": "kubelet-pki", "hostPath": {"path": "/var/lib/rancher/k3s/agent", "type": "Directory"}})
@@ -834,6 +852,10 @@ fn the_everything_render_shows_every_value() -> TestResult {
         json!({"ports": [{"port": 6443, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "198.51.100.10/32"}}]})
     );
     assert!(policy["egress"][1]["to"][0]["podSelector"].is_null());
+    assert_eq!(
+        policy["egress"][2],
+        json!({"ports": [{"port": 10373, "protocol": "TCP"}]})
+    );
     // Extra objects, a map and a string, both through tpl.
     let ca = role(all, "ConfigMap", "rubber-stamp-client-ca")?;
     assert_eq!(ca["metadata"]["namespace"], ns);

@@ -876,6 +876,26 @@ pub(crate) fn check_probes_ports_and_names(base: &[Value], namespace: &str) -> T
         )),
         "{agent_args:?}"
     );
+    // The agent's ports are what its flags listen on; its proof listener on the port the
+    // approver probes by default, on both families.
+    let proof = rubber_stamp_agent::proof::ProofListen::default();
+    let proof_port = proof.address().map(|a| u64::from(a.port()));
+    assert_eq!(
+        proof_port,
+        Some(u64::from(rubber_stamp_proto::proof::DEFAULT_PORT))
+    );
+    assert!(
+        agent_args.contains(&format!("--proof-listen={proof}")),
+        "{agent_args:?}"
+    );
+    let agent_ports: BTreeMap<String, u64> = agent["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p["name"].as_str()?.to_owned(), p["containerPort"].as_u64()?)))
+        .collect();
+    assert_eq!(agent_ports.get("health"), Some(&agent_health));
+    assert_eq!(agent_ports.get("proof"), proof_port.as_ref());
     // The CA bundle the agent reads is the ConfigMap the approver publishes.
     let agent_pod = &role(base, "DaemonSet", "rubber-stamp-agent")?["spec"]["template"]["spec"];
     let ca_volume = agent_pod["volumes"]

@@ -7,10 +7,12 @@
 //!   until released (an agent that is connected but has not reported yet).
 //! - [`fixed_identity`]: a client certificate that never rotates; [`fixed_token`]: a
 //!   ServiceAccount token that never rotates.
-//! - [`Sessions`]: one session per approver endpoint, stopped when dropped.
-//! - [`ScriptedAgent`]: the controller tests' agent, reporting when the test says so.
+//! - [`Sessions`]: one session per approver endpoint, stopped when dropped; optionally with
+//!   the agent's own proof listener ([`Sessions::start_with_proof`]).
+//! - [`ScriptedAgent`]: the controller tests' agent, reporting when the test says so;
+//!   [`ScriptedAgent::builder`] gives it a token, a source address or a proof listener.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,7 +22,10 @@ use ipnet::IpNet;
 use rubber_stamp_agent::config::Timings;
 use rubber_stamp_agent::facts::{FactSource, Facts, FactsError, FactsRead, NodeFacts, normalise};
 use rubber_stamp_agent::identity::{ClientIdentity, IdentityError};
-use rubber_stamp_agent::session::{ApproverCa, SessionContext, SessionError, SessionEvents};
+use rubber_stamp_agent::proof::{FrameOutcome, ProofEvents, ProofLimits, ProofListener};
+use rubber_stamp_agent::session::{
+    ApproverCa, ReceiptDrop, SessionContext, SessionError, SessionEvents,
+};
 use rubber_stamp_proto::v1::Ack;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -44,6 +49,14 @@ pub enum SimulatedAgentError {
     /// A replica did not acknowledge a report in time.
     #[error("a replica did not acknowledge the report within {0:?}")]
     Unacknowledged(Duration),
+    /// Its proof listener could not bind its address.
+    #[error("binding the proof listener to {addr}: {source}")]
+    ProofListener {
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
 }
 
 /// A client identity that never changes (a certificate and its key, PEM), for
@@ -151,12 +164,36 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Starts a session to every endpoint in `endpoints` with `context`.
+    /// Starts a session to every endpoint in `endpoints` with `context`, without a proof
+    /// listener (reports say `proof_port` 0, as an agent before 0.4).
     pub fn start(context: &SessionContext, endpoints: &[SocketAddr]) -> Self {
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
         for endpoint in endpoints {
             tasks.spawn(context.clone().run(*endpoint, stop.child_token()));
+        }
+        Self { stop, tasks }
+    }
+
+    /// Like [`start`](Self::start), serving the agent's proof listener `proof` (telling
+    /// `events` of every connection to it) as the agent does: reports carry its port and
+    /// every session passes its receipts on to a replica whose last Ack accepts them.
+    pub fn start_with_proof(
+        context: &SessionContext,
+        endpoints: &[SocketAddr],
+        proof: ProofListener,
+        events: Arc<dyn ProofEvents>,
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let feed = proof.feed();
+        tasks.spawn(proof.serve(events, stop.child_token()));
+        for endpoint in endpoints {
+            tasks.spawn(context.clone().run_with_proof(
+                *endpoint,
+                Some(feed.clone()),
+                stop.child_token(),
+            ));
         }
         Self { stop, tasks }
     }
@@ -200,11 +237,45 @@ const ACK_WITHIN: Duration = Duration::from_secs(10);
 const SENT_KEPT: usize = 16;
 
 /// What a scripted agent's sessions did: challenges answered, and per replica the
-/// reports handed to its current stream and the highest sequence it acknowledged.
+/// reports handed to its current stream and the highest sequence it acknowledged; what
+/// became of the connections to its proof listener and of the receipts.
 #[derive(Debug, Default)]
 struct Progress {
     challenges: AtomicU64,
     streams: watch::Sender<Streams>,
+    proof: watch::Sender<ProofProgress>,
+}
+
+/// What became of a scripted agent's proof probes and receipts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProofProgress {
+    /// Connections to the proof listener, by outcome.
+    pub frames: BTreeMap<FrameOutcome, u64>,
+    /// Receipts handed to a stream, by replica.
+    pub sent: BTreeMap<SocketAddr, u64>,
+    /// Receipts not sent because the replica's last Ack did not accept them.
+    pub not_accepted: u64,
+    /// Receipts a stream lost by falling behind.
+    pub lagged: u64,
+}
+
+impl ProofProgress {
+    /// Connections that ended with `outcome`.
+    pub fn frames(&self, outcome: FrameOutcome) -> u64 {
+        self.frames.get(&outcome).copied().unwrap_or(0)
+    }
+
+    /// Receipts handed to any replica's stream.
+    pub fn sent(&self) -> u64 {
+        self.sent.values().sum()
+    }
+}
+
+impl ProofEvents for Progress {
+    fn frame(&self, outcome: FrameOutcome) {
+        self.proof
+            .send_modify(|proof| *proof.frames.entry(outcome).or_default() += 1);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -256,6 +327,18 @@ impl SessionEvents for Progress {
         self.challenges.fetch_add(1, Ordering::SeqCst);
     }
 
+    fn receipt_sent(&self, endpoint: SocketAddr) {
+        self.proof
+            .send_modify(|proof| *proof.sent.entry(endpoint).or_default() += 1);
+    }
+
+    fn receipts_dropped(&self, _: SocketAddr, reason: ReceiptDrop, count: u64) {
+        self.proof.send_modify(|proof| match reason {
+            ReceiptDrop::NotAccepted => proof.not_accepted += count,
+            ReceiptDrop::Lagged => proof.lagged += count,
+        });
+    }
+
     fn ended(&self, endpoint: SocketAddr, _: Option<&SessionError>) {
         // The next stream numbers its reports from 1 again.
         self.streams.send_modify(|streams| {
@@ -281,6 +364,9 @@ impl Streams {
 /// the test's addresses and `lo` with `127.0.0.1/8` (real agents on one machine would all
 /// report the same interfaces). It connects at once and reports first when the test calls
 /// [`report`](Self::report); it answers every challenge with the facts set at that moment.
+///
+/// By default it runs no proof listener and reports `proof_port` 0, as an agent before 0.4;
+/// [`ScriptedAgentBuilder::proof_listener`] runs the agent's own.
 #[derive(Debug)]
 pub struct ScriptedAgent {
     node: String,
@@ -289,10 +375,94 @@ pub struct ScriptedAgent {
     progress: Arc<Progress>,
     approvers: Vec<SocketAddr>,
     reported: AtomicBool,
+    proof_address: Option<SocketAddr>,
     sessions: Sessions,
 }
 
+/// How a [`ScriptedAgent`] connects ([`ScriptedAgent::builder`]): the node's certificate
+/// or a token, the kernel's source address or one of the test's, a proof listener or none.
+#[derive(Debug)]
+pub struct ScriptedAgentBuilder<'a> {
+    pki: &'a ChannelPki,
+    node: String,
+    approvers: Vec<SocketAddr>,
+    addresses: Vec<(IpAddr, u32)>,
+    token: Option<String>,
+    source: Option<IpAddr>,
+    proof: Option<(SocketAddr, ProofLimits)>,
+}
+
+impl ScriptedAgentBuilder<'_> {
+    /// Attests with a ServiceAccount `token` instead of the node's certificate: which node
+    /// the approver attributes the reports to is what the token's review says, whatever
+    /// hostname the facts carry.
+    pub fn token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_owned());
+        self
+    }
+
+    /// Connects to the replicas from `source` (e.g. the node's own loopback address
+    /// `127.0.0.3`, so that several simulated nodes share one machine).
+    pub fn source_address(mut self, source: IpAddr) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// Runs the agent's proof listener on `bind` (e.g. `127.0.0.3:10273` or `[::1]:10273`;
+    /// port 0: any), with the agent's limits: reports carry its port, and every probe frame
+    /// it receives becomes a receipt on each stream whose replica accepts receipts.
+    pub fn proof_listener(self, bind: SocketAddr) -> Self {
+        self.proof_listener_with(bind, ProofLimits::DEFAULT)
+    }
+
+    /// [`proof_listener`](Self::proof_listener) with other limits (a shorter read timeout,
+    /// a smaller receipt burst).
+    pub fn proof_listener_with(mut self, bind: SocketAddr, limits: ProofLimits) -> Self {
+        self.proof = Some((bind, limits));
+        self
+    }
+
+    /// Binds the proof listener, if any, and starts the sessions. Nothing is reported yet.
+    pub async fn connect(self) -> Result<ScriptedAgent, SimulatedAgentError> {
+        let identity = match &self.token {
+            Some(token) => fixed_token(token)?,
+            None => {
+                let leaf = self.pki.node(&self.node)?;
+                fixed_identity(&leaf.cert_pem, &leaf.key_pem)?
+            }
+        };
+        let proof = match self.proof {
+            Some((addr, limits)) => Some(
+                ProofListener::bind(addr, limits)
+                    .map_err(|source| SimulatedAgentError::ProofListener { addr, source })?,
+            ),
+            None => None,
+        };
+        ScriptedAgent::start(self, identity, proof)
+    }
+}
+
 impl ScriptedAgent {
+    /// An agent for every replica at `approvers` as `node` (hostname = node name), with
+    /// `addresses` (and prefix lengths) on `eth0`, attesting with the node's certificate
+    /// from `pki`, no proof listener; [`ScriptedAgentBuilder::connect`] starts it.
+    pub fn builder<'a>(
+        pki: &'a ChannelPki,
+        node: &str,
+        approvers: &[SocketAddr],
+        addresses: &[(IpAddr, u32)],
+    ) -> ScriptedAgentBuilder<'a> {
+        ScriptedAgentBuilder {
+            pki,
+            node: node.to_owned(),
+            approvers: approvers.to_vec(),
+            addresses: addresses.to_vec(),
+            token: None,
+            source: None,
+            proof: None,
+        }
+    }
+
     /// Connects to every replica at `approvers` as `node` (hostname = node name), with
     /// `addresses` (and prefix lengths) on `eth0`. Nothing is reported yet.
     pub async fn connect(
@@ -301,9 +471,9 @@ impl ScriptedAgent {
         approvers: &[SocketAddr],
         addresses: &[(IpAddr, u32)],
     ) -> Result<Self, SimulatedAgentError> {
-        let leaf = pki.node(node)?;
-        let identity = fixed_identity(&leaf.cert_pem, &leaf.key_pem)?;
-        Self::connect_as(pki, node, approvers, addresses, identity)
+        Self::builder(pki, node, approvers, addresses)
+            .connect()
+            .await
     }
 
     /// Like [`connect`](Self::connect), attesting with a ServiceAccount `token` instead of
@@ -316,17 +486,26 @@ impl ScriptedAgent {
         addresses: &[(IpAddr, u32)],
         token: &str,
     ) -> Result<Self, SimulatedAgentError> {
-        Self::connect_as(pki, hostname, approvers, addresses, fixed_token(token)?)
+        Self::builder(pki, hostname, approvers, addresses)
+            .token(token)
+            .connect()
+            .await
     }
 
-    fn connect_as(
-        pki: &ChannelPki,
-        node: &str,
-        approvers: &[SocketAddr],
-        addresses: &[(IpAddr, u32)],
+    fn start(
+        built: ScriptedAgentBuilder<'_>,
         identity: watch::Receiver<Option<Arc<ClientIdentity>>>,
+        proof: Option<ProofListener>,
     ) -> Result<Self, SimulatedAgentError> {
-        let script = ScriptedFacts::unknown_until_released(Self::facts_of(node, addresses)?);
+        let ScriptedAgentBuilder {
+            pki,
+            node,
+            approvers,
+            addresses,
+            source,
+            ..
+        } = built;
+        let script = ScriptedFacts::unknown_until_released(Self::facts_of(&node, &addresses)?);
         let facts = Facts::new(script.clone());
         let progress = Arc::new(Progress::default());
         let context = SessionContext {
@@ -336,17 +515,28 @@ impl ScriptedAgent {
             identity,
             facts: facts.clone(),
             events: Arc::clone(&progress) as Arc<dyn SessionEvents>,
-            local_address: None,
+            local_address: source,
             stagger_first_heartbeat: false,
         };
+        let proof_address = proof.as_ref().map(ProofListener::local_addr);
+        let sessions = match proof {
+            Some(proof) => Sessions::start_with_proof(
+                &context,
+                &approvers,
+                proof,
+                Arc::clone(&progress) as Arc<dyn ProofEvents>,
+            ),
+            None => Sessions::start(&context, &approvers),
+        };
         Ok(Self {
-            node: node.to_owned(),
-            sessions: Sessions::start(&context, approvers),
+            node,
+            sessions,
             script,
             facts,
             progress,
-            approvers: approvers.to_vec(),
+            approvers,
             reported: AtomicBool::new(false),
+            proof_address,
         })
     }
 
@@ -406,6 +596,31 @@ impl ScriptedAgent {
         self.progress.challenges.load(Ordering::SeqCst)
     }
 
+    /// Where its proof listener is bound (`None`: it runs none and reports `proof_port` 0).
+    pub fn proof_address(&self) -> Option<SocketAddr> {
+        self.proof_address
+    }
+
+    /// What became of the probes to its proof listener and of their receipts so far.
+    pub fn proof_progress(&self) -> ProofProgress {
+        self.progress.proof.borrow().clone()
+    }
+
+    /// Waits until `done` holds of its proof progress, for at most `within`; the progress
+    /// then, or `None` on timeout.
+    pub async fn wait_for_proof(
+        &self,
+        within: Duration,
+        mut done: impl FnMut(&ProofProgress) -> bool,
+    ) -> Option<ProofProgress> {
+        let mut proof = self.progress.proof.subscribe();
+        match tokio::time::timeout(within, proof.wait_for(|p| done(p))).await {
+            // The sender lives in `self.progress`: waiting cannot fail.
+            Ok(Ok(progress)) => Some(progress.clone()),
+            _ => None,
+        }
+    }
+
     /// The node.
     pub fn node(&self) -> &str {
         &self.node
@@ -419,7 +634,45 @@ impl ScriptedAgent {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
+    use rubber_stamp_proto::proof::NONCE_BYTES;
+
     use super::*;
+    use crate::raw;
+
+    #[tokio::test]
+    async fn a_scripted_agent_runs_the_agents_proof_listener_when_asked() {
+        let pki = ChannelPki::new().expect("pki");
+        let addresses = [(IpAddr::from([127, 0, 0, 3]), 8)];
+        // No replica: the listener runs, no stream takes its receipts.
+        let plain = ScriptedAgent::builder(&pki, "node-a", &[], &addresses)
+            .connect()
+            .await
+            .expect("agent");
+        assert_eq!(plain.proof_address(), None);
+        let agent = ScriptedAgent::builder(&pki, "node-b", &[], &addresses)
+            .proof_listener(SocketAddr::from((Ipv4Addr::new(127, 0, 0, 3), 0)))
+            .connect()
+            .await
+            .expect("agent");
+        let bound = agent.proof_address().expect("a proof listener");
+        assert_eq!(bound.ip(), IpAddr::from([127, 0, 0, 3]));
+        assert_ne!(bound.port(), 0);
+        let written = raw::probe(bound, Some(IpAddr::from([127, 0, 0, 9])), &[1; NONCE_BYTES])
+            .await
+            .expect("probe");
+        assert!(written.is_empty(), "the agent writes nothing back");
+        let progress = agent
+            .wait_for_proof(ACK_WITHIN, |p| p.frames(FrameOutcome::Received) == 1)
+            .await
+            .expect("the probe counted");
+        assert_eq!(progress.sent(), 0, "no stream to send it on");
+        // Only that address: another loopback address on the port finds nothing.
+        assert!(std::net::TcpStream::connect((Ipv4Addr::new(127, 0, 0, 4), bound.port())).is_err());
+        agent.stop().await;
+        plain.stop().await;
+    }
 
     #[tokio::test(start_paused = true)]
     async fn scripted_facts_are_read_once_released_and_as_last_set() {

@@ -223,7 +223,9 @@ pub fn valid_lease_duration(d: Duration) -> bool {
 }
 
 /// `rubber-stamp-agent …`: one approver address, its CA bundle, the kubelet's certificate
-/// file; health on any loopback port; everything else the agent's defaults unless set.
+/// file; health and the proof listener on any loopback port (the proof listener's default,
+/// `[::]:10273`, would be taken by the first of several agents on one machine); everything
+/// else the agent's defaults unless set.
 #[derive(Clone, Debug)]
 pub struct AgentCommand {
     approver: String,
@@ -231,6 +233,7 @@ pub struct AgentCommand {
     cert: PathBuf,
     token: Option<PathBuf>,
     health_listen: String,
+    proof_listen: String,
     server_name: Option<String>,
     json_logs: bool,
     log_filter: Option<String>,
@@ -251,6 +254,7 @@ impl AgentCommand {
             cert: cert.into(),
             token: None,
             health_listen: loopback_any().to_string(),
+            proof_listen: loopback_any().to_string(),
             server_name: None,
             json_logs: false,
             log_filter: None,
@@ -274,6 +278,12 @@ impl AgentCommand {
     /// `--health-listen`.
     pub fn health_listen(mut self, addr: impl ToString) -> Self {
         self.health_listen = addr.to_string();
+        self
+    }
+
+    /// `--proof-listen`: an address, or `off`.
+    pub fn proof_listen(mut self, addr: impl ToString) -> Self {
+        self.proof_listen = addr.to_string();
         self
     }
 
@@ -321,6 +331,7 @@ impl AgentCommand {
             None => args.extend(["--cert".into(), self.cert.clone().into()]),
         }
         args.extend(["--health-listen".into(), self.health_listen.clone().into()]);
+        args.extend(["--proof-listen".into(), self.proof_listen.clone().into()]);
         if let Some(name) = &self.server_name {
             args.extend(["--server-name".into(), name.into()]);
         }
@@ -395,6 +406,8 @@ mod tests {
                 "--cert",
                 "node.pem",
                 "--health-listen",
+                "127.0.0.1:0",
+                "--proof-listen",
                 "127.0.0.1:0",
                 "--server-name",
                 "localhost",

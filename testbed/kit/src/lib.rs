@@ -9,7 +9,8 @@
 //! - [`channel`]: the attested channel's PKI on disk and its server name.
 //! - [`agent`]: simulated agents running the agent's own session with facts of their own;
 //!   the controller tests' scripted agent.
-//! - [`raw`]: raw attestation clients for negative tests (any certificate, any bytes).
+//! - [`raw`]: raw attestation clients for negative tests (any certificate, any bytes, forged
+//!   proof receipts); probe frames to any proof listener.
 //! - [`command`]: the approver's and the agent's command lines as the testbed runs them.
 //! - [`binaries`]: finding (or building) the real binaries.
 //! - [`spawned`]: release binaries as child processes; Prometheus text as a map.

@@ -1,17 +1,20 @@
-//! Raw attestation clients: any client certificate (or none), any report, even bytes that
-//! are not protobuf, so tests can play a misbehaving or impersonating agent. An agent that
-//! behaves runs the agent's own session ([`crate::agent`]).
+//! Raw attestation clients: any client certificate (or none), any report or proof receipt,
+//! even bytes that are not protobuf, so tests can play a misbehaving or impersonating
+//! agent; and [`probe`], a probe frame as the approver writes it, to any proof listener. An
+//! agent that behaves runs the agent's own session ([`crate::agent`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use prost::Message as _;
-use rubber_stamp_proto::sources;
 use rubber_stamp_proto::v1::attestation_client::AttestationClient;
 use rubber_stamp_proto::v1::{
     Ack, AgentMessage, ApproverMessage, FactSource, IpPrefix, NetworkInterface, NodeReport,
-    agent_message, approver_message,
+    ProofReceipt, agent_message, approver_message,
 };
+use rubber_stamp_proto::{proof, sources};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -149,6 +152,73 @@ pub fn with_nonce(mut message: AgentMessage, nonce: Vec<u8>) -> AgentMessage {
     message
 }
 
+/// The same report naming `port` as the node's proof port (`NodeReport.proof_port`).
+pub fn with_proof_port(mut message: AgentMessage, port: u32) -> AgentMessage {
+    if let Some(agent_message::Kind::Report(report)) = &mut message.kind {
+        report.proof_port = port;
+    }
+    message
+}
+
+/// A proof receipt saying that a probe frame with `nonce` arrived on `local` from
+/// `sender`, whatever arrived where: a forged or replayed receipt (any nonce length, to
+/// test the approver's checks; an IPv4-mapped address is sent as given, in 16 bytes).
+pub fn receipt(nonce: &[u8], local: IpAddr, sender: IpAddr) -> AgentMessage {
+    receipt_bytes(nonce.to_vec(), ip_bytes(&local), ip_bytes(&sender))
+}
+
+/// A proof receipt with raw fields (addresses of any length).
+pub fn receipt_bytes(
+    nonce: Vec<u8>,
+    local_address: Vec<u8>,
+    sender_address: Vec<u8>,
+) -> AgentMessage {
+    AgentMessage {
+        kind: Some(agent_message::Kind::Receipt(ProofReceipt {
+            nonce,
+            local_address,
+            sender_address,
+        })),
+    }
+}
+
+/// Writes the probe frame of `nonce` to the proof listener at `addr` (from `source`, or the
+/// kernel's choice), as the approver does, and waits until the listener closes the
+/// connection; what it wrote back, which is nothing from a well-behaved agent.
+pub async fn probe(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    nonce: &[u8; proof::NONCE_BYTES],
+) -> std::io::Result<Vec<u8>> {
+    let mut stream = match source {
+        None => TcpStream::connect(addr).await?,
+        Some(source) => {
+            let socket = match source {
+                IpAddr::V4(_) => TcpSocket::new_v4()?,
+                IpAddr::V6(_) => TcpSocket::new_v6()?,
+            };
+            socket.bind(SocketAddr::new(source, 0))?;
+            socket.connect(addr).await?
+        }
+    };
+    stream.write_all(&proof::encode(nonce)).await?;
+    let mut answer = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await {
+        Ok(read) => read.map(|_| answer),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the proof listener kept the connection open for 10 s",
+        )),
+    }
+}
+
+fn ip_bytes(ip: &IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
 /// One interface in wire form.
 pub fn interface(name: &str, addresses: &[(IpAddr, u32)]) -> NetworkInterface {
     NetworkInterface {
@@ -156,10 +226,7 @@ pub fn interface(name: &str, addresses: &[(IpAddr, u32)]) -> NetworkInterface {
         addresses: addresses
             .iter()
             .map(|(ip, prefix_length)| IpPrefix {
-                address: match ip {
-                    IpAddr::V4(a) => a.octets().to_vec(),
-                    IpAddr::V6(a) => a.octets().to_vec(),
-                },
+                address: ip_bytes(ip),
                 prefix_length: *prefix_length,
             })
             .collect(),
