@@ -37,6 +37,7 @@ pub mod k8s;
 pub mod kubectl;
 pub mod metrics;
 pub mod pki;
+pub mod proof;
 pub mod runtime;
 pub mod store;
 

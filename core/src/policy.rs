@@ -912,7 +912,8 @@ ownershipProof:
     fn ownership_proof_is_preferred_by_default_and_refuses_ambiguous_networks() {
         let p = Policy::default();
         assert_eq!(
-            p.ownership_proof.mode_for("10.0.0.1".parse().expect("address")),
+            p.ownership_proof
+                .mode_for("10.0.0.1".parse().expect("address")),
             (ProofMode::Preferred, None)
         );
         for (yaml, needle) in [

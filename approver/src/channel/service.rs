@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use futures::StreamExt as _;
 use rubber_stamp_proto::codec::AttestCodec;
-use rubber_stamp_proto::v1::{Ack, AgentMessage, ApproverMessage, Challenge, approver_message};
+use rubber_stamp_proto::v1::{
+    Ack, AgentMessage, ApproverMessage, Challenge, ProofReceipt, agent_message, approver_message,
+};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -25,6 +27,7 @@ use super::report::{ReportError, ValidReport};
 use super::tls::{GaugeGuard, PeerInfo};
 use super::token::{TokenRefusal, TokenVerifier, bearer};
 use crate::metrics::{GrpcMetrics, ResultLabel};
+use crate::proof::ReceiptOutcome;
 use crate::store::{AttestationStore, StreamCommand, StreamLease};
 
 /// The gRPC service name, also the approver's readiness service in `grpc.health.v1`.
@@ -33,6 +36,14 @@ const ATTEST_PATH: &str = "/rubberstamp.v1.Attestation/Attest";
 
 /// At most one "refused attestation stream" log line per this interval.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Proof receipts one stream may send in a burst; after it, one per
+/// [`RECEIPT_INTERVAL`]. Receipts past the budget are dropped and counted, never fatal to
+/// the stream: a neighbour flooding an agent's proof port must not cost the node its
+/// attestation.
+const RECEIPT_BURST: u32 = 64;
+/// See [`RECEIPT_BURST`]: 20 receipts a second.
+const RECEIPT_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Responses queued per stream before the stream task waits for the agent to read.
 const OUTBOUND_CAPACITY: usize = 2;
@@ -323,6 +334,7 @@ impl ServiceState {
     ) {
         let _live = GaugeGuard::inc(&self.metrics.live_streams);
         let mut limiter = RateLimiter::new(self.limits.report_burst, self.limits.report_interval);
+        let mut receipts = RateLimiter::new(RECEIPT_BURST, RECEIPT_INTERVAL);
         let mut previous = 0;
         // A stream without an expiring credential never reaches this far-off deadline.
         let expiry = tokio::time::sleep_until(
@@ -343,6 +355,10 @@ impl ServiceState {
                     None => break StreamEnd::Replaced,
                 },
                 message = inbound.message() => match message {
+                    Ok(Some(AgentMessage { kind: Some(agent_message::Kind::Receipt(receipt)) })) => {
+                        self.receipt(&lease, &receipt, &mut receipts);
+                        continue;
+                    }
                     Ok(Some(message)) => match self.accept(&lease, message, &mut previous, &mut limiter) {
                         Ok(ack) => ack,
                         Err(end) => break end,
@@ -374,6 +390,47 @@ impl ServiceState {
             // Best effort: an agent that stopped reading does not get it.
             let _ = outbound.try_send(Err(status));
         }
+    }
+
+    /// Hands a proof receipt to the book, as received on `lease`'s stream: the node is the
+    /// stream's, never the message's. Nothing is answered; nothing in a receipt can end
+    /// the stream.
+    fn receipt(&self, lease: &StreamLease, receipt: &ProofReceipt, limiter: &mut RateLimiter) {
+        let node = lease.node();
+        let label = if limiter.allow(Instant::now()) {
+            match canonical_address(&receipt.local_address) {
+                Some(local) => {
+                    let outcome = self.store.proofs().receipt(
+                        node.as_str(),
+                        &receipt.nonce,
+                        local,
+                        Instant::now(),
+                        self.store.now(),
+                    );
+                    let sender = canonical_address(&receipt.sender_address);
+                    match &outcome {
+                        ReceiptOutcome::Accepted { csr, proven: false } => tracing::info!(
+                            %node, csr, %local, sender = ?sender,
+                            "another node's probe arrived at this node: its address is not the requester's"
+                        ),
+                        ReceiptOutcome::Accepted { csr, proven: true } => {
+                            tracing::debug!(%node, csr, %local, sender = ?sender, "probe received by the requesting node");
+                        }
+                        _ => {
+                            tracing::debug!(%node, %local, sender = ?sender, outcome = outcome.metric_label(), "receipt changes nothing")
+                        }
+                    }
+                    outcome.metric_label()
+                }
+                None => "invalid",
+            }
+        } else {
+            "rate_limited"
+        };
+        self.metrics
+            .proof_receipts
+            .get_or_create(&ResultLabel { result: label })
+            .inc();
     }
 
     /// Checks and stores one message; the Ack to send, or why the stream must end.
@@ -414,7 +471,7 @@ impl ServiceState {
                 node_name: lease.node().to_string(),
                 max_age_seconds: self.max_age_seconds,
                 replica: self.replica.clone(),
-                accepts_receipts: false,
+                accepts_receipts: true,
             })),
         })
     }
@@ -511,6 +568,16 @@ impl RateLimiter {
             false
         }
     }
+}
+
+/// An address of 4 or 16 bytes, an IPv4-mapped IPv6 one as IPv4.
+fn canonical_address(bytes: &[u8]) -> Option<std::net::IpAddr> {
+    let ip = match bytes.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+        _ => return None,
+    };
+    Some(ip.to_canonical())
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::PostParams;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource as _, ResourceExt as _};
-use rubber_stamp_core::{Decision, NODE_CN_PREFIX, Verdict};
+use rubber_stamp_core::{CheckName, Decision, NODE_CN_PREFIX, Reason, Verdict};
 use tokio::time::Instant;
 
 use super::context::{Context, Observation};
@@ -138,6 +138,35 @@ impl Context {
         }
         let explanation = explain::explain(verdict, None, false);
         self.announce(&observation.csr, verdict, &explanation).await;
+        self.state
+            .store
+            .proofs()
+            .forget_csr(&observation.input.name);
+        let unproven = verdict.unproven_allowed();
+        if verdict.decision() == Decision::Approve && !unproven.is_empty() {
+            self.metrics.proof.unproven_approvals.inc();
+            let detail = verdict
+                .check(CheckName::IpSansOwned)
+                .map(|c| c.detail().to_owned())
+                .unwrap_or_default();
+            let listed: Vec<String> = unproven.iter().map(ToString::to_string).collect();
+            let note = format!(
+                "approved with {} not proven by the network (ownershipProof `preferred`): {detail}",
+                listed.join(", ")
+            );
+            tracing::warn!(csr = %observation.input.name, node = verdict.node().unwrap_or("-"), "{note}");
+            if let Err(error) = self
+                .publish(
+                    &observation.csr.object_ref(&()),
+                    Reason::OwnershipUnproven.as_str(),
+                    true,
+                    &note,
+                )
+                .await
+            {
+                tracing::warn!(csr = %observation.input.name, %error, "publishing the OwnershipUnproven Event failed");
+            }
+        }
     }
 
     /// Records a CSR's explained state; when it changed, counts it, logs it and publishes

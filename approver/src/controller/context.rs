@@ -10,7 +10,9 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::Recorder;
 use kube::{Api, ResourceExt as _};
-use rubber_stamp_core::{AccessReview, CsrInput, Observed, Policy, Verdict, decide_parsed};
+use rubber_stamp_core::{
+    AccessReview, CsrInput, Observed, Ownership, Policy, Verdict, decide_parsed,
+};
 use tokio::time::Instant;
 
 use super::leader::Leadership;
@@ -120,6 +122,7 @@ impl Context {
         let mut input = k8s::csr_facts(&csr);
         if !input.in_scope() {
             self.state.table.forget(&csr.name_any());
+            self.state.store.proofs().forget_csr(&csr.name_any());
             return Err(NotNow::OutOfScope);
         }
         if !self.state.nodes.is_ready() {
@@ -152,7 +155,10 @@ impl Context {
             nodes: Some(&*nodes),
             services: Some(&*services),
             access_review: Some(review),
-            ownership: None,
+            ownership: Some(Ownership {
+                lookup: state.store.proofs(),
+                port: state.store.proofs().config().port,
+            }),
         };
         decide_parsed(
             &observation.input,

@@ -35,6 +35,7 @@ mod context;
 pub mod explain;
 pub mod leader;
 mod nodes;
+mod ownership;
 mod plan;
 mod reconcile;
 pub mod review;

@@ -103,6 +103,8 @@ async fn decide_and_act(
                 .map_err(ReconcileError::AccessReview)?;
             verdict = ctx.decide(&observation, &review);
         }
+        // Check 15: probe the SANs it wants proven; each probe decides again when it ends.
+        let probe_wait = ctx.probe(&observation, &verdict);
         // Plan: the valves are asked only about approvable CSRs.
         let hold = (verdict.decision() == Decision::Approve)
             .then(|| ctx.holds(&observation.input.username))
@@ -122,7 +124,12 @@ async fn decide_and_act(
             Step::Explain(explanation) => {
                 ctx.explain(&observation.csr, &verdict, &explanation).await;
                 let wait = plan.challenge.and_then(|node| ctx.challenge(&node));
-                return Ok(Action::requeue(wait.unwrap_or(ctx.settings.pending_resync)));
+                let wait = [wait, probe_wait, Some(ctx.settings.pending_resync)]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(ctx.settings.pending_resync);
+                return Ok(Action::requeue(wait));
             }
             Step::Write(decision) => ctx.write(&observation.csr, decision, &verdict).await?,
         };

@@ -16,6 +16,7 @@ use crate::channel::{ConnectionLimits, GrpcConfig, StreamLimits, TlsFiles, Token
 use crate::controller::config::max_age_of;
 use crate::controller::{ControllerConfig, ControllerConfigError};
 use crate::pki::PkiConfigError;
+use crate::proof::ProofConfig;
 use crate::runtime::config::{
     ListenAddrs, ListenerLimits, LogFormat, RunConfig, TlsSource, prune_interval,
 };
@@ -327,6 +328,27 @@ pub struct RunArgs {
     #[arg(long, env = "RUBBER_STAMP_MAX_PENDING_CHALLENGES", default_value_t = 4)]
     pub max_pending_challenges: usize,
 
+    /// The agents' proof port: the proof of address ownership (check 15) sends its nonce
+    /// to this TCP port of each IP SAN. Must match the agents' --proof-listen.
+    #[arg(long, env = "RUBBER_STAMP_PROOF_PORT", default_value_t = rubber_stamp_proto::proof::DEFAULT_PORT,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub proof_port: u16,
+
+    /// How long one ownership probe may take, connecting included, before it counts as
+    /// unanswered. Also the first wait before probing an unproven address again (doubled
+    /// each time, up to 60s).
+    #[arg(long, env = "RUBBER_STAMP_PROOF_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub proof_timeout: Duration,
+
+    /// Most ownership probes in flight at once (each holds one outbound socket, counted in
+    /// the open-file budget).
+    #[arg(long, env = "RUBBER_STAMP_MAX_PROBES_IN_FLIGHT", default_value_t = 64)]
+    pub max_probes_in_flight: usize,
+
+    /// Most ownership probes in flight at once for one node's CSRs.
+    #[arg(long, env = "RUBBER_STAMP_MAX_PROBES_PER_NODE", default_value_t = 4)]
+    pub max_probes_per_node: usize,
+
     /// On SIGTERM, how long to wait for streams and servers to finish before exiting.
     #[arg(long, env = "RUBBER_STAMP_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
@@ -444,6 +466,8 @@ impl RunArgs {
             (self.report_burst as usize, "report-burst"),
             (self.change_buffer, "change-buffer"),
             (self.max_pending_challenges, "max-pending-challenges"),
+            (self.max_probes_in_flight, "max-probes-in-flight"),
+            (self.max_probes_per_node, "max-probes-per-node"),
             (self.token_review_concurrency, "token-review-concurrency"),
             (self.token_cache_entries, "token-cache-entries"),
         ] {
@@ -452,6 +476,7 @@ impl RunArgs {
             }
         }
         positive(self.token_review_timeout, "token-review-timeout")?;
+        positive(self.proof_timeout, "proof-timeout")?;
         positive(
             self.unverified_connection_timeout,
             "unverified-connection-timeout",
@@ -552,6 +577,14 @@ impl RunArgs {
                 max_age,
                 change_capacity: self.change_buffer,
                 max_pending_challenges: self.max_pending_challenges,
+                proof: ProofConfig {
+                    port: self.proof_port,
+                    timeout: self.proof_timeout,
+                    max_in_flight: self.max_probes_in_flight,
+                    max_per_node: self.max_probes_per_node,
+                    retry_min: self.proof_timeout,
+                    ..ProofConfig::default()
+                },
             },
             grpc: GrpcConfig {
                 connections: ConnectionLimits {
@@ -884,11 +917,16 @@ mod tests {
         let flags: Vec<_> = clamps.iter().map(|c| c.flag).collect();
         assert_eq!(flags, ["--max-handshakes", "--max-connections"]);
         assert_eq!(config.listeners.health.max_connections, 64, "health first");
-        assert_eq!(config.grpc.connections.max_handshakes, 160);
-        assert_eq!(config.grpc.connections.max_connections, 480);
+        assert_eq!(
+            config.store.proof.max_in_flight, 64,
+            "probes before streams"
+        );
+        assert_eq!(config.grpc.connections.max_handshakes, 144);
+        assert_eq!(config.grpc.connections.max_connections, 432);
         let total = config.listeners.reserved_descriptors
             + config.listeners.health.max_connections
             + config.listeners.admin.max_connections
+            + config.store.proof.max_in_flight
             + config.grpc.connections.max_handshakes
             + config.grpc.connections.max_connections;
         assert_eq!(total, 1024);

@@ -7,8 +7,10 @@
 
 use std::fmt;
 
+pub mod proof;
 pub mod tls;
 
+pub use proof::ProofMetrics;
 pub use tls::TlsMetrics;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -83,6 +85,9 @@ pub struct GrpcMetrics {
     pub challenges: Family<ResultLabel, Counter>,
     /// TokenReviews sent to verify agents' ServiceAccount tokens (cache misses only).
     pub token_reviews: Counter,
+    /// The proof's receipts family (`rubber_stamp_proof_receipts_total`), counted where
+    /// agents' receipts arrive.
+    pub proof_receipts: Family<ResultLabel, Counter>,
 }
 
 // === impl Metrics ===
@@ -104,6 +109,7 @@ impl Metrics {
         let tls = TlsMetrics::register(registry.sub_registry_with_prefix("tls"));
         let controller =
             ControllerMetrics::register(registry.sub_registry_with_prefix("controller"));
+        let proof = ProofMetrics::register(registry.sub_registry_with_prefix("proof"));
         let listeners = ListenerMetrics::register(&mut registry);
         let admin_requests = Family::<ResultLabel, Counter>::default();
         registry.register(
@@ -121,7 +127,12 @@ impl Metrics {
         // where the report is recorded.
         let grpc = GrpcMetrics {
             challenges: controller.challenges.clone(),
+            proof_receipts: proof.receipts.clone(),
             ..grpc
+        };
+        let controller = ControllerMetrics {
+            proof,
+            ..controller
         };
         Self {
             registry,
@@ -429,6 +440,8 @@ pub struct ControllerMetrics {
     pub reconcile_errors: Family<ErrorLabel, Counter>,
     /// Reconciles run (decisions made, changed or not).
     pub reconciles: Counter,
+    /// The proof of address ownership's probes (registered as `rubber_stamp_proof_*`).
+    pub proof: ProofMetrics,
 }
 
 // === impl ControllerMetrics ===
@@ -455,6 +468,7 @@ impl Default for ControllerMetrics {
             events: Family::default(),
             reconcile_errors: Family::default(),
             reconciles: Counter::default(),
+            proof: ProofMetrics::default(),
         }
     }
 }

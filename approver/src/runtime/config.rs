@@ -144,7 +144,8 @@ impl RunConfig {
 
     /// Lowers the connection limits that the open-file limit `nofile` (`None`: unlimited)
     /// cannot hold next to the reserve: the health port first (it must answer while the
-    /// attestation port is saturated), then the admin port, then handshakes in progress (at
+    /// attestation port is saturated), then the admin port, then the ownership probes in
+    /// flight (one outbound socket each), then handshakes in progress (at
     /// most a quarter of what is left), then authenticated connections. Returns what was
     /// lowered, for the log.
     pub fn fit_descriptors(&mut self, nofile: Option<u64>) -> Vec<Clamp> {
@@ -159,6 +160,9 @@ impl RunConfig {
             budget.grant("--health-max-connections", listeners.health.max_connections);
         listeners.admin.max_connections =
             budget.grant("--admin-max-connections", listeners.admin.max_connections);
+        // Each probe in flight holds one outbound socket.
+        self.store.proof.max_in_flight =
+            budget.grant("--max-probes-in-flight", self.store.proof.max_in_flight);
         connections.max_handshakes =
             budget.grant_part("--max-handshakes", connections.max_handshakes, 1, 4);
         connections.max_connections =

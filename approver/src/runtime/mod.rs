@@ -480,6 +480,8 @@ async fn prune(
                 if !removed.is_empty() {
                     tracing::info!(count = removed.len(), nodes = ?removed, "attestations aged out");
                 }
+                // Probe results of CSRs no decision has read for a while (deleted CSRs).
+                store.proofs().prune(tokio::time::Instant::now());
             }
         }
     }

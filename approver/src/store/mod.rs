@@ -30,6 +30,8 @@ use rubber_stamp_core::{
 
 pub use clock::{Clock, SystemClock};
 
+use crate::proof::{ProofBook, ProofConfig};
+
 /// Length of the nonces the store puts in challenges, in bytes.
 pub const CHALLENGE_NONCE_BYTES: usize = 16;
 
@@ -44,6 +46,8 @@ pub struct StoreConfig {
     pub change_capacity: usize,
     /// Most challenges outstanding at once for one node.
     pub max_pending_challenges: usize,
+    /// The proof of address ownership's port, timings and limits.
+    pub proof: ProofConfig,
 }
 
 impl Default for StoreConfig {
@@ -52,6 +56,7 @@ impl Default for StoreConfig {
             max_age: Duration::from_secs(5 * 60),
             change_capacity: 1024,
             max_pending_challenges: 4,
+            proof: ProofConfig::default(),
         }
     }
 }
@@ -205,6 +210,7 @@ struct Inner {
     attestations: RwLock<AttestationSet>,
     streams: Mutex<Streams>,
     changes: broadcast::Sender<AttestationChange>,
+    proofs: ProofBook,
 }
 
 #[derive(Default)]
@@ -250,8 +256,10 @@ impl AttestationStore {
     /// An empty store stamping reports with `clock`.
     pub fn new(config: StoreConfig, clock: Arc<dyn Clock>) -> Self {
         let (changes, _) = broadcast::channel(config.change_capacity.max(1));
+        let proofs = ProofBook::new(config.proof.clone());
         Self {
             inner: Arc::new(Inner {
+                proofs,
                 config,
                 clock,
                 attestations: RwLock::new(AttestationSet::new()),
@@ -259,6 +267,12 @@ impl AttestationStore {
                 changes,
             }),
         }
+    }
+
+    /// The proof of address ownership's nonces and results, shared by the attestation
+    /// service (receipts) and the controller (probes).
+    pub fn proofs(&self) -> &ProofBook {
+        &self.inner.proofs
     }
 
     /// The store's configuration.
