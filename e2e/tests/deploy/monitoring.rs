@@ -78,6 +78,17 @@ fn exported() -> BTreeMap<String, String> {
         .admin_requests
         .get_or_create(&ResultLabel { result: "allowed" })
         .inc();
+    for family in [
+        &metrics.controller.proof.probes,
+        &metrics.controller.proof.probes_limited,
+    ] {
+        family.get_or_create(&ResultLabel { result: "node" }).inc();
+    }
+    metrics
+        .grpc
+        .proof_receipts
+        .get_or_create(&ResultLabel { result: "unknown" })
+        .inc();
     metrics.controller.approval_latency.observe(0.2);
     metrics
         .controller
