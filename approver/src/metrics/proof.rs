@@ -19,7 +19,8 @@ pub struct ProofMetrics {
     /// Probes in flight.
     pub probes_in_flight: Gauge,
     /// Receipts agents reported, by result: `proven`, `other_node`, `spent` (its probe
-    /// already ended: a replay or a late one), `unknown` (never sent by this replica),
+    /// already ended: a replay or a late one), `other_replica` (another replica's probe:
+    /// agents report to every replica), `unknown` (this replica's tag, never sent),
     /// `invalid`, `rate_limited` (over the stream's receipt budget; dropped).
     pub receipts: Family<ResultLabel, Counter>,
     /// CSRs approved with an IP SAN unproven because the policy `preferred` proof for it.
@@ -47,7 +48,7 @@ impl ProofMetrics {
         );
         registry.register(
             "receipts",
-            "Probe receipts agents reported, by result (proven, other_node, spent, unknown, invalid, rate_limited)",
+            "Probe receipts agents reported, by result (proven, other_node, spent, other_replica, unknown, invalid, rate_limited)",
             m.receipts.clone(),
         );
         registry.register(

@@ -58,6 +58,11 @@ impl Default for ProofConfig {
     }
 }
 
+/// The first bytes of every nonce a book sends: random per book (per process), so that a
+/// receipt for another replica's probe — agents report every receipt to every replica —
+/// is told from a made-up one. The rest, 24 bytes, is random per probe.
+const TAG_BYTES: usize = 8;
+
 /// Most nonces remembered after their probe ended, to tell a replayed or late receipt from
 /// a made-up one (in logs and metrics only: neither changes anything).
 const MAX_SPENT: usize = 4096;
@@ -135,7 +140,9 @@ pub enum ReceiptOutcome {
     },
     /// Its nonce belongs to a probe that already ended (answered, or past its deadline).
     Spent,
-    /// Its nonce was never sent by this replica.
+    /// Its nonce is another replica's (agents report every receipt to every replica).
+    OtherReplica,
+    /// Its nonce carries this replica's tag but was never sent (or is long forgotten).
     Unknown,
     /// It is not a receipt: a nonce or address of the wrong length.
     Invalid,
@@ -148,6 +155,7 @@ impl ReceiptOutcome {
             Self::Accepted { proven: true, .. } => "proven",
             Self::Accepted { proven: false, .. } => "other_node",
             Self::Spent => "spent",
+            Self::OtherReplica => "other_replica",
             Self::Unknown => "unknown",
             Self::Invalid => "invalid",
         }
@@ -159,6 +167,7 @@ impl ReceiptOutcome {
 #[derive(Debug)]
 pub struct ProofBook {
     config: ProofConfig,
+    tag: [u8; TAG_BYTES],
     inner: Mutex<Inner>,
 }
 
@@ -193,6 +202,7 @@ impl ProofBook {
     pub fn new(config: ProofConfig) -> Self {
         Self {
             config,
+            tag: rand::random(),
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -230,7 +240,8 @@ impl ProofBook {
         if inner.results.len() >= MAX_RESULTS {
             evict_oldest(&mut inner.results);
         }
-        let nonce: ProofNonce = rand::random();
+        let mut nonce: ProofNonce = rand::random();
+        nonce[..TAG_BYTES].copy_from_slice(&self.tag);
         let (tx, rx) = oneshot::channel();
         inner.in_flight += 1;
         *inner.per_node.entry(key.node.clone()).or_default() += 1;
@@ -271,6 +282,9 @@ impl ProofBook {
         let Ok(nonce) = ProofNonce::try_from(nonce) else {
             return ReceiptOutcome::Invalid;
         };
+        if nonce[..TAG_BYTES] != self.tag {
+            return ReceiptOutcome::OtherReplica;
+        }
         let mut inner = self.lock();
         let Some(mut waiting) = inner.waiting.remove(&nonce) else {
             return if inner.spent.contains_key(&nonce) {

@@ -129,8 +129,15 @@ async fn made_up_malformed_and_late_receipts_change_nothing() {
     let local = k.san;
     assert_eq!(
         book.receipt("worker-1", &[9; NONCE_BYTES], local, now, t(1)),
+        ReceiptOutcome::OtherReplica,
+        "a made-up nonce, or another replica's"
+    );
+    let mut forged = ticket.nonce;
+    forged[NONCE_BYTES - 1] ^= 1;
+    assert_eq!(
+        book.receipt("worker-1", &forged, local, now, t(1)),
         ReceiptOutcome::Unknown,
-        "a forged nonce"
+        "this replica's tag, but never sent"
     );
     assert_eq!(
         book.receipt("worker-1", &ticket.nonce[..16], local, now, t(1)),
