@@ -224,13 +224,16 @@ pub enum Reason {
     /// Check 15: the network delivers an IP SAN to another host (another node's agent
     /// received the probe, or the address refused it while the requester listened).
     AddressNotOwned,
-    /// Check 15: no probe of an IP SAN has reached the requesting node's agent yet.
+    /// Check 15: no probe of an IP SAN has reached the requesting node's agent: none
+    /// answered (under `required`), or its agent runs no proof listener.
     OwnershipUnproven,
+    /// Check 15: a probe of an IP SAN is about to be sent or under way; it decides.
+    AwaitingOwnershipProof,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 23] = [
         Self::OutOfScope,
         Self::MalformedRequest,
         Self::SubjectInvalid,
@@ -253,6 +256,7 @@ impl Reason {
         Self::AwaitingServices,
         Self::AddressNotOwned,
         Self::OwnershipUnproven,
+        Self::AwaitingOwnershipProof,
     ];
 
     /// The PascalCase name.
@@ -280,6 +284,7 @@ impl Reason {
             Self::AwaitingServices => "AwaitingServices",
             Self::AddressNotOwned => "AddressNotOwned",
             Self::OwnershipUnproven => "OwnershipUnproven",
+            Self::AwaitingOwnershipProof => "AwaitingOwnershipProof",
         }
     }
 }

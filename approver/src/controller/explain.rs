@@ -221,12 +221,15 @@ pub(crate) fn explain(verdict: &Verdict, held: Option<Held<'_>>, dry_run: bool) 
     }
 }
 
-/// Reasons that resolve themselves when the agent reports (Normal Events); every other
-/// reason for leaving a CSR pending is a Warning.
+/// Reasons that resolve themselves when the agent reports or a probe ends (Normal
+/// Events); every other reason for leaving a CSR pending is a Warning.
 fn waits_for_time(reason: Reason) -> bool {
     matches!(
         reason,
-        Reason::AwaitingAttestation | Reason::UnattestedAddress | Reason::AwaitingServices
+        Reason::AwaitingAttestation
+            | Reason::UnattestedAddress
+            | Reason::AwaitingServices
+            | Reason::AwaitingOwnershipProof
     )
 }
 

@@ -66,6 +66,7 @@ impl Ctx<'_> {
         };
         let mut not_owned = Problems::default();
         let mut unproven = Problems::default();
+        let mut probing = Problems::default();
         let mut notes = Problems::default();
         let mut probe = Vec::new();
         let mut unproven_allowed = Vec::new();
@@ -96,9 +97,9 @@ impl Ctx<'_> {
             match ownership.lookup.proof(&self.csr.name, node, *ip) {
                 None => {
                     probe.push(*ip);
-                    unproven.push(|| format!("{ip}: a probe is about to be sent ({})", by()));
+                    probing.push(|| format!("{ip}: a probe is about to be sent ({})", by()));
                 }
-                Some(ProofState::Probing { since }) => unproven.push(|| {
+                Some(ProofState::Probing { since }) => probing.push(|| {
                     format!(
                         "{ip}: probe sent at {since}, waiting for an agent to report it ({})",
                         by()
@@ -149,18 +150,30 @@ impl Ctx<'_> {
                 }
             }
         }
+        let also = |detail: &mut String, more: &Problems| {
+            if !more.is_empty() {
+                let _ = write!(detail, "; {}", more.joined());
+            }
+        };
         let report = if !not_owned.is_empty() {
             let mut detail = not_owned.joined();
-            if !unproven.is_empty() {
-                let _ = write!(detail, "; {}", unproven.joined());
-            }
+            also(&mut detail, &unproven);
+            also(&mut detail, &probing);
             CheckReport::failed(name, Outcome::Pending, Reason::AddressNotOwned, detail)
         } else if !unproven.is_empty() {
             let mut detail = unproven.joined();
             if probe.is_empty() && listener.is_err() {
                 let _ = write!(detail, "; {UNANSWERED_HINT}");
             }
+            also(&mut detail, &probing);
             CheckReport::failed(name, Outcome::Pending, Reason::OwnershipUnproven, detail)
+        } else if !probing.is_empty() {
+            CheckReport::failed(
+                name,
+                Outcome::Pending,
+                Reason::AwaitingOwnershipProof,
+                probing.joined(),
+            )
         } else {
             let mut detail = if proven.is_empty() {
                 String::new()

@@ -109,10 +109,14 @@ fn unprobed_addresses_are_probed_both_ipv4_and_ipv6_and_wait_meanwhile() {
         assert_eq!(v.decision(), Decision::Pending, "{mode}");
         let (status, reason, detail) = owned(&v);
         assert_eq!(status, CheckStatus::Failed);
-        assert_eq!(reason, Some(Reason::OwnershipUnproven));
+        assert_eq!(
+            reason,
+            Some(Reason::AwaitingOwnershipProof),
+            "resolves by itself"
+        );
         assert!(detail.contains("about to be sent"), "{detail}");
         assert_eq!(v.probes_wanted(), [ip("10.0.0.11"), ip("fd00::11")]);
-        assert_eq!(v.reason(), Some(Reason::OwnershipUnproven));
+        assert_eq!(v.reason(), Some(Reason::AwaitingOwnershipProof));
     }
 }
 
@@ -140,7 +144,7 @@ fn a_probe_still_in_flight_waits_without_a_second_probe() {
     );
     let v = decide(&world(ProofMode::Preferred), &proofs);
     assert_eq!(v.decision(), Decision::Pending);
-    assert_eq!(v.reason(), Some(Reason::OwnershipUnproven));
+    assert_eq!(v.reason(), Some(Reason::AwaitingOwnershipProof));
     assert!(v.probes_wanted().is_empty());
 }
 

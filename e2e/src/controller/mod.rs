@@ -39,6 +39,7 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use rubber_stamp_approver::controller::config::DEFAULT_LEASE_NAME;
 use rubber_stamp_approver::controller::{self, ControllerConfig, Leadership, LeaseConfig};
 use rubber_stamp_approver::metrics::{ControllerMetrics, Metrics};
+use rubber_stamp_approver::proof::ProofConfig;
 use rubber_stamp_approver::runtime::{ListenAddrs, Listeners};
 use rubber_stamp_approver::store::AttestationStore;
 use rubber_stamp_core::Policy;
@@ -181,7 +182,17 @@ impl ControllerBed {
         config: ControllerConfig,
         partitionable: bool,
     ) -> Result<Replica, BedError> {
-        Replica::start(self, config, partitionable).await
+        Replica::start(self, config, partitionable, None).await
+    }
+
+    /// Starts an approver replica (not partitionable) whose ownership probes (check 15) go
+    /// by `proof`: its port, timeout, limits and backoff instead of the defaults.
+    pub async fn replica_with_proof(
+        &self,
+        config: ControllerConfig,
+        proof: ProofConfig,
+    ) -> Result<Replica, BedError> {
+        Replica::start(self, config, false, Some(proof)).await
     }
 
     /// A kube client of the approver's ServiceAccount, to `server` (default: the cluster).
@@ -341,6 +352,7 @@ impl Replica {
         bed: &ControllerBed,
         config: ControllerConfig,
         partitionable: bool,
+        proof: Option<ProofConfig>,
     ) -> Result<Self, BedError> {
         let partition = if partitionable {
             Some(Partition::start(bed.cluster.addr()).await?)
@@ -352,6 +364,9 @@ impl Replica {
         let name = config.replica.clone();
         let mut run = approver_config(&bed.pki);
         run.store.max_age = config.attestation_max_age();
+        if let Some(proof) = proof {
+            run.store.proof = proof;
+        }
         run.grpc.replica.clone_from(&name);
         let listeners = Listeners::bind(&run.listen).await?;
         let mut plugged = None;
