@@ -21,13 +21,14 @@ use libfuzzer_sys::fuzz_target;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, SanType,
 };
-use rubber_stamp_core::policy::{DnsSuffix, SourcePattern};
+use rubber_stamp_core::policy::{DnsSuffix, ProofMode, SourcePattern};
 use rubber_stamp_core::{
     Attestation, AttestationSet, CheckName, CsrInput, Decision, DenyMode, INTERFACES_SOURCE,
     InterfaceFacts, KUBELET_SERVING_SIGNER, Listing, MetadataFacts, NodeAddress, NodeRecord, NodeSet, Observed,
     Policy, Reason, ServiceAddress, ServiceField, ServiceLookup as _, ServiceRange,
     ServiceRecord, ServiceSet, SourceReport, decide, decide_parsed, names, parse_request,
 };
+use rubber_stamp_core::{Ownership, OwnershipLookup, ProofState};
 
 const NODES: [&str; 3] = ["worker-1", "worker-2", "worker-3"];
 const IPS: [&str; 8] = [
@@ -239,6 +240,42 @@ struct Input {
     ignore_services: bool,
     knobs: Knobs,
     now: i16,
+    /// Check 15: one byte per (node, SAN) picks a probe result; `proof_mode` the policy's
+    /// modes; `listener` the agents' proof port (None: no listener).
+    proofs: Vec<u8>,
+    proof_mode: u8,
+    listener: Option<u8>,
+}
+
+/// Probe results drawn from the fuzzer's bytes.
+struct FuzzedProofs<'a>(&'a [u8]);
+
+impl OwnershipLookup for FuzzedProofs<'_> {
+    fn proof(&self, _csr: &str, node: &str, san: IpAddr) -> Option<ProofState> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let key = node.bytes().chain(san.to_string().into_bytes()).fold(7usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        let b = self.0[key % self.0.len()];
+        Some(match b % 6 {
+            0 => ProofState::Probing { since: t(0) },
+            1 => ProofState::Proven { at: t(1), local: san },
+            2 => ProofState::ReceivedByOther {
+                node: NODES[usize::from(b / 6) % 3].to_owned(),
+                local: san,
+                at: t(1),
+            },
+            3 => ProofState::Refused { at: t(1) },
+            4 => return None,
+            _ => ProofState::Unanswered {
+                at: t(1),
+                attempts: u32::from(b),
+                what: "fuzzed".to_owned(),
+            },
+        })
+    }
 }
 
 fn key() -> &'static KeyPair {
@@ -508,6 +545,73 @@ fuzz_target!(|input: Input| {
     assert_eq!(verdict, again, "decide and decide_parsed disagree");
     let names_in_order: Vec<CheckName> = verdict.checks().iter().map(|c| c.name()).collect();
     assert_eq!(names_in_order, CheckName::DECIDED);
+
+    // Check 15 with arbitrary probe results and modes: it never denies, never turns a
+    // denial or a wait into an approval, and wants probes only for a CSR nothing denies
+    // whose IP SANs check 9 accepted.
+    {
+        let mut owned_policy = policy.clone();
+        owned_policy.ownership_proof.default = match input.proof_mode % 3 {
+            0 => ProofMode::Required,
+            1 => ProofMode::Preferred,
+            _ => ProofMode::Off,
+        };
+        if input.proof_mode & 4 != 0
+            && let Ok(net) = "10.0.0.0/24".parse()
+        {
+            owned_policy.ownership_proof.cidrs.insert(net, ProofMode::Off);
+        }
+        let owned_set: AttestationSet = attestations
+            .iter()
+            .cloned()
+            .map(|mut a| {
+                a.proof_port = input
+                    .listener
+                    .map(|p| if p % 4 == 0 { 4000 } else { 10273 });
+                a
+            })
+            .collect();
+        let lookup = FuzzedProofs(&input.proofs);
+        let base = Observed {
+            attestations: &owned_set,
+            nodes: nodes.as_ref().map(|n| n as _),
+            services: services.as_ref().map(|s| s as _),
+            access_review: None,
+            ownership: None,
+        };
+        let without = decide(&csr, base, &owned_policy, now);
+        let with = decide(
+            &csr,
+            Observed {
+                ownership: Some(Ownership {
+                    lookup: &lookup,
+                    port: 10273,
+                }),
+                ..base
+            },
+            &owned_policy,
+            now,
+        );
+        assert_eq!(
+            with.decision() == Decision::Deny,
+            without.decision() == Decision::Deny,
+            "check 15 changed a denial"
+        );
+        if with.decision() == Decision::Approve {
+            assert_eq!(without.decision(), Decision::Approve, "check 15 approved a wait");
+        }
+        if !with.probes_wanted().is_empty() {
+            assert_ne!(without.decision(), Decision::Deny);
+            let attested = with.check(CheckName::IpSansAttested).map(|c| c.status());
+            assert_eq!(attested, Some(rubber_stamp_core::CheckStatus::Passed));
+        }
+        for ip in with.unproven_allowed() {
+            assert_eq!(owned_policy.ownership_proof.mode_for(*ip).0, ProofMode::Preferred);
+        }
+        if let Some(c) = with.check(CheckName::IpSansOwned) {
+            assert_ne!(c.outcome(), Some(rubber_stamp_core::Outcome::Deny));
+        }
+    }
     let _ = verdict.summary();
 
     if policy.deny == DenyMode::Never {
