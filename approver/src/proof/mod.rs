@@ -188,7 +188,11 @@ struct Waiting {
 
 #[derive(Clone, Debug)]
 struct Entry {
-    state: ProofState,
+    /// The latest conclusive result; kept while the SAN is probed again, so that a CSR
+    /// held by it does not flap to "awaiting a probe" every time.
+    state: Option<ProofState>,
+    /// When the probe in flight was sent, if one is.
+    probing: Option<Timestamp>,
     attempts: u32,
     /// When the SAN may be probed again.
     next: Instant,
@@ -221,10 +225,10 @@ impl ProofBook {
         let mut inner = self.lock();
         if let Some(entry) = inner.results.get_mut(key) {
             entry.touched = now;
-            if matches!(entry.state, ProofState::Probing { .. }) {
+            if entry.probing.is_some() {
                 return Start::InFlight;
             }
-            if matches!(entry.state, ProofState::Proven { .. }) {
+            if matches!(entry.state, Some(ProofState::Proven { .. })) {
                 return Start::Settled;
             }
             if entry.next > now {
@@ -252,16 +256,15 @@ impl ProofBook {
                 done: Some(tx),
             },
         );
-        let attempts = inner.results.get(key).map_or(0, |e| e.attempts);
-        inner.results.insert(
-            key.clone(),
-            Entry {
-                state: ProofState::Probing { since: at },
-                attempts,
-                next: now,
-                touched: now,
-            },
-        );
+        let entry = inner.results.entry(key.clone()).or_insert_with(|| Entry {
+            state: None,
+            probing: None,
+            attempts: 0,
+            next: now,
+            touched: now,
+        });
+        entry.probing = Some(at);
+        entry.touched = now;
         Start::Probe(Ticket {
             key: key.clone(),
             nonce,
@@ -309,12 +312,14 @@ impl ProofBook {
             .results
             .entry(waiting.key.clone())
             .or_insert_with(|| Entry {
-                state: state.clone(),
+                state: None,
+                probing: None,
                 attempts: 0,
                 next: now,
                 touched: now,
             });
-        entry.state = state;
+        entry.state = Some(state);
+        entry.probing = None;
         entry.attempts += 1;
         entry.next = if proven { now } else { now + retry };
         entry.touched = now;
@@ -343,6 +348,9 @@ impl ProofBook {
         }
         let answered = inner.waiting.remove(&ticket.nonce).is_none();
         remember_spent(&mut inner.spent, ticket.nonce, now);
+        if let Some(entry) = inner.results.get_mut(&ticket.key) {
+            entry.probing = None;
+        }
         if answered || *ending == Ending::Received {
             return;
         }
@@ -360,7 +368,8 @@ impl ProofBook {
         inner.results.insert(
             ticket.key.clone(),
             Entry {
-                state,
+                state: Some(state),
+                probing: None,
                 attempts,
                 next: now + retry,
                 touched: now,
@@ -406,7 +415,13 @@ impl OwnershipLookup for ProofBook {
             node: node.to_owned(),
             san,
         };
-        self.lock().results.get(&key).map(|e| e.state.clone())
+        let inner = self.lock();
+        let entry = inner.results.get(&key)?;
+        match (&entry.state, entry.probing) {
+            (Some(state), _) => Some(state.clone()),
+            (None, Some(since)) => Some(ProofState::Probing { since }),
+            (None, None) => None,
+        }
     }
 }
 
@@ -422,7 +437,7 @@ fn remember_spent(spent: &mut HashMap<ProofNonce, Instant>, nonce: ProofNonce, n
 fn evict_oldest(results: &mut HashMap<ProbeKey, Entry>) {
     let oldest = results
         .iter()
-        .filter(|(_, e)| !matches!(e.state, ProofState::Probing { .. }))
+        .filter(|(_, e)| e.probing.is_none())
         .min_by_key(|(_, e)| e.touched)
         .map(|(k, _)| k.clone());
     if let Some(key) = oldest {

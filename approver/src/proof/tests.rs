@@ -118,6 +118,12 @@ async fn a_receipt_from_another_nodes_stream_is_evidence_against_the_requester()
         book.start(&k, now + ProofConfig::default().retry_min, t(3)),
         Start::Probe(_)
     ));
+    // While it is probed again, the CSR stays held by what the last probe found: no flap
+    // to "awaiting a probe" (and a Normal Event) at every retry.
+    assert!(matches!(
+        state(&book, &k),
+        Some(ProofState::ReceivedByOther { .. })
+    ));
 }
 
 #[tokio::test]
