@@ -9,7 +9,7 @@ use rustix::process::{Pid, Signal};
 use serde::Deserialize;
 
 use super::error::HostsError;
-use super::names::{RUN_DIR_PREFIX, etc_dir, owner_pid};
+use super::names::{ROUTE_PROTOCOL, RUN_DIR_PREFIX, etc_dir, owner_pid, route_owner};
 use super::tool::{ip, ip_json, is_not_found};
 
 /// How many times the processes inside a namespace are listed and killed
@@ -42,8 +42,11 @@ pub(crate) fn unregister_group(pgid: u32) {
 pub struct SweepReport {
     /// Network namespaces deleted.
     pub namespaces: Vec<String>,
-    /// Links (bridges, veths) deleted.
+    /// Links (bridges, routed address links, veths) deleted.
     pub links: Vec<String>,
+    /// Routes deleted: the routed topology's `unreachable` routes for a run's
+    /// subnets, as `ip route` writes them.
+    pub routes: Vec<String>,
     /// Processes killed inside those namespaces or in our process groups.
     pub processes_killed: usize,
     /// Log directories of dead runs removed (older than a day).
@@ -55,6 +58,7 @@ impl SweepReport {
     pub fn is_empty(&self) -> bool {
         self.namespaces.is_empty()
             && self.links.is_empty()
+            && self.routes.is_empty()
             && self.processes_killed == 0
             && self.log_dirs.is_empty()
     }
@@ -62,7 +66,7 @@ impl SweepReport {
 
 /// Removes namespaces and links left by runs whose process is gone (named
 /// `rs<pid>-…` with no `/proc/<pid>`), killing any process still inside those
-/// namespaces. `Network::new` calls it, so an interrupted run is cleaned up by
+/// namespaces, and their `unreachable` routes (protocol 77, the PID as metric). `Network::new` calls it, so an interrupted run is cleaned up by
 /// the next one. Limitation: a leftover whose PID has been reused by an
 /// unrelated process stays until that process ends.
 pub fn sweep_stale() -> Result<SweepReport, HostsError> {
@@ -171,6 +175,16 @@ struct LinkJson {
     ifname: String,
 }
 
+#[derive(Debug, Deserialize)]
+struct RouteJson {
+    dst: String,
+    /// Absent for unicast routes.
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    metric: Option<u32>,
+}
+
 fn sweep(remove_owner: impl Fn(u32) -> bool) -> Result<SweepReport, HostsError> {
     let mut report = SweepReport::default();
     let namespaces: Vec<NetnsJson> = ip_json(&["netns", "list"])?;
@@ -193,7 +207,56 @@ fn sweep(remove_owner: impl Fn(u32) -> bool) -> Result<SweepReport, HostsError> 
         delete_link(&link)?;
         report.links.push(link);
     }
+    let proto = ROUTE_PROTOCOL.to_string();
+    for family in ["-4", "-6"] {
+        let routes: Vec<RouteJson> =
+            ip_json(&[family, "route", "show", "table", "main", "proto", &proto])?;
+        for route in routes {
+            let kind = route.kind.as_deref().unwrap_or("unicast");
+            let Some(pid) = route_owner(kind, &route.dst, route.metric) else {
+                continue;
+            };
+            if remove_owner(pid) {
+                delete_unreachable_route(family, &route.dst, pid)?;
+                report.routes.push(format!(
+                    "unreachable {} proto {proto} metric {pid}",
+                    route.dst
+                ));
+            }
+        }
+    }
     Ok(report)
+}
+
+/// Deletes the `unreachable` route for `dst` (an IPv4 or IPv6 prefix) that the run
+/// `pid` added (`family` is `-4` or `-6`); a route already gone is no error.
+pub(crate) fn delete_unreachable_route(
+    family: &str,
+    dst: &str,
+    pid: u32,
+) -> Result<(), HostsError> {
+    let proto = ROUTE_PROTOCOL.to_string();
+    let metric = pid.to_string();
+    let args = [
+        family,
+        "route",
+        "del",
+        "unreachable",
+        dst,
+        "proto",
+        &proto,
+        "metric",
+        &metric,
+    ];
+    match ip(&args) {
+        Err(e) if !is_not_found(&e) && !is_no_such_route(&e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// `ip route del` of a route that is not there.
+fn is_no_such_route(e: &HostsError) -> bool {
+    matches!(e, HostsError::Command { stderr, .. } if stderr.contains("No such process"))
 }
 
 /// SIGKILLs every process in a namespace until none is left; returns how

@@ -1,4 +1,5 @@
-//! Simulated hosts: network namespaces on a private bridge, each with its own
+//! Simulated hosts: network namespaces on a private bridge (or, in the routed
+//! topology, each on its own link to the root namespace as router), each with its own
 //! addresses and hostname, where the real agent and the kubelet simulator run.
 //!
 //! ```no_run
@@ -16,7 +17,8 @@
 //!
 //! # Layout
 //!
-//! - `network`: [`Network`] (bridge, subnets, addresses) and [`Host`].
+//! - `network`: [`Network`] (bridge or routed links, subnets, addresses), its
+//!   [`Topology`], and [`Host`].
 //! - `process`: [`HostProcess`], a started process with captured output.
 //! - `cleanup`: [`sweep_stale`], [`cleanup_this_process`], [`cleanup_on_signal`].
 //! - `subnet`: random non-colliding subnets; `names`: `rs<pid>-…` names and the
@@ -38,7 +40,7 @@ mod tool;
 
 pub use cleanup::{SweepReport, cleanup_on_signal, cleanup_this_process, sweep_stale};
 pub use error::{HostsError, HostsUnavailable};
-pub use network::{HOST_INTERFACE, Host, InterfaceAddress, KEEP_LOGS_ENV, Network};
+pub use network::{HOST_INTERFACE, Host, InterfaceAddress, KEEP_LOGS_ENV, Network, Topology};
 pub use process::HostProcess;
 pub use tool::check_available;
 

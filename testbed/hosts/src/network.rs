@@ -1,7 +1,9 @@
-//! The private network of one run (a bridge in the root namespace) and the
-//! simulated hosts on it (a network + UTS namespace each, on a veth).
+//! The private network of one run and the simulated hosts on it (a network + UTS
+//! namespace each, on a veth). Two topologies ([`Topology`]): a shared bridge in the
+//! root namespace, or a point-to-point link per host with the root namespace as the
+//! router that delivers each address only to the host that owns it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -11,9 +13,11 @@ use std::time::Duration;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Deserialize;
 
-use super::cleanup::{self, delete_link, delete_namespace, kill_namespace_processes};
+use super::cleanup::{
+    self, delete_link, delete_namespace, delete_unreachable_route, kill_namespace_processes,
+};
 use super::error::HostsError;
-use super::names::{self, LinkKind, RUN_DIR_PREFIX, etc_dir};
+use super::names::{self, LinkKind, ROUTE_PROTOCOL, RUN_DIR_PREFIX, etc_dir};
 use super::process::HostProcess;
 use super::subnet::{self, AddrInfoJson, PickLock};
 use super::tool::{Tools, ip, ip_json, tools};
@@ -28,7 +32,8 @@ pub const KEEP_LOGS_ENV: &str = "RS_KEEP_HOST_LOGS";
 /// hostname of the writer's UTS namespace, like `hostname NAME` does.
 const SET_HOSTNAME_THEN_EXEC: &str = r#"printf '%s' "$0" > /proc/sys/kernel/hostname && exec "$@""#;
 
-/// Link types tried, in order, for [`Host::add_dummy`].
+/// Link types tried, in order, for [`Host::add_dummy`] and the routed topology's
+/// address link in the root namespace.
 const DUMMY_KINDS: &[&str] = &["dummy", "ifb"];
 
 /// The host part of the first host address (bridge is `.1` / `::1`).
@@ -45,9 +50,57 @@ pub struct InterfaceAddress {
     pub address: IpNet,
 }
 
-/// A private network with a bridge in the root namespace and simulated hosts
-/// on it. Dropping it kills every process inside its hosts and removes the
-/// namespaces, veths and the bridge (also while a test panics).
+/// How the hosts of a [`Network`] are wired to the root namespace.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Topology {
+    /// One shared L2 segment: every host's veth is a port of a bridge in the root
+    /// namespace, which holds the gateway addresses; hosts have the subnets' prefixes
+    /// on `eth0` and reach each other directly. Whoever answers ARP (or neighbour
+    /// discovery) for an address receives its traffic.
+    #[default]
+    Bridge,
+    /// A point-to-point veth per host to the root namespace, which is the router: it
+    /// routes each host's own addresses (`/32`, `/128`) to that host's link only, as a
+    /// cloud VPC delivers an address only to the instance that owns it, and the rest
+    /// of the subnets nowhere (`unreachable`: a connection fails at once and nothing
+    /// leaves the machine). Hosts hold every address as `/32` or `/128` and reach
+    /// the root namespace through the gateway; host to host needs the machine to
+    /// forward, which the testbed leaves as it is.
+    Routed,
+}
+
+impl Topology {
+    /// `bridge` or `routed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bridge => "bridge",
+            Self::Routed => "routed",
+        }
+    }
+}
+
+impl std::fmt::Display for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Topology {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "bridge" => Ok(Self::Bridge),
+            "routed" => Ok(Self::Routed),
+            other => Err(format!("unknown topology {other:?} (bridge or routed)")),
+        }
+    }
+}
+
+/// A private network with simulated hosts on it: a bridge in the root namespace
+/// ([`Topology::Bridge`]) or one routed link per host ([`Topology::Routed`]). Dropping
+/// it kills every process inside its hosts and removes the namespaces, veths, the
+/// bridge or address link, and the routes it added (also while a test panics).
 #[derive(Debug)]
 pub struct Network {
     shared: Arc<Shared>,
@@ -68,7 +121,10 @@ pub struct Host {
 #[derive(Debug)]
 struct Shared {
     tools: &'static Tools,
-    bridge: String,
+    topology: Topology,
+    /// The root namespace's link holding the gateway addresses: the bridge, or the
+    /// routed topology's address link.
+    root_link: String,
     subnets: subnet::Subnets,
     run_dir: PathBuf,
     state: Mutex<State>,
@@ -81,7 +137,12 @@ struct State {
     hostnames: BTreeSet<String>,
     used_v4: BTreeSet<u32>,
     used_v6: BTreeSet<u32>,
-    bridge_created: bool,
+    root_link_created: bool,
+    /// Routed: the `unreachable` routes added for the subnets, as (family, prefix).
+    unreachable: Vec<(&'static str, String)>,
+    /// Routed: each address the root namespace routes to a host, and that host's
+    /// root-side veth.
+    routed: BTreeMap<IpAddr, String>,
     cleaned: bool,
 }
 
@@ -92,13 +153,24 @@ impl Network {
     /// sweeping leftovers of dead runs). Fails with
     /// [`HostsError::Unavailable`] when the machine cannot do it at all.
     pub fn new() -> Result<Self, HostsError> {
+        Self::with_topology(Topology::Bridge)
+    }
+
+    /// Creates a network of `topology` with a fresh random IPv4 /24 and IPv6 /64:
+    /// the bridge, or the routed topology's address link (holding the gateway
+    /// addresses) and the `unreachable` routes for both subnets.
+    pub fn with_topology(topology: Topology) -> Result<Self, HostsError> {
         let tools = tools()?;
         if let Err(e) = cleanup::sweep_stale() {
             eprintln!("simulated hosts: sweeping leftovers of dead runs failed: {e}");
         }
         let pid = std::process::id();
         let seq = names::next_seq();
-        let bridge = names::link_name(LinkKind::Bridge, pid, seq)?;
+        let kind = match topology {
+            Topology::Bridge => LinkKind::Bridge,
+            Topology::Routed => LinkKind::Router,
+        };
+        let root_link = names::link_name(kind, pid, seq)?;
         let run_dir = tempfile::Builder::new()
             .prefix(&format!("{RUN_DIR_PREFIX}{pid}-{seq}-"))
             .tempdir()
@@ -115,20 +187,32 @@ impl Network {
         let network = Self {
             shared: Arc::new(Shared {
                 tools,
-                bridge,
+                topology,
+                root_link,
                 subnets,
                 run_dir,
                 state: Mutex::default(),
             }),
         };
-        network.create_bridge()?;
+        match topology {
+            Topology::Bridge => network.create_bridge()?,
+            Topology::Routed => network.create_router()?,
+        }
         drop(lock);
         Ok(network)
     }
 
-    /// A network with one host per name, in order.
+    /// A bridge network with one host per name, in order.
     pub fn with_hosts(hostnames: &[&str]) -> Result<(Self, Vec<Host>), HostsError> {
-        let network = Self::new()?;
+        Self::with_hosts_on(Topology::Bridge, hostnames)
+    }
+
+    /// A network of `topology` with one host per name, in order.
+    pub fn with_hosts_on(
+        topology: Topology,
+        hostnames: &[&str],
+    ) -> Result<(Self, Vec<Host>), HostsError> {
+        let network = Self::with_topology(topology)?;
         let hosts = hostnames
             .iter()
             .map(|h| network.add_host(h))
@@ -138,8 +222,8 @@ impl Network {
 
     fn create_bridge(&self) -> Result<(), HostsError> {
         let s = &self.shared;
-        let br = s.bridge.as_str();
-        s.state().bridge_created = true;
+        let br = s.root_link.as_str();
+        s.state().root_link_created = true;
         // Bridged traffic between hosts skips the root namespace's firewall.
         ip(&[
             "link",
@@ -172,10 +256,60 @@ impl Network {
         Ok(())
     }
 
+    /// The routed topology's root side before any host: a link-less link holding the
+    /// gateway addresses as `/32` and `/128` (so servers can listen on them before a
+    /// host exists, and every host's link gets them too), and `unreachable` routes for
+    /// both subnets, marked as ours (protocol 77, our PID as metric) so a sweep finds
+    /// them after a SIGKILL. More specific `/32` and `/128` routes to each host's link
+    /// override them for the addresses hosts own.
+    fn create_router(&self) -> Result<(), HostsError> {
+        let s = &self.shared;
+        let link = s.root_link.as_str();
+        s.state().root_link_created = true;
+        add_linkless(None, link)?;
+        ip(&["link", "set", link, "up"])?;
+        ip(&["addr", "add", &self.gateway_v4().to_string(), "dev", link])?;
+        ip(&[
+            "addr",
+            "add",
+            &self.gateway_v6().to_string(),
+            "dev",
+            link,
+            "nodad",
+        ])?;
+        let proto = ROUTE_PROTOCOL.to_string();
+        let metric = std::process::id().to_string();
+        for (family, subnet) in [
+            ("-4", IpNet::V4(s.subnets.v4)),
+            ("-6", IpNet::V6(s.subnets.v6)),
+        ] {
+            let dst = subnet.to_string();
+            s.state().unreachable.push((family, dst.clone()));
+            ip(&[
+                family,
+                "route",
+                "add",
+                "unreachable",
+                &dst,
+                "proto",
+                &proto,
+                "metric",
+                &metric,
+            ])?;
+        }
+        Ok(())
+    }
+
     /// Adds a host: a network namespace `rs<pid>-<seq>-<hostname>` with `lo`
-    /// up and `eth0` (a veth whose other end is on the bridge) holding the
-    /// next free IPv4 and IPv6 address, default routes via the bridge, and
-    /// `hostname` as the hostname of everything started in it.
+    /// up and `eth0` (a veth whose other end is on the bridge, or in the routed
+    /// topology the host's own link to the root namespace) holding the next free
+    /// IPv4 and IPv6 address, default routes via the gateway, and `hostname` as
+    /// the hostname of everything started in it.
+    ///
+    /// Routed: the root end of the veth gets the gateway addresses too (`/32`,
+    /// `/128`: the host's neighbour on its link), the host gets its addresses as
+    /// `/32` and `/128` with a link route to the gateway, and the root namespace
+    /// routes the host's addresses to this link.
     pub fn add_host(&self, hostname: &str) -> Result<Host, HostsError> {
         names::check_hostname(hostname)?;
         let s = &self.shared;
@@ -216,7 +350,21 @@ impl Network {
             "netns",
             ns,
         ])?;
-        ip(&["link", "set", &veth, "master", &s.bridge, "up"])?;
+        match s.topology {
+            Topology::Bridge => ip(&["link", "set", &veth, "master", &s.root_link, "up"])?,
+            Topology::Routed => {
+                ip(&["link", "set", &veth, "up"])?;
+                ip(&["addr", "add", &self.gateway_v4().to_string(), "dev", &veth])?;
+                ip(&[
+                    "addr",
+                    "add",
+                    &self.gateway_v6().to_string(),
+                    "dev",
+                    &veth,
+                    "nodad",
+                ])?
+            }
+        };
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
         ip(&["-n", ns, "link", "set", HOST_INTERFACE, "up"])?;
         let host = Host {
@@ -229,32 +377,57 @@ impl Network {
         };
         host.add_address(IpNet::V4(ipv4))?;
         host.add_address(IpNet::V6(ipv6))?;
-        ip(&[
-            "-n",
-            ns,
-            "-4",
-            "route",
-            "add",
-            "default",
-            "via",
-            &self.gateway_v4().to_string(),
-        ])?;
-        ip(&[
-            "-n",
-            ns,
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            &self.gateway_v6().to_string(),
-        ])?;
+        let gateways = [
+            ("-4", self.gateway_v4().to_string()),
+            ("-6", self.gateway_v6().to_string()),
+        ];
+        for (family, gateway) in &gateways {
+            if s.topology == Topology::Routed {
+                // No prefix on eth0 covers the gateway: say it is on this link.
+                ip(&[
+                    "-n",
+                    ns,
+                    family,
+                    "route",
+                    "add",
+                    gateway,
+                    "dev",
+                    HOST_INTERFACE,
+                    "scope",
+                    "link",
+                ])?;
+            }
+            ip(&[
+                "-n",
+                ns,
+                family,
+                "route",
+                "add",
+                "default",
+                "via",
+                gateway,
+                "dev",
+                HOST_INTERFACE,
+            ])?;
+        }
         Ok(host)
     }
 
-    /// The bridge's name in the root namespace.
+    /// How the hosts are wired.
+    pub fn topology(&self) -> Topology {
+        self.shared.topology
+    }
+
+    /// The root namespace's link that holds the gateway addresses: the bridge
+    /// ([`Topology::Bridge`]) or the routed topology's address link, a link-less
+    /// `dummy` (or `ifb`) named `rs<pid>-r<n>`. The same as [`gateway_link`](Self::gateway_link).
     pub fn bridge(&self) -> &str {
-        &self.shared.bridge
+        &self.shared.root_link
+    }
+
+    /// The root namespace's link that holds the gateway addresses (see [`bridge`](Self::bridge)).
+    pub fn gateway_link(&self) -> &str {
+        &self.shared.root_link
     }
 
     /// The run's IPv4 subnet (a /24 in 198.18.0.0/15).
@@ -267,13 +440,14 @@ impl Network {
         self.shared.subnets.v6
     }
 
-    /// The bridge's IPv4 address (`.1`): the hosts' default gateway, where
-    /// servers in the root namespace listen for hosts.
+    /// The gateway's IPv4 address (`.1`, on the bridge or, routed, on the address
+    /// link and every host's link): the hosts' default gateway, where servers in the
+    /// root namespace listen for hosts.
     pub fn gateway_v4(&self) -> Ipv4Addr {
         self.shared.v4_at(1)
     }
 
-    /// The bridge's IPv6 address (`::1`).
+    /// The gateway's IPv6 address (`::1`).
     pub fn gateway_v6(&self) -> Ipv6Addr {
         self.shared.v6_at(1)
     }
@@ -287,28 +461,31 @@ impl Network {
     }
 
     /// Reserves the next unused IPv4 address of the subnet (for a host's new
-    /// address in an IP-change scenario), with the subnet's prefix length.
+    /// address in an IP-change scenario), with the prefix length a host holds it
+    /// with: the subnet's (bridge) or `/32` (routed).
     pub fn allocate_ipv4(&self) -> Result<Ipv4Net, HostsError> {
         let n = allocate(&mut self.shared.state().used_v4)?;
         Ok(Ipv4Net::new_assert(
             self.shared.v4_at(n),
-            self.shared.subnets.v4.prefix_len(),
+            self.shared.host_prefix(IpNet::V4(self.shared.subnets.v4)),
         ))
     }
 
-    /// Reserves the next unused IPv6 address of the subnet.
+    /// Reserves the next unused IPv6 address of the subnet, with the subnet's
+    /// prefix length (bridge) or `/128` (routed).
     pub fn allocate_ipv6(&self) -> Result<Ipv6Net, HostsError> {
         let n = allocate(&mut self.shared.state().used_v6)?;
         Ok(Ipv6Net::new_assert(
             self.shared.v6_at(n),
-            self.shared.subnets.v6.prefix_len(),
+            self.shared.host_prefix(IpNet::V6(self.shared.subnets.v6)),
         ))
     }
 
-    /// Adds another address of the run's IPv4 subnet to the bridge, for a
+    /// Adds another address of the run's IPv4 subnet to the root namespace's
+    /// gateway link (the bridge, or routed the address link, as `/32`), for a
     /// second server in the root namespace that hosts must reach at an
     /// address of its own (e.g. a second approver replica on the same port).
-    /// Removed with the bridge.
+    /// Removed with that link.
     pub fn add_root_address(&self) -> Result<Ipv4Net, HostsError> {
         let address = self.allocate_ipv4()?;
         ip(&[
@@ -316,7 +493,7 @@ impl Network {
             "add",
             &address.to_string(),
             "dev",
-            &self.shared.bridge,
+            &self.shared.root_link,
         ])?;
         Ok(address)
     }
@@ -365,6 +542,27 @@ fn carry_over(from: &Command, to: &mut Command) {
     }
 }
 
+/// Adds a link-less link `name` (in `netns`, or the root namespace): `dummy`
+/// where the kernel has that driver, else `ifb`; returns the type used.
+fn add_linkless(netns: Option<&str>, name: &str) -> Result<&'static str, HostsError> {
+    for (i, kind) in DUMMY_KINDS.iter().enumerate() {
+        let mut args = Vec::new();
+        if let Some(ns) = netns {
+            args.extend(["-n", ns]);
+        }
+        args.extend(["link", "add", name, "type", kind]);
+        match ip(&args) {
+            Ok(_) => return Ok(kind),
+            Err(HostsError::Command { ref stderr, .. })
+                if stderr.contains("Unknown device type") && i + 1 < DUMMY_KINDS.len() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(HostsError::Exhausted {
+        what: "link-less link types (dummy, ifb)",
+    })
+}
+
 /// A random locally administered unicast MAC address.
 fn bridge_mac() -> String {
     let mut b: [u8; 6] = rand::random();
@@ -393,10 +591,13 @@ impl Shared {
     }
 
     /// Flushes `addr` from the neighbour caches of the root namespace (on the
-    /// bridge) and of every host.
+    /// bridge; routed: on every link) and of every host.
     fn forget_neighbour(&self, addr: IpAddr) -> Result<(), HostsError> {
         let addr = addr.to_string();
-        ip(&["neigh", "flush", "to", &addr, "dev", &self.bridge])?;
+        match self.topology {
+            Topology::Bridge => ip(&["neigh", "flush", "to", &addr, "dev", &self.root_link])?,
+            Topology::Routed => ip(&["neigh", "flush", "to", &addr])?,
+        };
         let namespaces: Vec<String> = self
             .state()
             .hosts
@@ -409,6 +610,46 @@ impl Shared {
         Ok(())
     }
 
+    /// The prefix length a host holds an address of `subnet`'s family with: the
+    /// subnet's on the bridge, a single address (`/32`, `/128`) when routed.
+    fn host_prefix(&self, subnet: IpNet) -> u8 {
+        match self.topology {
+            Topology::Bridge => subnet.prefix_len(),
+            Topology::Routed => subnet.max_prefix_len(),
+        }
+    }
+
+    /// `address` as a host holds it: unchanged on the bridge; routed, alone
+    /// (`/32`, `/128`), since a routed host has no subnet prefix on any interface.
+    fn host_net(&self, address: IpNet) -> IpNet {
+        match self.topology {
+            Topology::Bridge => address,
+            Topology::Routed => IpNet::from(address.addr()),
+        }
+    }
+
+    /// Routed: makes the root namespace deliver `addr` to the host behind `veth`
+    /// (replacing any route to another host).
+    fn route_to(&self, addr: IpAddr, veth: &str) -> Result<(), HostsError> {
+        let dst = IpNet::from(addr).to_string();
+        ip(&["route", "replace", &dst, "dev", veth])?;
+        self.state().routed.insert(addr, veth.to_owned());
+        Ok(())
+    }
+
+    /// Routed: stops delivering `addr` to the host behind `veth`, if it was.
+    fn unroute(&self, addr: IpAddr, veth: &str) -> Result<(), HostsError> {
+        {
+            let mut state = self.state();
+            if state.routed.get(&addr).map(String::as_str) != Some(veth) {
+                return Ok(());
+            }
+            state.routed.remove(&addr);
+        }
+        let dst = IpNet::from(addr).to_string();
+        ip(&["route", "del", &dst, "dev", veth]).map(|_| ())
+    }
+
     fn v4_at(&self, n: u32) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.subnets.v4.network()) | n)
     }
@@ -417,17 +658,23 @@ impl Shared {
         Ipv6Addr::from(u128::from(self.subnets.v6.network()) | u128::from(n))
     }
 
-    /// Kills what runs in the hosts, deletes namespaces, veths and bridge,
+    /// Kills what runs in the hosts, deletes namespaces, veths (with them the
+    /// routes to hosts), the `unreachable` routes and the bridge or address link,
     /// then removes or keeps the log directory. Runs once; keeps going past
     /// errors and returns the first.
     fn cleanup(&self) -> Result<(), HostsError> {
-        let (hosts, bridge_created) = {
+        let (hosts, unreachable, root_link_created) = {
             let mut state = self.state();
             if state.cleaned {
                 return Ok(());
             }
             state.cleaned = true;
-            (std::mem::take(&mut state.hosts), state.bridge_created)
+            state.routed.clear();
+            (
+                std::mem::take(&mut state.hosts),
+                std::mem::take(&mut state.unreachable),
+                state.root_link_created,
+            )
         };
         let mut results = Vec::new();
         for (netns, veth) in &hosts {
@@ -437,8 +684,12 @@ impl Shared {
             // for the kernel to tear the namespace down.
             results.push(delete_link(veth));
         }
-        if bridge_created {
-            results.push(delete_link(&self.bridge));
+        let pid = std::process::id();
+        for (family, dst) in &unreachable {
+            results.push(delete_unreachable_route(family, dst, pid));
+        }
+        if root_link_created {
+            results.push(delete_link(&self.root_link));
         }
         let mut first_error = results.into_iter().find_map(Result::err);
         let keep = std::thread::panicking()
@@ -476,7 +727,8 @@ impl Host {
         &self.netns
     }
 
-    /// The root-namespace end of the host's veth (a port of the bridge).
+    /// The root-namespace end of the host's veth (a port of the bridge; routed, the
+    /// router's link to this host).
     pub fn bridge_port(&self) -> &str {
         &self.veth
     }
@@ -521,13 +773,23 @@ impl Host {
     /// duplicate address detection so they are usable at once. Neighbour
     /// caches on the network forget the address (what a gratuitous ARP would
     /// do), so an address that moved here is reached here at once.
+    ///
+    /// Routed: the host holds it as `/32` or `/128` whatever the prefix given, and
+    /// the root namespace routes it to this host's link (from whichever host it was
+    /// routed to before): this is what makes an address this host's.
     pub fn add_address(&self, address: IpNet) -> Result<(), HostsError> {
+        let address = self.shared.host_net(address);
         self.add_address_on(HOST_INTERFACE, address)?;
+        if self.shared.topology == Topology::Routed {
+            self.shared.route_to(address.addr(), &self.veth)?;
+        }
         self.shared.forget_neighbour(address.addr())
     }
 
-    /// Removes an address from whichever interface of the host has it.
+    /// Removes an address from whichever interface of the host has it (routed:
+    /// compared as `/32` or `/128`, and no longer routed to this host).
     pub fn remove_address(&self, address: IpNet) -> Result<(), HostsError> {
+        let address = self.shared.host_net(address);
         let iface = self
             .addresses()?
             .into_iter()
@@ -545,8 +807,11 @@ impl Host {
             &address.to_string(),
             "dev",
             &iface,
-        ])
-        .map(|_| ())
+        ])?;
+        if self.shared.topology == Topology::Routed && iface == HOST_INTERFACE {
+            self.shared.unroute(address.addr(), &self.veth)?;
+        }
+        Ok(())
     }
 
     /// Adds a virtual interface named `name`, up, holding `address`: how root
@@ -554,20 +819,15 @@ impl Host {
     /// type is `dummy` where the kernel has that driver, else `ifb` (another
     /// link-less device; some VM kernels ship without `dummy`); returns the
     /// type used.
+    ///
+    /// Routed: the address is held as `/32` or `/128` (no subnet route that would
+    /// swallow the host's traffic to the root namespace), and nothing routes it
+    /// here: the root namespace keeps delivering it to its owner, or nowhere.
     pub fn add_dummy(&self, name: &str, address: IpNet) -> Result<&'static str, HostsError> {
         names::check_ifname(name)?;
-        let mut kind = DUMMY_KINDS[0];
-        for (i, k) in DUMMY_KINDS.iter().enumerate() {
-            kind = k;
-            match ip(&["-n", &self.netns, "link", "add", name, "type", k]) {
-                Ok(_) => break,
-                Err(HostsError::Command { ref stderr, .. })
-                    if stderr.contains("Unknown device type") && i + 1 < DUMMY_KINDS.len() => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let kind = add_linkless(Some(&self.netns), name)?;
         ip(&["-n", &self.netns, "link", "set", name, "up"])?;
-        self.add_address_on(name, address)?;
+        self.add_address_on(name, self.shared.host_net(address))?;
         Ok(kind)
     }
 

@@ -1,12 +1,15 @@
 //! Simulated hosts against the real kernel (root, `ip`, `unshare`; `SKIP_NETNS=1` skips).
 //!
 //! - `network`: reachability, hostnames, interfaces, address changes, cleanup on drop.
+//! - `routed`: the routed topology: delivery to the owner only, unowned addresses, cleanup.
 //! - `sweep`: what interrupted runs leave behind, and its removal.
 
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 #[path = "hosts/network.rs"]
 mod network;
+#[path = "hosts/routed.rs"]
+mod routed;
 #[path = "hosts/sweep.rs"]
 mod sweep;
 

@@ -23,6 +23,9 @@ use rubber_stamp_hosts::{Host, HostProcess};
 
 /// The agent's health port inside a host (with hostNetwork, on the node).
 pub const AGENT_HEALTH_PORT: u16 = 10271;
+/// The agent's proof listener inside a host (`[::]`, both families): the port the
+/// approver probes to prove an IP SAN's ownership.
+pub const AGENT_PROOF_PORT: u16 = rubber_stamp_proto::proof::DEFAULT_PORT;
 /// The kubelet's port inside a host.
 pub const KUBELET_PORT: u16 = 10250;
 /// What `kubelet-sim` prints once it serves with its certificate.
@@ -104,6 +107,8 @@ pub struct SimNode {
     addresses: Vec<IpNet>,
     /// Loopback mode: interfaces reported besides `eth0` and `lo`.
     extra_interfaces: Vec<(String, Vec<IpNet>)>,
+    /// Addresses it claimed with [`claim_address`](Self::claim_address), in order.
+    claimed: Vec<IpNet>,
     agent: Option<Agent>,
     agent_starts: u32,
     kubelet: Option<HostProcess>,
@@ -151,6 +156,7 @@ impl SimNode {
             placement,
             addresses,
             extra_interfaces: Vec::new(),
+            claimed: Vec::new(),
             agent: None,
             agent_starts: 0,
             kubelet: None,
@@ -225,6 +231,12 @@ impl SimNode {
     /// The node's own addresses (IPv4 first), as its kubelet registers them.
     pub fn addresses(&self) -> Vec<IpAddr> {
         self.addresses.iter().map(IpNet::addr).collect()
+    }
+
+    /// The addresses it claimed on link-less interfaces
+    /// ([`claim_address`](Self::claim_address)), not its own.
+    pub fn claimed_addresses(&self) -> Vec<IpAddr> {
+        self.claimed.iter().map(IpNet::addr).collect()
     }
 
     /// Its first IPv4 address.
@@ -335,18 +347,20 @@ impl SimNode {
         iface: &str,
         address: IpNet,
     ) -> Result<String, SandboxError> {
-        match &self.placement {
+        let on = match &self.placement {
             Placement::Host(host) => {
                 host.set_sysctl("net/ipv4/conf/all/arp_ignore", "1").await?;
                 let kind = host.add_dummy(iface, address)?;
-                Ok(format!("{iface} ({kind} interface)"))
+                format!("{iface} ({kind} interface)")
             }
             Placement::Loopback { .. } => {
                 self.extra_interfaces
                     .push((iface.to_owned(), vec![address]));
-                Ok(format!("{iface} (in the reported facts)"))
+                format!("{iface} (in the reported facts)")
             }
-        }
+        };
+        self.claimed.push(address);
+        Ok(on)
     }
 
     /// Replaces one of the node's addresses by another on its `eth0` (an IP
@@ -407,6 +421,13 @@ impl SimNode {
                 cmd.args(
                     agent
                         .health_listen(format!("0.0.0.0:{AGENT_HEALTH_PORT}"))
+                        // The agent's own default, on every address of the host: where the
+                        // approver's proof of address ownership probes (the testkit's default
+                        // is loopback, for agents sharing one machine).
+                        .proof_listen(SocketAddr::new(
+                            Ipv6Addr::UNSPECIFIED.into(),
+                            AGENT_PROOF_PORT,
+                        ))
                         .duration("poll-interval", t.agent_poll)
                         .duration("heartbeat-interval", t.agent_heartbeat)
                         .duration("resolve-interval", t.agent_resolve)

@@ -7,15 +7,22 @@
 //! public address and DNS name, stated by its metadata service, are approved, and a
 //! rogue whose metadata claims that address stays pending (AddressConflict). Then the
 //! CIS 1.2.5 proof.
+//!
+//! On the routed topology the approver proves each IP SAN's ownership by probing it:
+//! the squatter is held with AddressNotOwned (its probe reaches its victim), also after
+//! the victim's agent is stopped (the probe is refused there), and a claimer of an
+//! address nobody owns is held with OwnershipUnproven.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use ipnet::IpNet;
+use rubber_stamp_hosts::Topology;
 
 use super::csr::{self, Condition, CsrRow};
 use super::node::CloudInstance;
 use super::proof::{self, Verified};
+use super::system::PROOF_PORT;
 use super::tokens::{self, AgentIdentity};
 use super::{Mode, Sandbox, SandboxError};
 
@@ -24,7 +31,7 @@ pub const FOREIGN_NAMESPACE: &str = "default";
 /// See [`FOREIGN_NAMESPACE`].
 pub const FOREIGN_ACCOUNT: &str = "workload";
 
-/// The interface the squatter puts the stolen address on.
+/// The interface the squatter puts the stolen address on (and the claimer its claimed one).
 pub const DUMMY_INTERFACE: &str = "dummy0";
 
 /// The hostname the DNS thief gives its node: the API server's in-cluster name.
@@ -52,6 +59,10 @@ pub enum Role {
         /// Whose address it claims.
         victim: String,
     },
+    /// Routed topology only: adds an address of the node subnet that no node has to a
+    /// dummy interface, so its agent attests it, and asks for it besides its own. Only
+    /// the proof of ownership catches it: the probe reaches no one.
+    Claimer,
     /// Its agent never runs.
     Silent,
     /// Renames the node to a cluster Service name (root's `hostname`), so its
@@ -78,12 +89,17 @@ impl Role {
         !matches!(self, Self::Honest | Self::Cloud)
     }
 
-    /// The approver's expected answer, in words and as (condition, reason).
-    pub fn expected(&self) -> (Condition, &'static str) {
+    /// The approver's expected answer on `topology`, as (condition, reason). Loopback
+    /// mode counts as [`Topology::Bridge`]: the proof of ownership is off in both.
+    pub fn expected(&self, topology: Topology) -> (Condition, &'static str) {
         match self {
             Self::Honest => (Condition::Approved, "AutoApproved"),
             Self::Thief { .. } => (Condition::Denied, "AddressNotAttested"),
-            Self::Squatter { .. } => (Condition::Pending, "AddressConflict"),
+            Self::Squatter { .. } => match topology {
+                Topology::Bridge => (Condition::Pending, "AddressConflict"),
+                Topology::Routed => (Condition::Pending, "AddressNotOwned"),
+            },
+            Self::Claimer => (Condition::Pending, "OwnershipUnproven"),
             Self::Silent => (Condition::Pending, "AwaitingAttestation"),
             Self::DnsThief => (Condition::Denied, "NameNotAllowed"),
             Self::Cloud => (Condition::Approved, "AutoApproved"),
@@ -95,6 +111,12 @@ impl Role {
     /// Whether its agent is expected to be attested once started.
     fn attests(&self) -> bool {
         !matches!(self, Self::Silent | Self::ForeignToken)
+    }
+
+    /// Whether the proof of ownership must be what holds it on `topology`: then any
+    /// other unapproved outcome fails the run, not only an approval.
+    fn held_by_ownership(&self, topology: Topology) -> bool {
+        topology == Topology::Routed && matches!(self, Self::Squatter { .. } | Self::Claimer)
     }
 }
 
@@ -122,8 +144,9 @@ impl Default for ScenarioOptions {
     }
 }
 
-/// The node names and roles of a scenario.
-pub fn cast(options: &ScenarioOptions) -> Vec<(String, Role)> {
+/// The node names and roles of a scenario on `topology` (the claimer joins only a
+/// routed one).
+pub fn cast(options: &ScenarioOptions, topology: Topology) -> Vec<(String, Role)> {
     let mut cast: Vec<(String, Role)> = (1..=options.honest)
         .map(|i| (format!("worker-{i}"), Role::Honest))
         .collect();
@@ -139,6 +162,9 @@ pub fn cast(options: &ScenarioOptions) -> Vec<(String, Role)> {
             },
         ));
         cast.push(("squatter".to_owned(), Role::Squatter { victim }));
+        if topology == Topology::Routed {
+            cast.push(("claimer".to_owned(), Role::Claimer));
+        }
         cast.push(("no-agent".to_owned(), Role::Silent));
         cast.push(("dns-thief".to_owned(), Role::DnsThief));
         cast.push((
@@ -189,6 +215,28 @@ pub struct Outcome {
     pub surprises: Vec<String>,
     /// Why the run failed; empty on success (exit code 0).
     pub problems: Vec<String>,
+    /// How the hosts were wired (`None` in loopback mode).
+    pub topology: Option<Topology>,
+    /// Routed topology: the squatter's victim whose agent was stopped after the rogues
+    /// settled, and what the approver's probes did then.
+    pub stopped_agent: Option<StoppedAgent>,
+}
+
+/// Routed topology: the agent of the squatter's victim stopped after the rogues
+/// settled, so that the next probe of the squatted address is refused by the victim.
+#[derive(Clone, Debug)]
+pub struct StoppedAgent {
+    /// The victim (`worker-1`).
+    pub node: String,
+    /// The squatted address (the victim's IPv4).
+    pub address: IpAddr,
+    /// The approvers' `rubber_stamp_proof_probes_total{result="refused"}`, summed over
+    /// the replicas (only the leader probes), before the stop.
+    pub refused_before: f64,
+    /// The same once it rose; `None` when it did not within the timeout.
+    pub refused_after: Option<f64>,
+    /// The replica whose counter rose.
+    pub prober: Option<String>,
 }
 
 impl Outcome {
@@ -210,7 +258,9 @@ pub async fn run(
     sandbox: &mut Sandbox,
     options: &ScenarioOptions,
 ) -> Result<Outcome, SandboxError> {
-    let cast = cast(options);
+    // Loopback mode has no network; its proof is off, as on the bridge.
+    let topology = sandbox.topology().unwrap_or_default();
+    let cast = cast(options, topology);
     if cast.is_empty() {
         return Err(SandboxError::Setup("no nodes to run".into()));
     }
@@ -256,7 +306,7 @@ pub async fn run(
     );
     start_agents(sandbox, &honest_cast).await?;
     start_kubelets(sandbox, &honest_cast)?;
-    let honest_settled = settle(sandbox, &honest_cast, options.timeout).await;
+    let honest_settled = settle(sandbox, &honest_cast, topology, options.timeout).await;
     let honest: Vec<&str> = honest_cast.iter().map(|(n, _)| n.as_str()).collect();
     for name in &honest {
         if let Err(e) = sandbox
@@ -278,11 +328,16 @@ pub async fn run(
             "sandbox",
             "phase 2: rogue nodes join a cluster whose honest nodes have their certificates",
         );
-        announce_rogues(sandbox, &rogue_cast).await?;
+        announce_rogues(sandbox, &rogue_cast, topology).await?;
         start_agents(sandbox, &rogue_cast).await?;
         start_kubelets(sandbox, &rogue_cast)?;
-        settle(sandbox, &rogue_cast, options.timeout).await;
+        settle(sandbox, &rogue_cast, topology, options.timeout).await;
     }
+    let stopped_agent = if honest_settled && topology == Topology::Routed {
+        stop_victim_agent(sandbox, &rogue_cast, options.timeout).await?
+    } else {
+        None
+    };
     sandbox.stop_narration();
     let mut rows = sandbox.rows().await?;
     let order = |node: &str| {
@@ -299,17 +354,29 @@ pub async fn run(
     narrator
         .raw("$ kubectl get csr   (the sandbox's view: node, requested SANs, condition, reason)");
     narrator.raw(csr::render_table(&rows));
+    if let Some(stopped) = &stopped_agent {
+        narrator.raw(footnote(stopped, &cast, &rows));
+    }
 
     let proofs = prove(sandbox, &cast, &rows).await;
-    let (surprises, problems) = judge(&cast, &rows, &proofs);
+    let (surprises, mut problems) = judge(&cast, &rows, &proofs, topology);
+    if let Some(stopped) = &stopped_agent
+        && stopped.refused_after.is_none()
+    {
+        problems.push(format!(
+            "after {}'s agent stopped, the approvers never counted a refused probe (rubber_stamp_proof_probes_total{{result=\"refused\"}} stayed at {} for {:?}): the squatter's claim of {} was not probed again",
+            stopped.node, stopped.refused_before, options.timeout, stopped.address
+        ));
+    }
     for s in &surprises {
         narrator.say("note", s);
     }
     narrator.raw("");
     if problems.is_empty() {
         narrator.raw(format!(
-            "RESULT: PASS — every honest node ({}) got an approved, issued serving certificate that verifies for its IP; no rogue node got one.",
-            honest.join(", ")
+            "RESULT: PASS — every honest node ({}) got an approved, issued serving certificate that verifies for its IP; no rogue node got one.{}",
+            honest.join(", "),
+            held_by_ownership(&cast, topology, stopped_agent.as_ref())
         ));
     } else {
         narrator.raw("RESULT: FAIL");
@@ -323,13 +390,201 @@ pub async fn run(
         proofs,
         surprises,
         problems,
+        topology: sandbox.topology(),
+        stopped_agent,
     })
 }
 
-/// Says what each rogue is about to do and sets the squatter's claim up.
+/// Routed topology, for the PASS line: the rogues the proof of ownership held.
+fn held_by_ownership(
+    cast: &[(String, Role)],
+    topology: Topology,
+    stopped: Option<&StoppedAgent>,
+) -> String {
+    let held: Vec<String> = cast
+        .iter()
+        .filter(|(_, role)| role.held_by_ownership(topology))
+        .map(|(name, role)| {
+            let reason = role.expected(topology).1;
+            match (role, stopped) {
+                (Role::Squatter { .. }, Some(s)) => format!(
+                    "{name} ({reason}, even while {}'s agent is stopped)",
+                    s.node
+                ),
+                _ => format!("{name} ({reason})"),
+            }
+        })
+        .collect();
+    if held.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " The proof of address ownership (ip-sans-owned) held {}.",
+            held.join(" and ")
+        )
+    }
+}
+
+/// The line under the table about the stopped agent and the squatter's rows.
+fn footnote(stopped: &StoppedAgent, cast: &[(String, Role)], rows: &[CsrRow]) -> String {
+    let Some((squatter, role)) = cast
+        .iter()
+        .find(|(_, r)| matches!(r, Role::Squatter { .. }))
+    else {
+        return String::new();
+    };
+    let (condition, reason) = role.expected(Topology::Routed);
+    let mine: Vec<&CsrRow> = rows.iter().filter(|r| &r.node == squatter).collect();
+    let held = !mine.is_empty()
+        && mine
+            .iter()
+            .all(|r| r.condition == condition && r.reason == reason);
+    let states = mine
+        .iter()
+        .map(|r| format!("{} {} ({})", r.name, r.condition_text(), r.reason))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let refused = match (stopped.refused_after, &stopped.prober) {
+        (Some(after), Some(prober)) => format!(
+            "{prober} counted the refused probe of {}:{PROOF_PORT}, {} → {after}",
+            stopped.address, stopped.refused_before
+        ),
+        _ => format!(
+            "no refused probe of {}:{PROOF_PORT} was counted",
+            stopped.address
+        ),
+    };
+    if held {
+        format!(
+            "  ({squatter}: {reason} even while {}'s agent is stopped — {refused}; {states})",
+            stopped.node
+        )
+    } else {
+        format!(
+            "  ({squatter}: {states} after {}'s agent stopped, expected {condition:?} ({reason}); {refused})",
+            stopped.node
+        )
+    }
+}
+
+/// The name of the counter of the approver's probes by result.
+const PROBES_METRIC: &str = "rubber_stamp_proof_probes_total";
+
+/// Each replica's `rubber_stamp_proof_probes_total{result="<result>"}` (0 when it has
+/// none yet, or its admin port does not answer).
+async fn probe_counts(sandbox: &Sandbox, result: &str) -> Vec<(String, f64)> {
+    let label = format!("result=\"{result}\"");
+    let mut counts = Vec::new();
+    for replica in sandbox.approvers() {
+        let text = replica.metrics().await.unwrap_or_default();
+        let count = counter_value(&text, PROBES_METRIC, &label).unwrap_or(0.0);
+        counts.push((replica.name().to_owned(), count));
+    }
+    counts
+}
+
+/// The value of `metric{…label…}` in Prometheus text: the first sample of that name
+/// whose labels include `label` (`result="refused"`).
+fn counter_value(text: &str, metric: &str, label: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let rest = line.strip_prefix(metric)?.strip_prefix('{')?;
+            let (labels, value) = rest.split_once('}')?;
+            if !labels.split(',').any(|kv| kv.trim() == label) {
+                return None;
+            }
+            value.split_whitespace().next()?.parse().ok()
+        })
+}
+
+/// Routed topology, once the rogues settled: stops the agent of the squatter's victim
+/// and waits until the approvers count a refused probe — the squatted address, still
+/// delivered to the victim alone, now refuses the connection there. Says what happens;
+/// `None` when there is no squatter.
+async fn stop_victim_agent(
+    sandbox: &mut Sandbox,
+    rogues: &[(String, Role)],
+    within: Duration,
+) -> Result<Option<StoppedAgent>, SandboxError> {
+    let Some((squatter, victim)) = rogues.iter().find_map(|(name, role)| match role {
+        Role::Squatter { victim } => Some((name.clone(), victim.clone())),
+        _ => None,
+    }) else {
+        return Ok(None);
+    };
+    let address = victim_ip(sandbox, &victim)?;
+    let before = probe_counts(sandbox, "refused").await;
+    let refused_before: f64 = before.iter().map(|(_, c)| c).sum();
+    sandbox.stop_agent(&victim).await?;
+    sandbox.say(
+        &victim,
+        format!(
+            "its agent is stopped (SIGTERM, as a DaemonSet rollout would), and its proof listener on port {PROOF_PORT} with it; the router still delivers {address} to {victim} alone, so the approver's next probe of {squatter}'s claim {address} is refused by {victim}'s kernel — a refusal while {squatter}'s agent listens on all its addresses is still AddressNotOwned → expect {squatter}'s CSR to stay Pending (AddressNotOwned) even while {victim}'s agent is stopped"
+        ),
+    );
+    let metric = format!("{PROBES_METRIC}{{result=\"refused\"}}");
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let now = probe_counts(sandbox, "refused").await;
+        let refused: f64 = now.iter().map(|(_, c)| c).sum();
+        if refused > refused_before {
+            let prober = now
+                .iter()
+                .find(|(name, count)| {
+                    before
+                        .iter()
+                        .find(|(b, _)| b == name)
+                        .is_none_or(|(_, was)| count > was)
+                })
+                .map(|(name, _)| name.clone());
+            let rows = sandbox.rows().await?;
+            let states = rows
+                .iter()
+                .filter(|r| r.node == squatter)
+                .map(|r| format!("{} {} ({})", r.name, r.condition_text(), r.reason))
+                .collect::<Vec<_>>()
+                .join(", ");
+            sandbox.say(
+                "approver",
+                format!(
+                    "{} probed {address}:{PROOF_PORT} again and was refused ({metric} {refused_before} → {refused}): {squatter}'s agent never saw the probe; {squatter}: {states} — even while {victim}'s agent is stopped",
+                    prober.as_deref().unwrap_or("the leader")
+                ),
+            );
+            return Ok(Some(StoppedAgent {
+                node: victim,
+                address,
+                refused_before,
+                refused_after: Some(refused),
+                prober,
+            }));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            sandbox.say(
+                "approver",
+                format!(
+                    "no refused probe within {within:?} of {victim}'s agent stopping ({metric} still {refused_before})"
+                ),
+            );
+            return Ok(Some(StoppedAgent {
+                node: victim,
+                address,
+                refused_before,
+                refused_after: None,
+                prober: None,
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Says what each rogue is about to do and sets the squatter's and the claimer's
+/// claims up.
 async fn announce_rogues(
     sandbox: &mut Sandbox,
     rogues: &[(String, Role)],
+    topology: Topology,
 ) -> Result<(), SandboxError> {
     for (name, role) in rogues {
         match role {
@@ -351,10 +606,36 @@ async fn announce_rogues(
                     .node_mut(name)?
                     .claim_address(DUMMY_INTERFACE, net)
                     .await?;
+                let expect = match topology {
+                    Topology::Bridge => format!(
+                        "expect Pending (AddressConflict: {victim} attests it too, and {victim}'s Node lists it)"
+                    ),
+                    Topology::Routed => format!(
+                        "expect Pending (AddressNotOwned: the approver's probe to {ip}:{PROOF_PORT} reaches {victim}'s agent, not this node's — the router delivers {ip} to {victim} alone)"
+                    ),
+                };
                 sandbox.say(
                     name,
                     format!(
-                        "rogue: adds {victim}'s address {ip} to {on}, so its agent attests it as its own, and its kubelet asks for it → expect Pending (AddressConflict: {victim} attests it too, and {victim}'s Node lists it)"
+                        "rogue: adds {victim}'s address {ip} to {on}, so its agent attests it as its own, and its kubelet asks for it → {expect}"
+                    ),
+                );
+            }
+            Role::Claimer => {
+                let network = sandbox.network().ok_or_else(|| {
+                    SandboxError::Setup(format!("{name}: the claimer needs simulated hosts"))
+                })?;
+                let subnet = network.ipv4_subnet();
+                let claimed = IpNet::V4(network.allocate_ipv4()?);
+                let ip = claimed.addr();
+                let on = sandbox
+                    .node_mut(name)?
+                    .claim_address(DUMMY_INTERFACE, claimed)
+                    .await?;
+                sandbox.say(
+                    name,
+                    format!(
+                        "rogue: adds {ip}, an address of the node subnet {subnet} that no node has, to {on}, so its agent attests it, and its kubelet asks for it besides its own → expect Pending (OwnershipUnproven: nothing else catches it — the address is allowed, attested by this node alone, and no other node's; but the approver's probe to {ip}:{PROOF_PORT} reaches no one, as the router delivers {ip} nowhere, and `required` holds the SAN until proven)"
                     ),
                 );
             }
@@ -508,13 +789,20 @@ async fn wait_refused(sandbox: &Sandbox, nodes: &[&str], reason: &str) -> Result
     }
 }
 
-/// Starts the kubelets of `nodes`; the thief asks for its victim's address too.
+/// Starts the kubelets of `nodes`; the thief asks for its victim's address too, the
+/// claimer for the address it claimed.
 fn start_kubelets(sandbox: &mut Sandbox, nodes: &[(String, Role)]) -> Result<(), SandboxError> {
     for (name, role) in nodes {
         let ips: Option<Vec<IpAddr>> = match role {
             Role::Thief { victim } => {
                 let mut ips = sandbox.node(name)?.addresses();
                 ips.push(victim_ip(sandbox, victim)?);
+                Some(ips)
+            }
+            Role::Claimer => {
+                let node = sandbox.node(name)?;
+                let mut ips = node.addresses();
+                ips.extend(node.claimed_addresses());
                 Some(ips)
             }
             _ => None,
@@ -533,12 +821,17 @@ fn start_kubelets(sandbox: &mut Sandbox, nodes: &[(String, Role)]) -> Result<(),
 }
 
 /// Waits until every CSR of `nodes` is where its role says; says so if not.
-async fn settle(sandbox: &Sandbox, nodes: &[(String, Role)], within: Duration) -> bool {
+async fn settle(
+    sandbox: &Sandbox,
+    nodes: &[(String, Role)],
+    topology: Topology,
+    within: Duration,
+) -> bool {
     let settled = sandbox
         .wait_rows("the CSRs to reach their expected state", within, |rows| {
             nodes.iter().all(|(name, role)| {
                 let mine: Vec<&CsrRow> = rows.iter().filter(|r| &r.node == name).collect();
-                let (condition, reason) = role.expected();
+                let (condition, reason) = role.expected(topology);
                 !mine.is_empty()
                     && mine.iter().all(|r| match condition {
                         Condition::Approved => r.approved_and_issued(),
@@ -712,11 +1005,13 @@ async fn prove(sandbox: &Sandbox, cast: &[(String, Role)], rows: &[CsrRow]) -> V
 }
 
 /// Surprises (rogue CSRs ending other than expected, but unapproved) and
-/// problems (what fails the run).
+/// problems (what fails the run). On the routed topology the squatter and the claimer
+/// must end exactly as expected: held by the proof of ownership, their reasons shown.
 fn judge(
     cast: &[(String, Role)],
     rows: &[CsrRow],
     proofs: &[ProofLine],
+    topology: Topology,
 ) -> (Vec<String>, Vec<String>) {
     let mut surprises = Vec::new();
     let mut problems = Vec::new();
@@ -738,22 +1033,32 @@ fn judge(
             }
             continue;
         }
-        let (condition, reason) = role.expected();
+        let (condition, reason) = role.expected(topology);
+        let strict = role.held_by_ownership(topology);
         for r in &mine {
             if r.condition == Condition::Approved || r.issued {
                 problems.push(format!("{name} (rogue): {} was APPROVED", r.name));
             } else if r.condition != condition || r.reason != reason {
-                surprises.push(format!(
+                let what = format!(
                     "{name}: {} ended {} ({}), expected {:?} ({reason})",
                     r.name,
                     r.condition_text(),
                     r.reason,
                     condition
-                ));
+                );
+                if strict {
+                    problems.push(format!("{what}, from the proof of address ownership"));
+                } else {
+                    surprises.push(what);
+                }
             }
         }
         if mine.is_empty() {
-            surprises.push(format!("{name}: created no CSR"));
+            if strict {
+                problems.push(format!("{name} (rogue): created no CSR"));
+            } else {
+                surprises.push(format!("{name}: created no CSR"));
+            }
         }
     }
     for p in proofs {
@@ -768,4 +1073,134 @@ fn judge(
         }
     }
     (surprises, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(node: &str, condition: Condition, reason: &str) -> CsrRow {
+        CsrRow {
+            name: format!("csr-{node}"),
+            node: node.to_owned(),
+            dns: vec![node.to_owned()],
+            ips: Vec::new(),
+            condition,
+            issued: condition == Condition::Approved,
+            approvals: usize::from(condition == Condition::Approved),
+            reason: reason.to_owned(),
+            message: String::new(),
+            created: None,
+        }
+    }
+
+    #[test]
+    fn the_claimer_joins_only_a_routed_cast() {
+        let options = ScenarioOptions::default();
+        let names = |t| {
+            cast(&options, t)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect::<Vec<_>>()
+        };
+        assert!(!names(Topology::Bridge).contains(&"claimer".to_owned()));
+        let routed = names(Topology::Routed);
+        let squatter = routed.iter().position(|n| n == "squatter");
+        let claimer = routed.iter().position(|n| n == "claimer");
+        assert_eq!(claimer, squatter.map(|s| s + 1), "{routed:?}");
+        let no_rogues = ScenarioOptions {
+            rogues: false,
+            ..ScenarioOptions::default()
+        };
+        assert!(
+            cast(&no_rogues, Topology::Routed)
+                .iter()
+                .all(|(_, r)| !r.is_rogue())
+        );
+    }
+
+    #[test]
+    fn the_squatter_is_a_conflict_on_the_bridge_and_not_owned_when_routed() {
+        let squatter = Role::Squatter {
+            victim: "worker-1".into(),
+        };
+        assert_eq!(
+            squatter.expected(Topology::Bridge),
+            (Condition::Pending, "AddressConflict")
+        );
+        assert_eq!(
+            squatter.expected(Topology::Routed),
+            (Condition::Pending, "AddressNotOwned")
+        );
+        assert_eq!(
+            Role::Claimer.expected(Topology::Routed),
+            (Condition::Pending, "OwnershipUnproven")
+        );
+        assert!(Role::Claimer.is_rogue());
+        assert!(squatter.held_by_ownership(Topology::Routed));
+        assert!(!squatter.held_by_ownership(Topology::Bridge));
+        assert!(
+            !Role::Thief {
+                victim: "worker-1".into()
+            }
+            .held_by_ownership(Topology::Routed)
+        );
+    }
+
+    #[test]
+    fn on_the_routed_topology_a_squatter_held_for_another_reason_fails_the_run() {
+        let cast = vec![
+            (
+                "squatter".to_owned(),
+                Role::Squatter {
+                    victim: "worker-1".into(),
+                },
+            ),
+            ("no-agent".to_owned(), Role::Silent),
+        ];
+        let rows = [
+            row("squatter", Condition::Pending, "AddressConflict"),
+            row("no-agent", Condition::Pending, "AwaitingAttestation"),
+        ];
+        let (surprises, problems) = judge(&cast, &rows, &[], Topology::Bridge);
+        assert!(surprises.is_empty() && problems.is_empty());
+        let (surprises, problems) = judge(&cast, &rows, &[], Topology::Routed);
+        assert!(surprises.is_empty(), "{surprises:?}");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("AddressNotOwned"), "{problems:?}");
+        // Another rogue ending unexpectedly but unapproved stays a surprise.
+        let rows = [
+            row("squatter", Condition::Pending, "AddressNotOwned"),
+            row("no-agent", Condition::Pending, "SomethingElse"),
+        ];
+        let (surprises, problems) = judge(&cast, &rows, &[], Topology::Routed);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(surprises.len(), 1, "{surprises:?}");
+        // And an approval always fails.
+        let rows = [row("no-agent", Condition::Approved, "AutoApproved")];
+        let (_, problems) = judge(&cast[1..], &rows, &[], Topology::Bridge);
+        assert!(problems[0].contains("APPROVED"), "{problems:?}");
+    }
+
+    #[test]
+    fn probe_counters_are_read_by_their_result_label() {
+        let text = "# HELP rubber_stamp_proof_probes_total Probes.\n\
+                    # TYPE rubber_stamp_proof_probes_total counter\n\
+                    rubber_stamp_proof_probes_total{result=\"proven\"} 7\n\
+                    rubber_stamp_proof_probes_total{result=\"refused\"} 2\n\
+                    rubber_stamp_proof_probes_total_created{result=\"refused\"} 1.7e9\n";
+        let label = "result=\"refused\"";
+        assert_eq!(counter_value(text, PROBES_METRIC, label), Some(2.0));
+        assert_eq!(
+            counter_value(text, PROBES_METRIC, "result=\"proven\""),
+            Some(7.0)
+        );
+        assert_eq!(
+            counter_value(text, PROBES_METRIC, "result=\"unanswered\""),
+            None
+        );
+        let two_labels =
+            "rubber_stamp_proof_probes_total{replica=\"a\",result=\"refused\"} 3 1700000000\n";
+        assert_eq!(counter_value(two_labels, PROBES_METRIC, label), Some(3.0));
+    }
 }

@@ -24,7 +24,7 @@ use super::pki::{SERVICE_FQDN, SERVICE_NAME, ServingPki};
 use super::tokens::{self, AgentIdentity};
 use super::watch::CsrNarration;
 use super::{SandboxError, Site, Timings};
-use rubber_stamp_hosts::{self as hosts, Network};
+use rubber_stamp_hosts::{self as hosts, Network, Topology};
 
 /// Polling interval of the `wait_*` helpers.
 const POLL: Duration = Duration::from_millis(100);
@@ -65,6 +65,10 @@ pub struct SandboxOptions {
     pub approver_log_filter: String,
     /// The credential the agents attest with.
     pub identity: AgentIdentity,
+    /// How the simulated hosts are wired (namespace mode): a shared bridge, where the
+    /// approver's proof of address ownership is off, or routed links, where it is
+    /// required. [`Topology::Routed`] needs namespaces: it is never run on loopback.
+    pub topology: Topology,
 }
 
 impl Default for SandboxOptions {
@@ -75,6 +79,7 @@ impl Default for SandboxOptions {
             timings: Timings::default(),
             approver_log_filter: "info".to_owned(),
             identity: AgentIdentity::default(),
+            topology: Topology::default(),
         }
     }
 }
@@ -95,6 +100,7 @@ pub struct Sandbox {
     policy_path: PathBuf,
     mode: Mode,
     identity: AgentIdentity,
+    proof: ProofPolicy,
     narrator: Arc<Narrator>,
     state: Option<tempfile::TempDir>,
     state_path: PathBuf,
@@ -133,7 +139,7 @@ impl Sandbox {
             );
             narrator.restart_clock();
         }
-        let mode = choose_mode(options.mode)?;
+        let mode = choose_mode(options.mode, options.topology)?;
         let state = tempfile::Builder::new()
             .prefix("rubber-stamp-sandbox-")
             .tempdir()
@@ -150,7 +156,7 @@ impl Sandbox {
                     "sandbox",
                     "namespace mode: every node is a simulated host (its own network namespace, addresses and hostname) running the real agent and kubelet-sim",
                 );
-                let network = Network::new()?;
+                let network = Network::with_topology(options.topology)?;
                 let mut ips = vec![network.gateway_v4()];
                 for _ in 1..options.replicas {
                     ips.push(network.add_root_address()?.addr());
@@ -159,16 +165,7 @@ impl Sandbox {
                     IpNet::V4(network.ipv4_subnet()),
                     IpNet::V6(network.ipv6_subnet()),
                 ];
-                narrator.say(
-                    "network",
-                    format!(
-                        "bridge {} with {} and {} (hosts reach the root namespace at {})",
-                        network.bridge(),
-                        network.ipv4_subnet(),
-                        network.ipv6_subnet(),
-                        network.gateway_v4()
-                    ),
-                );
+                narrator.say("network", describe_network(&network));
                 let listen = SocketAddr::from((network.gateway_v4(), 0));
                 (
                     Site::Namespaces(network),
@@ -230,7 +227,8 @@ impl Sandbox {
             super::scenario::CLOUD_PUBLIC,
             CLOUD_PUBLIC_PREFIX,
         ));
-        let policy = policy_yaml(t.max_age, &allowed);
+        let proof = ProofPolicy::for_site(&site);
+        let policy = policy_yaml(t.max_age, &allowed, proof);
         Policy::from_yaml(&policy)
             .map_err(|e| SandboxError::Setup(format!("the sandbox's policy is invalid: {e}")))?;
         write(&policy_path, &policy)?;
@@ -247,6 +245,7 @@ impl Sandbox {
                 policy_path.display()
             ),
         );
+        narrator.say("approver", proof.explain());
 
         let observer = control.admin_observer()?;
         // For `--keep`: curl and `kubectl rubber-stamp` read the admin ports with it.
@@ -354,6 +353,7 @@ impl Sandbox {
             policy_path,
             mode,
             identity: options.identity,
+            proof,
             narrator,
             state: Some(state),
             state_path,
@@ -368,6 +368,17 @@ impl Sandbox {
     /// The credential its agents attest with.
     pub fn identity(&self) -> AgentIdentity {
         self.identity
+    }
+
+    /// How its hosts are wired, in namespace mode (`None` on loopback, where the
+    /// nodes share this machine's addresses).
+    pub fn topology(&self) -> Option<Topology> {
+        self.site.network().map(Network::topology)
+    }
+
+    /// The policy's proof of address ownership.
+    pub fn ownership_proof(&self) -> ProofPolicy {
+        self.proof
     }
 
     /// The narrator.
@@ -533,6 +544,12 @@ impl Sandbox {
     pub fn start_agent(&mut self, name: &str) -> Result<(), SandboxError> {
         let ctx = self.ctx.clone();
         self.node_mut(name)?.start_agent(&ctx)
+    }
+
+    /// Stops a node's agent gracefully (SIGTERM, as a DaemonSet rollout does; see
+    /// [`SimNode::stop_agent`]). Its proof listener goes with it.
+    pub async fn stop_agent(&mut self, name: &str) -> Result<(), SandboxError> {
+        self.node_mut(name)?.stop_agent().await
     }
 
     /// Starts a node's `kubelet-sim` (see [`SimNode::start_kubelet`]).
@@ -715,8 +732,26 @@ impl Drop for Sandbox {
     }
 }
 
-/// The mode to run in.
-fn choose_mode(choice: ModeChoice) -> Result<Mode, SandboxError> {
+/// The mode to run in. The routed topology exists only with namespaces: it is never
+/// replaced by loopback.
+fn choose_mode(choice: ModeChoice, topology: Topology) -> Result<Mode, SandboxError> {
+    if topology == Topology::Routed {
+        return match choice {
+            ModeChoice::Loopback => Err(SandboxError::Setup(
+                "the routed topology needs network namespaces; it cannot run in loopback mode"
+                    .into(),
+            )),
+            ModeChoice::Auto | ModeChoice::Namespaces => {
+                hosts::check_available().map_err(|u| {
+                    SandboxError::Setup(format!(
+                        "the routed topology needs network namespaces: {}",
+                        u.reason
+                    ))
+                })?;
+                Ok(Mode::Namespaces)
+            }
+        };
+    }
     match choice {
         ModeChoice::Loopback => Ok(Mode::Loopback {
             why: "forced (--loopback)".to_owned(),
@@ -741,8 +776,93 @@ fn choose_mode(choice: ModeChoice) -> Result<Mode, SandboxError> {
 /// The prefix of the cloud's public range the sandbox allows (TEST-NET-3, 203.0.113.0/24).
 const CLOUD_PUBLIC_PREFIX: u8 = 24;
 
+/// The cloud's public range (203.0.113.0/24), where the routed policy proves nothing.
+pub fn cloud_public_range() -> IpNet {
+    IpNet::new_assert(super::scenario::CLOUD_PUBLIC, CLOUD_PUBLIC_PREFIX).trunc()
+}
+
+/// The agents' proof port, which the approver probes (`rubber_stamp_proto::proof`).
+pub const PROOF_PORT: u16 = super::node::AGENT_PROOF_PORT;
+
+/// The policy's `ownershipProof`, chosen by the topology: a probe proves who receives
+/// an address only where the network delivers each address to its owner alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProofPolicy {
+    /// `default: off` on the shared bridge: Linux answers ARP for any local address on
+    /// any interface, so a probe reaches whichever host answered last.
+    OffOnTheBridge,
+    /// `default: off` in loopback mode: every node is this machine.
+    OffOnLoopback,
+    /// `default: required`, `off` for the cloud's public range: the routed topology
+    /// delivers each address only to the host that owns it.
+    Required,
+}
+
+impl ProofPolicy {
+    /// The one the sandbox's policy gets on `site`.
+    fn for_site(site: &Site) -> Self {
+        match site.network().map(Network::topology) {
+            Some(Topology::Routed) => Self::Required,
+            Some(Topology::Bridge) => Self::OffOnTheBridge,
+            None => Self::OffOnLoopback,
+        }
+    }
+
+    /// Whether the approver probes at all.
+    pub fn probes(self) -> bool {
+        self == Self::Required
+    }
+
+    /// The policy's `ownershipProof` section.
+    fn yaml(self) -> String {
+        match self {
+            Self::OffOnTheBridge | Self::OffOnLoopback => {
+                "ownershipProof:\n  default: \"off\"\n".to_owned()
+            }
+            Self::Required => format!(
+                "ownershipProof:\n  default: required\n  cidrs:\n    \"{}\": \"off\"\n",
+                cloud_public_range()
+            ),
+        }
+    }
+
+    /// Why the policy says what it says, for the narration.
+    pub fn explain(self) -> String {
+        match self {
+            Self::OffOnTheBridge => format!(
+                "ownership proof off (ownershipProof.default: off): the hosts share one L2 segment, and Linux answers ARP for any local address on any interface (arp_ignore=0), so a probe to a squatted address reaches whichever host answered ARP last — the proof cannot tell owner from squatter here (--topology routed shows it: each address delivered to its owner only, probes to port {PROOF_PORT} required)"
+            ),
+            Self::OffOnLoopback => "ownership proof off (ownershipProof.default: off): in loopback mode every node is this machine, so no probe could tell one node from another".to_owned(),
+            Self::Required => format!(
+                "ownership proof required (ownershipProof.default: required): the leader opens TCP to each IP SAN on port {PROOF_PORT}, the agents' proof port, and writes a nonce; the SAN counts only once the requesting node's agent reports that nonce on its own stream, and waits until then — another node's agent receiving it, or the address refusing while the requester's agent listens on all its addresses, is AddressNotOwned; no answer at all is OwnershipUnproven. Off for {}: cloud-1's NAT'd public address is on no interface and unreachable from the approver, which is what `off` is for",
+                cloud_public_range()
+            ),
+        }
+    }
+}
+
+/// The network in one line for the narration.
+fn describe_network(network: &Network) -> String {
+    match network.topology() {
+        Topology::Bridge => format!(
+            "bridge {} with {} and {} (hosts reach the root namespace at {})",
+            network.bridge(),
+            network.ipv4_subnet(),
+            network.ipv6_subnet(),
+            network.gateway_v4()
+        ),
+        Topology::Routed => format!(
+            "routed (--topology routed): every host on its own point-to-point veth to the root namespace, the router, which routes each host's own addresses (/32, /128) to that host's link only — as a cloud VPC delivers an address only to the instance that owns it — and the rest of {} and {} nowhere (unreachable: it fails at once and never leaves the machine); hosts reach the root namespace at {} (on {} and every host's link)",
+            network.ipv4_subnet(),
+            network.ipv6_subnet(),
+            network.gateway_v4(),
+            network.gateway_link()
+        ),
+    }
+}
+
 /// The approver policy the sandbox runs with.
-fn policy_yaml(max_age: Duration, allowed: &[IpNet]) -> String {
+fn policy_yaml(max_age: Duration, allowed: &[IpNet], proof: ProofPolicy) -> String {
     let mut out = String::from(
         "# Written by the sandbox: serving certificates only for addresses in the\n\
          # sandbox's node networks and its cloud's public range, and denials on (the default).\n",
@@ -753,6 +873,7 @@ fn policy_yaml(max_age: Duration, allowed: &[IpNet]) -> String {
         out.push_str(&format!("  - \"{net}\"\n"));
     }
     out.push_str("peerBinding: true\ndeny: always\n");
+    out.push_str(&proof.yaml());
     out
 }
 
@@ -819,6 +940,7 @@ async fn refuse_anonymous(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rubber_stamp_core::ProofMode;
 
     #[test]
     fn the_policy_parses_with_the_approvers_parser() {
@@ -826,10 +948,38 @@ mod tests {
             .iter()
             .map(|n| n.parse().expect("net"))
             .collect();
-        let yaml = policy_yaml(Duration::from_secs(60), &nets);
-        let policy = Policy::from_yaml(&yaml).expect("valid policy");
-        assert!(policy.is_allowed_address("198.18.7.3".parse().expect("ip")));
-        assert!(!policy.is_allowed_address("10.0.0.1".parse().expect("ip")));
-        assert!(policy.peer_binding);
+        for proof in [
+            ProofPolicy::OffOnTheBridge,
+            ProofPolicy::OffOnLoopback,
+            ProofPolicy::Required,
+        ] {
+            let yaml = policy_yaml(Duration::from_secs(60), &nets, proof);
+            let policy = Policy::from_yaml(&yaml)
+                .unwrap_or_else(|e| panic!("{proof:?}: invalid policy: {e}\n{yaml}"));
+            assert!(policy.is_allowed_address("198.18.7.3".parse().expect("ip")));
+            assert!(!policy.is_allowed_address("10.0.0.1".parse().expect("ip")));
+            assert!(policy.peer_binding);
+            let mode = |ip: &str| policy.ownership_proof.mode_for(ip.parse().expect("ip")).0;
+            if proof.probes() {
+                assert_eq!(mode("198.18.7.3"), ProofMode::Required, "{yaml}");
+                assert_eq!(mode("fd12::3"), ProofMode::Required, "{yaml}");
+                assert_eq!(mode("203.0.113.10"), ProofMode::Off, "{yaml}");
+            } else {
+                assert!(policy.ownership_proof.is_off(), "{yaml}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_ownership_proof_section_says_off_or_required_with_the_cloud_range_off() {
+        let off = ProofPolicy::OffOnTheBridge.yaml();
+        assert_eq!(off, "ownershipProof:\n  default: \"off\"\n");
+        assert_eq!(ProofPolicy::OffOnLoopback.yaml(), off);
+        assert_eq!(
+            ProofPolicy::Required.yaml(),
+            "ownershipProof:\n  default: required\n  cidrs:\n    \"203.0.113.0/24\": \"off\"\n"
+        );
+        assert!(ProofPolicy::Required.probes());
+        assert!(!ProofPolicy::OffOnTheBridge.probes());
     }
 }

@@ -13,22 +13,22 @@ use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-const PROBE: &str = env!("CARGO_BIN_EXE_host-probe");
-const STEP: Duration = Duration::from_secs(10);
+pub(crate) const PROBE: &str = env!("CARGO_BIN_EXE_host-probe");
+pub(crate) const STEP: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Deserialize)]
-struct Facts {
-    hostname: String,
-    interfaces: Vec<Interface>,
+pub(crate) struct Facts {
+    pub(crate) hostname: String,
+    pub(crate) interfaces: Vec<Interface>,
 }
 
 #[derive(Debug, Deserialize)]
-struct Interface {
-    name: String,
-    addresses: Vec<IpNet>,
+pub(crate) struct Interface {
+    pub(crate) name: String,
+    pub(crate) addresses: Vec<IpNet>,
 }
 
-fn probe(args: &[&str]) -> Command {
+pub(crate) fn probe(args: &[&str]) -> Command {
     let mut cmd = Command::new(PROBE);
     cmd.args(args);
     cmd
@@ -36,7 +36,7 @@ fn probe(args: &[&str]) -> Command {
 
 /// Runs `host-probe` inside `host` and returns its stdout; fails the test
 /// with its stderr when it fails.
-async fn run_probe(host: &Host, args: &[&str]) -> String {
+pub(crate) async fn run_probe(host: &Host, args: &[&str]) -> String {
     let out = host.run(&probe(args), STEP).await.expect("run probe");
     assert!(
         out.status.success(),
@@ -50,13 +50,13 @@ async fn run_probe(host: &Host, args: &[&str]) -> String {
         .to_owned()
 }
 
-async fn facts(host: &Host) -> Facts {
+pub(crate) async fn facts(host: &Host) -> Facts {
     serde_json::from_str(&run_probe(host, &["facts"]).await).expect("facts JSON")
 }
 
 /// A one-line echo server in the root namespace answering
 /// `peer=IP echo=LINE`.
-async fn root_echo_server(ip: IpAddr) -> SocketAddr {
+pub(crate) async fn root_echo_server(ip: IpAddr) -> SocketAddr {
     let listener = TcpListener::bind((ip, 0)).await.expect("bind root echo");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
@@ -75,7 +75,7 @@ async fn root_echo_server(ip: IpAddr) -> SocketAddr {
 }
 
 /// Sends one line from the root namespace and returns the reply.
-async fn root_echo(addr: SocketAddr, message: &str) -> String {
+pub(crate) async fn root_echo(addr: SocketAddr, message: &str) -> String {
     let stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
         .await
         .expect("connect in time")
@@ -93,7 +93,7 @@ async fn root_echo(addr: SocketAddr, message: &str) -> String {
     line.trim().to_owned()
 }
 
-async fn start_host_echo(host: &Host) -> HostProcess {
+pub(crate) async fn start_host_echo(host: &Host) -> HostProcess {
     let mut server = host
         .spawn("echo", &probe(&["echo-server", "--listen", "[::]:7000"]))
         .expect("spawn echo server");
@@ -104,7 +104,7 @@ async fn start_host_echo(host: &Host) -> HostProcess {
     server
 }
 
-fn sock(ip: impl Into<IpAddr>, port: u16) -> String {
+pub(crate) fn sock(ip: impl Into<IpAddr>, port: u16) -> String {
     SocketAddr::new(ip.into(), port).to_string()
 }
 
@@ -209,7 +209,7 @@ async fn each_host_has_its_own_hostname_and_sees_only_its_own_interfaces() {
     assert!(!seen_hostnames.contains(root.trim()));
 }
 
-fn is_link_local(ip: IpAddr) -> bool {
+pub(crate) fn is_link_local(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_link_local(),
         IpAddr::V6(v6) => v6.is_unicast_link_local(),

@@ -1,13 +1,14 @@
 //! Cleanup of interrupted runs: a run killed with SIGKILL leaves its hosts
 //! behind and `sweep_stale` (which every new `Network` runs) removes them;
-//! a run with `cleanup_on_signal` cleans up after itself on SIGINT.
+//! a run with `cleanup_on_signal` cleans up after itself on SIGINT. Both also for the
+//! routed topology, whose `unreachable` routes belong to no link.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rubber_stamp_hosts::{self as hosts, Network};
+use rubber_stamp_hosts::{self as hosts, Network, Topology};
 
 /// The helper's name in this test binary.
 const HELPER: &str = "sweep::helper_holds_a_network_until_killed";
@@ -31,20 +32,27 @@ fn helper_holds_a_network_until_killed() {
     };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        if mode == "signal" {
+        if mode.starts_with("signal") {
             hosts::cleanup_on_signal().expect("install handler");
         }
-        let (net, hosts) = Network::with_hosts(&["orphan"]).expect("network");
+        let topology = if mode.ends_with("-routed") {
+            Topology::Routed
+        } else {
+            Topology::Bridge
+        };
+        let (net, hosts) = Network::with_hosts_on(topology, &["orphan"]).expect("network");
         let sleeper = hosts[0]
             .spawn("sleeper", Command::new("sleep").arg("600"))
             .expect("spawn");
         println!(
-            "READY {} {} {} {} {}",
+            "READY {} {} {} {} {} {} {}",
             net.run_dir().display(),
             net.bridge(),
             hosts[0].bridge_port(),
             hosts[0].netns(),
-            sleeper.id()
+            sleeper.id(),
+            net.ipv4_subnet(),
+            net.ipv6_subnet()
         );
         tokio::time::sleep(Duration::from_secs(600)).await;
         drop((sleeper, net));
@@ -59,6 +67,7 @@ struct Leftovers {
     port: String,
     netns: String,
     sleeper: u32,
+    subnets: [String; 2],
 }
 
 fn start_helper(mode: &str) -> (Child, Leftovers) {
@@ -89,7 +98,7 @@ fn start_helper(mode: &str) -> (Child, Leftovers) {
         .recv_timeout(Duration::from_secs(30))
         .expect("helper reports READY");
     let parts: Vec<&str> = line.split(' ').collect();
-    let [run_dir, bridge, port, netns, sleeper] = parts[..] else {
+    let [run_dir, bridge, port, netns, sleeper, v4, v6] = parts[..] else {
         panic!("unexpected READY line {line:?}");
     };
     let leftovers = Leftovers {
@@ -98,6 +107,7 @@ fn start_helper(mode: &str) -> (Child, Leftovers) {
         port: port.to_owned(),
         netns: netns.to_owned(),
         sleeper: sleeper.parse().expect("pid"),
+        subnets: [v4.to_owned(), v6.to_owned()],
     };
     (child, leftovers)
 }
@@ -111,6 +121,19 @@ fn exists(kind: &str, name: &str) -> bool {
     String::from_utf8_lossy(&out.stdout)
         .split(|c: char| c.is_whitespace() || c == ':' || c == '@')
         .any(|w| w == name)
+}
+
+/// The routes of the main table inside `prefix`, as `ip` prints them.
+fn routes_within(prefix: &str) -> Vec<String> {
+    let family = if prefix.contains(':') { "-6" } else { "-4" };
+    let out = Command::new("ip")
+        .args([family, "route", "show", "table", "main", "root", prefix])
+        .output()
+        .expect("ip route");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn running(pid: u32) -> bool {
@@ -135,6 +158,9 @@ fn assert_all_gone(l: &Leftovers) {
     assert!(!exists("link", &l.bridge), "bridge {} left", l.bridge);
     assert!(!exists("link", &l.port), "veth {} left", l.port);
     eventually("the sleeper inside the host to die", || !running(l.sleeper));
+    for subnet in &l.subnets {
+        assert_eq!(routes_within(subnet), Vec::<String>::new(), "{subnet}");
+    }
     // An interrupted run keeps its logs (a sweep removes them after a day);
     // these interruptions were deliberate.
     assert!(l.run_dir.is_dir(), "logs of the interrupted run are kept");
@@ -171,11 +197,30 @@ fn sweep_stale_leaves_live_runs_alone() {
     }
     let _serial = serial();
     let (net, hosts) = Network::with_hosts(&["alive"]).expect("network");
+    let (routed, _routed_hosts) =
+        Network::with_hosts_on(Topology::Routed, &["alive-routed"]).expect("routed network");
     let report = hosts::sweep_stale().expect("sweep");
     assert!(!report.namespaces.contains(&hosts[0].netns().to_owned()));
     assert!(!report.links.contains(&net.bridge().to_owned()));
+    assert!(!report.links.contains(&routed.bridge().to_owned()));
     assert!(exists("netns", hosts[0].netns()));
     assert!(exists("link", net.bridge()));
+    assert!(exists("link", routed.bridge()));
+    for subnet in [
+        routed.ipv4_subnet().to_string(),
+        routed.ipv6_subnet().to_string(),
+    ] {
+        assert!(
+            !report.routes.iter().any(|r| r.contains(&subnet)),
+            "{report:?}"
+        );
+        assert!(
+            routes_within(&subnet)
+                .iter()
+                .any(|r| r.starts_with(&format!("unreachable {subnet}"))),
+            "the live run's route stays"
+        );
+    }
 }
 
 #[test]
@@ -190,5 +235,52 @@ fn cleanup_on_signal_removes_everything_on_sigint() {
     let status = child.wait().expect("reap helper");
     assert_eq!(status.code(), Some(130), "exit code 128 + SIGINT");
     // No sweep here: the helper cleaned up after itself.
+    assert_all_gone(&left);
+}
+
+#[test]
+fn sweep_stale_removes_the_routes_and_links_of_a_sigkilled_routed_run() {
+    if !hosts::available_or_skip("sweep_stale_removes_a_sigkilled_routed_run") {
+        return;
+    }
+    let _serial = serial();
+    let (mut child, left) = start_helper("kill-routed");
+    child.kill().expect("SIGKILL the helper");
+    child.wait().expect("reap helper");
+    // The unreachable routes name no link: only their marks say whose they are.
+    for subnet in &left.subnets {
+        let routes = routes_within(subnet);
+        assert!(
+            routes
+                .iter()
+                .any(|r| r.starts_with(&format!("unreachable {subnet}"))),
+            "{subnet}: {routes:?}"
+        );
+    }
+    assert!(exists("link", &left.bridge), "the address link");
+
+    let report = hosts::sweep_stale().expect("sweep");
+    // (The veth may already be gone with its namespace: `assert_all_gone` checks it.)
+    assert!(report.links.contains(&left.bridge), "{report:?}");
+    for subnet in &left.subnets {
+        assert!(
+            report.routes.iter().any(|r| r.contains(subnet.as_str())),
+            "{subnet}: {report:?}"
+        );
+    }
+    assert_all_gone(&left);
+}
+
+#[test]
+fn cleanup_on_signal_removes_a_routed_network_on_sigterm() {
+    if !hosts::available_or_skip("cleanup_on_signal_removes_a_routed_network") {
+        return;
+    }
+    let _serial = serial();
+    let (mut child, left) = start_helper("signal-routed");
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    let status = child.wait().expect("reap helper");
+    assert_eq!(status.code(), Some(143), "exit code 128 + SIGTERM");
     assert_all_gone(&left);
 }

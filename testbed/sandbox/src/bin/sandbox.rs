@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use rubber_stamp_hosts::Topology;
 use rubber_stamp_sandbox::prometheus::{self, Prometheus};
 use rubber_stamp_sandbox::scenario::{self, ScenarioOptions};
 use rubber_stamp_sandbox::tokens::AgentIdentity;
@@ -29,7 +30,9 @@ const EXIT_ERROR: u8 = 3;
 /// kubelet's certificate against the cluster CA and the node's IP.
 ///
 /// As root (with `ip` and `unshare`) every node is a network namespace; as
-/// anyone else the sandbox runs on loopback and says so.
+/// anyone else the sandbox runs on loopback and says so. `--topology routed` wires
+/// each node to its own routed link, where the approver proves each IP SAN's
+/// ownership (and a claimer of an address nobody owns joins the rogues).
 ///
 /// Exit codes: 0 every honest CSR was approved and issued and no rogue CSR
 /// was; 1 otherwise; 2 usage; 3 the sandbox could not run; 130/143 interrupted.
@@ -40,13 +43,22 @@ struct Args {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=50))]
     nodes: u8,
 
-    /// Leave out the rogue nodes (thief, squatter, no-agent, dns-thief).
+    /// Leave out the rogue nodes (thief, squatter, claimer, no-agent, dns-thief,
+    /// cloud-rogue, foreign-token).
     #[arg(long)]
     no_rogues: bool,
 
     /// Run on loopback even where network namespaces would work.
     #[arg(long)]
     loopback: bool,
+
+    /// How the nodes are wired: `bridge` (one shared L2 segment; the approver's proof
+    /// of address ownership is off, since whoever answers ARP receives an address) or
+    /// `routed` (each node on its own link, the root namespace routing each address to
+    /// its owner only, as a cloud VPC does; the proof is required, and a `claimer` of
+    /// an address nobody owns joins the rogues). `routed` needs network namespaces.
+    #[arg(long, value_enum, default_value = "bridge")]
+    topology: TopologyArg,
 
     /// Leave everything running after the result and print how to explore it
     /// (kubeconfig for `kubectl`); Ctrl-C stops and cleans up.
@@ -92,6 +104,24 @@ struct Args {
     prometheus: Option<Option<PathBuf>>,
 }
 
+/// `--topology`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum TopologyArg {
+    /// A shared bridge.
+    Bridge,
+    /// A routed link per node.
+    Routed,
+}
+
+impl From<TopologyArg> for Topology {
+    fn from(arg: TopologyArg) -> Self {
+        match arg {
+            TopologyArg::Bridge => Self::Bridge,
+            TopologyArg::Routed => Self::Routed,
+        }
+    }
+}
+
 /// `--identity`.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum IdentityArg {
@@ -122,6 +152,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
+    if args.loopback && args.topology == TopologyArg::Routed {
+        use clap::CommandFactory as _;
+        Args::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--topology routed needs network namespaces; it cannot run with --loopback",
+            )
+            .exit();
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -176,7 +215,12 @@ async fn run(args: Args) -> u8 {
         narrator.elapsed().as_secs_f64()
     ));
     if keep {
-        explain_keep(&sandbox, prometheus.as_ref(), &narrator);
+        explain_keep(
+            &sandbox,
+            prometheus.as_ref(),
+            &narrator,
+            outcome.stopped_agent.as_ref().map(|s| s.node.as_str()),
+        );
         interrupted.cancelled().await;
         drop(prometheus);
         drop(sandbox);
@@ -223,6 +267,7 @@ async fn scenario(
         },
         approver_log_filter: args.approver_log_filter.clone(),
         identity: args.identity.into(),
+        topology: args.topology.into(),
     };
     let mut sandbox = Sandbox::start(options, narrator).await?;
     let mut prometheus = match &prometheus_binary {
@@ -265,10 +310,11 @@ async fn check_alerts(
         "Prometheus: the alerts of {} against the approvers' metrics (every `for:` set to 0s: an alert fires at once, whatever duration its text names):",
         prometheus::RULES_PATH
     ));
+    let topology = outcome.topology.unwrap_or_default();
     let expected = outcome
         .cast
         .iter()
-        .any(|(_, role)| role.expected().1 == "AddressConflict");
+        .any(|(_, role)| role.expected(topology).1 == "AddressConflict");
     if !expected {
         narrator.raw(format!(
             "  no rogue claims another node's address (--no-rogues): not waiting for {}",
@@ -288,7 +334,12 @@ async fn check_alerts(
     }
 }
 
-fn explain_keep(sandbox: &Sandbox, prometheus: Option<&Prometheus>, narrator: &Narrator) {
+fn explain_keep(
+    sandbox: &Sandbox,
+    prometheus: Option<&Prometheus>,
+    narrator: &Narrator,
+    stopped_agent: Option<&str>,
+) {
     let kubectl = if std::path::Path::new("/usr/bin/kubectl").exists() {
         "/usr/bin/kubectl"
     } else {
@@ -349,6 +400,18 @@ fn explain_keep(sandbox: &Sandbox, prometheus: Option<&Prometheus>, narrator: &N
     }
     if let Mode::Namespaces = sandbox.mode() {
         narrator.raw("  ip netns list   # one namespace per node; `ip netns exec <ns> ip addr` shows a node's interfaces");
+    }
+    if let (Some(Topology::Routed), Some(network)) = (sandbox.topology(), sandbox.network()) {
+        narrator.raw(format!(
+            "  ip route show root {}; ip -6 route show root {}   # the router: each node's addresses to its own link, the rest unreachable",
+            network.ipv4_subnet(),
+            network.ipv6_subnet()
+        ));
+    }
+    if let Some(stopped) = stopped_agent {
+        narrator.raw(format!(
+            "  ({stopped}'s agent stays stopped, as the scenario left it)"
+        ));
     }
     narrator.raw(format!(
         "  state (kubeconfigs, certificates, policy): {}",
