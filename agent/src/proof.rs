@@ -209,14 +209,16 @@ pub trait ProofEvents: fmt::Debug + Send + Sync + 'static {
 #[derive(Clone, Debug)]
 pub struct ProofFeed {
     port: u16,
+    every_address: bool,
     receipts: broadcast::Sender<ProofReceipt>,
 }
 
 impl ProofFeed {
-    /// A feed for a listener on `port`, with no receipts yet.
-    fn new(port: u16) -> Self {
+    /// A feed for a listener on `local`, with no receipts yet.
+    fn new(local: SocketAddr) -> Self {
         Self {
-            port,
+            port: local.port(),
+            every_address: local.ip().is_unspecified(),
             receipts: broadcast::channel(RECEIPT_CHANNEL).0,
         }
     }
@@ -224,6 +226,15 @@ impl ProofFeed {
     /// The port the listener is bound to.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// What reports say as `proof_port`: the port when the listener takes every address of
+    /// the node (a wildcard bind), else 0. The approver counts a refused probe as evidence
+    /// that an address is another host's only when the node listens on all of its own
+    /// addresses; a listener on one address would have its own kernel refuse a probe of
+    /// the node's other addresses.
+    pub fn reported_port(&self) -> u16 {
+        if self.every_address { self.port } else { 0 }
     }
 
     /// Every receipt from now on (at most [`RECEIPT_CHANNEL`] queued).
@@ -266,7 +277,7 @@ impl ProofListener {
             listener,
             local,
             limits,
-            feed: ProofFeed::new(local.port()),
+            feed: ProofFeed::new(local),
         })
     }
 

@@ -127,13 +127,17 @@ pub async fn run_with_listeners(
     tasks.spawn(readiness.clone().expire(stop.clone()));
     tasks.spawn(readiness.clone().follow_facts(readable, stop.clone()));
     let proof_feed = proof.as_ref().map(ProofListener::feed);
-    if let Some(proof) = proof {
-        tasks.spawn(proof.serve(
+    // The proof listener stops only after the streams have ended: while a stream says the
+    // node listens on every address, it must, or the approver could take the node's own
+    // refusal of a probe for another host's (a rollout's SIGTERM).
+    let proof_stop = CancellationToken::new();
+    let proof_task = proof.map(|proof| {
+        tokio::spawn(proof.serve(
             Arc::new(counted.clone()) as Arc<dyn ProofEvents>,
-            stop.clone(),
-        ));
-    }
-    tasks.spawn(manage_endpoints(
+            proof_stop.clone(),
+        ))
+    });
+    let streams = tokio::spawn(manage_endpoints(
         context,
         proof_feed,
         resolver,
@@ -150,12 +154,18 @@ pub async fn run_with_listeners(
     // The health server returns only once `stop` is cancelled (or on error).
     stop.cancel();
     if tokio::time::timeout(STOP_TIMEOUT, async {
+        let _ = streams.await;
+        proof_stop.cancel();
+        if let Some(task) = proof_task {
+            let _ = task.await;
+        }
         while tasks.join_next().await.is_some() {}
     })
     .await
     .is_err()
     {
         tracing::warn!("stopping timed out");
+        proof_stop.cancel();
         tasks.abort_all();
     }
     served.map_err(Into::into)

@@ -325,7 +325,7 @@ impl SessionContext {
         stop: &CancellationToken,
         healthy: &mut Healthy,
     ) -> Result<SessionEnd, SessionError> {
-        let proof_port = proof.map_or(0, ProofFeed::port);
+        let proof_port = proof.map_or(0, ProofFeed::reported_port);
         let mut identity_changes = self.identity.clone();
         identity_changes.mark_unchanged();
         let identity = identity_changes

@@ -60,8 +60,12 @@ pub struct Attestation {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metadata: Vec<MetadataFacts>,
     /// The port of the agent's proof listener, which listens on every address of the
-    /// node; `None` when it runs none (agents before 0.4). Check 15 reads it only to say
-    /// why a probe cannot be answered: the approver probes its own configured port.
+    /// node; `None` when it runs none (agents before 0.4, or one bound to a single
+    /// address). The node's word: it never decides whether an address is probed (the
+    /// approver probes its own configured port, whatever this says). It decides only
+    /// whether a refused probe is evidence against the node (only a wildcard listener
+    /// on the probed port makes the node's own kernel answer, not refuse), and explains
+    /// unanswered probes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof_port: Option<u16>,
 }

@@ -49,6 +49,10 @@ pub enum ProofState {
         at: Timestamp,
         /// Attempts so far.
         attempts: u32,
+        /// Consecutive attempts, up to the latest, in which something at the address took
+        /// the nonce but no agent reported it: a listener that is not a proof listener, or
+        /// one whose receipts a flood crowded out. 0 when the latest did not connect.
+        delivered: u32,
         /// What happened, in plain words (`timed out after 2s`, `no route to host`).
         what: String,
     },
@@ -59,6 +63,11 @@ pub trait OwnershipLookup {
     /// The latest probe of `san` for the CSR `csr` requested by `node`, if any.
     fn proof(&self, csr: &str, node: &str, san: IpAddr) -> Option<ProofState>;
 }
+
+/// Under `preferred`, a probe whose nonce was taken at the address but never reported
+/// lets the SAN pass only after this many such attempts in a row: something listens there,
+/// and a moment's flood of the owner's proof port must not decide.
+pub const DELIVERED_UNREPORTED_BEFORE_PASSING: u32 = 3;
 
 /// Check 15's inputs: the probes' results and the port the approver probes.
 #[derive(Clone, Copy)]

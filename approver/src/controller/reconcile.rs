@@ -104,7 +104,10 @@ async fn decide_and_act(
             verdict = ctx.decide(&observation, &review);
         }
         // Check 15: probe the SANs it wants proven; each probe decides again when it ends.
-        let probe_wait = ctx.probe(&observation, &verdict);
+        // Not for a CSR about to be approved (a preferred SAN that passed unproven).
+        let probe_wait = (verdict.decision() != Decision::Approve)
+            .then(|| ctx.probe(&observation, &verdict))
+            .flatten();
         // Plan: the valves are asked only about approvable CSRs.
         let hold = (verdict.decision() == Decision::Approve)
             .then(|| ctx.holds(&observation.input.username))

@@ -40,7 +40,8 @@ pub struct ProofConfig {
     pub retry_min: Duration,
     /// The longest wait between two probes of one SAN.
     pub retry_max: Duration,
-    /// How long a result is kept after it was last read or written.
+    /// How long a result is kept after it was last written or probed again (a CSR decided
+    /// or deleted is forgotten at once or at the next prune).
     pub keep: Duration,
 }
 
@@ -108,8 +109,6 @@ pub enum Start {
     Probe(Ticket),
     /// A probe of this SAN is already in flight.
     InFlight,
-    /// The SAN is proven for this CSR; nothing more to send.
-    Settled,
     /// The SAN was probed recently; probe again at this instant.
     NotDue(Instant),
     /// A limit is reached (`node` or `overall`); try again shortly.
@@ -123,8 +122,14 @@ pub enum Ending {
     Received,
     /// The address refused the connection while the requester's agent kept listening.
     Refused,
-    /// Nothing came of it; in plain words why.
-    Unanswered(String),
+    /// Nothing came of it; in plain words why, and whether something at the address took
+    /// the nonce (a connection accepted and the frame written) without an agent reporting it.
+    Unanswered {
+        /// What happened.
+        what: String,
+        /// The nonce was delivered.
+        delivered: bool,
+    },
 }
 
 /// What became of a receipt an agent sent.
@@ -228,9 +233,6 @@ impl ProofBook {
             if entry.probing.is_some() {
                 return Start::InFlight;
             }
-            if matches!(entry.state, Some(ProofState::Proven { .. })) {
-                return Start::Settled;
-            }
             if entry.next > now {
                 return Start::NotDue(entry.next);
             }
@@ -308,21 +310,14 @@ impl ProofBook {
             }
         };
         let retry = self.retry_after(inner.results.get(&waiting.key).map_or(0, |e| e.attempts));
-        let entry = inner
-            .results
-            .entry(waiting.key.clone())
-            .or_insert_with(|| Entry {
-                state: None,
-                probing: None,
-                attempts: 0,
-                next: now,
-                touched: now,
-            });
-        entry.state = Some(state);
-        entry.probing = None;
-        entry.attempts += 1;
-        entry.next = if proven { now } else { now + retry };
-        entry.touched = now;
+        // A CSR decided or deleted meanwhile (its results forgotten) gets none back.
+        if let Some(entry) = inner.results.get_mut(&waiting.key) {
+            entry.state = Some(state);
+            entry.probing = None;
+            entry.attempts += 1;
+            entry.next = if proven { now } else { now + retry };
+            entry.touched = now;
+        }
         if let Some(done) = waiting.done.take() {
             let _ = done.send(Receipt {
                 node: from.to_owned(),
@@ -348,33 +343,34 @@ impl ProofBook {
         }
         let answered = inner.waiting.remove(&ticket.nonce).is_none();
         remember_spent(&mut inner.spent, ticket.nonce, now);
-        if let Some(entry) = inner.results.get_mut(&ticket.key) {
-            entry.probing = None;
-        }
+        // A CSR decided or deleted meanwhile (its results forgotten) gets none back.
+        let Some(entry) = inner.results.get_mut(&ticket.key) else {
+            return;
+        };
+        entry.probing = None;
         if answered || *ending == Ending::Received {
             return;
         }
-        let attempts = inner.results.get(&ticket.key).map_or(0, |e| e.attempts) + 1;
-        let retry = self.retry_after(attempts - 1);
+        let attempts = entry.attempts + 1;
         let state = match ending {
             Ending::Refused => ProofState::Refused { at },
-            Ending::Unanswered(what) => ProofState::Unanswered {
+            Ending::Unanswered { what, delivered } => ProofState::Unanswered {
                 at,
                 attempts,
+                // Consecutive deliveries without a receipt.
+                delivered: match (&entry.state, delivered) {
+                    (_, false) => 0,
+                    (Some(ProofState::Unanswered { delivered: n, .. }), true) => n + 1,
+                    (_, true) => 1,
+                },
                 what: what.clone(),
             },
             Ending::Received => return,
         };
-        inner.results.insert(
-            ticket.key.clone(),
-            Entry {
-                state: Some(state),
-                probing: None,
-                attempts,
-                next: now + retry,
-                touched: now,
-            },
-        );
+        entry.state = Some(state);
+        entry.attempts = attempts;
+        entry.next = now + self.retry_after(attempts - 1);
+        entry.touched = now;
     }
 
     /// The wait before the next probe after `attempts` that did not prove the SAN.

@@ -81,8 +81,20 @@ async fn a_receipt_from_the_requester_proves_the_san_once_and_only_that_san() {
         state(&book, &v4),
         Some(ProofState::Proven { at: t(1), local })
     );
-    assert!(matches!(book.start(&v4, now, t(3)), Start::Settled));
-    book.finish(&other, &Ending::Unanswered("test".into()), now, t(3));
+    // A proof is made again only when the decision asks (it is older than the max age).
+    let Start::Probe(again) = book.start(&v4, now, t(3)) else {
+        panic!("a proven SAN can be probed again");
+    };
+    book.finish(&again, &Ending::Received, now, t(3));
+    book.finish(
+        &other,
+        &Ending::Unanswered {
+            what: "test".into(),
+            delivered: false,
+        },
+        now,
+        t(3),
+    );
     assert_eq!(book.in_flight(), 0);
 }
 
@@ -152,13 +164,17 @@ async fn made_up_malformed_and_late_receipts_change_nothing() {
     // The deadline passes with no receipt.
     book.finish(
         &ticket,
-        &Ending::Unanswered("no agent reported it within 2s".into()),
+        &Ending::Unanswered {
+            what: "no agent reported it within 2s".into(),
+            delivered: false,
+        },
         now,
         t(2),
     );
     let unanswered = Some(ProofState::Unanswered {
         at: t(2),
         attempts: 1,
+        delivered: 0,
         what: "no agent reported it within 2s".to_owned(),
     });
     assert_eq!(state(&book, &k), unanswered);
@@ -208,11 +224,60 @@ async fn probes_are_limited_per_node_and_overall() {
         book.start(&key("csr-4", "worker-3", "10.0.0.5"), now, t(0)),
         Start::Limited("overall")
     ));
-    book.finish(&c, &Ending::Unanswered("test".into()), now, t(1));
+    book.finish(
+        &c,
+        &Ending::Unanswered {
+            what: "test".into(),
+            delivered: false,
+        },
+        now,
+        t(1),
+    );
     assert!(matches!(
         book.start(&key("csr-4", "worker-3", "10.0.0.5"), now, t(1)),
         Start::Probe(_)
     ));
+}
+
+#[tokio::test]
+async fn deliveries_without_a_receipt_are_counted_in_a_row() {
+    let book = book();
+    let mut now = Instant::now();
+    let k = key("csr-1", "worker-1", "10.0.0.11");
+    let mut seen = Vec::new();
+    for delivered in [true, true, false, true] {
+        let ticket = opened(&book, &k, now);
+        let ending = Ending::Unanswered {
+            what: "test".into(),
+            delivered,
+        };
+        book.finish(&ticket, &ending, now, t(1));
+        if let Some(ProofState::Unanswered { delivered, .. }) = state(&book, &k) {
+            seen.push(delivered);
+        }
+        now += ProofConfig::default().retry_max;
+    }
+    assert_eq!(seen, [1, 2, 0, 1]);
+}
+
+#[tokio::test]
+async fn a_probe_ending_after_its_csr_was_forgotten_records_nothing() {
+    let book = book();
+    let now = Instant::now();
+    let k = key("csr-1", "worker-1", "10.0.0.11");
+    let ticket = opened(&book, &k, now);
+    book.forget_csr("csr-1");
+    assert!(matches!(
+        book.receipt("worker-1", &ticket.nonce, k.san, now, t(1)),
+        ReceiptOutcome::Accepted { .. }
+    ));
+    book.finish(&ticket, &Ending::Received, now, t(1));
+    assert_eq!(
+        state(&book, &k),
+        None,
+        "a decided CSR's results stay forgotten"
+    );
+    assert_eq!(book.in_flight(), 0);
 }
 
 #[tokio::test]

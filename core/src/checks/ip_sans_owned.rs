@@ -9,7 +9,7 @@
 //! shows is a moment's routing, and floating addresses legitimately move.
 
 use super::*;
-use crate::ownership::{Ownership, ProofState};
+use crate::ownership::{DELIVERED_UNREPORTED_BEFORE_PASSING, Ownership, ProofState};
 use crate::policy::ProofMode;
 
 /// What to check when no agent answers, for the detail.
@@ -82,18 +82,14 @@ impl Ctx<'_> {
                 notes.push(|| format!("{ip} is not probed ({})", by()));
                 continue;
             }
-            if let Err(why) = &listener {
-                match mode {
-                    ProofMode::Required => {
-                        unproven.push(|| format!("{ip} cannot be proven: {why}"));
-                    }
-                    _ => {
-                        unproven_allowed.push(*ip);
-                        notes.push(|| format!("{ip} passes unproven ({}): {why}", by()));
-                    }
-                }
-                continue;
-            }
+            // Every SAN not `off` is probed, whatever the node says of its listener: a node
+            // cannot opt out of the network's word by reporting none. The listener only
+            // decides whether a refusal is evidence (the controller's business) and how an
+            // unanswered probe is explained.
+            let why_unanswered = |what: String| match &listener {
+                Ok(()) => what,
+                Err(why) => format!("{what}; {why}"),
+            };
             match ownership.lookup.proof(&self.csr.name, node, *ip) {
                 None => {
                     probe.push(*ip);
@@ -105,6 +101,15 @@ impl Ctx<'_> {
                         by()
                     )
                 }),
+                Some(ProofState::Proven { at, .. }) if !self.is_fresh_at(at) => {
+                    probe.push(*ip);
+                    probing.push(|| {
+                        format!(
+                            "{ip}: proven at {at}, longer ago than attestationMaxAge; probing again ({})",
+                            by()
+                        )
+                    });
+                }
                 Some(ProofState::Proven { at, local }) => {
                     proven_count += 1;
                     if proven.len() < MAX_PROBLEMS_KEPT {
@@ -135,14 +140,27 @@ impl Ctx<'_> {
                         )
                     });
                 }
-                Some(ProofState::Unanswered { at, attempts, what }) => {
+                Some(ProofState::Unanswered {
+                    at,
+                    attempts,
+                    delivered,
+                    what,
+                }) => {
                     probe.push(*ip);
-                    let tried = format!(
+                    let tried = why_unanswered(format!(
                         "no agent reported the probe sent to {ip} ({what}; {attempts} attempt{}, the latest at {at})",
                         if attempts == 1 { "" } else { "s" }
-                    );
+                    ));
                     if mode == ProofMode::Required {
                         unproven.push(|| format!("{tried}; {UNANSWERED_HINT}"));
+                    } else if delivered > 0 && delivered < DELIVERED_UNREPORTED_BEFORE_PASSING {
+                        probing.push(|| {
+                            format!(
+                                "{tried}; something at {ip} took the nonce without reporting it ({delivered} time{} in a row), so it is probed again before it may pass unproven ({})",
+                                if delivered == 1 { "" } else { "s" },
+                                by()
+                            )
+                        });
                     } else {
                         unproven_allowed.push(*ip);
                         notes.push(|| format!("{tried}; passes unproven ({})", by()));
@@ -162,9 +180,6 @@ impl Ctx<'_> {
             CheckReport::failed(name, Outcome::Pending, Reason::AddressNotOwned, detail)
         } else if !unproven.is_empty() {
             let mut detail = unproven.joined();
-            if probe.is_empty() && listener.is_err() {
-                let _ = write!(detail, "; {UNANSWERED_HINT}");
-            }
             also(&mut detail, &probing);
             CheckReport::failed(name, Outcome::Pending, Reason::OwnershipUnproven, detail)
         } else if !probing.is_empty() {

@@ -114,6 +114,11 @@ impl Ctx<'_> {
     pub(crate) fn is_fresh(&self, a: &Attestation) -> bool {
         is_fresh(a.received_at, self.now, self.policy)
     }
+
+    /// Whether something observed at `at` is still within the policy's attestationMaxAge.
+    pub(crate) fn is_fresh_at(&self, at: Timestamp) -> bool {
+        is_fresh(at, self.now, self.policy)
+    }
 }
 
 /// Where an address appears in an attestation.

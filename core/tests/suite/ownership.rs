@@ -202,6 +202,7 @@ fn no_answer_holds_under_required_and_passes_with_a_warning_under_preferred() {
             ProofState::Unanswered {
                 at: at(42),
                 attempts: 3,
+                delivered: 0,
                 what: "timed out after 2s".to_owned(),
             },
         )
@@ -228,35 +229,64 @@ fn no_answer_holds_under_required_and_passes_with_a_warning_under_preferred() {
 }
 
 #[test]
-fn an_agent_without_a_proof_listener_is_never_probed() {
-    // An agent of the previous version: no proof_port in its report.
+fn an_agent_without_a_proof_listener_is_probed_all_the_same() {
+    // An agent of the previous version reports no proof_port. What a node says of its
+    // listener never spares it the probe: a receipt by another node still holds it.
     let mut w = world(ProofMode::Preferred);
     w.attestation_mut("worker-1").proof_port = None;
     w.attestation_mut("worker-1").agent_version = Some("0.3.0".to_owned());
     let v = decide(&w, &NoProofs);
-    assert_eq!(
-        v.decision(),
-        Decision::Approve,
-        "no regression: {}",
-        v.summary()
+    assert_eq!(v.decision(), Decision::Pending);
+    assert_eq!(v.reason(), Some(Reason::AwaitingOwnershipProof));
+    assert_eq!(v.probes_wanted(), [ip("10.0.0.11"), ip("fd00::11")]);
+
+    let other = Proofs::default().proven("worker-1", "fd00::11").with(
+        "worker-1",
+        "10.0.0.11",
+        ProofState::ReceivedByOther {
+            node: "worker-2".to_owned(),
+            local: ip("10.0.0.11"),
+            at: at(41),
+        },
     );
-    assert!(v.probes_wanted().is_empty());
+    let v = decide(&w, &other);
+    assert_eq!(v.reason(), Some(Reason::AddressNotOwned), "no opting out");
+
+    // No answer: no regression under preferred (a pass with a warning that says why).
+    let unanswered = |what: &str| {
+        let mut proofs = Proofs::default();
+        for san in ["10.0.0.11", "fd00::11"] {
+            proofs = proofs.with(
+                "worker-1",
+                san,
+                ProofState::Unanswered {
+                    at: at(42),
+                    attempts: 1,
+                    delivered: 0,
+                    what: what.to_owned(),
+                },
+            );
+        }
+        proofs
+    };
+    let v = decide(&w, &unanswered("connection refused"));
+    assert_eq!(v.decision(), Decision::Approve, "{}", v.summary());
     assert_eq!(v.unproven_allowed().len(), 2);
     let detail = owned(&v).2;
-    assert!(detail.contains("version 0.3.0"), "{detail}");
+    assert!(
+        detail.contains("version 0.3.0") && detail.contains("runs no proof listener"),
+        "{detail}"
+    );
 
     w.policy.ownership_proof.default = ProofMode::Required;
-    let v = decide(&w, &NoProofs);
+    let v = decide(&w, &unanswered("connection refused"));
     assert_eq!(v.decision(), Decision::Pending);
     assert_eq!(v.reason(), Some(Reason::OwnershipUnproven));
-    assert!(
-        v.probes_wanted().is_empty(),
-        "a probe could not be answered"
-    );
 
     w.policy.ownership_proof.default = ProofMode::Off;
     let v = decide(&w, &NoProofs);
     assert_eq!(v.decision(), Decision::Approve, "{}", v.summary());
+    assert!(v.probes_wanted().is_empty(), "off never probes");
     assert!(v.unproven_allowed().is_empty(), "off needs no warning");
 }
 
@@ -265,13 +295,74 @@ fn a_port_mismatch_is_named() {
     let mut w = world(ProofMode::Required);
     w.attestation_mut("worker-1").proof_port = Some(4000);
     let v = decide(&w, &NoProofs);
+    assert_eq!(
+        v.probes_wanted().len(),
+        2,
+        "probed on the approver's own port"
+    );
+    let proofs = Proofs::default().proven("worker-1", "fd00::11").with(
+        "worker-1",
+        "10.0.0.11",
+        ProofState::Unanswered {
+            at: at(42),
+            attempts: 1,
+            delivered: 0,
+            what: "connection refused".to_owned(),
+        },
+    );
+    let v = decide(&w, &proofs);
     assert_eq!(v.decision(), Decision::Pending);
     let detail = owned(&v).2;
     assert!(
         detail.contains("port 4000") && detail.contains("port 10273"),
         "{detail}"
     );
-    assert!(v.probes_wanted().is_empty());
+}
+
+#[test]
+fn a_nonce_taken_without_a_receipt_passes_preferred_only_after_three_tries() {
+    // Something at the address accepted the nonce and no agent reported it: a foreign
+    // listener, or the owner's proof port flooded so its receipt was dropped. One such
+    // probe must not let a squatted address through.
+    let delivered = |n: u32| {
+        Proofs::default().proven("worker-1", "fd00::11").with(
+            "worker-1",
+            "10.0.0.11",
+            ProofState::Unanswered {
+                at: at(42),
+                attempts: n,
+                delivered: n,
+                what: "the nonce was delivered, but no agent reported it".to_owned(),
+            },
+        )
+    };
+    let w = world(ProofMode::Preferred);
+    for n in 1..3 {
+        let v = decide(&w, &delivered(n));
+        assert_eq!(v.decision(), Decision::Pending, "{n}");
+        assert_eq!(v.reason(), Some(Reason::AwaitingOwnershipProof));
+        assert_eq!(v.probes_wanted(), [ip("10.0.0.11")]);
+    }
+    let v = decide(&w, &delivered(3));
+    assert_eq!(v.decision(), Decision::Approve, "{}", v.summary());
+    assert_eq!(v.unproven_allowed(), [ip("10.0.0.11")]);
+}
+
+#[test]
+fn a_proof_older_than_the_attestation_max_age_is_made_again() {
+    let w = world(ProofMode::Required);
+    let old = Proofs::default().proven("worker-1", "fd00::11").with(
+        "worker-1",
+        "10.0.0.11",
+        ProofState::Proven {
+            at: at(-400),
+            local: ip("10.0.0.11"),
+        },
+    );
+    let v = decide(&w, &old);
+    assert_eq!(v.decision(), Decision::Pending);
+    assert_eq!(v.reason(), Some(Reason::AwaitingOwnershipProof));
+    assert_eq!(v.probes_wanted(), [ip("10.0.0.11")]);
 }
 
 #[test]

@@ -729,9 +729,15 @@ async fn under_preferred_an_address_nobody_answers_for_is_approved_with_a_warnin
     .await?;
     assert_eq!(warning.type_.as_deref(), Some("Warning"));
     let note = warning.note.unwrap_or_default();
+    // Something at the address took the nonce (the test's listener) without reporting it:
+    // that passes under preferred only after DELIVERED_UNREPORTED_BEFORE_PASSING tries in
+    // a row, so a moment's flood of the owner's proof port cannot let a squatter through.
     assert!(
         note.contains(&format!("no agent reported the probe sent to {san}"))
-            && note.contains("1 attempt"),
+            && note.contains(&format!(
+                "{} attempts",
+                rubber_stamp_core::ownership::DELIVERED_UNREPORTED_BEFORE_PASSING
+            )),
         "{note}"
     );
     agent.stop().await;
@@ -740,15 +746,18 @@ async fn under_preferred_an_address_nobody_answers_for_is_approved_with_a_warnin
 }
 
 #[tokio::test]
-async fn an_address_that_refuses_the_probe_while_the_requester_listens_is_held_address_not_owned()
--> TestResult {
+async fn a_refusal_is_no_evidence_while_the_requester_listens_on_one_address_only() -> TestResult {
+    // A refusal holds a CSR (AddressNotOwned) only when the requester's agent listens on
+    // every address of its node: then a refused address is another host's. node-a's agent
+    // listens on one address of its own, so its report says proof_port 0, and the refusal
+    // of the machine's address — by node-a's own kernel, for all the approver can tell —
+    // is no evidence: the CSR waits, unproven. (The routed sandbox shows a refusal that
+    // is evidence: `testbed/sandbox/tests/routed.rs`.)
     let refusing = host_v4()?;
     let own = loopback(5, 2);
     let port = free_port(refusing)?;
-    let (bed, replica) = bed_with(None, proof_config(port)).await?;
+    let (bed, replica) = bed_with(Some(ProofMode::Required), proof_config(port)).await?;
     bed.add_node("node-a", &[refusing])?;
-    // Nothing listens on the machine's address: the connection is refused while node-a's
-    // agent stays connected, listening on an address of its own.
     let agent = listening_agent(
         &bed,
         &replica,
@@ -761,20 +770,16 @@ async fn an_address_that_refuses_the_probe_while_the_requester_listens_is_held_a
     let note = event_note(
         &bed,
         &name,
-        "AddressNotOwned",
-        &[&format!("{refusing} refused the probe's connection")],
+        "OwnershipUnproven",
+        &["does not report a proof listener on every address"],
     )
     .await?;
-    assert!(note.contains("while node-a's agent listened"), "{note}");
-    assert!(probes(&replica, "refused") >= 1);
-    assert!(matches!(
-        proof_of(&replica, &name, "node-a", refusing),
-        Some(ProofState::Refused { .. } | ProofState::Probing { .. })
-    ));
-    until(&replica, "a second refused probe", || {
-        probes(&replica, "refused") >= 2
+    assert!(note.contains(&format!("{refusing}")), "{note}");
+    until(&replica, "a second unanswered probe", || {
+        probes(&replica, "unanswered") >= 2
     })
     .await?;
+    assert_eq!(probes(&replica, "refused"), 0);
     assert!(undecided(&bed, &name)?);
     assert_eq!(unproven_approvals(&replica), 0);
     agent.stop().await;
@@ -1138,7 +1143,10 @@ async fn an_agent_without_a_proof_listener_is_approved_with_a_warning_under_the_
         unproven_approvals(&replica) == 1
     })
     .await?;
-    assert_eq!(probes_total(&replica), 0, "nothing to probe");
+    assert!(
+        probes_total(&replica) >= 1,
+        "probed all the same: a node cannot opt out of the proof by running no listener"
+    );
     agent.stop().await;
     replica.stop().await?;
     Ok(())
@@ -1177,9 +1185,9 @@ async fn an_agent_without_a_proof_listener_waits_under_required() -> TestResult 
     let event = event_with(&bed, &name, "OwnershipUnproven", &["no proof listener"]).await?;
     assert_eq!(event.type_.as_deref(), Some("Warning"));
     let note = event.note.unwrap_or_default();
-    assert!(note.contains("cannot be proven"), "{note}");
+    assert!(note.contains("runs no proof listener"), "{note}");
     assert!(undecided(&bed, &name)?);
-    assert_eq!(probes_total(&replica), 0, "nothing to probe");
+    assert!(probes_total(&replica) >= 1, "probed all the same");
     assert_eq!(unproven_approvals(&replica), 0);
     agent.stop().await;
     replica.stop().await?;
