@@ -272,6 +272,7 @@ impl OwnershipLookup for FuzzedProofs<'_> {
             _ => ProofState::Unanswered {
                 at: t(1),
                 attempts: u32::from(b),
+                delivered: u32::from(b % 4),
                 what: "fuzzed".to_owned(),
             },
         })
