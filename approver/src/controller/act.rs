@@ -210,7 +210,7 @@ impl Context {
                 "{}", explanation.note
             ),
         }
-        if !self.state.leadership.may_act() {
+        if !self.state.leadership.may_act() || explain::without_event(explanation.reason) {
             return;
         }
         let regarding = csr.object_ref(&());

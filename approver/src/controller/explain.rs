@@ -221,6 +221,16 @@ pub(crate) fn explain(verdict: &Verdict, held: Option<Held<'_>>, dry_run: bool) 
     }
 }
 
+/// States logged and counted but not published as an Event: a probe about to be sent or
+/// in flight ends within `--proof-timeout` (2 s), and an Event for it would double the
+/// Events of every CSR with an IP SAN — in a bootstrap storm the event recorder's cost
+/// grows with the square of the Events in its window (docs/performance.md). If the wait
+/// lasts (probes put off by their limits), the reason gauge shows it
+/// (`rubber_stamp_controller_pending_csrs_by_reason`), and the log line is there.
+pub(crate) fn without_event(reason: &str) -> bool {
+    reason == Reason::AwaitingOwnershipProof.as_str()
+}
+
 /// Reasons that resolve themselves when the agent reports or a probe ends (Normal
 /// Events); every other reason for leaving a CSR pending is a Warning.
 fn waits_for_time(reason: Reason) -> bool {

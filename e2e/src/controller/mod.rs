@@ -43,6 +43,7 @@ use rubber_stamp_approver::proof::ProofConfig;
 use rubber_stamp_approver::runtime::{ListenAddrs, Listeners};
 use rubber_stamp_approver::store::AttestationStore;
 use rubber_stamp_core::Policy;
+use rubber_stamp_core::policy::{OwnershipProof, ProofMode};
 use rubber_stamp_testkit::agent::SimulatedAgentError;
 use tokio::net::TcpListener;
 
@@ -159,11 +160,20 @@ impl ControllerBed {
         })
     }
 
-    /// The controller configuration tests start from: the default policy, the `deploy/`
-    /// namespace, a 3 s Lease with 1 s grace, and a one-minute resync (so a prompt
-    /// decision can only come from a trigger).
+    /// The controller configuration tests start from: the default policy with the ownership
+    /// proof off, the `deploy/` namespace, a 3 s Lease with 1 s grace, and a one-minute
+    /// resync (so a prompt decision can only come from a trigger). The proof is off because
+    /// the bed's agents attest addresses the machine does not have, which a probe would
+    /// wait on; `e2e/tests/controller/ownership.rs` tests the proof under every mode.
     pub fn controller_config(&self, replica: &str) -> ControllerConfig {
-        let mut config = ControllerConfig::new(Policy::default(), replica);
+        let policy = Policy {
+            ownership_proof: OwnershipProof {
+                default: ProofMode::Off,
+                ..OwnershipProof::default()
+            },
+            ..Policy::default()
+        };
+        let mut config = ControllerConfig::new(policy, replica);
         config.namespace = Some(APPROVER_NAMESPACE.to_owned());
         config.lease = Some(LeaseConfig {
             name: DEFAULT_LEASE_NAME.to_owned(),

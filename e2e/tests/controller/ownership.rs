@@ -145,9 +145,8 @@ async fn bed_with(
 ) -> Result<(ControllerBed, Replica), Box<dyn Error>> {
     let bed = ControllerBed::start().await?;
     let mut config = bed.controller_config("approver-0");
-    if let Some(mode) = mode {
-        with_mode(&mut config, mode);
-    }
+    // The bed turns the proof off for the other suites; `None` is the shipped default.
+    with_mode(&mut config, mode.unwrap_or_default());
     let replica = bed.replica_with_proof(config, proof).await?;
     replica.wait_acting(WITHIN).await?;
     Ok((bed, replica))
@@ -1101,6 +1100,8 @@ async fn old_agent(
     let own = elsewhere(8);
     let bed = ControllerBed::start().await?;
     let mut config = bed.controller_config("approver-0");
+    // The shipped default (the bed turns the proof off for the other suites).
+    config.policy = Arc::new(Policy::default());
     tune(&mut config);
     let replica = bed.replica_with_proof(config, proof_config(10273)).await?;
     replica.wait_acting(WITHIN).await?;

@@ -20,9 +20,9 @@ use ipnet::IpNet;
 use rubber_stamp_hosts::Topology;
 
 use super::csr::{self, Condition, CsrRow};
+use super::node::AGENT_PROOF_PORT as PROOF_PORT;
 use super::node::CloudInstance;
 use super::proof::{self, Verified};
-use super::node::AGENT_PROOF_PORT as PROOF_PORT;
 use super::tokens::{self, AgentIdentity};
 use super::{Mode, Sandbox, SandboxError};
 

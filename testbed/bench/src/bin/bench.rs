@@ -13,6 +13,12 @@
 //! about four file descriptors per node: the soft and hard limits are raised when allowed
 //! (root), otherwise run under `ulimit -n` high enough. Exits non-zero unless every CSR of
 //! the storm is approved.
+//!
+//! `--proof required` runs the proof of address ownership (check 15) for every CSR: each
+//! simulated agent serves the agent's own proof listener on its node address. Those
+//! addresses (10.0.0.0/8) must be local, so unless they already are, the bench re-runs
+//! itself in a private network namespace (`unshare --net`, root) where `lo` is up and
+//! 10.0.0.0/8 is routed to it (`ip route add local 10.0.0.0/8 dev lo`).
 
 #[path = "bench/fleet.rs"]
 mod fleet;
@@ -81,9 +87,46 @@ pub(crate) struct Args {
     /// it; the approvers review each with the testbed cluster).
     #[arg(long, value_enum, default_value = "kubelet-cert")]
     pub(crate) identity: Identity,
+    /// The approvers' `ownershipProof` (check 15): `off` (no probes; the bench's tables
+    /// before issue 18) or `required` (every CSR's IP SAN probed, every simulated agent
+    /// running the real proof listener on its node address).
+    #[arg(long, value_enum, default_value = "off")]
+    pub(crate) proof: Proof,
+    /// The proof port: the simulated agents' listeners and the approvers' `--proof-port`.
+    #[arg(long, default_value_t = rubber_stamp_proto::proof::DEFAULT_PORT)]
+    pub(crate) proof_port: u16,
+    /// The approvers' `--max-probes-in-flight` (default: theirs, 64).
+    #[arg(long)]
+    pub(crate) max_probes_in_flight: Option<usize>,
     #[command(subcommand)]
     command: Option<Internal>,
 }
+
+/// `--proof`: the approvers' `ownershipProof.default`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Proof {
+    /// No probes (the shipped default, `preferred`, would add a Warning Event per CSR:
+    /// without `required` the simulated agents run no proof listener).
+    Off,
+    /// Every IP SAN proven by a probe its node's agent receives.
+    Required,
+}
+
+impl Proof {
+    /// The policy's `ownershipProof.default`.
+    pub(crate) fn policy_mode(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Required => "required",
+        }
+    }
+}
+
+/// Set in the environment of the bench re-run in its private network namespace.
+const NETNS_ENV: &str = "RUBBER_STAMP_BENCH_NETNS";
+
+/// The network the simulated nodes' addresses are in (`SimNode::address`).
+const NODE_NETWORK: &str = "10.0.0.0/8";
 
 /// `--identity`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -140,6 +183,14 @@ fn main() -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => build_binaries()?,
     };
+    if args.proof == Proof::Required && !node_addresses_local()? {
+        if std::env::var_os(NETNS_ENV).is_some() {
+            bail!(
+                "the simulated nodes' addresses ({NODE_NETWORK}) are not local, even in the bench's network namespace"
+            );
+        }
+        return rerun_in_network_namespace(&bin_dir, args.bin_dir.is_none());
+    }
     let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -164,6 +215,46 @@ fn main() -> anyhow::Result<()> {
     }
     eprintln!("bench finished in {:.1?}", started.elapsed());
     Ok(())
+}
+
+/// Whether this network namespace delivers the simulated nodes' addresses locally: the
+/// first and last node address of the largest fleet can be bound.
+fn node_addresses_local() -> anyhow::Result<bool> {
+    for index in [0, 0x00fe_ffff] {
+        let address = fleet::SimNode::new(index)?.address;
+        match std::net::TcpListener::bind((address, 0)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => return Ok(false),
+            Err(e) => return Err(e).with_context(|| format!("binding {address}")),
+        }
+    }
+    Ok(true)
+}
+
+/// Runs this bench again, with the same arguments, in a new network namespace whose `lo`
+/// is up and takes [`NODE_NETWORK`] (`unshare --net`: needs root); exits with its status.
+/// The namespace has no name and ends with its last process.
+fn rerun_in_network_namespace(bin_dir: &std::path::Path, add_bin_dir: bool) -> anyhow::Result<()> {
+    eprintln!(
+        "bench: --proof required: running in a private network namespace with {NODE_NETWORK} local on lo"
+    );
+    let exe = std::env::current_exe()?;
+    let mut command = std::process::Command::new("unshare");
+    command
+        .args(["--net", "--", "sh", "-euc"])
+        .arg(format!(
+            "ip link set lo up && ip route add local {NODE_NETWORK} dev lo && exec \"$0\" \"$@\""
+        ))
+        .arg(&exe)
+        .args(std::env::args_os().skip(1))
+        .env(NETNS_ENV, "1");
+    if add_bin_dir {
+        command.arg("--bin-dir").arg(bin_dir);
+    }
+    let status = command
+        .status()
+        .context("running `unshare --net` (util-linux; needs root) for --proof required")?;
+    std::process::exit(status.code().unwrap_or(1));
 }
 
 /// Builds the release approver and agent with the cargo running this benchmark; returns

@@ -12,6 +12,13 @@
 //! [`STREAMS_PER_WORKER`] streams, and the kubelets authenticate with per-node bearer
 //! tokens over a few multiplexed HTTP/2 connections instead of one TLS connection each:
 //! the API server sees the same identity either way.
+//!
+//! With `--proof required` every simulated agent also serves the agent's own proof
+//! listener ([`ProofListener`], default limits) on its node address and the proof port,
+//! and its sessions pass the listener's receipts on, as `rubber-stamp-agent` does: one more
+//! descriptor per node, and one per probe while it is open. A worker holds at most
+//! [`STREAMS_PER_WORKER`] streams plus a listener per node (12,000 descriptors with two
+//! replicas), within the 20,000 it may open.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -28,7 +35,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use ipnet::IpNet;
 use rubber_stamp_agent::config::Timings;
 use rubber_stamp_agent::facts::{Facts, NodeFacts};
-use rubber_stamp_agent::session::{ApproverCa, SessionContext, SessionError, SessionEvents};
+use rubber_stamp_agent::proof::{FrameOutcome, ProofEvents, ProofLimits, ProofListener};
+use rubber_stamp_agent::session::{
+    ApproverCa, ReceiptDrop, SessionContext, SessionError, SessionEvents,
+};
 use rubber_stamp_e2e::channel::SERVER_NAME;
 use rubber_stamp_kubelet_sim::{NodeIdentity, ServingRequest};
 use rubber_stamp_proto::v1::Ack;
@@ -260,6 +270,35 @@ pub(crate) struct EndpointCounters {
     pub(crate) challenges: AtomicUsize,
     /// Connection or stream failures.
     pub(crate) failures: AtomicUsize,
+    /// Proof receipts handed to streams to this endpoint.
+    pub(crate) receipts: AtomicUsize,
+    /// Proof receipts not sent to this endpoint (not accepted, or the stream lagged).
+    pub(crate) receipts_dropped: AtomicUsize,
+}
+
+/// What became of the connections to the fleet's proof listeners, by [`FrameOutcome`].
+#[derive(Debug, Default)]
+pub(crate) struct FrameCounters {
+    /// Whole frames whose receipt went to the streams.
+    received: AtomicUsize,
+    /// Wrong magic or closed early.
+    malformed: AtomicUsize,
+    /// No whole frame within the read timeout.
+    timeout: AtomicUsize,
+    /// Past the agent's receipt rate.
+    rate_limited: AtomicUsize,
+}
+
+impl ProofEvents for FrameCounters {
+    fn frame(&self, outcome: FrameOutcome) {
+        let counter = match outcome {
+            FrameOutcome::Received => &self.received,
+            FrameOutcome::Malformed => &self.malformed,
+            FrameOutcome::Timeout => &self.timeout,
+            FrameOutcome::RateLimited => &self.rate_limited,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// One node's session to one endpoint: counts into the endpoint's counters, and holds the
@@ -302,6 +341,17 @@ impl SessionEvents for StreamCounters {
             self.counters.failures.fetch_add(1, Ordering::Relaxed);
         }
     }
+
+    fn receipt_sent(&self, _: SocketAddr) {
+        self.counters.receipts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn receipts_dropped(&self, _: SocketAddr, _: ReceiptDrop, count: u64) {
+        self.counters.receipts_dropped.fetch_add(
+            usize::try_from(count).unwrap_or(usize::MAX),
+            Ordering::Relaxed,
+        );
+    }
 }
 
 /// Simulated agents: the agent's session per node and approver endpoint, one task each.
@@ -310,18 +360,24 @@ pub(crate) struct SimAgents {
     stop: CancellationToken,
     tasks: JoinSet<()>,
     counters: Vec<Arc<EndpointCounters>>,
+    frames: Arc<FrameCounters>,
 }
 
 impl SimAgents {
     /// Starts an agent for every node in `nodes`, streaming to every endpoint.
     /// `initial_concurrency` bounds the handshakes of the first connections (the harness
-    /// attaching the fleet); later reconnects are unbounded, as real agents are.
+    /// attaching the fleet); later reconnects are unbounded, as real agents are. With
+    /// `proof_port`, each agent serves its proof listener on its node address and that
+    /// port and passes its receipts to every stream (its reports still say `proof_port`
+    /// 0: the agent reports the port of a wildcard listener only, the one kind whose
+    /// refusals count as evidence); without, it runs none.
     pub(crate) fn start(
         serving_ca_pem: &str,
         nodes: &[AgentNode],
         endpoints: &[SocketAddr],
         timings: &AgentTimings,
         initial_concurrency: usize,
+        proof_port: Option<u16>,
     ) -> anyhow::Result<Self> {
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -332,6 +388,7 @@ impl SimAgents {
             .map(|_| Arc::new(EndpointCounters::default()))
             .collect();
         let session_timings = timings.session();
+        let frames = Arc::new(FrameCounters::default());
         for node in nodes {
             // Shared by the node's streams, as in the agent.
             let identity = match &node.token {
@@ -339,6 +396,20 @@ impl SimAgents {
                 None => fixed_identity(&node.leaf.cert_pem, &node.leaf.key_pem)?,
             };
             let facts = Facts::new(ScriptedFacts::new(node.node.facts()?));
+            let feed = match proof_port {
+                Some(port) => {
+                    let bind = SocketAddr::new(IpAddr::V4(node.node.address), port);
+                    let listener = ProofListener::bind(bind, ProofLimits::DEFAULT)
+                        .with_context(|| format!("binding the proof listener on {bind}"))?;
+                    let feed = listener.feed();
+                    tasks.spawn(listener.serve(
+                        Arc::clone(&frames) as Arc<dyn ProofEvents>,
+                        stop.child_token(),
+                    ));
+                    Some(feed)
+                }
+                None => None,
+            };
             for (endpoint, counters) in endpoints.iter().zip(&counters) {
                 let events = Arc::new(StreamCounters {
                     counters: Arc::clone(counters),
@@ -357,8 +428,12 @@ impl SimAgents {
                     // seconds.
                     stagger_first_heartbeat: true,
                 };
-                let (endpoint, first_connect, stop) =
-                    (*endpoint, Arc::clone(&first_connect), stop.child_token());
+                let (endpoint, first_connect, stop, feed) = (
+                    *endpoint,
+                    Arc::clone(&first_connect),
+                    stop.child_token(),
+                    feed.clone(),
+                );
                 tasks.spawn(async move {
                     let permit = tokio::select! {
                         () = stop.cancelled() => return,
@@ -368,7 +443,7 @@ impl SimAgents {
                         .first_connect
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner) = permit;
-                    context.run(endpoint, stop).await;
+                    context.run_with_proof(endpoint, feed, stop).await;
                 });
             }
         }
@@ -376,6 +451,7 @@ impl SimAgents {
             stop,
             tasks,
             counters,
+            frames,
         })
     }
 
@@ -404,6 +480,16 @@ pub(crate) struct WorkerStatus {
     pub(crate) challenges: Vec<usize>,
     /// Stream failures per endpoint.
     pub(crate) failures: Vec<usize>,
+    /// Proof receipts handed to streams, per endpoint.
+    #[serde(default)]
+    pub(crate) receipts: Vec<usize>,
+    /// Proof receipts dropped, per endpoint.
+    #[serde(default)]
+    pub(crate) receipts_dropped: Vec<usize>,
+    /// Connections to the proof listeners by outcome: received, malformed, timeout,
+    /// rate-limited.
+    #[serde(default)]
+    pub(crate) frames: [usize; 4],
 }
 
 /// The `fleet` subcommand: the agents of nodes `first..first + count`, streaming to every
@@ -434,6 +520,9 @@ pub(crate) struct WorkerArgs {
     /// Token mode: the fleet's tokens, one line per node in index order.
     #[arg(long)]
     pub(crate) tokens: Option<PathBuf>,
+    /// Serve a proof listener per node on its node address and this port.
+    #[arg(long)]
+    pub(crate) proof_port: Option<u16>,
 }
 
 /// Runs a worker (in its own process).
@@ -468,6 +557,7 @@ pub(crate) async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         &args.endpoints,
         &AgentTimings::default(),
         args.connect_concurrency,
+        args.proof_port,
     )?;
     let report = |agents: &SimAgents| {
         let per = |f: fn(&EndpointCounters) -> &AtomicUsize| {
@@ -475,11 +565,21 @@ pub(crate) async fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
                 .map(|i| f(agents.counters(i)).load(Ordering::SeqCst))
                 .collect()
         };
+        let frames = &agents.frames;
         WorkerStatus {
             live: per(|c| &c.live),
             acks: per(|c| &c.acks),
             challenges: per(|c| &c.challenges),
             failures: per(|c| &c.failures),
+            receipts: per(|c| &c.receipts),
+            receipts_dropped: per(|c| &c.receipts_dropped),
+            frames: [
+                &frames.received,
+                &frames.malformed,
+                &frames.timeout,
+                &frames.rate_limited,
+            ]
+            .map(|c| c.load(Ordering::SeqCst)),
         }
     };
     // The parent closes our stdin to stop us (or dies, which closes it too).
@@ -513,6 +613,17 @@ pub(crate) struct Fleet {
     endpoints: usize,
 }
 
+/// How the fleet's agents run.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FleetOptions<'a> {
+    /// Handshakes in flight while the fleet attaches.
+    pub(crate) connect_concurrency: usize,
+    /// Token mode: the fleet's tokens, one line per node in index order.
+    pub(crate) tokens: Option<&'a Path>,
+    /// A proof listener per node on its node address and this port.
+    pub(crate) proof_port: Option<u16>,
+}
+
 impl Fleet {
     /// Spawns workers for `nodes` nodes streaming to `endpoints`.
     pub(crate) async fn start(
@@ -521,9 +632,13 @@ impl Fleet {
         dir: &Path,
         nodes: u32,
         endpoints: &[SocketAddr],
-        connect_concurrency: usize,
-        tokens: Option<&Path>,
+        options: FleetOptions<'_>,
     ) -> anyhow::Result<Self> {
+        let FleetOptions {
+            connect_concurrency,
+            tokens,
+            proof_port,
+        } = options;
         let ca_cert = dir.join("fleet-ca.crt");
         let ca_key = dir.join("fleet-ca.key");
         std::fs::write(&ca_cert, ca.cert_pem())?;
@@ -548,9 +663,14 @@ impl Fleet {
                 .map(|path| [std::ffi::OsStr::new("--tokens"), path.as_os_str()])
                 .into_iter()
                 .flatten();
+            let proof_args = proof_port
+                .map(|port| ["--proof-port".to_owned(), port.to_string()])
+                .into_iter()
+                .flatten();
             let mut child = Command::new(&exe)
                 .arg("fleet")
                 .args(token_args)
+                .args(proof_args)
                 .arg("--ca-cert")
                 .arg(&ca_cert)
                 .arg("--ca-key")
@@ -598,11 +718,20 @@ impl Fleet {
                 .map(|i| all.iter().map(|s| f(s).get(i).copied().unwrap_or(0)).sum())
                 .collect()
         };
+        let mut frames = [0; 4];
+        for s in all.iter() {
+            for (total, n) in frames.iter_mut().zip(s.frames) {
+                *total += n;
+            }
+        }
         WorkerStatus {
             live: sum(|s| &s.live),
             acks: sum(|s| &s.acks),
             challenges: sum(|s| &s.challenges),
             failures: sum(|s| &s.failures),
+            receipts: sum(|s| &s.receipts),
+            receipts_dropped: sum(|s| &s.receipts_dropped),
+            frames,
         }
     }
 

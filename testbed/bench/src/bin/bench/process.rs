@@ -39,6 +39,12 @@ pub(crate) struct ApproverSetup {
     pub(crate) agent_identity: &'static str,
     /// Namespace of the agent's ServiceAccount and Pods (`--agent-namespace`).
     pub(crate) agent_namespace: String,
+    /// The policy file (`--policy`): the defaults with the bench's `ownershipProof`.
+    pub(crate) policy: PathBuf,
+    /// `--proof-port`.
+    pub(crate) proof_port: u16,
+    /// `--max-probes-in-flight`, when not the approver's default.
+    pub(crate) max_probes_in_flight: Option<usize>,
 }
 
 /// One approver replica process.
@@ -62,18 +68,21 @@ impl Approver {
         grpc: SocketAddr,
     ) -> anyhow::Result<Self> {
         let mut command = Command::new(setup.bin_dir.join("rubber-stamp-approver"));
-        command.args(
-            ApproverCommand::new(&setup.tls_cert, &setup.tls_key, &setup.client_ca)
-                .grpc_listen(grpc)
-                .replica_name(name)
-                .controller(&setup.kubeconfig, &setup.namespace, setup.lease_duration)
-                .concurrency(setup.concurrency)
-                .max_connections(setup.max_connections)
-                .log_filter(&setup.log_filter)
-                .flag("agent-identity", setup.agent_identity)
-                .flag("agent-namespace", &setup.agent_namespace)
-                .args(),
-        );
+        let mut flags = ApproverCommand::new(&setup.tls_cert, &setup.tls_key, &setup.client_ca)
+            .grpc_listen(grpc)
+            .replica_name(name)
+            .controller(&setup.kubeconfig, &setup.namespace, setup.lease_duration)
+            .policy(&setup.policy)
+            .concurrency(setup.concurrency)
+            .max_connections(setup.max_connections)
+            .log_filter(&setup.log_filter)
+            .flag("agent-identity", setup.agent_identity)
+            .flag("agent-namespace", &setup.agent_namespace)
+            .flag("proof-port", setup.proof_port.to_string());
+        if let Some(n) = setup.max_probes_in_flight {
+            flags = flags.flag("max-probes-in-flight", n.to_string());
+        }
+        command.args(flags.args());
         let process = Spawned::start(name, &mut command, "listening").await?;
         Ok(Self {
             name: name.to_owned(),
@@ -127,6 +136,8 @@ pub(crate) const LIVE_STREAMS: &str = "rubber_stamp_attestation_live_streams";
 pub(crate) const TOKEN_REVIEWS: &str = "rubber_stamp_attestation_token_reviews_total";
 /// 1 while the replica acts on CSRs.
 pub(crate) const LEADER: &str = "rubber_stamp_controller_leader";
+/// The families of the proof of address ownership (check 15), by their prefix.
+pub(crate) const PROOF_METRICS: &str = "rubber_stamp_proof_";
 
 /// One `rubber-stamp-agent` process.
 #[derive(Debug)]

@@ -8,6 +8,7 @@
 //! 4. **floor** — parse + signature verification of the storm's CSRs in this process,
 //!    beside the leader's CPU per CSR during the storm.
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,11 +21,11 @@ use rubber_stamp_core::{Policy, parse_request};
 use rubber_stamp_e2e::channel::procfs::{self, Usage};
 use rubber_stamp_e2e::controller::{APPROVER_NAMESPACE, ControllerBed, deploy_rbac_yaml};
 
-use super::fleet::{self, Fleet, Kubelets, SimNode};
+use super::fleet::{self, Fleet, FleetOptions, Kubelets, SimNode, WorkerStatus};
 use super::observer::CsrObserver;
 use super::process::{self, Agent, Approver, ApproverSetup};
 use super::report::{Machine, Report, mib, ms, quantile};
-use super::{Args, Identity};
+use super::{Args, Identity, Proof};
 
 /// A finished run.
 #[derive(Debug)]
@@ -91,8 +92,11 @@ pub(crate) async fn run(args: &Args, bin_dir: PathBuf) -> anyhow::Result<Run> {
     let mut report = Report::default();
     let n = args.nodes;
     eprintln!(
-        "bench: {n} nodes, {} replicas, {} cores, load {:.2}",
-        args.replicas, machine.cores, machine.load_at_start
+        "bench: {n} nodes, {} replicas, {} cores, load {:.2}, ownershipProof {}",
+        args.replicas,
+        machine.cores,
+        machine.load_at_start,
+        args.proof.policy_mode()
     );
     let bed = set_up(args, bin_dir).await?;
     let threads = std::thread::available_parallelism().map_or(2, usize::from);
@@ -130,8 +134,11 @@ pub(crate) async fn run(args: &Args, bin_dir: PathBuf) -> anyhow::Result<Run> {
         bed.dir.path(),
         u32::try_from(n)?,
         &endpoints,
-        args.connect_concurrency,
-        bed.tokens.as_deref(),
+        FleetOptions {
+            connect_concurrency: args.connect_concurrency,
+            tokens: bed.tokens.as_deref(),
+            proof_port: (args.proof == Proof::Required).then_some(args.proof_port),
+        },
     )
     .await?;
     let attach_timeout = Duration::from_secs(60) + Duration::from_millis(20 * n as u64);
@@ -205,8 +212,10 @@ pub(crate) async fn run(args: &Args, bin_dir: PathBuf) -> anyhow::Result<Run> {
     // Storm.
     let kubelets = Kubelets::connect(bed.bed.cluster.addr(), bed.bed.cluster.ca_pem(), 16).await?;
     let observer = CsrObserver::start(&bed.bed.cluster)?;
+    let proof_before = ProofCounts::read(&approvers[0], &fleet).await?;
     let storm = storm(args, &approvers, &kubelets, &bed.nodes, &csrs, &observer).await?;
     storm.add_to(&mut report, n);
+    let proof_storm = ProofCounts::read(&approvers[0], &fleet).await?;
 
     // Single CSRs on the idle system.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -226,6 +235,18 @@ pub(crate) async fn run(args: &Args, bin_dir: PathBuf) -> anyhow::Result<Run> {
         "ms",
         20.0,
     );
+    let proof_idle = ProofCounts::read(&approvers[0], &fleet).await?;
+    match args.proof {
+        Proof::Required => {
+            proof_storm
+                .since(&proof_before)
+                .add_to(&mut report, "storm");
+            proof_idle.since(&proof_storm).add_to(&mut report, "idle");
+        }
+        Proof::Off => report.note(
+            "proof: ownershipProof.default off (--proof required probes every IP SAN)".to_owned(),
+        ),
+    }
 
     // Steady state.
     steady(args, &bed, &approvers, &fleet, &mut report).await?;
@@ -426,6 +447,16 @@ async fn set_up(args: &Args, bin_dir: PathBuf) -> anyhow::Result<Bed> {
     let kubeconfig = bed
         .cluster
         .write_kubeconfig(&bed.approver, dir.path(), "approver")?;
+    // The defaults but for check 15. Without a policy the approvers would run `preferred`,
+    // and as the fleet's agents without --proof required run no proof listener, every
+    // approval would add a Warning Event (`OwnershipUnproven`).
+    let policy_yaml = format!(
+        "ownershipProof:\n  default: \"{}\"\n",
+        args.proof.policy_mode()
+    );
+    Policy::from_yaml(&policy_yaml).map_err(|e| anyhow!("the bench's policy: {e}"))?;
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, policy_yaml)?;
     let setup = ApproverSetup {
         bin_dir,
         tls_cert: bed.pki.server_cert.clone(),
@@ -439,6 +470,9 @@ async fn set_up(args: &Args, bin_dir: PathBuf) -> anyhow::Result<Bed> {
         log_filter: args.approver_log.clone(),
         agent_identity: args.identity.approver_flag(),
         agent_namespace: APPROVER_NAMESPACE.to_owned(),
+        policy,
+        proof_port: args.proof_port,
+        max_probes_in_flight: args.max_probes_in_flight,
     };
     // Node objects straight into the store; each kubelet's token names its node.
     let nodes: Vec<SimNode> = (0..u32::try_from(n)?)
@@ -574,6 +608,119 @@ impl Storm {
                 "standby CPU",
                 after.cpu.saturating_sub(before.cpu).as_secs_f64(),
                 "s",
+            );
+        }
+    }
+}
+
+/// The leader's proof metrics (`rubber_stamp_proof_*`, by name and labels) and the fleet's
+/// proof counters at one moment.
+#[derive(Debug, Default)]
+struct ProofCounts {
+    leader: HashMap<String, f64>,
+    fleet: WorkerStatus,
+}
+
+impl ProofCounts {
+    async fn read(leader: &Approver, fleet: &Fleet) -> anyhow::Result<Self> {
+        // Workers report every 250 ms.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let leader = leader
+            .metrics()
+            .await?
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(process::PROOF_METRICS))
+            .collect();
+        Ok(Self {
+            leader,
+            fleet: fleet.status(),
+        })
+    }
+
+    /// What changed since `before` (gauges as they are now).
+    fn since(&self, before: &Self) -> Self {
+        let leader = self
+            .leader
+            .iter()
+            .map(|(name, value)| {
+                let delta = if name.contains("_total") {
+                    value - before.leader.get(name).copied().unwrap_or(0.0)
+                } else {
+                    *value
+                };
+                (name.clone(), delta)
+            })
+            .collect();
+        let minus = |now: &[usize], then: &[usize]| -> Vec<usize> {
+            now.iter()
+                .enumerate()
+                .map(|(i, n)| n.saturating_sub(then.get(i).copied().unwrap_or(0)))
+                .collect()
+        };
+        let mut frames = self.fleet.frames;
+        for (now, then) in frames.iter_mut().zip(before.fleet.frames) {
+            *now = now.saturating_sub(then);
+        }
+        Self {
+            leader,
+            fleet: WorkerStatus {
+                receipts: minus(&self.fleet.receipts, &before.fleet.receipts),
+                receipts_dropped: minus(
+                    &self.fleet.receipts_dropped,
+                    &before.fleet.receipts_dropped,
+                ),
+                frames,
+                ..WorkerStatus::default()
+            },
+        }
+    }
+
+    /// Adds the counters to `section`: the leader's probes by result, the probes a limit
+    /// put off, its receipts by result; the fleet's probe connections by outcome and the
+    /// receipts its streams sent.
+    fn add_to(&self, report: &mut Report, section: &'static str) {
+        let mut names: Vec<(&String, &f64)> = self
+            .leader
+            .iter()
+            .filter(|(name, _)| name.contains("_total") && !name.contains("_created"))
+            .collect();
+        names.sort_by(|a, b| a.0.cmp(b.0));
+        for (name, value) in names {
+            let short = name.trim_start_matches(process::PROOF_METRICS);
+            report.add(section, &format!("leader proof {short}"), *value, "count");
+        }
+        let [received, malformed, timeout, rate_limited] = self.fleet.frames;
+        report.add(
+            section,
+            "fleet proof frames received",
+            received as f64,
+            "count",
+        );
+        report.add(
+            section,
+            "fleet proof frames malformed / timed out / rate-limited",
+            (malformed + timeout + rate_limited) as f64,
+            "count",
+        );
+        for (i, (sent, dropped)) in self
+            .fleet
+            .receipts
+            .iter()
+            .zip(&self.fleet.receipts_dropped)
+            .enumerate()
+        {
+            let role = if i == 0 { "leader" } else { "standby" };
+            report.add(
+                section,
+                &format!("fleet receipts sent to the {role}"),
+                *sent as f64,
+                "count",
+            );
+            report.add(
+                section,
+                &format!("fleet receipts dropped for the {role}"),
+                *dropped as f64,
+                "count",
             );
         }
     }
