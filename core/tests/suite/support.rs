@@ -202,20 +202,15 @@ impl World {
 
     /// Decides on `csr` in this world, as the controller does with check 15's probes.
     pub(crate) fn decide_with(&self, csr: &CsrInput, ownership: Ownership<'_>) -> Verdict {
-        let set: AttestationSet = self.attestations.iter().cloned().collect();
-        let nodes: Option<NodeSet> = self.nodes.as_ref().map(|ns| ns.iter().cloned().collect());
-        let observed = Observed {
-            attestations: &set,
-            nodes: nodes.as_ref().map(|n| n as _),
-            services: self.services.as_ref().map(|s| s as _),
-            access_review: None,
-            ownership: Some(ownership),
-        };
-        decide(csr, observed, &self.policy, self.now)
+        self.decide_observing(csr, Some(ownership))
     }
 
     /// Decides on `csr` in this world.
     pub(crate) fn decide(&self, csr: &CsrInput) -> Verdict {
+        self.decide_observing(csr, None)
+    }
+
+    fn decide_observing(&self, csr: &CsrInput, ownership: Option<Ownership<'_>>) -> Verdict {
         let set: AttestationSet = self.attestations.iter().cloned().collect();
         let nodes: Option<NodeSet> = self.nodes.as_ref().map(|ns| ns.iter().cloned().collect());
         let observed = Observed {
@@ -223,7 +218,7 @@ impl World {
             nodes: nodes.as_ref().map(|n| n as _),
             services: self.services.as_ref().map(|s| s as _),
             access_review: None,
-            ownership: None,
+            ownership,
         };
         decide(csr, observed, &self.policy, self.now)
     }
