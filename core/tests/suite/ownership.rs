@@ -96,6 +96,13 @@ fn owned(v: &Verdict) -> (CheckStatus, Option<Reason>, String) {
     (c.status(), c.reason(), c.detail().to_owned())
 }
 
+/// worker-1's IPv6 address proven, and what the latest probe of its IPv4 address found.
+fn ipv4_found(state: ProofState) -> Proofs {
+    Proofs::default()
+        .proven("worker-1", "fd00::11")
+        .with("worker-1", "10.0.0.11", state)
+}
+
 fn both_proven() -> Proofs {
     Proofs::default()
         .proven("worker-1", "10.0.0.11")
@@ -137,11 +144,7 @@ fn proven_addresses_pass_and_nothing_more_is_probed() {
 
 #[test]
 fn a_probe_still_in_flight_waits_without_a_second_probe() {
-    let proofs = Proofs::default().proven("worker-1", "fd00::11").with(
-        "worker-1",
-        "10.0.0.11",
-        ProofState::Probing { since: at(40) },
-    );
+    let proofs = ipv4_found(ProofState::Probing { since: at(40) });
     let v = decide(&world(ProofMode::Preferred), &proofs);
     assert_eq!(v.decision(), Decision::Pending);
     assert_eq!(v.reason(), Some(Reason::AwaitingOwnershipProof));
@@ -151,15 +154,11 @@ fn a_probe_still_in_flight_waits_without_a_second_probe() {
 #[test]
 fn a_receipt_by_another_node_holds_the_csr_naming_both_nodes_under_either_mode() {
     for mode in [ProofMode::Required, ProofMode::Preferred] {
-        let proofs = Proofs::default().proven("worker-1", "fd00::11").with(
-            "worker-1",
-            "10.0.0.11",
-            ProofState::ReceivedByOther {
-                node: "worker-2".to_owned(),
-                local: ip("10.0.0.11"),
-                at: at(41),
-            },
-        );
+        let proofs = ipv4_found(ProofState::ReceivedByOther {
+            node: "worker-2".to_owned(),
+            local: ip("10.0.0.11"),
+            at: at(41),
+        });
         let v = decide(&world(mode), &proofs);
         assert_eq!(v.decision(), Decision::Pending, "never a denial ({mode})");
         assert_eq!(v.reason(), Some(Reason::AddressNotOwned));
@@ -178,11 +177,7 @@ fn a_receipt_by_another_node_holds_the_csr_naming_both_nodes_under_either_mode()
 
 #[test]
 fn a_refusal_while_the_requester_listens_holds_the_csr() {
-    let proofs = Proofs::default().proven("worker-1", "fd00::11").with(
-        "worker-1",
-        "10.0.0.11",
-        ProofState::Refused { at: at(41) },
-    );
+    let proofs = ipv4_found(ProofState::Refused { at: at(41) });
     let v = decide(&world(ProofMode::Preferred), &proofs);
     assert_eq!(v.decision(), Decision::Pending);
     assert_eq!(v.reason(), Some(Reason::AddressNotOwned));
@@ -196,16 +191,12 @@ fn a_refusal_while_the_requester_listens_holds_the_csr() {
 #[test]
 fn no_answer_holds_under_required_and_passes_with_a_warning_under_preferred() {
     let unanswered = || {
-        Proofs::default().proven("worker-1", "fd00::11").with(
-            "worker-1",
-            "10.0.0.11",
-            ProofState::Unanswered {
-                at: at(42),
-                attempts: 3,
-                delivered: 0,
-                what: "timed out after 2s".to_owned(),
-            },
-        )
+        ipv4_found(ProofState::Unanswered {
+            at: at(42),
+            attempts: 3,
+            delivered: 0,
+            what: "timed out after 2s".to_owned(),
+        })
     };
     let v = decide(&world(ProofMode::Required), &unanswered());
     assert_eq!(v.decision(), Decision::Pending);
@@ -240,15 +231,11 @@ fn an_agent_without_a_proof_listener_is_probed_all_the_same() {
     assert_eq!(v.reason(), Some(Reason::AwaitingOwnershipProof));
     assert_eq!(v.probes_wanted(), [ip("10.0.0.11"), ip("fd00::11")]);
 
-    let other = Proofs::default().proven("worker-1", "fd00::11").with(
-        "worker-1",
-        "10.0.0.11",
-        ProofState::ReceivedByOther {
-            node: "worker-2".to_owned(),
-            local: ip("10.0.0.11"),
-            at: at(41),
-        },
-    );
+    let other = ipv4_found(ProofState::ReceivedByOther {
+        node: "worker-2".to_owned(),
+        local: ip("10.0.0.11"),
+        at: at(41),
+    });
     let v = decide(&w, &other);
     assert_eq!(v.reason(), Some(Reason::AddressNotOwned), "no opting out");
 
@@ -300,16 +287,12 @@ fn a_port_mismatch_is_named() {
         2,
         "probed on the approver's own port"
     );
-    let proofs = Proofs::default().proven("worker-1", "fd00::11").with(
-        "worker-1",
-        "10.0.0.11",
-        ProofState::Unanswered {
-            at: at(42),
-            attempts: 1,
-            delivered: 0,
-            what: "connection refused".to_owned(),
-        },
-    );
+    let proofs = ipv4_found(ProofState::Unanswered {
+        at: at(42),
+        attempts: 1,
+        delivered: 0,
+        what: "connection refused".to_owned(),
+    });
     let v = decide(&w, &proofs);
     assert_eq!(v.decision(), Decision::Pending);
     let detail = owned(&v).2;
@@ -325,16 +308,12 @@ fn a_nonce_taken_without_a_receipt_passes_preferred_only_after_three_tries() {
     // listener, or the owner's proof port flooded so its receipt was dropped. One such
     // probe must not let a squatted address through.
     let delivered = |n: u32| {
-        Proofs::default().proven("worker-1", "fd00::11").with(
-            "worker-1",
-            "10.0.0.11",
-            ProofState::Unanswered {
-                at: at(42),
-                attempts: n,
-                delivered: n,
-                what: "the nonce was delivered, but no agent reported it".to_owned(),
-            },
-        )
+        ipv4_found(ProofState::Unanswered {
+            at: at(42),
+            attempts: n,
+            delivered: n,
+            what: "the nonce was delivered, but no agent reported it".to_owned(),
+        })
     };
     let w = world(ProofMode::Preferred);
     for n in 1..3 {
@@ -351,14 +330,10 @@ fn a_nonce_taken_without_a_receipt_passes_preferred_only_after_three_tries() {
 #[test]
 fn a_proof_older_than_the_attestation_max_age_is_made_again() {
     let w = world(ProofMode::Required);
-    let old = Proofs::default().proven("worker-1", "fd00::11").with(
-        "worker-1",
-        "10.0.0.11",
-        ProofState::Proven {
-            at: at(-400),
-            local: ip("10.0.0.11"),
-        },
-    );
+    let old = ipv4_found(ProofState::Proven {
+        at: at(-400),
+        local: ip("10.0.0.11"),
+    });
     let v = decide(&w, &old);
     assert_eq!(v.decision(), Decision::Pending);
     assert_eq!(v.reason(), Some(Reason::AwaitingOwnershipProof));
