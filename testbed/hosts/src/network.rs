@@ -243,15 +243,7 @@ impl Network {
         // old one would lose the root namespace's addresses until their ARP
         // entries expire. A fixed, locally administered address never moves.
         ip(&["link", "set", br, "address", &bridge_mac()])?;
-        ip(&["addr", "add", &self.gateway_v4_net().to_string(), "dev", br])?;
-        ip(&[
-            "addr",
-            "add",
-            &self.gateway_v6_net().to_string(),
-            "dev",
-            br,
-            "nodad",
-        ])?;
+        add_gateway_addresses(br, &self.gateway_v4_net(), &self.gateway_v6_net())?;
         ip(&["link", "set", br, "up"])?;
         Ok(())
     }
@@ -268,15 +260,7 @@ impl Network {
         s.state().root_link_created = true;
         add_linkless(None, link)?;
         ip(&["link", "set", link, "up"])?;
-        ip(&["addr", "add", &self.gateway_v4().to_string(), "dev", link])?;
-        ip(&[
-            "addr",
-            "add",
-            &self.gateway_v6().to_string(),
-            "dev",
-            link,
-            "nodad",
-        ])?;
+        add_gateway_addresses(link, &self.gateway_v4(), &self.gateway_v6())?;
         let proto = ROUTE_PROTOCOL.to_string();
         let metric = std::process::id().to_string();
         for (family, subnet) in [
@@ -351,18 +335,12 @@ impl Network {
             ns,
         ])?;
         match s.topology {
-            Topology::Bridge => ip(&["link", "set", &veth, "master", &s.root_link, "up"])?,
+            Topology::Bridge => {
+                ip(&["link", "set", &veth, "master", &s.root_link, "up"])?;
+            }
             Topology::Routed => {
                 ip(&["link", "set", &veth, "up"])?;
-                ip(&["addr", "add", &self.gateway_v4().to_string(), "dev", &veth])?;
-                ip(&[
-                    "addr",
-                    "add",
-                    &self.gateway_v6().to_string(),
-                    "dev",
-                    &veth,
-                    "nodad",
-                ])?
+                add_gateway_addresses(&veth, &self.gateway_v4(), &self.gateway_v6())?;
             }
         };
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
@@ -544,6 +522,18 @@ fn carry_over(from: &Command, to: &mut Command) {
 
 /// Adds a link-less link `name` (in `netns`, or the root namespace): `dummy`
 /// where the kernel has that driver, else `ifb`; returns the type used.
+/// Puts the gateway addresses on a root-namespace link: `v4`, and `v6` without duplicate
+/// address detection (the same gateway address stands on every link of a routed network).
+fn add_gateway_addresses(
+    dev: &str,
+    v4: &dyn std::fmt::Display,
+    v6: &dyn std::fmt::Display,
+) -> Result<(), HostsError> {
+    ip(&["addr", "add", &v4.to_string(), "dev", dev])?;
+    ip(&["addr", "add", &v6.to_string(), "dev", dev, "nodad"])?;
+    Ok(())
+}
+
 fn add_linkless(netns: Option<&str>, name: &str) -> Result<&'static str, HostsError> {
     for (i, kind) in DUMMY_KINDS.iter().enumerate() {
         let mut args = Vec::new();
